@@ -1,0 +1,29 @@
+# Two entry points: `make quickstart` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export RSBENCH_SHARED_DATA ?= $(abspath ../shared/data)
+
+.PHONY: install quickstart test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/rsbench quickstart --out quickstart-output
+
+# The real-data suite must never skip silently: a missing data folder is a failure,
+# and so is pytest's exit code 5 (no tests collected).
+test: $(STAMP)
+	@test -d "$(RSBENCH_SHARED_DATA)/rasters" || { echo "error: real test data not found at RSBENCH_SHARED_DATA=$(RSBENCH_SHARED_DATA)" >&2; exit 1; }
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV) quickstart-output .pytest_cache

@@ -1,0 +1,38 @@
+"""The `rsbench` command line: one sub-command per pipeline stage."""
+
+from __future__ import annotations
+
+import typer
+
+from rsbench import __version__
+from rsbench.cli import corpus, evaluate, pretrain, quickstart, report
+
+app = typer.Typer(
+    name="rsbench",
+    help="Benchmark self-supervised pretraining for remote-sensing imagery.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(corpus.app, name="corpus")
+app.command("pretrain")(pretrain.pretrain_command)
+app.command("evaluate")(evaluate.evaluate_command)
+app.command("report")(report.report_command)
+app.command("quickstart")(quickstart.quickstart_command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rsbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """rsbench: rasters -> corpus -> pretrain -> evaluate -> report."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,47 @@
+"""Shared CLI plumbing: one-line errors, non-zero exits, the console."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Callable, TypeVar
+
+import typer
+from rich.console import Console
+
+from rsbench.errors import RsbenchError
+
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable)
+
+ConfigOption = typer.Option(None, "--config", help="YAML file with this command's options (CLI options override it).")
+
+
+def handle_errors(fn: F) -> F:
+    """Turn user-facing errors into `error: <one line>` on stderr and exit code 1.
+
+    Set RSBENCH_DEBUG=1 to see the full traceback instead.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RsbenchError as e:
+            if os.environ.get("RSBENCH_DEBUG"):
+                raise
+            print(f"error: {e}", file=sys.stderr)
+            raise typer.Exit(code=1) from None
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            raise typer.Exit(code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def split_csv(value: str | None) -> list[str] | None:
+    """'a,b, c' -> ['a', 'b', 'c'] (None stays None so the config file can provide the value)."""
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]

@@ -1,0 +1,13 @@
+"""User-facing errors: the CLI prints them as one line and exits non-zero."""
+
+
+class RsbenchError(Exception):
+    """A problem with the user's input (file, key, option) rather than a bug in rsbench."""
+
+
+class ConfigError(RsbenchError):
+    """An invalid configuration key or value."""
+
+
+class DataError(RsbenchError):
+    """An unreadable, corrupt or inconsistent input file or folder."""
