@@ -11,6 +11,10 @@ from typing import Any, Iterable
 
 import yaml
 
+# mkstemp creates 0600 files; artefacts should get the usual permissions (0666 minus the umask).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to a temp file beside `path`, fsync, then rename: readers never see a partial file."""
@@ -22,6 +26,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

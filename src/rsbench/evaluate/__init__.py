@@ -1,0 +1,39 @@
+"""`rsbench evaluate`: score frozen backbones on labelled downstream data.
+
+Library entry point: `evaluate(cfg) -> rows` (also appended to cfg.out/results.jsonl). Tasks register
+themselves in `rsbench.evaluate.tasks`; importing a task module below is what makes it available.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from rsbench.config import save_config
+from rsbench.evaluate import classification  # noqa: F401 - registers the "classification" task
+from rsbench.evaluate.config import EvaluateConfig
+from rsbench.evaluate.results import RESULT_FIELDS, RESULTS_FILE, ROW_KEY, append_results, results_table
+from rsbench.evaluate.tasks import available_tasks, get_task, register_task
+from rsbench.io import stable_hash
+
+__all__ = [
+    "RESULT_FIELDS",
+    "RESULTS_FILE",
+    "ROW_KEY",
+    "EvaluateConfig",
+    "append_results",
+    "available_tasks",
+    "evaluate",
+    "register_task",
+    "results_table",
+]
+
+
+def evaluate(cfg: EvaluateConfig, console: Console | None = None) -> list[dict]:
+    """Run every (seed, protocol) of `cfg`, append the rows to cfg.out/results.jsonl and return them."""
+    console = console or Console(stderr=True)
+    task = get_task(cfg.task, cfg.protocol)  # unknown task/protocol fails before any work
+    config = cfg.model_dump(mode="json")
+    save_config(cfg, cfg.out / "configs" / f"{stable_hash(config)}.yaml")
+    rows = task.run(cfg, console)
+    append_results(cfg.out, rows)
+    return rows

@@ -1,0 +1,137 @@
+"""Backbone initialisations to evaluate: a pretraining run, random, ImageNet, or a weights file.
+
+Models are built lazily (`Init.build`) so a feature-cache hit never loads weights; `identity` is what
+distinguishes the features one init produces, and goes into the feature-cache key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import timm
+import torch
+from rich.console import Console
+from torch import nn
+
+from rsbench.errors import ConfigError, DataError
+from rsbench.evaluate.config import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, EvaluateConfig
+from rsbench.io import read_json
+from rsbench.ssl.backbones import (
+    BACKBONE_META,
+    BACKBONE_WEIGHTS,
+    create_backbone,
+    load_exported_backbone,
+    load_state_dict_file,
+)
+
+RANDOM_INIT_SEED = 0
+
+
+@dataclass
+class Init:
+    kind: str  # run | random | imagenet | weights
+    name: str  # display name used in results, e.g. "simclr-resnet18 (run1)"
+    path: str | None
+    arch: str
+    in_chans: int
+    image_size: int
+    identity: dict
+    build: Callable[[], nn.Module] = field(repr=False)
+
+
+def _file_id(path: Path) -> dict:
+    # path + mtime + size: cheap, and changes whenever the weights are rewritten.
+    try:
+        st = path.stat()
+    except OSError:
+        raise ConfigError(f"weights file not found: {path}") from None
+    return {"path": str(path.resolve()), "mtime_ns": st.st_mtime_ns, "size": st.st_size}
+
+
+def _warn(console: Console, msg: str) -> None:
+    console.print(f"warning: {msg}", style="yellow", markup=False, highlight=False)
+
+
+def resolve_init(cfg: EvaluateConfig, in_chans: int, console: Console) -> Init:
+    """Interpret `cfg.init` for data with `in_chans` bands."""
+    if cfg.weights is not None and cfg.init != "imagenet":
+        raise ConfigError("--weights only applies to --init imagenet (evaluate a state_dict file with --init PATH)")
+    if cfg.init == "random":
+        return _random(cfg, in_chans)
+    if cfg.init == "imagenet":
+        return _imagenet(cfg, in_chans)
+    path = Path(cfg.init)
+    if path.is_dir():
+        return _run(cfg, path, in_chans, console)
+    if path.is_file():
+        return _weights_file(cfg, path, in_chans)
+    raise ConfigError(f"--init '{cfg.init}' is not a run directory, a weights file, 'random' or 'imagenet'")
+
+
+def _random(cfg: EvaluateConfig, in_chans: int) -> Init:
+    arch, size = cfg.backbone or DEFAULT_BACKBONE, cfg.image_size or DEFAULT_IMAGE_SIZE
+
+    def build() -> nn.Module:
+        # A fixed seed makes "random" one reproducible baseline; fork_rng leaves the caller's RNG alone.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            return create_backbone(arch, in_chans, size)
+
+    identity = {"kind": "random", "arch": arch, "in_chans": in_chans, "seed": RANDOM_INIT_SEED,
+                "timm": timm.__version__, "torch": torch.__version__}
+    return Init("random", f"random-{arch}", None, arch, in_chans, size, identity, build)
+
+
+def _imagenet(cfg: EvaluateConfig, in_chans: int) -> Init:
+    arch, size = cfg.backbone or DEFAULT_BACKBONE, cfg.image_size or DEFAULT_IMAGE_SIZE
+    weights = _file_id(cfg.weights) if cfg.weights is not None else "timm-hub"
+
+    def build() -> nn.Module:
+        # create_backbone raises a one-line ConfigError when no weights are available: never fall back.
+        return create_backbone(arch, in_chans, size, pretrained=True, weights_file=cfg.weights)
+
+    identity = {"kind": "imagenet", "arch": arch, "in_chans": in_chans, "weights": weights, "timm": timm.__version__}
+    path = str(cfg.weights.resolve()) if cfg.weights is not None else None
+    return Init("imagenet", f"imagenet-{arch}", path, arch, in_chans, size, identity, build)
+
+
+def _weights_file(cfg: EvaluateConfig, path: Path, in_chans: int) -> Init:
+    arch, size = cfg.backbone or DEFAULT_BACKBONE, cfg.image_size or DEFAULT_IMAGE_SIZE
+
+    def build() -> nn.Module:
+        model = create_backbone(arch, in_chans, size)
+        load_state_dict_file(model, path)
+        return model
+
+    identity = {"kind": "weights", "arch": arch, "in_chans": in_chans, "file": _file_id(path)}
+    return Init("weights", f"weights-{arch} ({path.name})", str(path.resolve()), arch, in_chans, size, identity, build)
+
+
+def _run(cfg: EvaluateConfig, run_dir: Path, in_chans: int, console: Console) -> Init:
+    meta_path, weights_path = run_dir / BACKBONE_META, run_dir / BACKBONE_WEIGHTS
+    if not meta_path.is_file() or not weights_path.is_file():
+        raise DataError(f"{run_dir} is not a finished rsbench run (missing {BACKBONE_META} or {BACKBONE_WEIGHTS})")
+    try:
+        meta = read_json(meta_path)
+        arch, run_chans = str(meta["arch"]), int(meta["in_chans"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{meta_path} is not a valid backbone description ({type(e).__name__}: {e})") from None
+    if run_chans != in_chans:
+        raise DataError(
+            f"data in {cfg.data} has {in_chans} band(s) but the backbone in {run_dir} expects in_chans={run_chans}"
+        )
+    # The run fixes the architecture and input size; CLI values that disagree are ignored, loudly.
+    if cfg.backbone is not None and cfg.backbone != arch:
+        _warn(console, f"--backbone {cfg.backbone} ignored: {meta_path} says arch={arch}")
+    size = meta.get("image_size")
+    if size is not None and cfg.image_size is not None and cfg.image_size != size:
+        _warn(console, f"--image-size {cfg.image_size} ignored: {meta_path} says image_size={size}")
+    size = int(size or cfg.image_size or DEFAULT_IMAGE_SIZE)
+
+    identity = {"kind": "run", "path": str(run_dir.resolve()), "meta": meta, "weights": _file_id(weights_path)}
+    name = f"{meta.get('method') or 'run'}-{arch} ({run_dir.resolve().name})"
+    return Init("run", name, str(run_dir.resolve()), arch, in_chans, size, identity,
+                lambda: load_exported_backbone(run_dir)[0])

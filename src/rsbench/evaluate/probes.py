@@ -1,0 +1,99 @@
+"""Probes on frozen features (kNN, linear) and the classification metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rsbench.evaluate.splits import stratified_split
+
+VAL_FRACTION = 0.2  # of the train split, for the weight-decay sweep only
+LBFGS_MAX_ITER = 200
+
+
+def knn_classify(
+    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, num_classes: int,
+    k: int = 20, temperature: float = 0.07, chunk: int = 1024,
+) -> tuple[torch.Tensor, int]:
+    """Top-1 predictions of temperature-weighted cosine kNN, and the k actually used (<= n_train)."""
+    from lightly.utils.benchmarking.knn import knn_predict  # slow import; only needed here
+
+    k = min(k, len(train_x))
+    bank = F.normalize(train_x.float(), dim=1).t().contiguous()
+    preds = [
+        knn_predict(F.normalize(part.float(), dim=1), bank, train_y, num_classes, knn_k=k, knn_t=temperature)[:, 0]
+        for part in test_x.split(chunk)
+    ]
+    return torch.cat(preds), k
+
+
+@dataclass
+class LinearProbe:
+    """Multinomial logistic regression on features standardized with the train mean/std."""
+
+    weight: torch.Tensor  # C x D
+    bias: torch.Tensor  # C
+    mean: torch.Tensor  # D
+    std: torch.Tensor  # D
+    weight_decay: float
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / self.std) @ self.weight.t() + self.bias
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(x).argmax(dim=1)
+
+    def state_dict(self) -> dict:
+        return {"weight": self.weight, "bias": self.bias, "feature_mean": self.mean, "feature_std": self.std,
+                "weight_decay": self.weight_decay}
+
+
+def _train(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float) -> LinearProbe:
+    mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
+    z = (x - mean) / std
+    # Zero init + full-batch L-BFGS on a convex loss: the fit is deterministic, no seed needed.
+    linear = nn.Linear(x.shape[1], num_classes)
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    opt = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=LBFGS_MAX_ITER, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(linear(z), y) + 0.5 * weight_decay * linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return LinearProbe(linear.weight.detach().clone(), linear.bias.detach().clone(), mean, std, float(weight_decay))
+
+
+def fit_linear_probe(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decays: list[float], seed: int
+) -> LinearProbe:
+    """Pick the weight decay on a stratified validation split of the TRAIN data, then refit on all of it."""
+    best = weight_decays[0]
+    fit_idx, val_idx = stratified_split(y.numpy(), VAL_FRACTION, [seed, 1], strict=False)
+    if len(weight_decays) > 1 and len(val_idx):
+        fit_idx, val_idx = torch.as_tensor(fit_idx), torch.as_tensor(val_idx)
+        scores = []
+        for i, wd in enumerate(weight_decays):
+            logits = _train(x[fit_idx], y[fit_idx], num_classes, wd).logits(x[val_idx])
+            acc = (logits.argmax(1) == y[val_idx]).float().mean().item()
+            # Highest accuracy; ties go to the lower validation loss (better calibrated).
+            scores.append((-acc, F.cross_entropy(logits, y[val_idx]).item(), i))
+        best = weight_decays[min(scores)[2]]
+    return _train(x, y, num_classes, best)
+
+
+def classification_metrics(preds: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict[str, float]:
+    from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+    return {
+        "accuracy": float(multiclass_accuracy(preds, target, num_classes=num_classes, average="micro")),
+        "f1_macro": float(multiclass_f1_score(preds, target, num_classes=num_classes, average="macro")),
+    }
