@@ -18,6 +18,8 @@ import numpy as np
 import rasterio
 from rasterio.transform import Affine
 
+from rsbench.errors import ConfigError
+
 BAND_NAMES = ("blue", "green", "red", "nir")
 Seed = int | Sequence[int]
 
@@ -159,8 +161,15 @@ def _footprint(rng: np.random.Generator, size: int, border: int, collar: bool) -
     return valid
 
 
-def render_scene(size: int = 512, seed: Seed = 0, nodata_border: int = 16, collar: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def render_scene(
+    size: int = 512, seed: Seed = 0, nodata_border: int = 16, collar: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """A (4, size, size) uint16 scene and its (size, size) int8 class map (-1 = nodata)."""
+    # The frame may take at most half of each side, so that the collar cannot consume the whole scene.
+    if size < 16 or not 0 <= 4 * nodata_border <= size:
+        raise ConfigError(
+            f"synthetic scene needs size >= 16 and 0 <= nodata_border <= size/4 (got {size}, {nodata_border})"
+        )
     rng = np.random.default_rng(seed)
     n = int(rng.integers(8, 16))
     seeds = rng.uniform(0, size, (n, 2))
@@ -169,7 +178,8 @@ def render_scene(size: int = 512, seed: Seed = 0, nodata_border: int = 16, colla
     warp = 0.05 * size
     y += warp * _noise(rng, size, size, size / 12)
     x += warp * _noise(rng, size, size, size / 12)
-    region = np.argmin((y[None] - seeds[:, 0, None, None]) ** 2 + (x[None] - seeds[:, 1, None, None]) ** 2, axis=0)
+    dist2 = (y[None] - seeds[:, 0, None, None]) ** 2 + (x[None] - seeds[:, 1, None, None]) ** 2
+    region = np.argmin(dist2, axis=0)
     # Cycle through a permutation so that every class appears whenever n >= number of classes.
     region_class = rng.permutation(np.resize(rng.permutation(len(LAND_COVER_CLASSES)), n))
 
@@ -191,13 +201,15 @@ def render_scene(size: int = 512, seed: Seed = 0, nodata_border: int = 16, colla
 
 def render_chip(class_name: str, size: int = 32, seed: Seed = 0) -> np.ndarray:
     """A (4, size, size) uint16 chip entirely of one land-cover class."""
+    if class_name not in CLASS_NAMES:
+        raise ConfigError(f"unknown land-cover class {class_name!r} (choose from {', '.join(CLASS_NAMES)})")
     rng = np.random.default_rng(seed)
     cls = LAND_COVER_CLASSES[CLASS_NAMES.index(class_name)]
     return _acquire(rng, _render_class(rng, cls, size, size))
 
 
 def _from_origin(west: float, north: float, gsd: float) -> Affine:
-    # Identical to rasterio.transform.from_origin, which emits a PendingDeprecationWarning per call with affine>=3.
+    # Same as rasterio.transform.from_origin, which warns (PendingDeprecationWarning) on every call with affine>=3.
     return Affine(gsd, 0.0, west, 0.0, -gsd, north)
 
 
@@ -242,20 +254,27 @@ def generate_scene(
     map coordinate of the top-left corner."""
     img, _ = render_scene(size, seed, nodata_border, collar)
     transform = _from_origin(origin[0], origin[1], gsd)
-    return _write_geotiff(path, img, crs, transform, {"generator": "rsbench.synthetic", "seed": seed}, tiled=True)
+    tags = {"generator": "rsbench.synthetic", "seed": seed, "classes": ",".join(CLASS_NAMES)}
+    return _write_geotiff(path, img, crs, transform, tags, tiled=True)
 
 
-def generate_scenes(out_dir: str | os.PathLike, n: int = 4, size: int = 512, seed: int = 0, gsd: float = 10.0) -> list[Path]:
+def generate_scenes(
+    out_dir: str | os.PathLike, n: int = 4, size: int = 512, seed: int = 0, gsd: float = 10.0, nodata_border: int = 16
+) -> list[Path]:
     """`n` scenes out_dir/scene_<i>.tif, laid side by side west to east like adjacent tiles."""
     out_dir = Path(out_dir)
-    x0, y0 = 500000, 5700000
     return [
-        generate_scene(out_dir / f"scene_{i:03d}.tif", size=size, seed=(seed, i), origin=(x0 + i * size * gsd, y0), gsd=gsd)
+        generate_scene(
+            out_dir / f"scene_{i:03d}.tif", size=size, seed=(seed, i), nodata_border=nodata_border,
+            origin=(500000 + i * size * gsd, 5700000), gsd=gsd,
+        )
         for i in range(n)
     ]
 
 
-def generate_classification_set(out_dir: str | os.PathLike, per_class: int = 60, size: int = 32, seed: int = 0, gsd: float = 10.0) -> Path:
+def generate_classification_set(
+    out_dir: str | os.PathLike, per_class: int = 60, size: int = 32, seed: int = 0, gsd: float = 10.0
+) -> Path:
     """An ImageFolder out_dir/<class>/<class>_<i>.tif of single-class 4-band GeoTIFF chips.
 
     Chip i of a class depends only on (seed, class, i), so a larger `per_class` extends a smaller set.
@@ -268,5 +287,6 @@ def generate_classification_set(out_dir: str | os.PathLike, per_class: int = 60,
             transform = _from_origin(500000 + i * size * gsd, 5600000 - c * size * gsd, gsd)
             tags = {"generator": "rsbench.synthetic", "seed": seed, "class": cls.name}
             # A chip is a single block anyway, so tiling would only add overhead.
-            _write_geotiff(out_dir / cls.name / f"{cls.name}_{i:04d}.tif", img, "EPSG:32631", transform, tags, tiled=False)
+            path = out_dir / cls.name / f"{cls.name}_{i:04d}.tif"
+            _write_geotiff(path, img, "EPSG:32631", transform, tags, tiled=False)
     return out_dir

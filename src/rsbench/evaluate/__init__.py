@@ -32,8 +32,8 @@ def evaluate(cfg: EvaluateConfig, console: Console | None = None) -> list[dict]:
     """Run every (seed, protocol) of `cfg`, append the rows to cfg.out/results.jsonl and return them."""
     console = console or Console(stderr=True)
     task = get_task(cfg.task, cfg.protocol)  # unknown task/protocol fails before any work
-    config = cfg.model_dump(mode="json")
-    save_config(cfg, cfg.out / "configs" / f"{stable_hash(config)}.yaml")
     rows = task.run(cfg, console)
+    # Saved with the rows, not before: a failed run leaves no config behind that matches no results.
+    save_config(cfg, cfg.out / "configs" / f"{stable_hash(cfg.model_dump(mode='json'))}.yaml")
     append_results(cfg.out, rows)
     return rows

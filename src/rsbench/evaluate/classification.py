@@ -52,6 +52,8 @@ def run_classification(cfg: EvaluateConfig, console: Console) -> list[dict]:
     labels = np.concatenate([pool.labels, test.labels]) if test is not None else pool.labels
     fs = get_features(init, paths, labels, n_pool, cfg.out / "features", cfg.batch_size,
                       resolve_device(cfg.device), console)
+    how = "from cache" if fs.cached else f"extracted in {fs.extract_time_s:.1f}s"
+    console.print(f"features of {len(paths)} images {how}: {fs.path}", markup=False, highlight=False)
 
     num_classes = len(pool.classes)
     base = {

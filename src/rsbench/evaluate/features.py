@@ -52,7 +52,7 @@ def resolve_device(name: str) -> torch.device:
     try:
         return torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"invalid config key 'device': unknown device '{name}' (auto, cpu, cuda, cuda:0, ...)") from None
+        raise ConfigError(f"invalid config key 'device': unknown device '{name}' (auto, cpu, cuda, ...)") from None
 
 
 def _files_id(paths: Sequence[Path]) -> list:
@@ -130,7 +130,10 @@ def get_features(
     size = f"{init.image_size}x{init.image_size}"
     native = native_sizes.pop() if len(native_sizes) == 1 else "mixed sizes"
     resize = f"none ({size})" if native == size else f"bilinear antialias {native} -> {size}"
-    blob = {"features": torch.cat(feats), "labels": torch.as_tensor(labels, dtype=torch.int64),
+    features = torch.cat(feats)
+    if not torch.isfinite(features).all():
+        raise DataError(f"backbone {init.name} produced non-finite (NaN/inf) features; check its weights")
+    blob = {"features": features, "labels": torch.as_tensor(labels, dtype=torch.int64),
             "normalization": norm.to_dict(), "resize": resize, "extract_time_s": time.perf_counter() - start}
     buf = io.BytesIO()
     torch.save(blob, buf)

@@ -90,7 +90,7 @@ def results_table(rows: list[dict]) -> Table:
         groups[(r["dataset"], r["init"], r["protocol"], r["metric"])].append(r["value"])
     table = Table(title="rsbench evaluate")
     for col in ("dataset", "init", "protocol", "metric"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # init names are long; never truncate them
     for col in ("mean", "std", "seeds"):
         table.add_column(col, justify="right")
     for (dataset, init, protocol, metric), values in groups.items():
