@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export RSBENCH_SHARED_DATA ?= $(abspath ../shared/data)
 
-.PHONY: install quickstart test clean
+.PHONY: install browser quickstart test clean
 
 install: $(STAMP)
 
@@ -15,12 +15,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The report tests open the HTML in a real headless browser: Debian's chromium (needs root/apt).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 quickstart: $(STAMP)
 	$(BIN)/rsbench quickstart --out quickstart-output
 
 # The real-data suite must never skip silently: a missing data folder is a failure,
 # and so is pytest's exit code 5 (no tests collected).
-test: $(STAMP)
+test: $(STAMP) browser
 	@test -d "$(RSBENCH_SHARED_DATA)/rasters" || { echo "error: real test data not found at RSBENCH_SHARED_DATA=$(RSBENCH_SHARED_DATA)" >&2; exit 1; }
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc

@@ -16,6 +16,7 @@ from lightly.utils.debug import std_of_l2_normalized
 from lightly.utils.lars import LARS
 from lightly.utils.scheduler import CosineWarmupScheduler
 
+from rsbench.ssl.augment import MultiView, ssl_view_transform
 from rsbench.ssl.backbones import create_backbone, feature_dim
 
 
@@ -56,6 +57,12 @@ class SSLMethod(L.LightningModule):
         self.recipe = Recipe(**{**asdict(self.default_recipe), **(recipe or {})})
         self.backbone = create_backbone(arch, in_chans, image_size)
         self.feature_dim = feature_dim(self.backbone)
+
+    @classmethod
+    def view_transform(cls, image_size: int, in_chans: int, min_scale: float = 0.08):
+        """Image (C, H, W) -> list of views. Methods with other view schemes (multi-crop, a single
+        masked view) override this."""
+        return MultiView(ssl_view_transform(image_size, rgb=in_chans == 3, min_scale=min_scale), n=cls.num_views)
 
     def training_loss(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (loss, embeddings used for the collapse monitor)."""

@@ -28,7 +28,6 @@ from rsbench.config import load_yaml_mapping, save_config
 from rsbench.errors import ConfigError, DataError
 from rsbench.io import atomic_write_bytes, atomic_write_text, write_json
 from rsbench.ssl import get_method
-from rsbench.ssl.augment import MultiView, ssl_view_transform
 from rsbench.ssl.backbones import BACKBONE_META, BACKBONE_WEIGHTS
 from rsbench.train.config import PretrainConfig
 from rsbench.train.data import ImageFilesDataset, TransformedIterable, collate_views, image_folder_source
@@ -79,8 +78,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
     # Probe the data first (band count decides the view pipeline), then build the real transform.
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dataset, norm, n_samples, source = _training_data(cfg, transform=None)
-    transform = MultiView(ssl_view_transform(cfg.image_size, rgb=norm.bands == 3), n=method_cls.num_views)
-    dataset.transform = transform
+    dataset.transform = method_cls.view_transform(cfg.image_size, norm.bands, cfg.min_scale)
     steps_per_epoch = n_samples // cfg.batch_size
     if steps_per_epoch == 0:
         raise DataError(f"only {n_samples} training images, fewer than --batch-size {cfg.batch_size}")
