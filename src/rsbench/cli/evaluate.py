@@ -32,11 +32,7 @@ def evaluate_command(
     test_fraction: Optional[float] = typer.Option(
         None, "--test-fraction", help="Per-class test share when there is no --test-data (default: 0.2)."
     ),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (default: 64)."),
-    fractions: Optional[str] = typer.Option(None, "--fractions", help="Label fractions, e.g. 0.01,0.1,1.0 (default: 1.0)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs for trained parts (fine-tune, decoders; default 10)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate for trained parts (default: per protocol)."),
-    decoder: Optional[str] = typer.Option(None, "--decoder", help="Segmentation decoder (default: fpn)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Feature-extraction batch size (default: 64)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder for results.jsonl (default: results)."),
     config: Optional[Path] = ConfigOption,
 ) -> None:
@@ -49,7 +45,6 @@ def evaluate_command(
         EvaluateConfig, config, task=task, data=data, test_data=test_data, init=init, backbone=backbone,
         image_size=image_size, weights=weights, protocol=split_csv(protocol), seeds=split_csv(seeds),
         test_fraction=test_fraction, batch_size=batch_size, out=out,
-        fractions=[float(f) for f in split_csv(fractions)] if fractions else None, epochs=epochs, lr=lr, decoder=decoder,
     )
     rows = evaluate(cfg, console=console)
     Console().print(results_table(rows))

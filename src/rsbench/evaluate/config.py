@@ -28,17 +28,11 @@ class EvaluateConfig(StrictModel):
     batch_size: int = Field(64, gt=0)
     out: Path = Path("results")
     device: str = "auto"
-    # Label fractions of the training split (stratified, >= 1 sample per class), and trained-part options
-    # shared by the fine-tuning, segmentation and detection protocols.
-    fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
-    epochs: int = Field(10, gt=0)
-    lr: float | None = Field(None, gt=0)
-    decoder: str = "fpn"
     knn_k: int = Field(20, gt=0)
     knn_temperature: float = Field(0.07, gt=0)
     linear_weight_decays: list[float] = Field(default_factory=lambda: [0.0, 1e-4, 1e-3, 1e-2, 1e-1], min_length=1)
 
-    @field_validator("protocol", "seeds", "linear_weight_decays", "fractions", mode="before")
+    @field_validator("protocol", "seeds", "linear_weight_decays", mode="before")
     @classmethod
     def _csv_list(cls, value):
         # YAML users naturally write `protocol: knn,linear` or `seeds: 0`; accept those like the CLI does.

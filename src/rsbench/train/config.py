@@ -20,7 +20,6 @@ class PretrainConfig(StrictModel):
     max_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(64, ge=2)
     image_size: int = Field(64, ge=8)
-    patch_size: int | None = Field(None, ge=1, description="ViT patch size (default: the architecture's)")
     min_scale: float = Field(0.08, gt=0, le=1, description="smallest random-resized-crop area fraction")
     bands: int | None = Field(None, ge=1, description="corpus band group to train on (default: the largest)")
     num_workers: int = Field(2, ge=0)
