@@ -17,7 +17,7 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
-import rsbench.evaluate.features as features_mod
+import rsbench.evaluate.images as images_mod
 from rsbench.cli import app
 from rsbench.errors import DataError
 from rsbench.evaluate import RESULT_FIELDS, EvaluateConfig, evaluate
@@ -30,8 +30,8 @@ from rsbench.ssl.backbones import create_backbone
 SCHEMA = [
     "task", "dataset", "protocol", "init", "init_kind", "init_path", "backbone", "label_fraction", "seed",
     "metric", "value", "n_train", "n_test", "num_classes", "feature_dim", "image_size", "normalization",
-    "resize", "split", "k", "temperature", "weight_decay", "probe_path", "extract_time_s", "fit_time_s",
-    "features_cached", "features_key", "data", "test_data", "rsbench_version", "created",
+    "resize", "split", "k", "temperature", "weight_decay", "hparams", "probe_path", "extract_time_s", "fit_time_s",
+    "eval_time_s", "features_cached", "features_key", "data", "test_data", "rsbench_version", "created",
 ]
 
 
@@ -188,10 +188,12 @@ def test_feature_cache_is_reused_across_seeds_and_protocols(random_run, eurosat_
     assert len(cache) == 1
     mtime = cache[0].stat().st_mtime_ns
     reads = []
-    monkeypatch.setattr(features_mod, "read_image", lambda p: reads.append(p))  # any extraction would crash
+    real_read = images_mod.read_image
+    monkeypatch.setattr(images_mod, "read_image", lambda p: reads.append(p) or real_read(p))
 
     rows = evaluate(cfg(eurosat_small, out, seeds=[1], protocol=["knn"]), console=quiet())
-    assert reads == [] and all(r["features_cached"] for r in rows) and rows[0]["seed"] == 1
+    # One read: the first image, for its band count. An extraction would read all 200 (twice).
+    assert len(reads) == 1 and all(r["features_cached"] for r in rows) and rows[0]["seed"] == 1
     assert cache[0].stat().st_mtime_ns == mtime and len(list((out / "features").glob("*.pt"))) == 1
     # Re-running a key replaces its rows (no duplicates) and reproduces the value.
     again = evaluate(cfg(eurosat_small, out, seeds=[0], protocol=["knn"]), console=quiet())
@@ -305,7 +307,7 @@ def bad_inputs(tmp_path, eurosat_small) -> Path:
     ("--data", "{tmp}/nope", "dataset folder not found: {tmp}/nope"),
     ("--config", "{tmp}/bad.yaml", "invalid config key 'bogus_key' in config file {tmp}/bad.yaml"),
     ("--protocol", "knn,svm", "unknown protocol 'svm'"),
-    ("--task", "segmentation", "unknown task 'segmentation'"),
+    ("--task", "captioning", "unknown task 'captioning'"),
     ("--backbone", "nope_net", "unknown backbone 'nope_net'"),
     ("--data", "{tmp}/empty", "{tmp}/empty has no class sub-folders"),
     ("--data", "{tmp}/corrupt", "cannot read image {tmp}/corrupt/b/zz_broken.jpg"),

@@ -21,14 +21,48 @@ def _losses(run_dir: Path) -> list[float]:
     return [float(r["train/loss"]) for r in rows if r.get("train/loss")]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two threads oversubscribe and run ~10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def eurosat_run(tmp_path_factory, eurosat_small) -> Path:
+def eurosat_run(tmp_path_factory, eurosat_small, one_thread) -> Path:
     out = tmp_path_factory.mktemp("runs") / "simclr"
     cfg = PretrainConfig(
         images=eurosat_small, out=out, max_steps=40, batch_size=32, image_size=32, num_workers=0,
         log_every=1, recipe={"optimizer": "sgd", "lr": 0.6},
     )
     return pretrain(cfg)
+
+
+def _reference_flops(model: torch.nn.Module, views: list[torch.Tensor]) -> float:
+    """Independent FLOP count of one training step from layer shapes: every conv / linear costs
+    2*MACs forward, 2*MACs for its weight gradient and 2*MACs for its input gradient (none for the
+    first conv, whose input is the image). Normalisations, activations and the B x B similarity
+    matrix of the loss (< 0.1 % here) are left out, as torch.utils.flop_counter leaves them out."""
+    total = 0.0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        else:
+            k = module.in_features
+        macs = output.numel() * k
+        total += 2 * macs * (3 if inputs[0].requires_grad else 2)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        model.training_loss(views)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
 
 
 def test_loss_decreases_on_real_eurosat(eurosat_run):
@@ -48,6 +82,19 @@ def test_run_dir_artefacts(eurosat_run):
     assert len(meta["normalization"]["mean"]) == 3 and all(s > 1 for s in meta["normalization"]["std"])  # 0-255 units
     run = json.loads((eurosat_run / "run.json").read_text())
     assert run["images_seen"] == 40 * 32 and run["images_per_s"] > 0
+    assert run["status"] == "finished" and len(run["segments"]) == 1 and run["device"] == "cpu"
+    assert run["images_per_s"] == pytest.approx(40 * 32 / run["train_time_s"], rel=0.01)
+    assert run["device_hours"] == pytest.approx(run["wall_time_s"] / 3600, rel=0.01)
+    assert 0 < run["data_wait_s"] + run["compute_s"] <= run["train_time_s"] * 1.01
+    assert run["data_wait_fraction"] == pytest.approx(run["data_wait_s"] / (run["data_wait_s"] + run["compute_s"]), abs=1e-3)
+    assert run["peak_memory"]["cpu_rss_peak_bytes"] > 100e6
+    from rsbench.ssl import get_method
+
+    model = get_method("simclr")(arch="resnet18", in_chans=3, image_size=32, batch_size=32, max_steps=40)
+    expected = _reference_flops(model, [torch.randn(32, 3, 32, 32), torch.randn(32, 3, 32, 32)])
+    assert run["flops"]["per_step"] == pytest.approx(expected, rel=0.02)
+    assert run["flops"]["per_image"] == pytest.approx(run["flops"]["per_step"] / 32)
+    assert run["flops"]["mfu"] is None  # no peak FLOP/s for CPUs
     # The export loads into a plain timm model, strictly.
     model = timm.create_model("resnet18", in_chans=3, num_classes=0)
     model.load_state_dict(torch.load(eurosat_run / "backbone.pt", weights_only=True), strict=True)

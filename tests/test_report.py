@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from rsbench.errors import DataError
 from rsbench.report import build_sections, deduplicate, load_results, render_report, summarize
+from rsbench.report.stats import bootstrap_ci
 
 EVIL = 'evil <script>alert(1)</script> & "q"'
 VOID = {"meta", "br", "img", "hr", "input", "link"}
@@ -131,14 +132,16 @@ class _Page(HTMLParser):
     def __init__(self):
         super().__init__()
         self.stack, self.errors, self.tables, self.row_classes, self.imgs, self.refs = [], [], [], [], [], []
-        self._cell = None
+        self._cell, self.boards = None, 0
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         self.refs += [v for k, v in attrs.items() if k in ("src", "href") and v]
         if tag == "img":
             self.imgs.append(attrs["src"])
-        in_board = "section" in self.stack  # leaderboards only, not the preprocessing table
+        if tag == "section" and "board-card" in (attrs.get("class") or ""):
+            self.boards += 1
+        in_board = "board" in self.stack  # leaderboards only, not the summary or preprocessing tables
         if tag == "tbody" and in_board:
             self.tables.append([])
         if tag == "tr" and in_board and self.stack[-1] == "tbody":
@@ -146,13 +149,13 @@ class _Page(HTMLParser):
         if tag == "td" and in_board and attrs.get("class") == "init":
             self._cell = ""
         if tag not in VOID:
-            self.stack.append(tag)
+            self.stack.append("board" if tag == "section" and "board-card" in (attrs.get("class") or "") else tag)
 
     def handle_endtag(self, tag):
         if tag == "td" and self._cell is not None:
             self.tables[-1].append(self._cell)
             self._cell = None
-        if not self.stack or self.stack.pop() != tag:
+        if not self.stack or self.stack.pop().replace("board", "section") != tag:
             self.errors.append(tag)
 
     def handle_data(self, data):
@@ -177,10 +180,15 @@ def test_render_report_is_self_contained_ranked_and_escaped(tmp_path, rows):
         assert f"<span class=\"sep\">/</span>{protocol}<span" in html
     assert "<script>" not in html and "evil &lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;q&#34;" in html
     assert f"{np.mean(VALUES[('simclr-run1', 'knn')]):.3f} ± {np.std(VALUES[('simclr-run1', 'knn')], ddof=1):.3f}" in html
-    assert "based on 3 seeds, 9 results rows" in html and "based on 3 seeds, 6 results rows" in html
+    assert "based on 3 seeds, 9 evaluation cells, 9 results rows" in html
+    assert "based on 3 seeds, 6 evaluation cells, 6 results rows" in html
     assert "Preprocessing" in html and ">dataset<" in html
+    # 95% bootstrap CI over the 3 seeds of simclr-run1 / knn, in its leaderboard row.
+    lo, hi = bootstrap_ci(VALUES[("simclr-run1", "knn")])
+    assert f"[{lo:.3f}, {hi:.3f}]" in html
 
-    assert len(page.imgs) == 2
+    # Two leaderboard plots, the summary, paired, rank and heatmap figures; all embedded PNGs.
+    assert page.boards == 2 and len(page.imgs) == 6
     for src in page.imgs:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
@@ -246,3 +254,29 @@ def test_cli_malformed_line_is_one_line_error(tmp_path, rows, cli_app):
 def test_cli_without_results_fails(tmp_path, cli_app):
     result = CliRunner().invoke(cli_app, ["--out", str(tmp_path / "r.html")])
     assert result.exit_code == 1 and "no RESULTS given" in result.stderr
+
+
+def test_tables_as_markdown_and_latex_beside_the_page(tmp_path, rows):
+    rows = rows + [row(EVIL, "knn", s, 0.5) for s in range(3)]
+    out = render_report(rows, tmp_path / "r.html")
+    md = (tmp_path / "r.tables.md").read_text()
+    tex = (tmp_path / "r.tables.tex").read_text()
+    assert "| Rank | Init | Score | 95% CI |" in md and "| 1 | simclr-run1 |" in md
+    assert r"\begin{tabular}" in tex and r"\toprule" in tex
+    assert r"evil <script>alert(1)</script> \& " in tex, "LaTeX specials are escaped"
+    assert "based on 3 seeds" in md and "based on 3 seeds" in tex
+    html = out.read_text()
+    assert html.count("Markdown · LaTeX") >= 4  # one collapsible block per table
+
+
+def test_reference_and_checkpoint_rows(tmp_path, rows):
+    extra = [row("imagenet-resnet18", p, s, 0.9, init_kind="imagenet") for p in ("knn", "linear") for s in range(3)]
+    # A benchmark snapshot ("<run>@step-N") is a point of the progress curve, not a leaderboard entry.
+    snap = [row("simclr-resnet18 (simclr-ab12@step-000050)", "knn", s, 0.3) for s in range(3)]
+    html = render_report(rows + extra + snap, tmp_path / "r.html").read_text()
+    assert "Paired comparison with imagenet-resnet18" in html and "no ImageNet baseline" not in html
+    assert "simclr-ab12@step-000050" not in html
+    html = render_report(rows + extra, tmp_path / "r2.html", reference="random-init").read_text()
+    assert "Paired comparison with random-init" in html
+    with pytest.raises(Exception, match="reference 'nope'"):
+        render_report(rows, tmp_path / "r3.html", reference="nope")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 
 from rsbench import __version__
-from rsbench.cli import corpus, evaluate, pretrain, quickstart, report
+from rsbench.cli import benchmark, corpus, evaluate, pretrain, quickstart, report
+from rsbench.cli import methods
+from rsbench.cli import runs
 
 app = typer.Typer(
     name="rsbench",
@@ -15,10 +17,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(corpus.app, name="corpus")
+app.add_typer(benchmark.app, name="benchmark")
 app.command("pretrain")(pretrain.pretrain_command)
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("report")(report.report_command)
 app.command("quickstart")(quickstart.quickstart_command)
+app.command("methods")(methods.methods_command)
+app.command("runs")(runs.runs_command)
 
 
 def _version(value: bool) -> None:

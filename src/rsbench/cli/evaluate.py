@@ -1,4 +1,4 @@
-"""`rsbench evaluate`: kNN / linear probes of a backbone on labelled data."""
+"""`rsbench evaluate`: score a backbone (or a trivial baseline) on a labelled downstream task."""
 
 from __future__ import annotations
 
@@ -14,37 +14,65 @@ from rsbench.config import resolve_config
 
 @handle_errors
 def evaluate_command(
+    task_spec: Optional[Path] = typer.Option(
+        None, "--task-spec", help="YAML task spec (name, task, adapter, data, classes, metric, options); "
+        "the command line and --config override its keys."
+    ),
     task: Optional[str] = typer.Option(None, "--task", help="Downstream task (default: classification)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Labelled ImageFolder (root/<class>/<image>)."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Labelled data: ImageFolder (root/<class>/<image>), a CSV (path,label or path,labels "
+        "with ';'-separated labels), or a torchgeo dataset root (--adapter torchgeo)."
+    ),
     test_data: Optional[Path] = typer.Option(
-        None, "--test-data", help="Fixed test ImageFolder; without it --data is split per seed."
+        None, "--test-data", help="Fixed test set in the same format; without it --data is split per seed."
+    ),
+    adapter: Optional[str] = typer.Option(
+        None, "--adapter", help="How to read --data: imagefolder, csv, torchgeo (default: from --data)."
     ),
     init: Optional[str] = typer.Option(
-        None, "--init", help="Run directory (backbone.json + backbone.pt), 'random', 'imagenet', or a state_dict file."
+        None, "--init", help="Run directory, 'random', 'imagenet', a state_dict file, 'torchgeo:<WeightsEnum>' "
+        "(e.g. torchgeo:ResNet18_Weights.SENTINEL2_RGB_MOCO), or a baseline: 'bandstats', 'pixels'."
     ),
     backbone: Optional[str] = typer.Option(
         None, "--backbone", help="timm architecture (default: resnet18; a run uses its own)."
     ),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Input size (default: the run's, else 64)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="ImageNet checkpoint file for --init imagenet."),
-    protocol: Optional[str] = typer.Option(None, "--protocol", help="knn, linear or knn,linear (default: knn,linear)."),
+    image_size: Optional[int] = typer.Option(
+        None, "--image-size", help="Input size (default: the run's / the weights', else 64)."
+    ),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="Checkpoint file for --init imagenet or --init torchgeo:... (offline use)."
+    ),
+    bands: Optional[str] = typer.Option(
+        None, "--bands", help="The data's band names in file order, e.g. B04,B03,B02 (maps them onto torchgeo weights)."
+    ),
+    protocol: Optional[str] = typer.Option(
+        None, "--protocol", help="Comma-separated: knn, linear, finetune (default: knn,linear)."
+    ),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds (default: 0,1,2)."),
+    fractions: Optional[str] = typer.Option(
+        None, "--fractions", help="Label fractions of the train split, e.g. 0.01,0.1,1.0 (stratified, >= 1 per "
+        "class; default: 1.0)."
+    ),
     test_fraction: Optional[float] = typer.Option(
         None, "--test-fraction", help="Per-class test share when there is no --test-data (default: 0.2)."
     ),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Feature-extraction batch size (default: 64)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (default: 64)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs for trained parts (fine-tune, decoders; default 10)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate for trained parts (default: per protocol)."),
+    decoder: Optional[str] = typer.Option(None, "--decoder", help="Segmentation decoder (default: fpn)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder for results.jsonl (default: results)."),
     config: Optional[Path] = ConfigOption,
 ) -> None:
-    """Score a backbone with frozen-feature probes; rows go to OUT/results.jsonl."""
+    """Score a backbone with kNN / linear probes or fine-tuning; rows go to OUT/results.jsonl."""
     # Imported here so `rsbench --help` stays fast (torch, timm).
     from rsbench.evaluate import EvaluateConfig, evaluate, results_table
     from rsbench.evaluate.results import RESULTS_FILE
 
     cfg = resolve_config(
-        EvaluateConfig, config, task=task, data=data, test_data=test_data, init=init, backbone=backbone,
-        image_size=image_size, weights=weights, protocol=split_csv(protocol), seeds=split_csv(seeds),
-        test_fraction=test_fraction, batch_size=batch_size, out=out,
+        EvaluateConfig, config, task_spec=task_spec, task=task, data=data, test_data=test_data, adapter=adapter,
+        init=init, backbone=backbone, image_size=image_size, weights=weights, bands=split_csv(bands),
+        protocol=split_csv(protocol), seeds=split_csv(seeds), test_fraction=test_fraction, batch_size=batch_size,
+        out=out, fractions=split_csv(fractions), epochs=epochs, lr=lr, decoder=decoder,
     )
     rows = evaluate(cfg, console=console)
     Console().print(results_table(rows))

@@ -1,4 +1,4 @@
-"""`rsbench report RESULTS... --out report.html`: one self-contained HTML page from results.jsonl files."""
+"""`rsbench report [RESULTS...] [--db URL|FILE] --out report.html`: one self-contained HTML page."""
 
 from __future__ import annotations
 
@@ -15,8 +15,12 @@ from rsbench.errors import ConfigError
 
 class ReportConfig(StrictModel):
     results: List[str] = Field(default_factory=list, description="results.jsonl files or folders holding them")
+    db: Optional[str] = Field(None, description="benchmark results store: SQLAlchemy URL, SQLite file or bench folder")
     out: str = "report.html"
     title: str = "rsbench report"
+    reference: Optional[str] = Field(None, description="init the paired comparison uses (default: ImageNet, else random)")
+    bootstrap: int = Field(2000, ge=100, description="bootstrap resamples for the confidence intervals")
+    tables: bool = Field(True, description="also write OUT.tables.md and OUT.tables.tex")
 
 
 @handle_errors
@@ -25,25 +29,35 @@ def report_command(
         None, help="results.jsonl files, or folders searched recursively for results.jsonl.",
         show_default=False, metavar="RESULTS",
     ),
+    db: Optional[str] = typer.Option(None, "--db",
+                                     help="Benchmark results store: SQLAlchemy URL, SQLite file or bench folder."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write (default: report.html)."),
     title: Optional[str] = typer.Option(None, "--title", help="Page title (default: rsbench report)."),
+    reference: Optional[str] = typer.Option(
+        None, "--reference", help="Init for the paired comparison (default: the ImageNet baseline, else random init)."),
+    bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="Bootstrap resamples for CIs (default 2000)."),
+    tables: Optional[bool] = typer.Option(None, "--tables/--no-tables",
+                                          help="Also write OUT.tables.md and OUT.tables.tex (default: yes).",
+                                          show_default=False),
     config: Optional[Path] = ConfigOption,
 ) -> None:
-    """Aggregate evaluation results over seeds into leaderboards and plots in one offline HTML page."""
+    """Leaderboards with bootstrap CIs, normalized cross-task scores, paired comparison with the baseline,
+    cost and pretraining curves, in one offline HTML page (plus its tables as Markdown and LaTeX)."""
     # Imported here so `rsbench --help` does not pay for matplotlib.
-    from rsbench.report import find_results_files, load_results, render_report
+    from rsbench.report import render_report
+    from rsbench.report.sources import load_report_data
 
     cfg = resolve_config(
         ReportConfig, config,
         # An empty RESULTS list means "not given", so the config file's list can apply.
         results=[str(p) for p in results] if results else None,
-        out=str(out) if out is not None else None,
-        title=title,
+        db=db, out=str(out) if out is not None else None, title=title, reference=reference, bootstrap=bootstrap,
+        tables=tables,
     )
-    if not cfg.results:
-        raise ConfigError("no RESULTS given: pass results.jsonl files or folders, or set 'results' in --config")
-    files = find_results_files(cfg.results)
-    rows = load_results(files)
-    path = render_report(rows, cfg.out, title=cfg.title, sources=files, config=cfg.model_dump(mode="json"))
+    if not cfg.results and not cfg.db:
+        raise ConfigError("no RESULTS given: pass results.jsonl files or folders, --db, or set 'results' in --config")
+    data = load_report_data(cfg.results, cfg.db)
+    path = render_report(data, cfg.out, title=cfg.title, config=cfg.model_dump(mode="json"), reference=cfg.reference,
+                         n_boot=cfg.bootstrap, write_tables=cfg.tables)
     # stdout carries only the path, so scripts can capture it; everything else goes to stderr.
     typer.echo(str(path))

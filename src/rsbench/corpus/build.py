@@ -1,8 +1,15 @@
-"""`rsbench corpus build`: rasters -> tiles -> WebDataset shards + manifest + corpus.json.
+"""`rsbench corpus build`: rasters -> filtered tiles -> WebDataset shards + manifest + corpus.json.
 
-Commit protocol: shards, manifest.parquet and config.yaml are written first (each atomically);
-corpus.json is written last and is the marker of a finished corpus. A directory without it is
-treated as an interrupted build and its rsbench artefacts are cleared before building again.
+Stages (each parallel stage runs through `parallel.Runner`):
+  1. probe every input (parallel) -> plan.json: usable rasters, windows, parts;
+  2. tile every part (parallel) -> per-part spool + records + completion record;
+  3. select centrally (duplicates, --max-tiles, diversity) and plan the shards;
+  4. write the shards (parallel), summing their histograms for the percentiles;
+  5. manifest.parquet, config.yaml, then corpus.json last: the marker of a finished corpus.
+
+Resuming: everything before step 5 lives in `.staging/` next to the settings it was made for. A
+killed build re-run with the same settings reuses the plan and every part with a completion
+record; steps 3-5 are recomputed (cheap, deterministic), so no tile is duplicated, lost or partial.
 """
 
 from __future__ import annotations
@@ -11,290 +18,229 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-from pydantic import Field
+import numpy as np
 
 from rsbench import __version__
-from rsbench.config import StrictModel, save_config
-from rsbench.corpus.shards import SHARDS_DIRNAME, ShardPacker, Spool
-from rsbench.corpus.tiling import REJECT_NODATA, probe_raster, sample_metadata, tile_count, tile_raster
-from rsbench.data.normalization import BandStats
+from rsbench.config import save_config
+from rsbench.corpus import assemble
+from rsbench.corpus import filters as F
+from rsbench.corpus.config import CorpusBuildConfig
+from rsbench.corpus.exclude import load_exclusions
+from rsbench.corpus.inputs import discover_inputs, is_gdal_path
+from rsbench.corpus.parallel import Runner
+from rsbench.corpus.plan import finished_parts, load_plan, make_plan, part_task, saved_settings, window_count
+from rsbench.corpus.shards import SHARDS_DIRNAME, write_shard
+from rsbench.corpus.stats import group_summary, merge_tile_stats
+from rsbench.corpus.tiling import parquet_bytes, run_part
 from rsbench.errors import DataError, RsbenchError
-from rsbench.io import atomic_write_bytes, read_json, write_json
+from rsbench.io import atomic_write_bytes, read_json, stable_hash, write_json
 
-RASTER_SUFFIXES = {".tif", ".tiff"}
 CORPUS_JSON = "corpus.json"
 MANIFEST = "manifest.parquet"
 CONFIG_YAML = "config.yaml"
 STAGING = ".staging"
 
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("source", pa.string()),
-        ("raster_index", pa.int32()),
-        ("row_off", pa.int32()),
-        ("col_off", pa.int32()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("bands", pa.int32()),
-        ("dtype", pa.string()),
-        ("nodata_fraction", pa.float64()),
-        ("kept", pa.bool_()),
-        ("reject_reason", pa.string()),
-        ("shard", pa.string()),
-        ("crs", pa.string()),
-        ("center_x", pa.float64()),
-        ("center_y", pa.float64()),
-    ]
-)
-
 Log = Callable[[str], None]
 
 
-class CorpusBuildConfig(StrictModel):
-    inputs: list[str] = Field(min_length=1, description="GeoTIFF files or folders (searched recursively for *.tif/*.tiff)")
-    out: str = Field(description="output corpus directory")
-    tile_size: int = Field(gt=0, description="tile width and height in pixels")
-    stride: int | None = Field(None, gt=0, description="grid step in pixels (None: tile_size, no overlap)")
-    max_nodata_fraction: float = Field(0.5, ge=0.0, le=1.0, description="reject tiles with more invalid pixels")
-    shard_size: int = Field(1000, gt=0, description="samples per shard")
+def _resolve(cfg: CorpusBuildConfig) -> CorpusBuildConfig:
+    """Effective values (absolute paths, explicit stride) so equivalent commands compare equal."""
+    settings = cfg.model_dump(mode="json")
+    absolute = lambda p: p if is_gdal_path(p) else str(Path(p).expanduser().resolve())  # noqa: E731
+    settings.update(
+        inputs=[absolute(p) for p in cfg.inputs],
+        input_lists=[absolute(p) for p in cfg.input_lists],
+        exclude=[absolute(p) for p in cfg.exclude],
+        out=str(Path(cfg.out).expanduser().resolve()),
+        stride=None if cfg.tiles_per_raster else (cfg.stride or cfg.tile_size),
+    )
+    return CorpusBuildConfig.model_validate(settings)
 
 
-def discover_inputs(inputs: list[str], log: Log) -> list[str]:
-    """Expand files/folders into a de-duplicated list of absolute raster paths, in a stable order.
-
-    Files named explicitly are kept whatever their suffix (they are tried, and recorded as failures
-    if unreadable); folders contribute only *.tif/*.tiff, sorted.
-    """
-    found: list[str] = []
-    empty: list[str] = []
-    for item in inputs:
-        path = Path(item).expanduser()
-        if not path.exists():
-            raise DataError(f"input not found: {item}")
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
-            if not files:
-                empty.append(item)
-            found.extend(str(p.resolve()) for p in files)
-        else:
-            found.append(str(path.resolve()))
-    unique = list(dict.fromkeys(found))
-    if not unique:
-        raise DataError(f"no GeoTIFF (*.tif, *.tiff) inputs found in {', '.join(empty)}")
-    for item in empty:
-        log(f"warning: no GeoTIFF (*.tif, *.tiff) files in {item}")
-    return unique
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    line = text[0] if text else type(err).__name__
-    # rasterio wraps GDAL's specific message ("...TIFFReadEncodedTile() failed") as the cause of a
-    # generic "Read failed. See previous exception for details."; surface the specific one.
-    cause = err.__cause__
-    if cause is not None and str(cause).strip():
-        line = f"{line.removesuffix(' See previous exception for details.')} {str(cause).strip().splitlines()[0]}"
-    return line
-
-
-def _clear_artefacts(out: Path) -> None:
+def _clear(out: Path, staging_too: bool) -> None:
     # corpus.json first: from here on the directory no longer claims to hold a finished corpus.
     for name in (CORPUS_JSON, MANIFEST, CONFIG_YAML):
         (out / name).unlink(missing_ok=True)
-    for name in (SHARDS_DIRNAME, STAGING):
-        shutil.rmtree(out / name, ignore_errors=True)
+    shutil.rmtree(out / SHARDS_DIRNAME, ignore_errors=True)
+    if staging_too:
+        shutil.rmtree(out / STAGING, ignore_errors=True)
 
 
-def _check_existing(out: Path, settings: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
-    """Return the existing corpus when it was built with the same settings (and no overwrite)."""
+def _changed(old: dict[str, Any], new: dict[str, Any]) -> str:
+    return ", ".join(sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)))
+
+
+def _check_existing(out: Path, key: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
+    """The finished corpus when built with the same output settings; error when different."""
     marker = out / CORPUS_JSON
     if not marker.is_file() or overwrite:
         return None
     try:
         existing = read_json(marker)
     except ValueError as e:
-        raise DataError(f"{marker} is not valid JSON ({_one_line(e)}); pass --overwrite to rebuild") from None
-    old = existing.get("settings", {}) if isinstance(existing, dict) else {}
-    if old == settings:
+        raise DataError(f"{marker} is not valid JSON ({e}); pass --overwrite to rebuild") from None
+    old = existing.get("output_settings", {}) if isinstance(existing, dict) else {}
+    if old == key:
         return existing
-    changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
     raise RsbenchError(
-        f"{out} already holds a corpus built with different settings ({', '.join(changed)}); "
-        "pass --overwrite to replace it"
+        f"{out} already holds a corpus built with different settings ({_changed(old, key)}); pass --overwrite to replace it"
     )
 
 
-class _Group:
-    """Running totals of one band group (tiles with the same band count)."""
+def build_corpus(cfg: CorpusBuildConfig, overwrite: bool = False, log: Log | None = None, progress=None,
+                 client=None) -> dict:
+    """Build, resume, or return the already-built corpus described by `cfg`; returns corpus.json's content.
 
-    def __init__(self, bands: int, band_names: list[str]) -> None:
-        self.bands = bands
-        self.band_names = band_names
-        self.tiles = 0
-        self.stats = BandStats.empty(bands)
-
-
-def _stage_raster(path: str, cfg: CorpusBuildConfig, spool: Spool, advance: Callable[[int], None]):
-    """Tile one raster fully into its spool; returns (tile records, per-kept-tile stats)."""
-    records: list[dict[str, Any]] = []
-    stats: list[BandStats] = []
-    for tile in tile_raster(path, cfg.tile_size, cfg.stride, cfg.max_nodata_fraction):
-        records.append(tile.record)
-        if tile.kept:
-            spool.add(tile.array)
-            stats.append(tile.stats)
-        advance(1)
-    return records, stats
-
-
-def build_corpus(cfg: CorpusBuildConfig, overwrite: bool = False, log: Log | None = None, progress=None) -> dict:
-    """Build (or return the already-built) corpus described by `cfg`; returns corpus.json's content.
-
-    `log` receives one-line human messages (warnings, "already built"); `progress` is an optional
-    `rich.progress.Progress` advanced once per tile, so the function also runs without a terminal.
+    `log` receives one-line messages; `progress` is an optional `rich.progress.Progress`; `client` an
+    optional `dask.distributed.Client` to run on (else cfg.workers / scheduler / slurm decide).
     """
     log = log or (lambda msg: None)
-    out = Path(cfg.out).expanduser().resolve()
-    # Record the effective values (absolute paths, explicit stride) so that equivalent commands
-    # compare equal and the saved config replays the same build from any working directory.
-    paths = discover_inputs(cfg.inputs, log)
-    settings = cfg.model_dump(mode="json")
-    settings.update(
-        inputs=[str(Path(p).expanduser().resolve()) for p in cfg.inputs],
-        out=str(out),
-        stride=cfg.stride or cfg.tile_size,
-    )
-    cfg = CorpusBuildConfig.model_validate(settings)
-
-    existing = _check_existing(out, settings, overwrite)
+    cfg = _resolve(cfg)
+    out = Path(cfg.out)
+    paths = discover_inputs(cfg.inputs, log, cfg.input_lists)
+    # Inputs are part of the identity: new or removed files in an input folder change the corpus.
+    key = {**cfg.output_settings(), "input_files": stable_hash(paths), "input_count": len(paths)}
+    existing = _check_existing(out, key, overwrite)
     if existing is not None:
         log(f"corpus already built: {out}")
         return existing
-
+    staging = out / STAGING
+    old = saved_settings(staging)
+    if old is not None and old != key and not overwrite:
+        raise RsbenchError(
+            f"{out} holds an unfinished build with different settings ({_changed(old, key)}); "
+            "re-run it with its settings to resume, or pass --overwrite to start over"
+        )
+    exclusions = load_exclusions(cfg.exclude)  # before anything is deleted: a bad file changes nothing
+    _clear(out, staging_too=overwrite or old != key)
     out.mkdir(parents=True, exist_ok=True)
-    _clear_artefacts(out)
-    try:
-        corpus = _build(cfg, out, paths, settings, log, progress)
-    except BaseException:
-        _clear_artefacts(out)
-        raise
-    shutil.rmtree(out / STAGING, ignore_errors=True)
+    with Runner(cfg, client=client, log=log) as runner:
+        plan = load_plan(staging, key)
+        if plan is not None:
+            log(f"resuming the unfinished build in {out}")
+        else:
+            staging.mkdir(parents=True, exist_ok=True)
+            bar = progress.add_task("probing", total=len(paths)) if progress else None
+            plan = make_plan(cfg, paths, key, runner, staging, lambda: progress and progress.advance(bar))
+        done = _tile_parts(cfg, plan, runner, staging, exclusions, progress)
+        try:
+            corpus = _assemble(cfg, plan, done, key, runner, out, staging, log, progress)
+        except RsbenchError:
+            _clear(out, staging_too=True)  # nothing usable was produced; a re-run starts clean
+            raise
+    shutil.rmtree(staging, ignore_errors=True)
     return corpus
 
 
-def _build(cfg: CorpusBuildConfig, out: Path, paths: list[str], settings: dict, log: Log, progress) -> dict:
-    failures: list[dict[str, str]] = []
-    probed: list[tuple[str, dict]] = []
-    for path in paths:
-        try:
-            probed.append((path, probe_raster(path)))
-        except Exception as e:  # any unreadable input is skipped and reported, never fatal alone
-            failures.append({"path": path, "reason": _one_line(e)})
+def _tile_parts(cfg, plan, runner: Runner, staging: Path, exclusions, progress) -> dict[int, dict[str, Any]]:
+    done = finished_parts(plan, staging)
+    bar = progress.add_task("tiling", total=window_count(plan)) if progress else None
+    if progress:
+        progress.advance(bar, sum(d["tiles"] for d in done.values()))
+    todo = [i for i in range(len(plan["parts"])) if i not in done]
+    tasks = [part_task(cfg, plan, i, exclusions, staging) for i in todo]
+    work = sum(len(t["rows"]) for t in tasks)
+    for j, record in runner.map_unordered(run_part, tasks, work=work):
+        done[todo[j]] = record
+        if progress:
+            progress.advance(bar, record["tiles"])
+    return done
 
-    def count(info: dict) -> int:
-        return tile_count(info["width"], info["height"], cfg.tile_size, cfg.stride)
 
-    task = progress.add_task("tiling", total=sum(count(i) for _, i in probed)) if progress else None
-
-    def advance(n: int) -> None:
-        if progress is not None:
-            progress.advance(task, n)
-
-    staging = out / STAGING
-    staging.mkdir(exist_ok=True)
-    packer = ShardPacker(out, cfg.shard_size)
-    rasters: list[dict[str, Any]] = []
-    manifest: list[dict[str, Any]] = []
-    groups: dict[int, _Group] = {}
-    try:
-        for path, info in probed:
-            spool = Spool(staging / f"raster-{len(rasters):06d}.npy-spool")
-            done = 0
-
-            def step(n: int) -> None:
-                nonlocal done
-                done += n
-                advance(n)
-
-            try:
-                records, stats = _stage_raster(path, cfg, spool, step)
-            except Exception as e:  # e.g. a truncated file that fails half-way through
-                spool.discard()
-                failures.append({"path": path, "reason": _one_line(e)})
-                advance(count(info) - done)
-                continue
-
-            raster_index = len(rasters)
-            blobs = spool.blobs()
-            kept_stats = iter(stats)
-            for record in records:
-                record["raster_index"] = raster_index
-                record["shard"] = None
-                if record["kept"]:
-                    record["shard"] = packer.add(info["bands"], record["key"], next(blobs), sample_metadata(record, info))
-                    # A group takes its band names from the first raster that contributes a tile.
-                    group = groups.setdefault(info["bands"], _Group(info["bands"], info["band_names"]))
-                    group.tiles += 1
-                    group.stats = group.stats.merge(next(kept_stats))
-                manifest.append(record)
-            spool.discard()
-            kept = sum(r["kept"] for r in records)
-            rasters.append({**info, "tiles_total": len(records), "tiles_kept": kept, "tiles_rejected": len(records) - kept})
-        packer.close()
-    except BaseException:
-        packer.abort()
-        raise
-
-    if failures:
-        log(f"warning: {len(failures)} of {len(paths)} input(s) could not be read and were skipped:")
-        for f in failures:
-            log(f"  {f['path']}: {f['reason']}")
-    if not rasters:
-        first = failures[0]
-        raise DataError(f"no input raster could be read ({len(failures)} failed; first: {first['path']}: {first['reason']})")
-    tiles_kept = sum(r["tiles_kept"] for r in rasters)
-    if tiles_kept == 0:
-        raise DataError(
-            f"no tiles kept from {len(rasters)} raster(s): every {cfg.tile_size}px window was either off the "
-            f"raster or had more than {cfg.max_nodata_fraction:.0%} nodata"
-        )
-
-    _write_manifest(out / MANIFEST, manifest)
+def _assemble(cfg, plan, done, key, runner: Runner, out: Path, staging: Path, log: Log, progress) -> dict:
+    failures, skipped, ok = [], [], []
+    part_failure = {plan["parts"][i]["raster"]: d["failure"] for i, d in sorted(done.items()) if d["failure"]}
+    for r, probe in enumerate(plan["rasters"]):
+        if probe["status"] == "skipped":
+            skipped.append({"path": probe["path"], "reason": probe["reason"]})
+        elif probe["status"] == "failed" or r in part_failure:
+            failures.append({"path": probe["path"], "reason": probe.get("reason") or part_failure[r]})
+        else:
+            ok.append(r)
+    _warn(log, failures, skipped, len(plan["rasters"]))
+    if not ok:
+        first = (failures or skipped)[0]
+        raise DataError(f"no input raster could be read ({len(failures)} failed, {len(skipped)} skipped; "
+                        f"first: {first['path']}: {first['reason']})")
+    infos = {r: plan["rasters"][r]["info"] for r in ok}
+    records = assemble.load_records(plan, staging, ok)
+    selection = assemble.select(records, cfg)
+    reasons = records["reject_reason"]
+    if not any(r is None for r in reasons):
+        counts = {k: reasons.count(k) for k in F.REASONS if reasons.count(k)}
+        raise DataError(f"no tiles kept from {len(ok)} raster(s) ({len(reasons)} windows of {cfg.tile_size}px; "
+                        f"rejected: {counts or 'none fit in the rasters'})")
+    groups = assemble.kept_groups(records, infos)
+    tasks, shard_names, group_shards = assemble.shard_tasks(records, infos, groups, cfg, out, staging)
+    (out / SHARDS_DIRNAME).mkdir(parents=True, exist_ok=True)
+    bar = progress.add_task("packing", total=sum(len(t["items"]) for t in tasks)) if progress else None
+    packed: dict[str, dict[str, Any]] = {}
+    for j, result in runner.map_unordered(write_shard, tasks, work=sum(len(t["items"]) for t in tasks)):
+        packed[tasks[j]["name"]] = result
+        if progress:
+            progress.advance(bar, result["count"])
+    position = {r: i for i, r in enumerate(ok)}
+    records["raster_index"] = [position[r] for r in records["raster"]]
+    atomic_write_bytes(out / MANIFEST, parquet_bytes(assemble.manifest_table(records, infos, cfg)))
     save_config(cfg, out / CONFIG_YAML)
     corpus = {
         "rsbench_version": __version__,
-        "settings": settings,
-        "rasters": rasters,
+        "settings": cfg.model_dump(mode="json"),
+        "output_settings": key,
+        "rasters": _raster_entries(infos, records, ok),
         "failures": failures,
+        "skipped": skipped,
         "counts": {
-            "rasters": len(rasters),
-            "rasters_failed": len(failures),
-            "tiles_total": len(manifest),
-            "tiles_kept": tiles_kept,
-            "rejected": {REJECT_NODATA: sum(r["reject_reason"] == REJECT_NODATA for r in manifest)},
+            "rasters": len(ok), "rasters_failed": len(failures), "rasters_skipped": len(skipped),
+            "tiles_total": len(reasons), "tiles_kept": sum(r is None for r in reasons),
+            "rejected": {k: reasons.count(k) for k in F.REASONS},
         },
-        "band_groups": {
-            str(b): {
-                "bands": b,
-                "tiles": g.tiles,
-                "band_names": g.band_names,
-                "stats": g.stats.summary(),
-                "shards": packer.group_shards.get(b, []),
-            }
-            for b, g in sorted(groups.items())
-        },
-        "shards": packer.shards,
+        "selection": selection,
+        "band_groups": {str(b): _group_entry(b, g, group_shards[b], packed) for b, g in sorted(groups.items())},
+        "shards": shard_names,
     }
     write_json(out / CORPUS_JSON, corpus)
     return corpus
 
 
-def _write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
-    columns = {name: [r[name] for r in rows] for name in MANIFEST_SCHEMA.names}
-    table = pa.Table.from_pydict(columns, schema=MANIFEST_SCHEMA)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+def _warn(log: Log, failures: list, skipped: list, total: int) -> None:
+    if failures:
+        log(f"warning: {len(failures)} of {total} input(s) could not be read and were skipped:")
+        for f in failures:
+            log(f"  {f['path']}: {f['reason']}")
+    if skipped:
+        log(f"warning: {len(skipped)} of {total} input(s) do not have the selected bands and were skipped:")
+        for s in skipped:
+            log(f"  {s['path']}: {s['reason']}")
+
+
+def _raster_entries(infos: dict[int, dict[str, Any]], records: dict[str, Any], ok: list[int]) -> list[dict[str, Any]]:
+    total = dict.fromkeys(ok, 0)
+    kept = dict.fromkeys(ok, 0)
+    invalid_seen = dict.fromkeys(ok, False)
+    for r, reason, frac in zip(records["raster"], records["reject_reason"], records["nodata_fraction"]):
+        total[r] += 1
+        kept[r] += reason is None
+        invalid_seen[r] |= (frac or 0.0) > 0
+    entries = []
+    for r in ok:
+        info = infos[r]
+        # No declared nodata, yet invalid pixels: the implicit zero-fill rule found a collar.
+        implicit = info["nodata_source"] == "none" and info["implicit_nodata"] and invalid_seen[r]
+        entries.append({**info, "implicit_fill_detected": bool(implicit), "tiles_total": total[r],
+                        "tiles_kept": kept[r], "tiles_rejected": total[r] - kept[r]})
+    return entries
+
+
+def _group_entry(bands: int, g: dict[str, Any], shards: list[str], packed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    # Shard order, then batch order within a shard: a fixed merge order, whatever ran the shards.
+    batches = [m for name in shards for m in packed[name]["moments"]]
+    stats = merge_tile_stats(
+        np.asarray([m["count"] for m in batches], dtype=np.int64),
+        np.asarray([m["mean"] for m in batches], dtype=np.float64),
+        np.asarray([m["m2"] for m in batches], dtype=np.float64),
+        np.asarray([g["min"]]), np.asarray([g["max"]]),
+    )
+    hist = sum(packed[name]["hist"] for name in shards)
+    return {"bands": bands, "tiles": len(g["rows"]), "band_names": g["band_names"],
+            "stats": group_summary(stats, hist, g["spec"]), "shards": shards}

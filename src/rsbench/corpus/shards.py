@@ -1,13 +1,18 @@
-"""Shard writing: per-raster spools, then WebDataset tars that each hold one band count.
-
-Why a spool: a raster can open fine and fail half-way (truncated file). Its tiles are first
-written to a private spool file and only copied into the shards once the whole raster has been
-read, so a failed raster leaves no samples behind. Spools are also the natural hand-off point for
-parallel per-raster workers later: workers fill spools, one packer writes shards in raster order.
+"""Shards: WebDataset tars that each hold one band count, planned centrally, written in parallel.
 
 Why one band count per shard: a corpus can mix sensors (3-, 4-, 6-, 7-band rasters). Homogeneous
 shards let the loader open only the shards of the band group it trains on, so splitting shards
 across ranks/workers splits the actual training data rather than mostly-discarded samples.
+
+Why planned centrally: which tile lands in which shard is decided from the final kept list in
+global order (`assign_shards`), so the shard contents do not depend on the number of workers; each
+shard is then written by one task (`write_shard`) from the parts' spools, to `<name>.tmp` and
+renamed when complete. The same task returns the histogram of its pixels for the percentiles.
+
+Why not webdataset's TarWriter: importing webdataset imports torch (about 700 MiB resident and
+2 s per process), which would dominate the memory of every tiling worker. The tars written here
+follow TarWriter's layout exactly (USTAR, `<key>.<ext>` members in sorted extension order, mode
+0444, fixed mtime), and webdataset reads them in the loader.
 """
 
 from __future__ import annotations
@@ -16,12 +21,34 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any
+
+import tarfile
 
 import numpy as np
-import webdataset as wds
+import pyarrow.parquet as pq
+
+from rsbench.corpus.stats import histogram, histogram_moments, tile_moments
 
 SHARDS_DIRNAME = "shards"
+
+
+class TarShard:
+    """Sequential writer of WebDataset samples; mtime 0 so that identical inputs give identical bytes."""
+
+    def __init__(self, fileobj) -> None:
+        self._tar = tarfile.open(fileobj=fileobj, mode="w", format=tarfile.USTAR_FORMAT)
+
+    def write(self, key: str, members: dict[str, bytes]) -> None:
+        for ext in sorted(members):
+            data = members[ext]
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o444
+            info.uname = info.gname = "bigdata"
+            self._tar.addfile(info, io.BytesIO(data))
+
+    def close(self) -> None:
+        self._tar.close()
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -30,96 +57,132 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class Spool:
-    """Append-only file of .npy blobs for one raster's kept tiles, read back in the same order."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sizes: list[int] = []
-        self._file: BinaryIO | None = open(path, "wb")
-
-    def add(self, array: np.ndarray) -> None:
-        data = npy_bytes(array)
-        assert self._file is not None
-        self._file.write(data)
-        self.sizes.append(len(data))
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def blobs(self) -> Iterator[bytes]:
-        self.close()
-        with open(self.path, "rb") as f:
-            for size in self.sizes:
-                yield f.read(size)
-
-    def discard(self) -> None:
-        self.close()
-        self.path.unlink(missing_ok=True)
+def shard_name(index: int) -> str:
+    return f"{SHARDS_DIRNAME}/shard-{index:06d}.tar"
 
 
-class _OpenShard:
-    def __init__(self, out_dir: Path, index: int) -> None:
-        self.name = f"{SHARDS_DIRNAME}/shard-{index:06d}.tar"
-        self.final = out_dir / self.name
-        self.tmp = self.final.with_name(self.final.name + ".tmp")
-        self.file = open(self.tmp, "wb")
-        # mtime fixed so that the same inputs give byte-identical tars.
-        self.writer = wds.TarWriter(self.file, encoder=False, mtime=0)
-        self.count = 0
+def assign_shards(band_counts: list[int], shard_size: int) -> tuple[list[int], list[str], dict[int, list[str]]]:
+    """Shard index of each kept tile (in global order); shards are numbered in the order they open.
 
-    def finish(self) -> None:
-        self.writer.close()
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.tmp, self.final)
-
-    def abort(self) -> None:
-        try:
-            self.writer.close()
-            self.file.close()
-        finally:
-            self.tmp.unlink(missing_ok=True)
-
-
-class ShardPacker:
-    """Writes samples into DIR/shards/shard-NNNNNN.tar, at most `shard_size` per shard.
-
-    Shards are numbered in the order they are opened, which is deterministic for a fixed raster
-    order. Each shard is written to `<name>.tmp` and renamed only when complete.
+    Each band count has at most one open shard; it closes after `shard_size` samples.
     """
+    index: list[int] = []
+    names: list[str] = []
+    group_shards: dict[int, list[str]] = {}
+    open_shard: dict[int, tuple[int, int]] = {}  # bands -> (shard index, samples so far)
+    for bands in band_counts:
+        current = open_shard.get(bands)
+        if current is None:
+            current = (len(names), 0)
+            names.append(shard_name(current[0]))
+            group_shards.setdefault(bands, []).append(names[-1])
+        index.append(current[0])
+        count = current[1] + 1
+        if count >= shard_size:
+            open_shard.pop(bands, None)
+        else:
+            open_shard[bands] = (current[0], count)
+    return index, names, group_shards
 
-    def __init__(self, out_dir: Path, shard_size: int) -> None:
-        self.out_dir = out_dir
-        self.shard_size = shard_size
-        (out_dir / SHARDS_DIRNAME).mkdir(parents=True, exist_ok=True)
-        self.shards: list[str] = []
-        self.group_shards: dict[int, list[str]] = {}
-        self._open: dict[int, _OpenShard] = {}
 
-    def add(self, bands: int, key: str, npy: bytes, meta: dict[str, Any]) -> str:
-        """Write one sample; returns the shard name (relative to the corpus dir) that holds it."""
-        shard = self._open.get(bands)
-        if shard is None:
-            shard = _OpenShard(self.out_dir, len(self.shards))
-            self._open[bands] = shard
-            self.shards.append(shard.name)
-            self.group_shards.setdefault(bands, []).append(shard.name)
-        shard.writer.write({"__key__": key, "npy": npy, "json": json.dumps(meta).encode("utf-8")})
-        shard.count += 1
-        if shard.count >= self.shard_size:
-            shard.finish()
-            del self._open[bands]
-        return shard.name
+HIST_BATCH_PIXELS = 1 << 18  # valid pixels gathered before one histogram (+ moments) pass: bounded memory
 
-    def close(self) -> None:
-        for bands in sorted(self._open, key=lambda b: self._open[b].name):
-            self._open.pop(bands).finish()
 
-    def abort(self) -> None:
-        for shard in self._open.values():
-            shard.abort()
-        self._open.clear()
+def _pixels(blob: bytes, dtype: str, bands: int, tile: int, mask: bytes | None) -> np.ndarray:
+    """C x N valid pixels of a tile, viewed straight from the .npy bytes this build wrote.
+
+    An .npy file is a header followed by the C-order data, so the data is the blob's tail; parsing
+    the header (numpy does it with `ast`) would cost more than the histogram itself.
+    """
+    nbytes = bands * tile * tile * np.dtype(dtype).itemsize
+    flat = np.frombuffer(blob, dtype=dtype, offset=len(blob) - nbytes).reshape(bands, tile * tile)
+    if mask is not None:
+        valid = np.unpackbits(np.frombuffer(mask, np.uint8), count=tile * tile).astype(bool)
+        flat = np.compress(valid, flat, axis=1)
+    return flat
+
+
+def write_shard(task: dict[str, Any]) -> dict[str, Any]:
+    """Write one shard from spool slices; returns its sample count, pixel histogram and moments
+    (count/mean/m2 per batch of pixels, in order, merged by the caller).
+
+    task: out, name, staging, spec (histogram bins), bands, tile,
+    items [(part, row in part, key, meta json bytes, dtype)].
+    """
+    from rsbench.corpus.tiling import part_paths  # tiling imports this module
+
+    final = Path(task["out"]) / task["name"]
+    tmp = final.with_name(final.name + ".tmp")
+    parts: dict[int, dict[str, list]] = {}
+    spools: dict[int, Any] = {}
+    hist = np.zeros((task["bands"], task["spec"]["bins"]), dtype=np.int64)
+    moments: list[dict[str, Any]] = []
+    batch: list[np.ndarray] = []
+    batch_pixels = 0
+
+    def flush() -> None:
+        # Whole batches of pixels: vectorized over millions of values, not per tile.
+        pixels = np.concatenate(batch, axis=1)
+        hist[:] += histogram(pixels, task["spec"])
+        if task["spec"]["kind"] != "integer":  # integer data: exact moments from the histogram instead
+            moments.append(tile_moments(pixels))
+    try:
+        with open(tmp, "wb", buffering=1 << 20) as f:
+            writer = TarShard(f)
+            for part, row, key, meta, dtype in task["items"]:
+                if part not in parts:
+                    paths = part_paths(task["staging"], part)
+                    parts[part] = pq.read_table(paths["records"], columns=["spool_offset", "spool_size", "mask"]).to_pydict()
+                    spools[part] = open(paths["spool"], "rb")
+                rec = parts[part]
+                spools[part].seek(rec["spool_offset"][row])
+                blob = spools[part].read(rec["spool_size"][row])
+                writer.write(key, {"npy": blob, "json": meta})
+                batch.append(_pixels(blob, dtype, task["bands"], task["tile"], rec["mask"][row]))
+                batch_pixels += batch[-1].shape[1]
+                if batch_pixels >= HIST_BATCH_PIXELS:
+                    flush()
+                    batch, batch_pixels = [], 0
+            if batch:
+                flush()
+            writer.close()
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        for spool in spools.values():
+            spool.close()
+    if task["spec"]["kind"] == "integer":
+        moments = [histogram_moments(hist, task["spec"])]
+    return {"name": task["name"], "count": len(task["items"]), "hist": hist, "moments": moments}
+
+
+def sample_metadata(record: dict[str, Any], info: dict[str, Any], tile: int) -> bytes:
+    """The `<key>.json` stored beside each tile's pixels in the shards."""
+    a, b, c, d, e, f = info["transform"]
+    col, row = record["col_off"], record["row_off"]
+    transform = [a, b, a * col + b * row + c, d, e, d * col + e * row + f]
+    fill = info["nodata"]
+    if fill is None and info["nodata_source"] == "none" and info["implicit_nodata"]:
+        fill = 0  # implicit zero fill: the loader must treat all-zero pixels as nodata too
+    meta = {
+        "key": record["key"],
+        "source": info["path"],
+        "window": {"col_off": col, "row_off": row, "width": tile, "height": tile},
+        "crs": info["crs"],
+        "transform": transform,
+        "band_names": info["band_names"],
+        "band_indexes": info["band_indexes"],
+        "dtype": info["dtype"],
+        "nodata": info["nodata"],
+        "fill_value": fill,
+        "nodata_fraction": record["nodata_fraction"],
+        "gsd": info["gsd"],
+        "lon": record["lon"],
+        "lat": record["lat"],
+        "date": info["date"],
+    }
+    return json.dumps(meta).encode("utf-8")

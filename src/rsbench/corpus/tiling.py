@@ -1,155 +1,179 @@
-"""Per-raster tiling: open one raster, walk its window grid, filter by nodata, yield tiles.
+"""Windows of a raster and the per-part worker that reads, measures and filters them.
 
-Everything here is a pure function of (path, tiling settings): no shared state, no output files.
-That is what lets a later scheduler (Dask) run rasters in parallel and still produce identical
-corpora, because keys, bytes and statistics depend only on the raster and the settings.
+A *part* is a contiguous slice (at most `task_tiles` windows) of one raster's window list. Its
+output is a pure function of (raster description, windows, settings): no shared state, so Dask can
+run parts anywhere in any order and the corpus stays byte-identical. A part writes three files in
+the staging folder: `.spool` (the .npy bytes of tiles that passed the per-tile filters), `.parquet`
+(one record per window) and, last and atomically, `.done.json`: the completion record that lets a
+killed build resume without redoing the part.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
-import re
-from dataclasses import dataclass
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import rasterio
+from affine import Affine
 from rasterio.windows import Window
 
-from rsbench.data.normalization import BandStats
+from rsbench.corpus import filters as F
+from rsbench.corpus.exclude import overlapping
+from rsbench.corpus.raster import key_prefix, lonlat, open_grid, read_block
+from rsbench.corpus.shards import npy_bytes
+from rsbench.io import atomic_write_bytes, write_json
 
-REJECT_NODATA = "nodata"
+MAX_STRIP_BYTES = 32 * 2**20  # consecutive windows of a row are read as one strip up to this size
+GDAL_CACHE_BYTES = 128 * 2**20  # GDAL's default (5% of RAM) would let a huge raster grow the cache
 
-
-@dataclass
-class Tile:
-    """One grid window: its manifest record, and for kept tiles the pixels and their valid-pixel stats."""
-
-    record: dict[str, Any]
-    array: np.ndarray | None = None
-    stats: BandStats | None = None
-
-    @property
-    def kept(self) -> bool:
-        return self.array is not None
-
-
-def grid_offsets(size: int, tile: int, stride: int) -> range:
-    """Offsets of full windows along one axis; partial edge windows are dropped."""
-    if size < tile:
-        return range(0)
-    return range(0, size - tile + 1, stride)
+PART_SCHEMA = pa.schema([
+    ("key", pa.string()), ("row_off", pa.int32()), ("col_off", pa.int32()),
+    ("center_x", pa.float64()), ("center_y", pa.float64()), ("lon", pa.float64()), ("lat", pa.float64()),
+    ("nodata_fraction", pa.float64()), ("saturated_fraction", pa.float64()), ("cloud_fraction", pa.float64()),
+    ("std", pa.float64()), ("entropy", pa.float64()), ("reject_reason", pa.string()),
+    ("phash", pa.int64()), ("features", pa.list_(pa.float32(), F.FEATURE_DIM)),
+    ("stats_min", pa.list_(pa.float64())), ("stats_max", pa.list_(pa.float64())),
+    ("mask", pa.binary()), ("spool_offset", pa.int64()), ("spool_size", pa.int64()),
+])
 
 
-def tile_count(width: int, height: int, tile: int, stride: int) -> int:
-    return len(grid_offsets(width, tile, stride)) * len(grid_offsets(height, tile, stride))
+def one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    line = text[0] if text else type(err).__name__
+    # rasterio wraps GDAL's specific message ("...TIFFReadEncodedTile() failed") as the cause of a
+    # generic "Read failed. See previous exception for details."; surface the specific one.
+    cause = err.__cause__
+    if cause is not None and str(cause).strip():
+        line = f"{line.removesuffix(' See previous exception for details.')} {str(cause).strip().splitlines()[0]}"
+    return line
 
 
-def key_prefix(path: str | Path) -> str:
-    """Sample-key prefix for a raster: its stem made webdataset-safe, plus a hash of the full path.
+def _offsets(size: int, tile: int, stride: int) -> np.ndarray:
+    return np.arange(0, size - tile + 1, stride) if size >= tile else np.zeros(0, dtype=np.int64)
 
-    webdataset splits a tar member name at the first '.', so keys hold only [A-Za-z0-9_-]; the hash
-    keeps two rasters with the same file name in different folders apart.
+
+def plan_windows(info: dict[str, Any], tile: int, stride: int | None, per_raster: int | None, seed: int):
+    """(rows, cols) of the raster's windows in row-major order: the full grid, or N seeded random ones.
+
+    The random generator is seeded from the settings' seed and the raster's key prefix, so a raster
+    gets the same windows whatever its position in the input list or the worker that tiles it.
     """
-    path = Path(path)
-    stem = re.sub(r"[^A-Za-z0-9_-]", "_", path.stem) or "raster"
-    digest = hashlib.sha1(str(path).encode("utf-8")).hexdigest()[:8]
-    return f"{stem}_{digest}"
+    width, height = info["width"], info["height"]
+    if per_raster is None:
+        rows, cols = _offsets(height, tile, stride or tile), _offsets(width, tile, stride or tile)
+        r, c = np.meshgrid(rows, cols, indexing="ij")
+        return r.ravel().astype(np.int64), c.ravel().astype(np.int64)
+    if width < tile or height < tile:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    positions = (height - tile + 1) * (width - tile + 1)
+    salt = int(key_prefix(info["path"]).rsplit("_", 1)[1], 16)
+    rng = np.random.default_rng([seed, salt])
+    flat = np.sort(rng.choice(positions, size=min(per_raster, positions), replace=False))
+    return (flat // (width - tile + 1)).astype(np.int64), (flat % (width - tile + 1)).astype(np.int64)
 
 
-def _crs_string(crs) -> str | None:
-    if crs is None:
-        return None
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg is not None else crs.to_wkt()
+def part_paths(staging: str | Path, part: int) -> dict[str, Path]:
+    base = Path(staging) / "parts" / f"p{part:06d}"
+    return {k: base.with_suffix(s) for k, s in (("spool", ".spool"), ("records", ".parquet"), ("done", ".done.json"))}
 
 
-def _json_number(value: float | None) -> float | str | None:
-    # JSON has no NaN; a NaN nodata value is common for float rasters, so spell it out.
-    if value is not None and math.isnan(value):
-        return "nan"
-    return value
+def _runs(rows: np.ndarray, cols: np.ndarray, skip: np.ndarray, max_span: int) -> Iterator[list[int]]:
+    """Groups of window indexes read as one strip: same row, increasing columns, bounded width."""
+    run: list[int] = []
+    for i in range(len(rows)):
+        if skip[i]:
+            continue
+        if run and (rows[i] != rows[run[0]] or cols[i] <= cols[run[-1]] or cols[i] - cols[run[0]] >= max_span):
+            yield run
+            run = []
+        run.append(i)
+    if run:
+        yield run
 
 
-def raster_info(src: rasterio.io.DatasetReader, path: str) -> dict[str, Any]:
-    """The per-raster metadata that corpus.json records (tile counts are added by the caller)."""
-    dtype = np.result_type(*src.dtypes).name
-    return {
-        "path": path,
-        "width": src.width,
-        "height": src.height,
-        "bands": src.count,
-        "dtype": dtype,
-        "crs": _crs_string(src.crs),
-        "nodata": _json_number(src.nodata),
-        "band_names": [d if d else f"B{i + 1}" for i, d in enumerate(src.descriptions)],
-        "res": list(src.res),
-    }
+def _corners(transform: Affine, rows: np.ndarray, cols: np.ndarray, tile: int) -> np.ndarray:
+    px = np.stack([cols, cols + tile, cols + tile, cols], axis=1).astype(np.float64)
+    py = np.stack([rows, rows, rows + tile, rows + tile], axis=1).astype(np.float64)
+    a, b, c, d, e, f = transform[:6]
+    return np.stack([a * px + b * py + c, d * px + e * py + f], axis=2)
 
 
-def probe_raster(path: str) -> dict[str, Any]:
-    """Open a raster just to read its header; raises whatever rasterio raises for a bad file."""
-    with rasterio.open(path) as src:
-        return raster_info(src, path)
+def run_part(task: dict[str, Any]) -> dict[str, Any]:
+    """Tile one part; returns its completion record (also written as `.done.json`)."""
+    paths = part_paths(task["staging"], task["part"])
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+            table, passed = _tile(task, paths["spool"])
+        done = {"part": task["part"], "tiles": len(task["rows"]), "passed": passed, "failure": None}
+        atomic_write_bytes(paths["records"], parquet_bytes(table))
+    except Exception as e:  # a truncated/corrupt raster fails here; the caller drops the whole raster
+        paths["spool"].unlink(missing_ok=True)
+        done = {"part": task["part"], "tiles": len(task["rows"]), "passed": 0, "failure": one_line(e)}
+    write_json(paths["done"], done)
+    return done
 
 
-def tile_raster(path: str, tile_size: int, stride: int, max_nodata_fraction: float) -> Iterator[Tile]:
-    """Yield every full grid window of `path` in row-major order, kept or rejected.
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
 
-    Only windowed reads: the mask is read first and the pixels only for tiles that pass the filter.
-    Raises on unreadable data; the caller decides what a failure means for the raster's tiles.
-    """
-    prefix = key_prefix(path)
-    with rasterio.open(path) as src:
-        info = raster_info(src, path)
-        # Mixed per-band dtypes are rare; reading into their common type keeps one array per tile.
-        out_dtype = None if len(set(src.dtypes)) == 1 else info["dtype"]
-        for row_off in grid_offsets(src.height, tile_size, stride):
-            for col_off in grid_offsets(src.width, tile_size, stride):
-                window = Window(col_off, row_off, tile_size, tile_size)
-                transform = src.window_transform(window)
-                # dataset_mask is 0 where GDAL considers the pixel invalid in every band: the nodata
-                # value, an internal/sidecar mask or an alpha band, whichever the file uses.
-                valid = src.dataset_mask(window=window) != 0
-                nodata_fraction = float(1.0 - valid.mean())
-                centre_x, centre_y = transform @ (tile_size / 2, tile_size / 2)
-                record = {
-                    "key": f"{prefix}_r{row_off:06d}_c{col_off:06d}",
-                    "source": path,
-                    "row_off": row_off,
-                    "col_off": col_off,
-                    "width": tile_size,
-                    "height": tile_size,
-                    "bands": info["bands"],
-                    "dtype": info["dtype"],
-                    "nodata_fraction": nodata_fraction,
-                    "kept": nodata_fraction <= max_nodata_fraction,
-                    "reject_reason": None,
-                    "crs": info["crs"],
-                    "center_x": float(centre_x),
-                    "center_y": float(centre_y),
-                    "transform": list(transform)[:6],
-                }
-                if not record["kept"]:
-                    record["reject_reason"] = REJECT_NODATA
-                    yield Tile(record)
+
+def _tile(task: dict[str, Any], spool_path: Path) -> tuple[pa.Table, int]:
+    info, tile, f = task["info"], task["tile_size"], task["filters"]
+    rows, cols = np.asarray(task["rows"]), np.asarray(task["cols"])
+    n = len(rows)
+    transform = Affine(*info["transform"])
+    corners = _corners(transform, rows, cols, tile)
+    centres = corners.mean(axis=1)
+    lon, lat = lonlat(info["crs"], centres[:, 0], centres[:, 1]) if n else (np.zeros(0), np.zeros(0))
+    excluded = overlapping(task["exclusions"], info["crs"], corners)
+    prefix = key_prefix(info["path"])
+    cols_out: dict[str, list] = {name: [None] * n for name in PART_SCHEMA.names}
+    cols_out.update(
+        key=[f"{prefix}_r{r:06d}_c{c:06d}" for r, c in zip(rows.tolist(), cols.tolist())],
+        row_off=rows.tolist(), col_off=cols.tolist(), center_x=centres[:, 0].tolist(),
+        center_y=centres[:, 1].tolist(), lon=lon.tolist(), lat=lat.tolist(),
+    )
+    for i in np.flatnonzero(excluded):
+        cols_out["reject_reason"][i] = F.REJECT_OVERLAPS_EVAL
+    itemsize = np.dtype(info["dtype"]).itemsize
+    max_span = max(tile, MAX_STRIP_BYTES // (tile * info["bands"] * itemsize))
+    tmp = spool_path.with_name(spool_path.name + ".tmp")
+    offset = passed = 0
+    with open_grid(info) as reader, open(tmp, "wb") as spool:
+        for run in _runs(rows, cols, excluded, max_span):
+            c0, row = int(cols[run[0]]), int(rows[run[0]])
+            strip, strip_valid = read_block(reader, info, Window(c0, row, int(cols[run[-1]]) - c0 + tile, tile))
+            for i in run:
+                x0 = int(cols[i]) - c0
+                array = np.ascontiguousarray(strip[:, :, x0:x0 + tile])
+                valid = strip_valid[:, x0:x0 + tile]
+                metrics, grey = F.tile_metrics(array, valid, info, f, task["dedup"] or task["features"])
+                for name, value in metrics.items():
+                    cols_out[name][i] = value
+                reason = F.reject_reason(metrics, f)
+                cols_out["reject_reason"][i] = reason
+                if reason is not None:
                     continue
-                array = src.read(window=window, out_dtype=out_dtype)
-                yield Tile(record, np.ascontiguousarray(array), BandStats.of(array[:, valid]))
-
-
-def sample_metadata(record: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    """The `<key>.json` stored beside each tile's pixels in the shards."""
-    return {
-        "key": record["key"],
-        "source": record["source"],
-        "window": {k: record[k] for k in ("col_off", "row_off", "width", "height")},
-        "crs": info["crs"],
-        "transform": record["transform"],
-        "band_names": info["band_names"],
-        "dtype": record["dtype"],
-        "nodata": info["nodata"],
-        "nodata_fraction": record["nodata_fraction"],
-    }
+                cols_out["phash"][i] = F.perceptual_hash(grey) if task["dedup"] else None
+                cols_out["features"][i] = F.features(grey, valid, metrics["entropy"]) if task["features"] else None
+                # Min/max fix the percentile histogram's bins; the moments are taken when packing.
+                pixels = F.valid_pixels(array, valid)
+                cols_out["stats_min"][i] = pixels.min(axis=1).astype(np.float64).tolist()
+                cols_out["stats_max"][i] = pixels.max(axis=1).astype(np.float64).tolist()
+                if not valid.all():
+                    cols_out["mask"][i] = np.packbits(valid).tobytes()
+                blob = npy_bytes(array)
+                spool.write(blob)
+                cols_out["spool_offset"][i], cols_out["spool_size"][i] = offset, len(blob)
+                offset += len(blob)
+                passed += 1
+        spool.flush()
+        os.fsync(spool.fileno())
+    os.replace(tmp, spool_path)
+    return pa.Table.from_pydict(cols_out, schema=PART_SCHEMA), passed

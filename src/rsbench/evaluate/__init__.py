@@ -10,8 +10,14 @@ from rich.console import Console
 
 from rsbench.config import save_config
 from rsbench.evaluate import classification  # noqa: F401 - registers the "classification" task
+from rsbench.evaluate import detection, segmentation  # noqa: F401 - registers tasks
+
+# --- task modules of issue 7 part B (segmentation, detection) register themselves here: -----------------
+# from rsbench.evaluate import segmentation, detection  # noqa: F401
+# ---------------------------------------------------------------------------------------------------------
 from rsbench.evaluate.config import EvaluateConfig
 from rsbench.evaluate.results import RESULT_FIELDS, RESULTS_FILE, ROW_KEY, append_results, results_table
+from rsbench.evaluate.spec import TaskSpec, load_task_spec
 from rsbench.evaluate.tasks import available_tasks, get_task, register_task
 from rsbench.io import stable_hash
 
@@ -20,9 +26,11 @@ __all__ = [
     "RESULTS_FILE",
     "ROW_KEY",
     "EvaluateConfig",
+    "TaskSpec",
     "append_results",
     "available_tasks",
     "evaluate",
+    "load_task_spec",
     "register_task",
     "results_table",
 ]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from rsbench.config import StrictModel
 
@@ -13,9 +14,20 @@ DEFAULT_BACKBONE = "resnet18"
 
 
 class EvaluateConfig(StrictModel):
+    # A task spec (YAML: name, task, adapter, data, classes, ...) fills every key it sets that the
+    # config file / command line leave unset; see rsbench.evaluate.spec.
+    task_spec: Path | None = None
     task: str = "classification"
     data: Path
     test_data: Path | None = None
+    # How to read `data`: imagefolder | csv | torchgeo (classification); None = folder -> imagefolder,
+    # *.csv -> csv. Other tasks register their own adapter names.
+    adapter: str | None = None
+    dataset_name: str | None = None  # the `dataset` of result rows (default: the data folder/file name)
+    classes: list[str] | None = None  # class names; for CSV labels, any other name is an error
+    metric: str | None = None  # a task spec's headline metric (must be one the task reports)
+    bands: list[str] | None = None  # the data's band names in file order (maps bands onto published weights)
+    options: dict[str, Any] = Field(default_factory=dict)  # adapter/task-specific keys of a task spec
     # A run directory, 'random', 'imagenet', or a state_dict file for `backbone`.
     init: str
     # None = take it from the run's backbone.json, else DEFAULT_BACKBONE / DEFAULT_IMAGE_SIZE.
@@ -28,11 +40,28 @@ class EvaluateConfig(StrictModel):
     batch_size: int = Field(64, gt=0)
     out: Path = Path("results")
     device: str = "auto"
+    # Label fractions of the training split (stratified, >= 1 sample per class), and trained-part options
+    # shared by the fine-tuning, segmentation and detection protocols.
+    fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    epochs: int = Field(10, gt=0)
+    lr: float | None = Field(None, gt=0)
+    decoder: str = "fpn"
+    layer_decay: float = Field(0.75, gt=0, le=1)  # fine-tuning ViTs: LR x layer_decay per block from the top
     knn_k: int = Field(20, gt=0)
     knn_temperature: float = Field(0.07, gt=0)
     linear_weight_decays: list[float] = Field(default_factory=lambda: [0.0, 1e-4, 1e-3, 1e-2, 1e-1], min_length=1)
 
-    @field_validator("protocol", "seeds", "linear_weight_decays", mode="before")
+    @model_validator(mode="before")
+    @classmethod
+    def _from_task_spec(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("task_spec") is not None:
+            from rsbench.evaluate.spec import load_task_spec
+
+            spec = load_task_spec(values["task_spec"])
+            values = {**spec.config_values(), **values}
+        return values
+
+    @field_validator("protocol", "seeds", "linear_weight_decays", "fractions", "bands", "classes", mode="before")
     @classmethod
     def _csv_list(cls, value):
         # YAML users naturally write `protocol: knn,linear` or `seeds: 0`; accept those like the CLI does.
@@ -46,3 +75,11 @@ class EvaluateConfig(StrictModel):
     @classmethod
     def _unique(cls, value: list) -> list:
         return list(dict.fromkeys(value))
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        bad = [f for f in value if not 0 < f <= 1]
+        if bad:
+            raise ValueError(f"label fractions must be in (0, 1], got {bad[0]}")
+        return sorted(set(value))

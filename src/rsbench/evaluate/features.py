@@ -1,7 +1,7 @@
 """Frozen-backbone feature extraction with an on-disk cache.
 
-Features are extracted once per (init identity, image files + mtimes, preprocessing) for ALL images
-(train pool and test) in one pass, so every seed, split and protocol reuses the same cache file.
+Features are extracted once per (init identity, images, preprocessing) for ALL images (train pool and
+test) in one pass, so every seed, label fraction, split and protocol reuses the same cache file.
 """
 
 from __future__ import annotations
@@ -18,20 +18,21 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from rsbench.data.images import read_image
 from rsbench.data.normalization import Normalization, band_stats
 from rsbench.errors import ConfigError, DataError
+from rsbench.evaluate.images import FileImages, ImageSource
 from rsbench.evaluate.inits import Init
 from rsbench.io import atomic_write_bytes, stable_hash
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 NORMALIZATION_SOURCE = "train pool of --data (per-band mean/std; --test-data excluded)"
+RESIZE = "bilinear antialias=True align_corners=False"
 
 
 @dataclass
 class FeatureSet:
-    features: torch.Tensor  # N x D float32, rows in the order of the `paths` given
-    labels: torch.Tensor  # N int64
+    features: torch.Tensor  # N x D float32, rows in the order of the images given
+    labels: torch.Tensor  # N int64, or N x C multi-hot int64
     normalization: dict
     resize: str
     extract_time_s: float  # time of the extraction that produced the cache (also on a cache hit)
@@ -40,10 +41,10 @@ class FeatureSet:
     path: Path
 
 
-def preprocessing_spec(image_size: int) -> dict:
+def preprocessing_spec(init: Init) -> dict:
     """Everything about preprocessing that changes features; part of the cache key and of the rows."""
-    return {"dtype": "float32", "resize": "bilinear antialias=True align_corners=False", "image_size": image_size,
-            "normalization": NORMALIZATION_SOURCE}
+    norm = init.normalization or NORMALIZATION_SOURCE
+    return {"dtype": "float32", "resize": RESIZE, "image_size": init.image_size, "normalization": norm}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -55,41 +56,55 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"invalid config key 'device': unknown device '{name}' (auto, cpu, cuda, ...)") from None
 
 
-def _files_id(paths: Sequence[Path]) -> list:
-    out = []
-    for p in paths:
-        st = p.stat()
-        out.append([str(p.resolve()), st.st_mtime_ns, st.st_size])
-    return out
+def as_source(images: ImageSource | Sequence[Path]) -> ImageSource:
+    return images if isinstance(images, ImageSource) else FileImages(images)
 
 
-def _read(path: Path, in_chans: int) -> np.ndarray:
-    arr = read_image(path)
-    if arr.shape[0] != in_chans:
-        raise DataError(f"image {path} has {arr.shape[0]} band(s) but the dataset's first image has {in_chans}")
+def read_checked(images: ImageSource, i: int, in_chans: int) -> np.ndarray:
+    arr = images.read(i)
+    if arr.ndim != 3 or arr.shape[0] != in_chans:
+        raise DataError(f"{images.describe(i)} has shape {arr.shape}; expected {in_chans} band(s) (C x H x W) "
+                        f"like the dataset's first image")
     return arr
 
 
-def _preprocess(arr: np.ndarray, size: int, norm: Normalization) -> torch.Tensor:
+def preprocess(arr: np.ndarray, size: int, norm: Normalization) -> torch.Tensor:
+    """Raw C x H x W array -> float32, resized to size x size, normalized per band."""
     x = torch.from_numpy(arr.astype(np.float32, copy=False))
     if tuple(x.shape[-2:]) != (size, size):
         x = F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
     return norm(x)
 
 
-def _progress(console: Console) -> Progress:
+def progress(console: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     console=console, transient=True)
 
 
-def _batches(items: Sequence, size: int) -> Iterable[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def pool_normalization(init: Init, images: ImageSource, n_pool: int, console: Console) -> Normalization:
+    """The init's own normalization (published weights), else per-band mean/std of the train pool."""
+    if init.normalization is not None:
+        return Normalization.from_dict(init.normalization)
+    with progress(console) as prog:
+        task = prog.add_task("band statistics", total=n_pool)
+        stats = band_stats(read_checked(images, i, init.in_chans) for i in prog.track(range(n_pool), task_id=task))
+    return Normalization.from_stats(stats, NORMALIZATION_SOURCE)
+
+
+def describe_resize(native_sizes: set[str], image_size: int) -> str:
+    size = f"{image_size}x{image_size}"
+    native = next(iter(native_sizes)) if len(native_sizes) == 1 else "mixed sizes"
+    return f"none ({size})" if native == size else f"bilinear antialias {native} -> {size}"
+
+
+def _batches(n: int, size: int) -> Iterable[range]:
+    for start in range(0, n, size):
+        yield range(start, min(start + size, n))
 
 
 def get_features(
     init: Init,
-    paths: Sequence[Path],
+    images: ImageSource | Sequence[Path],
     labels: np.ndarray,
     n_pool: int,
     cache_dir: Path,
@@ -97,10 +112,11 @@ def get_features(
     device: torch.device,
     console: Console,
 ) -> FeatureSet:
-    """Features of `paths` (the first `n_pool` are the train pool that sets the normalization)."""
+    """Features of `images` (the first `n_pool` are the train pool that sets the normalization)."""
+    images = as_source(images)
     key = stable_hash({
-        "format": CACHE_FORMAT, "init": init.identity, "files": _files_id(paths), "n_pool": n_pool,
-        "labels": labels.tolist(), "preprocessing": preprocessing_spec(init.image_size),
+        "format": CACHE_FORMAT, "init": init.identity, "images": images.identity(), "n_pool": n_pool,
+        "labels": np.asarray(labels).tolist(), "preprocessing": preprocessing_spec(init),
     })
     cache_path = Path(cache_dir) / f"{key}.pt"
     if cache_path.is_file():
@@ -113,28 +129,22 @@ def get_features(
 
     model = init.build().eval().to(device)  # before reading images: a bad init fails fast
     start = time.perf_counter()
-    with _progress(console) as prog:
-        task = prog.add_task("band statistics", total=n_pool)
-        norm = Normalization.from_stats(
-            band_stats(_read(p, init.in_chans) for p in prog.track(paths[:n_pool], task_id=task)), NORMALIZATION_SOURCE
-        )
-        task = prog.add_task(f"features {init.name}", total=len(paths))
-        feats, native_sizes = [], set()
-        with torch.inference_mode():
-            for batch in _batches(paths, batch_size):
-                arrays = [_read(p, init.in_chans) for p in batch]
-                native_sizes.update(f"{a.shape[2]}x{a.shape[1]}" for a in arrays)
-                x = torch.stack([_preprocess(a, init.image_size, norm) for a in arrays]).to(device)
-                feats.append(model(x).flatten(1).float().cpu())
-                prog.advance(task, len(batch))
-    size = f"{init.image_size}x{init.image_size}"
-    native = native_sizes.pop() if len(native_sizes) == 1 else "mixed sizes"
-    resize = f"none ({size})" if native == size else f"bilinear antialias {native} -> {size}"
+    norm = pool_normalization(init, images, n_pool, console)
+    feats, native_sizes = [], set()
+    with progress(console) as prog, torch.inference_mode():
+        task = prog.add_task(f"features {init.name}", total=len(images))
+        for batch in _batches(len(images), batch_size):
+            arrays = [read_checked(images, i, init.in_chans) for i in batch]
+            native_sizes.update(f"{a.shape[2]}x{a.shape[1]}" for a in arrays)
+            x = torch.stack([preprocess(a, init.image_size, norm) for a in arrays]).to(device)
+            feats.append(model(x).flatten(1).float().cpu())
+            prog.advance(task, len(batch))
     features = torch.cat(feats)
     if not torch.isfinite(features).all():
         raise DataError(f"backbone {init.name} produced non-finite (NaN/inf) features; check its weights")
-    blob = {"features": features, "labels": torch.as_tensor(labels, dtype=torch.int64),
-            "normalization": norm.to_dict(), "resize": resize, "extract_time_s": time.perf_counter() - start}
+    blob = {"features": features, "labels": torch.as_tensor(np.asarray(labels), dtype=torch.int64),
+            "normalization": norm.to_dict() | init.band_info(), "resize": describe_resize(native_sizes, init.image_size),
+            "extract_time_s": time.perf_counter() - start}
     buf = io.BytesIO()
     torch.save(blob, buf)
     atomic_write_bytes(cache_path, buf.getvalue())

@@ -1,4 +1,5 @@
-"""Backbone initialisations to evaluate: a pretraining run, random, ImageNet, or a weights file.
+"""Backbone initialisations to evaluate: a pretraining run, random, ImageNet, a weights file, published
+torchgeo weights, and the network-free baselines `bandstats` and `pixels`.
 
 Models are built lazily (`Init.build`) so a feature-cache hit never loads weights; `identity` is what
 distinguishes the features one init produces, and goes into the feature-cache key.
@@ -17,7 +18,9 @@ from rich.console import Console
 from torch import nn
 
 from rsbench.errors import ConfigError, DataError
+from rsbench.evaluate.baselines import PIXELS_GRID, BandStatsFeatures, PixelFeatures
 from rsbench.evaluate.config import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, EvaluateConfig
+from rsbench.evaluate.torchgeo_init import PREFIX, build_torchgeo_backbone, resolve_torchgeo_weights
 from rsbench.io import read_json
 from rsbench.ssl.backbones import (
     BACKBONE_META,
@@ -28,11 +31,12 @@ from rsbench.ssl.backbones import (
 )
 
 RANDOM_INIT_SEED = 0
+BASELINES = {"bandstats": (BandStatsFeatures, "bandstats"), "pixels": (PixelFeatures, f"pixels-{PIXELS_GRID}x{PIXELS_GRID}")}
 
 
 @dataclass
 class Init:
-    kind: str  # run | random | imagenet | weights
+    kind: str  # run | random | imagenet | weights | torchgeo | bandstats | pixels
     name: str  # display name used in results, e.g. "simclr-resnet18 (run1)"
     path: str | None
     arch: str
@@ -40,6 +44,14 @@ class Init:
     image_size: int
     identity: dict
     build: Callable[[], nn.Module] = field(repr=False)
+    # The input normalization the weights were trained with ({mean, std, source}); None = the data's own
+    # per-band statistics (computed on the train pool), which is what every other init uses.
+    normalization: dict | None = None
+    bands: list[str] | None = None  # band names the model sees, in input order, when known
+    trainable: bool = True  # False for the network-free baselines (no fine-tuning)
+
+    def band_info(self) -> dict:
+        return {"bands": self.bands} if self.bands else {}
 
 
 def _file_id(path: Path) -> dict:
@@ -57,18 +69,24 @@ def _warn(console: Console, msg: str) -> None:
 
 def resolve_init(cfg: EvaluateConfig, in_chans: int, console: Console) -> Init:
     """Interpret `cfg.init` for data with `in_chans` bands."""
-    if cfg.weights is not None and cfg.init != "imagenet":
-        raise ConfigError("--weights only applies to --init imagenet (evaluate a state_dict file with --init PATH)")
+    if cfg.weights is not None and cfg.init != "imagenet" and not cfg.init.startswith(PREFIX):
+        raise ConfigError("--weights only applies to --init imagenet and --init torchgeo:<weights> "
+                          "(evaluate a state_dict file with --init PATH)")
     if cfg.init == "random":
         return _random(cfg, in_chans)
     if cfg.init == "imagenet":
         return _imagenet(cfg, in_chans)
+    if cfg.init in BASELINES:
+        return _baseline(cfg, in_chans)
+    if cfg.init.startswith(PREFIX):
+        return _torchgeo(cfg, in_chans)
     path = Path(cfg.init)
     if path.is_dir():
         return _run(cfg, path, in_chans, console)
     if path.is_file():
         return _weights_file(cfg, path, in_chans)
-    raise ConfigError(f"--init '{cfg.init}' is not a run directory, a weights file, 'random' or 'imagenet'")
+    raise ConfigError(f"--init '{cfg.init}' is not a run directory, a weights file, 'random', 'imagenet', "
+                      f"'bandstats', 'pixels' or 'torchgeo:<WeightsEnum>'")
 
 
 def _random(cfg: EvaluateConfig, in_chans: int) -> Init:
@@ -135,3 +153,20 @@ def _run(cfg: EvaluateConfig, run_dir: Path, in_chans: int, console: Console) ->
     name = f"{meta.get('method') or 'run'}-{arch} ({run_dir.resolve().name})"
     return Init("run", name, str(run_dir.resolve()), arch, in_chans, size, identity,
                 lambda: load_exported_backbone(run_dir)[0])
+
+
+def _baseline(cfg: EvaluateConfig, in_chans: int) -> Init:
+    module, arch = BASELINES[cfg.init]
+    size = cfg.image_size or DEFAULT_IMAGE_SIZE
+    identity = {"kind": cfg.init, "arch": arch, "in_chans": in_chans, "version": 1}
+    return Init(cfg.init, arch, None, arch, in_chans, size, identity, lambda: module(in_chans), trainable=False)
+
+
+def _torchgeo(cfg: EvaluateConfig, in_chans: int) -> Init:
+    info = resolve_torchgeo_weights(cfg, in_chans)
+    size = cfg.image_size or info["image_size"] or DEFAULT_IMAGE_SIZE
+    identity = {"kind": "torchgeo", "weights": info["name"], "file": _file_id(info["file"]),
+                "select": info["select"], "timm": timm.__version__}
+    return Init("torchgeo", f"torchgeo-{info['name']}", str(info["file"].resolve()), info["arch"], in_chans, size,
+                identity, lambda: build_torchgeo_backbone(info), normalization=info["normalization"],
+                bands=info["bands"])

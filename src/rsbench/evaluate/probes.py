@@ -1,15 +1,16 @@
-"""Probes on frozen features (kNN, linear) and the classification metrics."""
+"""Probes on frozen features (kNN, linear; single- and multi-label) and the classification metrics."""
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rsbench.evaluate.splits import stratified_split
+from rsbench.evaluate.splits import random_split, stratified_split
 
 VAL_FRACTION = 0.2  # of the train split, for the weight-decay sweep only
 # Enough for the probe accuracy to settle; wd=0 on separable features would otherwise run forever.
@@ -68,7 +69,13 @@ class LinearProbe:
                 "weight_decay": self.weight_decay}
 
 
-def _train(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float) -> LinearProbe:
+def _loss(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    # Multi-label: one independent logistic regression per label (BCE), fitted jointly.
+    return F.binary_cross_entropy_with_logits(logits, y.float()) if multilabel else F.cross_entropy(logits, y)
+
+
+def _train(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float,
+           multilabel: bool = False) -> LinearProbe:
     mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
     z = (x - mean) / std
     # Zero init + full-batch L-BFGS on a convex loss: the fit is deterministic, no seed needed.
@@ -80,7 +87,7 @@ def _train(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: flo
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(linear(z), y) + 0.5 * weight_decay * linear.weight.pow(2).sum()
+        loss = _loss(linear(z), y, multilabel) + 0.5 * weight_decay * linear.weight.pow(2).sum()
         loss.backward()
         return loss
 
@@ -90,26 +97,44 @@ def _train(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: flo
 
 
 def fit_linear_probe(
-    x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decays: list[float], seed: int
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decays: list[float], seed: int,
+    multilabel: bool = False,
 ) -> LinearProbe:
-    """Pick the weight decay on a stratified validation split of the TRAIN data, then refit on all of it."""
+    """Pick the weight decay on a validation split of the TRAIN data, then refit on all of it.
+
+    The grid, the split (it depends on seed and labels only) and the optimiser are the same for every
+    init, so probes of different backbones are tuned identically.
+    """
     with _threads_for(x):
-        return _fit_linear_probe(x, y, num_classes, weight_decays, seed)
+        return _fit_linear_probe(x, y, num_classes, weight_decays, seed, multilabel)
 
 
-def _fit_linear_probe(x, y, num_classes, weight_decays, seed) -> LinearProbe:
+def _validation_split(y: torch.Tensor, seed: int, multilabel: bool) -> tuple[np.ndarray, np.ndarray]:
+    if multilabel:
+        if len(y) < 2:
+            return np.arange(len(y)), np.array([], dtype=np.int64)
+        return random_split(len(y), VAL_FRACTION, [seed, 1])
+    return stratified_split(y.numpy(), VAL_FRACTION, [seed, 1], strict=False)
+
+
+def _fit_linear_probe(x, y, num_classes, weight_decays, seed, multilabel) -> LinearProbe:
     best = weight_decays[0]
-    fit_idx, val_idx = stratified_split(y.numpy(), VAL_FRACTION, [seed, 1], strict=False)
+    fit_idx, val_idx = _validation_split(y, seed, multilabel)
     if len(weight_decays) > 1 and len(val_idx):
         fit_idx, val_idx = torch.as_tensor(fit_idx), torch.as_tensor(val_idx)
         scores = []
         for i, wd in enumerate(weight_decays):
-            logits = _train(x[fit_idx], y[fit_idx], num_classes, wd).logits(x[val_idx])
-            acc = (logits.argmax(1) == y[val_idx]).float().mean().item()
-            # Highest accuracy; ties go to the lower validation loss (better calibrated).
-            scores.append((-acc, F.cross_entropy(logits, y[val_idx]).item(), i))
+            logits = _train(x[fit_idx], y[fit_idx], num_classes, wd, multilabel).logits(x[val_idx])
+            if multilabel:
+                from rsbench.evaluate.multilabel import multilabel_metrics
+
+                score = multilabel_metrics(torch.sigmoid(logits), y[val_idx])["map"]
+            else:
+                score = (logits.argmax(1) == y[val_idx]).float().mean().item()
+            # Highest accuracy (mAP); ties go to the lower validation loss (better calibrated).
+            scores.append((-score, _loss(logits, y[val_idx], multilabel).item(), i))
         best = weight_decays[min(scores)[2]]
-    return _train(x, y, num_classes, best)
+    return _train(x, y, num_classes, best, multilabel)
 
 
 def classification_metrics(preds: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict[str, float]:

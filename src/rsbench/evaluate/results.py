@@ -1,7 +1,9 @@
 """The results schema, results.jsonl (read-replace-rename) and the summary table.
 
 `RESULT_FIELDS` is the contract with `rsbench report` and the results DB: every row has exactly these
-keys (None where a field does not apply, e.g. `k` for a linear probe).
+keys (None where a field does not apply, e.g. `k` for a linear probe). `hparams` holds the
+protocol's training settings (fine-tuning, decoders) as a dict; `fit_time_s` / `eval_time_s` time the
+training and the test-set prediction, `extract_time_s` the shared feature pass.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ ROW_KEY = ("task", "dataset", "protocol", "init", "label_fraction", "seed", "met
 RESULT_FIELDS = (
     *ROW_KEY[:4], "init_kind", "init_path", "backbone", "label_fraction", "seed", "metric", "value",
     "n_train", "n_test", "num_classes", "feature_dim", "image_size", "normalization", "resize", "split",
-    "k", "temperature", "weight_decay", "probe_path",
-    "extract_time_s", "fit_time_s", "features_cached", "features_key",
+    "k", "temperature", "weight_decay", "hparams", "probe_path",
+    "extract_time_s", "fit_time_s", "eval_time_s", "features_cached", "features_key",
     "data", "test_data", "rsbench_version", "created",
 )
 

@@ -36,3 +36,39 @@ def stratified_split(
         held.append(idx[:n_held])
         keep.append(idx[n_held:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held) if held else np.array([], dtype=np.int64))
+
+
+def random_split(n: int, fraction: float, seed: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (keep, held_out) indices with round(fraction * n) held out (multi-label data has no strata)."""
+    if n < 2:
+        raise DataError(f"{n} image(s); a train/test split needs at least 2")
+    idx = np.random.default_rng(seed).permutation(n)
+    n_held = min(max(int(round(fraction * n)), 1), n - 1)
+    return np.sort(idx[n_held:]), np.sort(idx[:n_held])
+
+
+def fraction_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted positions (into `labels`) of a label-fraction subset of a training split.
+
+    Single-label (N,): per class the first max(1, round(fraction * n_c)) of a seeded permutation.
+    Multi-label (N, C) multi-hot: the first round(fraction * N) of a seeded permutation, plus, for every
+    label that has positives but none in that prefix, its first positive in the permutation.
+    The permutation depends on the seed only, so for one seed a smaller fraction is a subset of a larger.
+    """
+    labels = np.asarray(labels)
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    rng = np.random.default_rng([seed, 2])  # [seed] draws the test split, [seed, 1] the probe's validation split
+    if labels.ndim == 1:
+        picked = []
+        for c in np.unique(labels):
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            picked.append(idx[: max(1, int(round(fraction * len(idx))))])
+        return np.sort(np.concatenate(picked))
+    order = rng.permutation(len(labels))
+    chosen = set(order[: max(1, int(round(fraction * len(labels))))].tolist())
+    ordered = labels[order] > 0
+    for c in range(labels.shape[1]):
+        if ordered[:, c].any() and not (labels[sorted(chosen), c] > 0).any():
+            chosen.add(int(order[np.argmax(ordered[:, c])]))
+    return np.sort(np.fromiter(chosen, dtype=np.int64))

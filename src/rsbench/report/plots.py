@@ -27,7 +27,7 @@ def primary_metric_plot(section: Section) -> str:
     metric = section.primary_metric
     entries = [e for e in section.entries if e.cells.get(metric) is not None]
     n = max(len(entries), 1)
-    fig = Figure(figsize=(7.5, 0.9 + 0.42 * n), dpi=110)
+    fig = Figure(figsize=(7.5, 1.2 + 0.42 * n), dpi=110)
     ax = fig.add_subplot()
     ys = list(range(len(entries)))[::-1]  # first entry (rank 1) drawn at the top
     means = [e.cells[metric].mean for e in entries]
@@ -65,8 +65,12 @@ def primary_metric_plot(section: Section) -> str:
     ax.grid(axis="x", color="#E5E5E5", zorder=0)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
+    return to_data_uri(fig)
+
+
+def to_data_uri(fig: Figure) -> str:
+    """PNG of `fig` as a data: URI. No Software metadata: the same results give the same bytes."""
     fig.tight_layout()
     buf = io.BytesIO()
-    # No Software metadata: the same results give the same bytes.
     fig.savefig(buf, format="png", metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -2,8 +2,10 @@
 
 An exported backbone is two files in a run directory:
   backbone.pt   - state_dict of `timm.create_model(arch, in_chans=C, num_classes=0)`
-  backbone.json - {"arch", "in_chans", "image_size", "feature_dim", "normalization", "method", "steps", ...}
-so it loads with plain timm as well as with `load_exported_backbone`.
+  backbone.json - {"arch", "in_chans", "image_size", "feature_dim", "normalization", "method", "steps",
+                   "timm_kwargs" (ViTs: {"img_size", "patch_size"}), ...}
+so it loads with plain timm, `timm.create_model(arch, in_chans=C, num_classes=0, **timm_kwargs)` +
+`load_state_dict`, as well as with `load_exported_backbone`.
 """
 
 from __future__ import annotations
@@ -26,26 +28,85 @@ def _is_vit(arch: str) -> bool:
     return any(tag in arch for tag in ("vit", "deit", "eva", "beit"))
 
 
+def backbone_kwargs(arch: str, image_size: int | None, patch_size: int | None = None) -> dict[str, Any]:
+    """The timm kwargs besides in_chans/num_classes that fix the shape of `arch`'s weights: a ViT's
+    input size (its position-embedding grid) and patch size; nothing for CNNs."""
+    if not _is_vit(arch):
+        return {}
+    kwargs: dict[str, Any] = {}
+    if image_size is not None:
+        kwargs["img_size"] = int(image_size)
+    if patch_size is not None:
+        if image_size is not None and image_size % patch_size:
+            raise ConfigError(f"image size {image_size} is not a multiple of the ViT patch size {patch_size}")
+        kwargs["patch_size"] = int(patch_size)
+    return kwargs
+
+
+def adapt_first_layer(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """RGB first-layer weights (O, 3, kh, kw) -> (O, in_chans, kh, kw) for multispectral inputs.
+
+    RGB weights are copied, every extra band gets the mean of the RGB weights, and all is rescaled by
+    3 / in_chans (fewer than 3 bands: the RGB mean for each). Guarantee: an achromatic input (the same
+    image in every band) gives exactly the RGB model's first-layer response, for any band count, so
+    activation scales - and everything downstream - match the pretrained network on such inputs.
+    (timm's `adapt_input_conv` cycles R, G, B over the extra bands instead, which keeps that property
+    only when in_chans is a multiple of 3.)
+    """
+    if weight.shape[1] != 3:
+        raise ValueError(f"expected RGB first-layer weights (O, 3, kh, kw), got {tuple(weight.shape)}")
+    if in_chans == 3:
+        return weight
+    mean = weight.mean(dim=1, keepdim=True)
+    extra = mean.expand(-1, max(0, in_chans - 3), -1, -1)
+    rgb = weight if in_chans > 3 else mean.expand(-1, in_chans, -1, -1)
+    return torch.cat([rgb, extra], dim=1) * (3 / in_chans)
+
+
+def _first_conv_key(model: nn.Module) -> str:
+    first = model.pretrained_cfg.get("first_conv")
+    if isinstance(first, (list, tuple)):
+        first = first[0]
+    if not first:
+        raise ConfigError(f"cannot adapt {type(model).__name__} to another band count: timm names no first_conv")
+    return f"{first}.weight"
+
+
 def create_backbone(
     arch: str,
     in_chans: int,
     image_size: int | None = None,
     pretrained: bool = False,
     weights_file: str | Path | None = None,
+    patch_size: int | None = None,
+    **timm_kwargs: Any,
 ) -> nn.Module:
     """A timm model that returns pooled features (num_classes=0).
 
-    `pretrained=True` loads timm's ImageNet weights from `weights_file` or the local hub cache; with
-    `in_chans != 3` timm adapts the first layer (RGB weights repeated and rescaled).
+    ViTs are built for `image_size` (and `patch_size`, default the architecture's). `pretrained=True`
+    loads timm's ImageNet weights from `weights_file` or the local hub cache; timm resamples the
+    position embeddings (and patch kernel) to the requested grid. With `in_chans != 3` the RGB first
+    layer is adapted by `adapt_first_layer`. `timm_kwargs` go to timm (e.g. dynamic_img_size=True).
     """
-    kwargs: dict[str, Any] = {"num_classes": 0, "in_chans": in_chans}
-    if image_size is not None and _is_vit(arch):
-        kwargs["img_size"] = image_size
+    kwargs: dict[str, Any] = {"num_classes": 0, **backbone_kwargs(arch, image_size, patch_size), **timm_kwargs}
     if weights_file is not None:
         weights_file = Path(weights_file)
         if not weights_file.is_file():
             raise ConfigError(f"weights file not found: {weights_file}")
         kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file)}
+    if not pretrained or in_chans == 3:
+        return _timm(arch, pretrained, in_chans=in_chans, **kwargs)
+    rgb = _timm(arch, True, in_chans=3, **kwargs)
+    kwargs.pop("pretrained_cfg_overlay", None)
+    model = _timm(arch, False, in_chans=in_chans, **kwargs)
+    state = rgb.state_dict()
+    key = _first_conv_key(rgb)
+    state[key] = adapt_first_layer(state[key], in_chans)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _timm(arch: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     try:
         return timm.create_model(arch, pretrained=pretrained, **kwargs)
     except RuntimeError as e:
@@ -80,7 +141,10 @@ def load_exported_backbone(run_dir: str | Path) -> tuple[nn.Module, dict]:
     if not meta_path.is_file() or not weights_path.is_file():
         raise DataError(f"{run_dir} is not a finished rsbench run (missing {BACKBONE_META} or {BACKBONE_WEIGHTS})")
     meta = read_json(meta_path)
-    model = create_backbone(meta["arch"], meta["in_chans"], meta.get("image_size"))
+    # timm_kwargs (img_size/patch_size of a ViT) make the export loadable by plain timm as well.
+    extra = dict(meta.get("timm_kwargs") or {})
+    model = create_backbone(meta["arch"], meta["in_chans"], extra.pop("img_size", meta.get("image_size")),
+                            patch_size=extra.pop("patch_size", None), **extra)
     load_state_dict_file(model, weights_path)
     return model, meta
 

@@ -1,38 +1,36 @@
-"""The shared base of every SSL method: backbone, optimizer recipe, schedule and monitoring.
+"""The shared base of every SSL method: backbone, optimizer recipe, schedules and monitoring.
 
-A method subclass only defines its heads/losses in `__init__` and `training_loss(views)`; it never
-touches the optimizer, the schedule, logging or export (the solo-learn `BaseMethod` pattern).
+A method subclass defines its heads/losses in `__init__` and `training_loss(views)` (plus, for EMA
+teachers, `ema_pairs()`); it never touches the optimizer, the LR schedule, logging or export (the
+solo-learn `BaseMethod` pattern). The base applies the recipe (optimizer, LR scaling, warmup + cosine,
+weight-decay schedule, gradient clipping), updates EMA teachers before each step, and logs loss, LR
+and the collapse signals (rsbench.ssl.monitoring) every `log_every_n_steps`.
+
+Contract with `rsbench.train.pretrain`:
+  method_cls.view_transform(image_size, in_chans, min_scale=None, patch_size=None, **options)
+      -> callable image -> list of views (options: color_jitter=True for RGB; DINO: n_local)
+  method_cls(arch=, in_chans=, image_size=, batch_size=GLOBAL_BATCH, max_steps=, recipe=dict, patch_size=)
+  model.backbone (a timm model, num_classes=0), model.feature_dim, model.recipe, model.backbone_kwargs()
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
-from lightly.utils.debug import std_of_l2_normalized
+from lightly.models.utils import get_weight_decay_parameters
 from lightly.utils.lars import LARS
-from lightly.utils.scheduler import CosineWarmupScheduler
+from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
 
-from rsbench.ssl.augment import MultiView, ssl_view_transform
-from rsbench.ssl.backbones import create_backbone, feature_dim
-
-
-@dataclass
-class Recipe:
-    """Optimisation recipe. `lr` is the base LR for a batch of 256; the applied LR scales linearly."""
-
-    optimizer: str = "lars"
-    lr: float = 0.3
-    weight_decay: float = 1e-6
-    momentum: float = 0.9
-    warmup_fraction: float = 0.1
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def scaled_lr(self, batch_size: int) -> float:
-        return self.lr * batch_size / 256
+from rsbench.ssl.augment import MultiView, asymmetric_views, ssl_view_transform
+from rsbench.ssl.backbones import backbone_kwargs, create_backbone, feature_dim
+from rsbench.ssl.momentum import ema_update, momentum_at
+from rsbench.ssl.monitoring import CollapseMonitor
+from rsbench.ssl.recipe import Recipe, build_recipe
 
 
 class SSLMethod(L.LightningModule):
@@ -42,6 +40,12 @@ class SSLMethod(L.LightningModule):
     default_backbone: ClassVar[str] = "resnet18"
     default_recipe: ClassVar[Recipe] = Recipe()
     num_views: ClassVar[int] = 2
+    byol_augmentations: ClassVar[bool] = False  # BYOL's two asymmetric view distributions
+    default_min_scale: ClassVar[float] = 0.08  # random-resized-crop area range (min_scale, 1)
+    paper: ClassVar[str] = ""  # short reference shown by `rsbench methods`
+    paper_epochs: ClassVar[int] = 0  # length of the paper's reference schedule (ImageNet epochs)
+    paper_batch_size: ClassVar[int] = 256
+    monitor_collapse: ClassVar[bool] = True  # reconstruction methods (MAE) cannot collapse to a point
 
     def __init__(
         self,
@@ -51,22 +55,82 @@ class SSLMethod(L.LightningModule):
         batch_size: int,
         max_steps: int,
         recipe: dict | None = None,
+        patch_size: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.recipe = Recipe(**{**asdict(self.default_recipe), **(recipe or {})})
-        self.backbone = create_backbone(arch, in_chans, image_size)
+        self.recipe = build_recipe(self.default_recipe, recipe, self.name)
+        self.backbone = create_backbone(arch, in_chans, image_size, patch_size=patch_size, **self.backbone_options(arch))
         self.feature_dim = feature_dim(self.backbone)
+        self.collapse_monitor = CollapseMonitor()
 
     @classmethod
-    def view_transform(cls, image_size: int, in_chans: int, min_scale: float = 0.08):
-        """Image (C, H, W) -> list of views. Methods with other view schemes (multi-crop, a single
-        masked view) override this."""
-        return MultiView(ssl_view_transform(image_size, rgb=in_chans == 3, min_scale=min_scale), n=cls.num_views)
+    def backbone_options(cls, arch: str) -> dict[str, Any]:
+        """Extra timm kwargs used for training only, not needed to load the weights (e.g. dynamic size)."""
+        return {}
+
+    # ---- data ------------------------------------------------------------------------------
+    @classmethod
+    def view_transform(cls, image_size: int, in_chans: int, min_scale: float | None = None,
+                       patch_size: int | None = None, **options):
+        """Image (C, H, W) -> list of views. `min_scale=None` means the method's default; `patch_size`
+        matters only to multi-crop ViTs (DINO); `options` go to `ssl_view_transform` (color_jitter).
+        Methods with other view schemes (multi-crop, a single view) override this."""
+        scale = cls.default_min_scale if min_scale is None else min_scale
+        if cls.byol_augmentations:
+            return asymmetric_views(image_size, in_chans, min_scale=scale, **options)
+        return MultiView(ssl_view_transform(image_size, in_chans, min_scale=scale, **options), n=cls.num_views)
+
+    # ---- export ----------------------------------------------------------------------------
+    def backbone_kwargs(self) -> dict[str, Any]:
+        """Extra timm kwargs that rebuild the exported backbone: timm.create_model(arch, in_chans=C,
+        num_classes=0, **backbone_kwargs()) + load_state_dict (img_size/patch_size for ViTs)."""
+        h = self.hparams
+        return backbone_kwargs(h.arch, h.image_size, h.patch_size)
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """The method's defaults, for `rsbench methods`."""
+        r = cls.default_recipe
+        return {"name": cls.name, "backbone": cls.default_backbone, "optimizer": r.optimizer, "lr": r.lr,
+                "lr_scaling": r.lr_scaling, "weight_decay": r.weight_decay, "warmup_fraction": r.warmup_fraction,
+                "paper_epochs": cls.paper_epochs, "paper_batch_size": cls.paper_batch_size,
+                "extra": dict(r.extra), "paper": cls.paper}
+
+    # ---- training --------------------------------------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        """Steps of the whole run (schedules of EMA momentum, temperatures, weight decay)."""
+        trainer_steps = self._trainer.max_steps if self._trainer is not None else -1
+        return max(1, trainer_steps if trainer_steps > 0 else self.hparams.max_steps)
 
     def training_loss(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (loss, embeddings used for the collapse monitor)."""
+        """Return (loss, embeddings of one view for the collapse monitor)."""
         raise NotImplementedError
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(student, teacher) pairs that follow the student by EMA (MoCo key encoder, BYOL target,
+        DINO teacher); their momentum schedule is momentum_start -> momentum_end of the recipe."""
+        return []
+
+    @property
+    def ema_momentum(self) -> float:
+        r = self.recipe.extra
+        return momentum_at(self.global_step, self.total_steps, r["momentum_start"], r["momentum_end"])
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Schedules that are not the LR follow the step here, before the forward pass.
+        r = self.recipe
+        if r.weight_decay_end is not None:
+            wd = cosine_schedule(self.global_step, self.total_steps, r.weight_decay, r.weight_decay_end)
+            for group in self.trainer.optimizers[0].param_groups:
+                if group.get("decay", True):
+                    group["weight_decay"] = wd
+        pairs = self.ema_pairs()
+        # Once per optimizer step: with gradient accumulation only the first micro-batch updates.
+        accumulate = self._trainer.accumulate_grad_batches if self._trainer is not None else 1
+        if pairs and batch_idx % accumulate == 0:
+            ema_update(pairs, self.ema_momentum)
 
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, embeddings = self.training_loss(batch)
@@ -74,24 +138,53 @@ class SSLMethod(L.LightningModule):
             raise FloatingPointError(f"{self.name}: loss is {loss.item()} at step {self.global_step}")
         bs = batch[0].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
-        # Collapsed representations have std ~0; healthy ones approach 1/sqrt(dim).
-        self.log("train/std_l2", std_of_l2_normalized(embeddings.detach().float()), batch_size=bs)
+        opt = self.trainer.optimizers[0]
+        self.log("train/lr", opt.param_groups[0]["lr"], batch_size=bs)
+        every = max(1, self.trainer.log_every_n_steps)
+        if (self.global_step + 1) % every == 0:  # the steps Lightning writes to the logger
+            self._monitor(embeddings, bs)
         return loss
+
+    def _monitor(self, embeddings: torch.Tensor, bs: int) -> None:
+        stats = self.collapse_monitor.check(embeddings)
+        self.log("train/std_l2", stats["std_l2"], batch_size=bs)
+        self.log("train/rank", stats["rank"], batch_size=bs)
+        if self.monitor_collapse:
+            self.log("train/collapse", stats["collapse"], batch_size=bs)
+            if stats["collapse"] and self.collapse_monitor.low_streak == self.collapse_monitor.patience:
+                rank_zero_warn(
+                    f"{self.name}: representation collapse at step {self.global_step}: std of L2-normalised "
+                    f"embeddings {stats['std_l2']:.4f} << {stats['std_l2_healthy']:.4f} (1/sqrt(d)) for "
+                    f"{self.collapse_monitor.patience} checks, effective rank {stats['rank']:.1f}; lower the LR "
+                    f"or check the recipe"
+                )
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        # The recipe owns clipping (DINO clips at 3.0); a Trainer-level setting still applies otherwise.
+        clip = self.recipe.grad_clip if self.recipe.grad_clip is not None else gradient_clip_val
+        if clip:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+
+    def _param_groups(self) -> list[dict]:
+        if not self.recipe.exclude_bias_norm:
+            return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+        # [self], not the children: modules shared by two children (MAE's ViT) are then listed once.
+        decay, no_decay = get_weight_decay_parameters([self])
+        # LARS skips layer-wise adaptation where weight_decay == 0 (SimCLR/BYOL practice for biases and BN).
+        return [{"params": [p for p in decay if p.requires_grad]},
+                {"params": [p for p in no_decay if p.requires_grad], "weight_decay": 0.0, "decay": False}]
 
     def configure_optimizers(self):
         r = self.recipe
         lr = r.scaled_lr(self.hparams.batch_size)
-        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [g for g in self._param_groups() if g["params"]]
         if r.optimizer == "lars":
-            opt = LARS(params, lr=lr, momentum=r.momentum, weight_decay=r.weight_decay)
+            opt = LARS(groups, lr=lr, momentum=r.momentum, weight_decay=r.weight_decay)
         elif r.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=lr, momentum=r.momentum, weight_decay=r.weight_decay)
-        elif r.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=lr, weight_decay=r.weight_decay)
+            opt = torch.optim.SGD(groups, lr=lr, momentum=r.momentum, weight_decay=r.weight_decay)
         else:
-            raise ValueError(f"unknown optimizer '{r.optimizer}' (lars, sgd, adamw)")
+            opt = torch.optim.AdamW(groups, lr=lr, betas=r.betas, weight_decay=r.weight_decay)
         total = max(1, self.hparams.max_steps)
         warmup = min(total, math.ceil(r.warmup_fraction * total))
-        sched = CosineWarmupScheduler(opt, warmup_epochs=warmup, max_epochs=total, end_value=0.0)
+        sched = CosineWarmupScheduler(opt, warmup_epochs=warmup, max_epochs=total, end_value=r.min_lr_fraction)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,10 +1,16 @@
-"""SimCLR: contrast two augmented views of each image against all others in the batch.
+"""SimCLR: contrast two augmented views of each image against all other images of the batch.
 
 Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations", ICML 2020.
-Recipe from the paper: LARS, LR = 0.3 x batch/256, weight decay 1e-6, linear warmup (10 of 100
-epochs) then cosine decay; 2-layer MLP projection head to 128-d; NT-Xent loss. The paper's
-best temperature depends on batch size and length of training (0.1 to 0.5); rsbench uses 0.5,
-the value that is robust for the small batches and short schedules of CPU runs.
+Recipe (Sec. 4 / Appendix B.1 and the official ImageNet command): LARS, LR = 0.3 x B/256, weight
+decay 1e-6 (not on biases and BN), 10 warmup epochs of 100 then cosine decay, batch 4096;
+projection head: 2-layer MLP (hidden = backbone width, BN) to 128-d; NT-Xent loss with temperature
+0.1 (Table 5: the best temperature for the ImageNet recipe; 0.5 is the CIFAR-10 setting, B.9).
+Appendix B.1 notes that square-root scaling, LR = 0.075 x sqrt(B) (`lr_scaling: sqrt, lr: 1.2`),
+works better for small batches.
+
+Override from `recipe:` in the pretrain config, e.g. `{optimizer: adamw, lr: 0.004, weight_decay:
+0.05, temperature: 0.2}` (the small-batch CPU recipe of the quickstart). Method keys: temperature,
+proj_dim.
 """
 
 from __future__ import annotations
@@ -18,13 +24,17 @@ from rsbench.ssl.base import Recipe, SSLMethod
 
 class SimCLR(SSLMethod):
     name = "simclr"
-    default_recipe = Recipe(optimizer="lars", lr=0.3, weight_decay=1e-6, extra={"temperature": 0.5})
+    paper = "Chen et al. 2020, ICML (SimCLR), App. B.1, Table 5"
+    paper_epochs = 100
+    paper_batch_size = 4096
+    default_recipe = Recipe(optimizer="lars", lr=0.3, weight_decay=1e-6, warmup_fraction=0.1,
+                            extra={"temperature": 0.1, "proj_dim": 128})
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.projection_head = SimCLRProjectionHead(self.feature_dim, self.feature_dim, 128)
+        self.projection_head = SimCLRProjectionHead(self.feature_dim, self.feature_dim, self.recipe["proj_dim"])
         # gather_distributed: under DDP the negatives come from the global batch, as in the paper.
-        self.criterion = NTXentLoss(temperature=self.recipe.extra["temperature"], gather_distributed=True)
+        self.criterion = NTXentLoss(temperature=self.recipe["temperature"], gather_distributed=True)
 
     def training_loss(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         z0, z1 = (self.projection_head(self.backbone(v)) for v in views)

@@ -1,0 +1,270 @@
+"""Corpus builder throughput, scaling, loader speed and memory bound, on the real rasters.
+
+    .venv/bin/python benchmarks/corpus_bench.py [--copies 3] [--tile 64] [--stride 32] [--skip-big]
+
+All numbers on the same windows (the build's own window plan):
+  * bare loop: rasterio windowed read + np.save per window (the floor any tiler must beat);
+  * `build_corpus` with 1 worker (in-process) and 2 Dask worker processes (cluster started before
+    timing; its start-up is reported separately), default filters on, output checked identical;
+  * torchgeo RasterDataset + RandomGeoSampler + DataLoader producing as many 64 px tiles from the
+    Sentinel-2 raster as the build tiles from it (torchgeo only reads, it writes nothing);
+  * loader: CorpusDataset over the shards vs np.load of the bare loop's .npy files, same samples;
+  * peak RSS (process tree) while tiling a generated > 4 GiB raster (sparse tiled DEFLATE GeoTIFF).
+Writes benchmarks/results/corpus_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import rasterio
+import torch
+from rasterio.windows import Window
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RSBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+S2 = "sentinel2_l1c_T18SVG_20160112_20m_6band.tif"
+sys.path.insert(0, str(REPO / "src"))
+
+from rsbench.corpus import CorpusBuildConfig, CorpusDataset, build_corpus, plan_windows, probe_raster  # noqa: E402
+
+
+CPU = {}  # process CPU seconds of the last timed() call (this process only: in-process runs)
+
+
+def timed(fn):
+    start, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    CPU["last"] = time.process_time() - cpu
+    return time.perf_counter() - start, out
+
+
+def _burn(n: int) -> int:
+    s = 0
+    for i in range(n):
+        s += i * i
+    return s
+
+
+def cpu_control() -> float:
+    """Speed-up of a pure-CPU job on 2 processes vs 1, right now: what 2 cores can give on this machine."""
+    import multiprocessing as mp
+
+    serial, _ = timed(lambda: [_burn(4_000_000) for _ in range(4)])
+    with mp.Pool(2) as pool:
+        parallel, _ = timed(lambda: pool.map(_burn, [4_000_000] * 4))
+    return serial / parallel
+
+
+def workload(work: Path, copies: int) -> list[Path]:
+    """The real rasters, `copies` times each (renamed copies: more, unequal rasters to spread)."""
+    folder = work / "rasters"
+    if folder.exists():
+        return sorted(folder.glob("*.tif"))
+    folder.mkdir(parents=True)
+    for src in sorted((SHARED / "rasters").glob("*.tif")):
+        for i in range(copies):
+            shutil.copy(src, folder / f"{src.stem}_copy{i}.tif")
+    return sorted(folder.glob("*.tif"))
+
+
+def bare_loop(rasters: list[Path], tile: int, stride: int, out: Path) -> tuple[float, int]:
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+
+    def run():
+        n = 0
+        for path in rasters:
+            rows, cols = plan_windows(probe_raster(str(path)), tile, stride, None, 0)
+            with rasterio.open(path) as src:
+                for r, c in zip(rows.tolist(), cols.tolist()):
+                    np.save(out / f"{path.stem}_{r}_{c}.npy", src.read(window=Window(c, r, tile, tile)))
+                    n += 1
+        return n
+
+    return timed(run)
+
+
+def build(rasters, out: Path, tile: int, stride: int, client=None, **kw) -> tuple[float, dict]:
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = CorpusBuildConfig(inputs=[str(p) for p in rasters], out=str(out), tile_size=tile, stride=stride, **kw)
+    return timed(lambda: build_corpus(cfg, client=client))
+
+
+def torchgeo_tiles(path: Path, n: int, tile: int) -> float:
+    from torch.utils.data import DataLoader
+    from torchgeo.datasets import RasterDataset, stack_samples
+    from torchgeo.samplers import RandomGeoSampler
+
+    class Scene(RasterDataset):
+        filename_glob = path.name
+        is_image = True
+
+    def run():
+        ds = Scene(paths=str(path.parent))
+        sampler = RandomGeoSampler(ds, size=tile, length=n, generator=torch.Generator().manual_seed(0))
+        loader = DataLoader(ds, sampler=sampler, batch_size=32, num_workers=0, collate_fn=stack_samples)
+        return sum(batch["image"].shape[0] for batch in loader)
+
+    seconds, produced = timed(run)
+    assert produced == n
+    return seconds
+
+
+def loader_speed(corpus: Path, npy_files: list[Path]) -> dict:
+    ds = CorpusDataset(corpus, bands=6, shuffle=True, seed=0)
+    norm = ds.normalization
+
+    class Files(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(npy_files)
+
+        def __getitem__(self, i):
+            return norm(torch.from_numpy(np.load(npy_files[i]).astype(np.float32)))
+
+    def drain(dataset, **kw):
+        return sum(b.shape[0] for b in torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=0, **kw))
+
+    # A pass takes a fraction of a second: best of 5 alternating passes each, against machine noise.
+    shards, files = [], []
+    for _ in range(5):
+        shards.append(timed(lambda: drain(ds)))
+        files.append(timed(lambda: drain(Files(), shuffle=True)))
+    (t_shards, n_shards), (t_files, n_files) = min(shards), min(files)
+    return {"samples_shards": n_shards, "samples_files": n_files, "shards_samples_per_s": n_shards / t_shards,
+            "npy_files_samples_per_s": n_files / t_files, "ratio": (n_shards / t_shards) / (n_files / t_files),
+            "note": "npy files are in the page cache (just written): the best case for per-file reads"}
+
+
+def big_raster(path: Path, size: int, block: int = 512) -> None:
+    """3-band uint8, size x size, tiled DEFLATE, sparse: one block in 16 holds a real NAIP patch."""
+    if path.exists():
+        return
+    with rasterio.open(SHARED / "rasters" / "naip_m_4709963_se_14_1_20190904_rgbn_5m.tif") as src:
+        patch = src.read([1, 2, 3], window=Window(0, 0, block, block))
+        crs, res = src.crs, src.res
+    profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8", "crs": crs,
+               "transform": rasterio.Affine(res[0], 0, 500000, 0, -res[1], 5300000), "tiled": True,
+               "blockxsize": block, "blockysize": block, "compress": "deflate", "sparse_ok": True, "bigtiff": "yes"}
+    with rasterio.open(path, "w", **profile) as dst:
+        for bi in range(size // block):
+            for bj in range(size // block):
+                if (bi * 7 + bj * 3) % 16 == 0:
+                    dst.write(np.roll(patch, bi + bj, axis=2), window=Window(bj * block, bi * block, block, block))
+
+
+def peak_rss(cmd: list[str]) -> tuple[float, float]:
+    """(seconds, peak resident set size in MiB of the process and its children, polled every 20 ms)."""
+    start = time.perf_counter()
+    proc = psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    if proc.returncode != 0:
+        raise SystemExit(f"big-raster build failed: {proc.stderr.read().decode()[-2000:]}")
+    return time.perf_counter() - start, peak / 2**20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/rsbench-corpus-bench"))
+    ap.add_argument("--copies", type=int, default=3)
+    ap.add_argument("--tile", type=int, default=64)
+    ap.add_argument("--stride", type=int, default=32)
+    ap.add_argument("--big-size", type=int, default=40960, help="side of the generated raster (40960: 4.7 GiB raw)")
+    ap.add_argument("--skip-big", action="store_true")
+    ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "corpus_bench.json")
+    args = ap.parse_args()
+    work = args.work
+    rasters = workload(work, args.copies)
+    res: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                             "load_avg_start": os.getloadavg()}, "settings": vars(args) | {"work": str(work), "json": str(args.json)}}
+
+    t_bare, n = bare_loop(rasters, args.tile, args.stride, work / "bare")
+    cpu_bare = CPU["last"]
+    t_one, one = build(rasters, work / "one", args.tile, args.stride, workers=1)
+    cpu_one = CPU["last"]
+    t_off, _ = build(rasters, work / "nofilter", args.tile, args.stride, workers=1, blank_filter=False, cloud_filter=False,
+                     saturation_filter=False, dedup=False, max_nodata_fraction=1.0)
+    cpu_off = CPU["last"]
+    from dask.distributed import Client, LocalCluster
+
+    t_start, cluster = timed(lambda: LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None))
+    with cluster, Client(cluster) as client:
+        control_before = cpu_control()
+        t_two, _ = build(rasters, work / "two", args.tile, args.stride, client=client)
+        control_after = cpu_control()
+    same = (work / "one" / "manifest.parquet").read_bytes() == (work / "two" / "manifest.parquet").read_bytes() and all(
+        (work / "one" / s).read_bytes() == (work / "two" / s).read_bytes() for s in one["shards"])
+    res["tiling"] = {
+        "rasters": len(rasters), "windows": n, "tile": args.tile, "stride": args.stride, "kept": one["counts"]["tiles_kept"],
+        "bare_loop_s": t_bare, "bare_loop_tiles_per_s": n / t_bare,
+        "build_1_worker_s": t_one, "build_1_worker_tiles_per_s": n / t_one, "ratio_1_worker_vs_bare": t_bare / t_one,
+        "build_1_worker_filters_off_s": t_off, "ratio_filters_off_vs_bare": t_bare / t_off,
+        # CPU seconds of this process: less sensitive than wall time to other jobs on a shared machine.
+        "bare_loop_cpu_s": cpu_bare, "build_1_worker_cpu_s": cpu_one, "build_filters_off_cpu_s": cpu_off,
+        "cpu_ratio_1_worker_vs_bare": cpu_bare / cpu_one, "cpu_ratio_filters_off_vs_bare": cpu_bare / cpu_off,
+        "dask_cluster_start_s": t_start, "build_2_workers_s": t_two, "speedup_1_to_2_workers": t_one / t_two,
+        "identical_output_1_vs_2_workers": same,
+        # Control: a pure-CPU job on 2 processes, just before and after the 2-worker build. Near 1.0
+        # means the machine had no second core to give (shared with other jobs) at that moment.
+        "control_cpu_speedup_2_processes": [control_before, control_after],
+    }
+    print(json.dumps(res["tiling"], indent=2), flush=True)
+
+    s2 = next(p for p in rasters if p.name.startswith(S2[:-4]))
+    t_s2, s2_info = build([s2], work / "s2", args.tile, args.stride, workers=1)
+    m = s2_info["counts"]["tiles_total"]
+    cpu_s2 = CPU["last"]
+    t_tg = torchgeo_tiles(s2, m, args.tile)
+    res["torchgeo"] = {"raster": s2.name, "tiles": m, "build_s": t_s2, "torchgeo_s": t_tg, "speedup_vs_torchgeo": t_tg / t_s2,
+                       "build_cpu_s": cpu_s2, "torchgeo_cpu_s": CPU["last"], "cpu_speedup_vs_torchgeo": CPU["last"] / cpu_s2}
+    print(json.dumps(res["torchgeo"], indent=2), flush=True)
+
+    kept = [f"{s2.stem}_{r['row_off']}_{r['col_off']}.npy" for r in _kept_rows(work / "s2")]
+    res["loader"] = loader_speed(work / "s2", [work / "bare" / k for k in kept])
+    print(json.dumps(res["loader"], indent=2), flush=True)
+
+    if not args.skip_big:
+        big = work / "big.tif"
+        seconds_gen, _ = timed(lambda: big_raster(big, args.big_size))
+        with rasterio.open(big) as src:
+            raw = src.width * src.height * src.count
+        cmd = [str(Path(sys.executable).parent / "rsbench"), "corpus", "build", str(big), "--out", str(work / "bigc"),
+               "--tile-size", "256", "--workers", "1", "--overwrite"]
+        seconds, peak = peak_rss(cmd)
+        info = json.loads((work / "bigc" / "corpus.json").read_text())
+        res["big_raster"] = {"uncompressed_gib": raw / 2**30, "file_mib": big.stat().st_size / 2**20,
+                             "generate_s": seconds_gen, "windows": info["counts"]["tiles_total"],
+                             "kept": info["counts"]["tiles_kept"], "build_s": seconds, "peak_rss_mib": peak,
+                             "under_1_gib": peak < 1024}
+        print(json.dumps(res["big_raster"], indent=2), flush=True)
+    res["machine"]["load_avg_end"] = os.getloadavg()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+def _kept_rows(corpus: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return [r for r in pq.read_table(corpus / "manifest.parquet").to_pylist() if r["kept"]]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""SSL quality on real data: every method pretrained on EuroSAT images (labels unused) within a CPU
+time budget, then kNN accuracy on a held-out split, next to random init and raw pixels.
+
+    .venv/bin/python benchmarks/ssl_quality.py [--methods simclr,byol] [--budget-minutes 10] [--threads 2]
+
+Protocol. A stratified 20 % of EuroSAT (seed 0) is held out before anything else; pretraining sees
+only the other 80 % (no test image, not even unlabelled), and the kNN probe (`rsbench evaluate
+--protocol knn`, k=20, cosine, T=0.07) is fitted on the 80 % and scored on the held-out 20 %. Nothing
+is tuned here: every method runs a small-batch CPU recipe fixed in advance (below), with the
+paper's method-specific values except where the paper's value cannot fit a 2,300-image, few-minute
+run (queue shorter than the data, smaller heads, EMA momentum 0.99 for a short schedule). Each
+method gets `--budget-minutes` of training: its throughput is probed for a few steps and max_steps
+set to fit the budget (data loading in 2 workers usually makes the real run a bit faster).
+Baselines: random init of the same backbone (same seed as `rsbench evaluate`) and the pixels
+baseline (8x8 block averages of the normalized image). Saves benchmarks/results/ssl_quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ssl_speed import Images, run_bare  # noqa: E402
+
+from rsbench.data import list_images, read_image  # noqa: E402
+from rsbench.evaluate import EvaluateConfig, evaluate  # noqa: E402
+from rsbench.ssl import get_method  # noqa: E402
+from rsbench.train import PretrainConfig, pretrain  # noqa: E402
+from rsbench.train.data import collate_views  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RSBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+VIT = "vit_tiny_patch16_224"  # 64 px, patch 16: 16 tokens
+BASE = {"optimizer": "adamw", "lr": 0.004, "weight_decay": 0.05, "warmup_fraction": 0.1}  # peak 1e-3 at B=64
+CPU_RECIPES = {
+    "simclr": {},
+    "mocov2": {"queue_size": 1024},  # shorter than the 1,840 training images: no stale self-negatives
+    "mocov3": {"momentum_start": 0.99, "hidden_dim": 1024},
+    "byol": {"momentum_start": 0.99, "hidden_dim": 1024},
+    "dino": {"momentum_start": 0.99, "out_dim": 4096, "hidden_dim": 1024, "weight_decay": 0.04},
+    "mae": {"decoder_depth": 1, "decoder_dim": 256, "decoder_heads": 8, "weight_decay": 0.05},
+    "barlowtwins": {"proj_dim": 2048},
+    "vicreg": {"proj_dim": 2048},
+}
+MIN_SCALE = {"dino": 0.4, "mae": 0.2}  # the papers' crop scales; 0.25 for the two-view methods
+
+
+def holdout_split(src: Path, out: Path, fraction: float = 0.2, seed: int = 0) -> tuple[Path, Path]:
+    """Symlinked ImageFolders train/ and test/, stratified per class."""
+    train, test = out / "train", out / "test"
+    if (out / ".done").exists():
+        return train, test
+    shutil.rmtree(out, ignore_errors=True)
+    rng = random.Random(seed)
+    for cls in sorted(p for p in src.iterdir() if p.is_dir()):
+        files = sorted(cls.iterdir())
+        rng.shuffle(files)
+        n_test = round(len(files) * fraction)
+        for split, chunk in ((test, files[:n_test]), (train, files[n_test:])):
+            (split / cls.name).mkdir(parents=True)
+            for f in chunk:
+                (split / cls.name / f.name).symlink_to(f)
+    (out / ".done").touch()
+    return train, test
+
+
+def probe_steps(name: str, arch: str, recipe: dict, tiles, args) -> float:
+    """Seconds per training step (compute + augmentation), measured on a few steps."""
+    cls = get_method(name)
+    model = cls(arch=arch, in_chans=3, image_size=args.image_size, batch_size=args.batch_size, max_steps=8,
+                recipe=recipe)
+    loader = DataLoader(Images(tiles, cls.view_transform(args.image_size, 3, MIN_SCALE.get(name, 0.25))),
+                        batch_size=args.batch_size, shuffle=True, drop_last=True, collate_fn=collate_views)
+    return run_bare(model, loader, 8) / 5  # run_bare times the steps after 3 warmup steps
+
+
+def knn(data: tuple[Path, Path], init: str, arch: str | None, out: Path, image_size: int) -> float:
+    cfg = EvaluateConfig(data=data[0], test_data=data[1], init=init, backbone=arch, image_size=image_size,
+                         protocol=["knn"], seeds=[0], out=out)
+    rows = evaluate(cfg)
+    return next(r["value"] for r in rows if r["metric"] == "accuracy")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", default=",".join(CPU_RECIPES))
+    ap.add_argument("--budget-minutes", type=float, default=10.0, help="training time per method")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--num-workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/rsbench-ssl-quality"))
+    ap.add_argument("--fresh", action="store_true", help="delete --out first")
+    ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "ssl_quality.json")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.fresh:
+        shutil.rmtree(args.out, ignore_errors=True)
+    data = holdout_split(SHARED / "classification" / "eurosat_rgb", args.out / "data")
+    results = args.out / "results"
+    previous = json.loads(args.json.read_text()) if args.json.exists() else {}
+    summary = {"methods": dict(previous.get("methods", {})), "baselines": {}}
+
+    paths = list_images(data[0])
+    tiles_np = [read_image(p).astype("float32") for p in paths[:: max(1, len(paths) // 256)]]
+    mean = sum(t.mean((1, 2)) for t in tiles_np) / len(tiles_np)
+    std = sum(t.std((1, 2)) for t in tiles_np) / len(tiles_np)
+    tiles = [torch.from_numpy((t - mean[:, None, None]) / std[:, None, None]) for t in tiles_np]
+
+    for name in args.methods.split(","):
+        arch = VIT if get_method(name).default_backbone.startswith("vit") else "resnet18"
+        recipe = {**BASE, **CPU_RECIPES[name]}
+        sec_per_step = probe_steps(name, arch, recipe, tiles, args)
+        max_steps = max(10, int(args.budget_minutes * 60 / sec_per_step))
+        run_dir = args.out / "runs" / f"{name}-{max_steps}"
+        start = time.perf_counter()
+        pretrain(PretrainConfig(method=name, images=data[0], backbone=arch, out=run_dir, max_steps=max_steps,
+                                batch_size=args.batch_size, image_size=args.image_size,
+                                min_scale=MIN_SCALE.get(name, 0.25), num_workers=args.num_workers,
+                                checkpoint_every=10_000, log_every=20, recipe=recipe))
+        wall = time.perf_counter() - start
+        run = json.loads((run_dir / "run.json").read_text())
+        acc = knn(data, str(run_dir), None, results, args.image_size)
+        summary["methods"][name] = {
+            "arch": arch, "recipe": recipe, "min_scale": MIN_SCALE.get(name, 0.25), "budget_minutes": args.budget_minutes,
+            "steps": run["steps"],
+            "epochs": round(run["steps"] * args.batch_size / len(paths), 2), "train_wall_s": run["wall_time_s"],
+            "pretrain_total_s": round(wall, 1), "images_per_s": run["images_per_s"], "knn_accuracy": round(acc, 4),
+        }
+        print(json.dumps({name: summary["methods"][name]}), flush=True)
+
+    for arch in ("resnet18", VIT):
+        summary["baselines"][f"random-{arch}"] = round(knn(data, "random", arch, results, args.image_size), 4)
+    summary["baselines"]["pixels"] = round(knn(data, "pixels", None, results, args.image_size), 4)
+    for name, row in summary["methods"].items():
+        base = summary["baselines"][f"random-{row['arch']}"]
+        row["gain_vs_random_points"] = round(100 * (row["knn_accuracy"] - base), 2)
+        row["gain_vs_pixels_points"] = round(100 * (row["knn_accuracy"] - summary["baselines"]["pixels"]), 2)
+    summary["settings"] = {
+        "budget_minutes_per_method": args.budget_minutes, "batch_size": args.batch_size,
+        "image_size": args.image_size, "num_workers": args.num_workers, "torch_threads": torch.get_num_threads(),
+        "train_images": len(paths), "test_images": len(list_images(data[1])), "holdout": "stratified 20 %, seed 0",
+        "knn": {"k": 20, "temperature": 0.07}, "load_average_at_end": os.getloadavg(), "cpu_count": os.cpu_count(),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

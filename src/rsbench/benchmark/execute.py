@@ -1,0 +1,159 @@
+"""Run one claimed cell through the stages' public entry points and store what it produced.
+
+Used by local workers and SLURM jobs alike: `run_claimed(store, cell, worker)` never raises for a
+failing cell; it records `failed` with a one-line error (the traceback goes to the cell's log).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from rsbench.benchmark.snapshots import CheckpointWatcher, export_snapshots, snapshot_dir
+from rsbench.benchmark.store import Store
+from rsbench.errors import DataError, RsbenchError
+from rsbench.report.runs import collect_run
+
+HEARTBEAT_S = 15.0
+
+
+@contextlib.contextmanager
+def redirected_output(log_path: str | None) -> Iterator[None]:
+    """Send this process's stdout/stderr (file descriptors too: Lightning, tqdm, C code) to the cell log."""
+    if not log_path:
+        yield
+        return
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "ab", buffering=0) as log, open(log_path, "a", buffering=1, encoding="utf-8") as text:
+        os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+        # sys.stdout/stderr too: a host process (pytest, a notebook) may have replaced them with non-fd streams.
+        try:
+            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+                yield
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            os.close(saved[0]), os.close(saved[1])
+
+
+@contextlib.contextmanager
+def heartbeat(store: Store, cell_id: str, worker: str, every_s: float = HEARTBEAT_S) -> Iterator[None]:
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                store.heartbeat(cell_id, worker)
+            except Exception:  # a missed beat only risks a late reclaim; never kill the cell for it
+                pass
+
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    line = text[0] if text else ""
+    return line if isinstance(err, RsbenchError) else f"{type(err).__name__}: {line}".rstrip(": ")
+
+
+def run_claimed(store: Store, cell: dict, worker: str) -> bool:
+    """Execute a cell this worker holds; True when it finished and was recorded."""
+    with heartbeat(store, cell["id"], worker), redirected_output(cell.get("log_path")):
+        print(f"=== {datetime.now().isoformat(timespec='seconds')} {cell['label']} "
+              f"(cell {cell['id']}, attempt {cell['attempts']}, worker {worker})", flush=True)
+        try:
+            if cell["kind"] == "pretrain":
+                ok = store.complete(cell, worker, run=run_pretrain_cell(cell))
+            else:
+                ok = store.complete(cell, worker, rows=run_eval_cell(store, cell))
+            print(f"=== done ({'recorded' if ok else 'claim lost: result not recorded'})", flush=True)
+            return ok
+        except BaseException as e:  # noqa: BLE001 - any failure of a cell is that cell's result
+            if isinstance(e, KeyboardInterrupt) or _preempted(e):
+                # Stopped from outside (Ctrl-C, scancel, preemption; pretraining saved last.ckpt): the cell is
+                # pending again and the next run resumes it.
+                store.release(cell, worker)
+                print(f"=== interrupted ({type(e).__name__}); cell released", flush=True)
+                raise
+            traceback.print_exc()
+            store.fail(cell, worker, one_line(e))
+            print(f"=== failed: {one_line(e)}", flush=True)
+            if isinstance(e, SystemExit):
+                raise
+            return False
+
+
+def _preempted(err: BaseException) -> bool:
+    try:
+        from rsbench.train.checkpoint import RunPreempted
+    except ImportError:
+        return False
+    return isinstance(err, RunPreempted)
+
+
+def run_pretrain_cell(cell: dict) -> dict:
+    from rsbench.train import PretrainConfig, pretrain
+
+    run_dir = Path(cell["out_dir"])
+    cfg = PretrainConfig.model_validate({**cell["config"]["options"], "out": run_dir})
+    wants_snapshots = "checkpoint_every" in cell["config"]["options"]
+    with CheckpointWatcher(run_dir) if wants_snapshots else contextlib.nullcontext():
+        pretrain(cfg)
+    if wants_snapshots:
+        steps = range(cfg.checkpoint_every, (cfg.max_steps or 0), cfg.checkpoint_every)
+        found = export_snapshots(run_dir, steps)
+        missing = sorted(set(steps) - set(found))
+        if missing:
+            print(f"warning: no checkpoint captured for step(s) {missing}; their evaluations will fail", flush=True)
+    return collect_run(run_dir, cell["init_label"], cell.get("code_version"))
+
+
+def eval_values(cell: dict, init_value: str) -> dict[str, Any]:
+    """EvaluateConfig values of an eval cell: shared options + this cell's protocol, seed, fraction, init."""
+    config = cell["config"]
+    init = config["init"]
+    values = {**config["options"], "protocol": [config["protocol"]], "seeds": [config["seed"]],
+              "out": cell["out_dir"], "init": init_value}
+    if config.get("fraction") is not None:
+        values["fractions"] = [config["fraction"]]
+    if init["kind"] == "baseline":
+        values.update({k: init[k] for k in ("backbone", "image_size", "weights") if init.get(k) is not None})
+    return values
+
+
+def run_eval_cell(store: Store, cell: dict) -> list[dict]:
+    from rich.console import Console
+
+    from rsbench.evaluate import EvaluateConfig, evaluate
+
+    init = cell["config"]["init"]
+    if init["kind"] == "run":
+        [dep] = store.cells([init["cell"]])
+        run_dir = Path(dep["out_dir"])
+        init_value = run_dir if init.get("step") is None else snapshot_dir(run_dir, int(init["step"]))
+        if not (init_value / "backbone.json").is_file():
+            what = f"checkpoint of step {init['step']}" if init.get("step") else "pretraining run"
+            raise DataError(f"{what} not found at {init_value} (was it captured? see the pretraining cell's log)")
+        init_value = str(init_value)
+    else:
+        init_value = init["init"]
+    cfg = EvaluateConfig.model_validate(eval_values(cell, init_value))
+    start = time.perf_counter()
+    rows = evaluate(cfg, console=Console(stderr=True, force_terminal=False, width=120))
+    print(f"{len(rows)} rows in {time.perf_counter() - start:.1f}s", flush=True)
+    return rows

@@ -1,0 +1,214 @@
+"""Expand an experiment into cells with content-addressed ids.
+
+A cell's id hashes what decides its result: the stage options, the protocol/seed/fraction, the id of
+the pretraining cell it evaluates, and the code version. Display names (run, task and baseline names)
+are left out, so renaming something in the file never re-runs finished work.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rsbench import __version__
+from rsbench.benchmark.spec import Baseline, CheckpointSpec, Experiment, TaskSpec, load_task, validate
+from rsbench.errors import ConfigError
+from rsbench.io import stable_hash
+
+PRETRAIN, EVAL = "pretrain", "eval"
+# How and where a stage runs, not what it computes: left out of cell ids, so a matrix can move from one GPU
+# to many, or change its worker count, without re-running finished cells. PRETRAIN_EXECUTION mirrors
+# rsbench.train.config.EXECUTION_KEYS (a test keeps them equal; importing it here would pull in torch).
+PRETRAIN_EXECUTION = frozenset({
+    "out", "num_workers", "precision", "accelerator", "devices", "nodes", "strategy", "compile",
+    "checkpoint_every", "log_every", "resume", "logger", "deterministic", "slurm",
+})
+EVAL_EXECUTION = frozenset({"device", "out"})
+
+
+def cell_id(config: dict[str, Any]) -> str:
+    skip = PRETRAIN_EXECUTION if config["kind"] == PRETRAIN else EVAL_EXECUTION
+    return stable_hash({**config, "options": {k: v for k, v in config["options"].items() if k not in skip}})
+_RESERVED_RUN_KEYS = ("name", "checkpoints")
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str
+    kind: str  # pretrain | eval
+    label: str  # one line for humans, e.g. "simclr · eurosat_rgb · knn · seed 0"
+    init_label: str  # the name results are reported under ("simclr", "random-resnet18", "simclr@step50")
+    config: dict[str, Any]  # exactly what was hashed, plus nothing: the worker runs from this alone
+    depends_on: str | None
+    priority: int
+    where: str = field(default="", compare=False)  # experiment-file key it came from, for error messages
+    task: str | None = None
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """rsbench version plus the git commit of the source tree when there is one."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    sha = out.stdout.strip()
+    return f"{__version__}+g{sha}" if out.returncode == 0 and sha else __version__
+
+
+@dataclass(frozen=True)
+class PretrainRun:
+    name: str
+    options: dict[str, Any]
+    checkpoints: CheckpointSpec | None
+    where: str
+
+
+def pretrain_runs(exp: Experiment) -> list[PretrainRun]:
+    sec = exp.pretrain
+    entries: list[tuple[dict, str, list[str]]] = [(dict(r), f"pretrain.runs.{i}", []) for i, r in enumerate(sec.runs)]
+    if sec.grid:
+        keys = list(sec.grid)
+        varying = [k for k in keys if len(sec.grid[k]) > 1]
+        for combo in itertools.product(*(sec.grid[k] for k in keys)):
+            values = dict(zip(keys, combo))
+            where = "pretrain.grid[" + ",".join(f"{k}={values[k]}" for k in keys) + "]"
+            entries.append((values, where, varying))
+    if not entries and sec.defaults:
+        entries.append(({}, "pretrain.defaults", []))
+    runs, names = [], {}
+    for entry, where, varying in entries:
+        options = {**sec.defaults, **entry}
+        name = options.pop("name", None)
+        ckpt_raw = options.pop("checkpoints", None)
+        ckpt = validate(CheckpointSpec, ckpt_raw, "experiment file", f"{where}.checkpoints") if ckpt_raw else exp.checkpoints
+        if name is None:
+            parts = [str(options.get("method", "simclr"))]
+            parts += [str(options["backbone"])] if "backbone" in options else []
+            parts += [f"{k}{options[k]}" for k in varying if k not in ("method", "backbone")]
+            name = "-".join(parts)
+        if name in names:
+            raise ConfigError(f"pretraining runs '{names[name]}' and '{where}' are both named '{name}'; set 'name'")
+        names[name] = where
+        if ckpt is not None:
+            options = _with_checkpointing(options, ckpt, where)
+        runs.append(PretrainRun(str(name), options, ckpt, where))
+    return runs
+
+
+def _with_checkpointing(options: dict, ckpt: CheckpointSpec, where: str) -> dict:
+    if "max_steps" not in options:
+        raise ConfigError(f"key '{where}.max_steps' is required when checkpoints are evaluated (their steps must be known)")
+    every = options.get("checkpoint_every")
+    if every is not None and ckpt.every_steps % int(every):
+        raise ConfigError(f"key '{where}.checkpoint_every' ({every}) must divide "
+                          f"checkpoints.every_steps ({ckpt.every_steps})")
+    return {**options, "checkpoint_every": every or ckpt.every_steps}
+
+
+def baseline_inits(exp: Experiment, runs: list[PretrainRun]) -> list[tuple[str, dict, dict, str]]:
+    """(label, init spec, extra evaluate options, key) per baseline; a bare 'random' matches each run's backbone."""
+    shapes = list(dict.fromkeys((r.options.get("backbone"), r.options.get("image_size")) for r in runs)) or [(None, None)]
+    out: list[tuple[str, dict, dict, str]] = []
+    for i, b in enumerate(exp.baselines):
+        assert isinstance(b, Baseline)
+        explicit = b.backbone is not None or b.image_size is not None
+        targets = [(b.backbone, b.image_size)] if explicit else shapes
+        sizes = {sz for _, sz in targets}
+        for backbone, size in targets:
+            label = b.name or "-".join([b.init, *([backbone] if backbone else [])])
+            if b.name is None and len(sizes) > 1 and size:
+                label += f"-{size}px"
+            spec = {"kind": "baseline", "init": b.init, "backbone": backbone, "image_size": size, "weights": b.weights}
+            out.append((label, spec, dict(b.options), f"baselines.{i}"))
+    labels = [o[0] for o in out]
+    dup = next((x for x in labels if labels.count(x) > 1), None)
+    if dup:
+        raise ConfigError(f"two baselines are both named '{dup}'; set 'name' in 'baselines'")
+    return out
+
+
+def load_tasks(exp: Experiment, source: str, base_dir: Path | None = None) -> list[TaskSpec]:
+    tasks = [load_task(t, source, f"tasks.{i}", base_dir) for i, t in enumerate(exp.tasks)]
+    for t in tasks:
+        if t.name is None:
+            data = t.options.get("data")
+            t.name = Path(str(data)).name if data else t.options.get("task", "task")
+    names = [t.name for t in tasks]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise ConfigError(f"two tasks are both named '{dup}'; set 'name' in 'tasks'")
+    return tasks
+
+
+def _file_hash(path: str | None) -> str | None:
+    # A task spec file's content decides the results as much as inline options do.
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else None
+    except OSError:
+        return None
+
+
+def expand(exp: Experiment, source: str = "experiment file", base_dir: Path | None = None) -> list[Cell]:
+    """Every cell of the matrix, pretraining first, in the order workers should claim them."""
+    version = exp.code_version or code_version()
+    runs = pretrain_runs(exp)
+    tasks = load_tasks(exp, source, base_dir)
+    cells: list[Cell] = []
+    run_ids: dict[str, str] = {}
+    for run in runs:
+        config = {"kind": PRETRAIN, "options": run.options, "code_version": version}
+        cid = cell_id(config)
+        run_ids[run.name] = cid
+        cells.append(Cell(cid, PRETRAIN, f"pretrain {run.name}", run.name, config, None, len(cells), run.where))
+
+    inits: list[tuple[str, dict, dict, str | None, str, int | None]] = []  # label, init, options, dep, where, step
+    for run in runs:
+        rid = run_ids[run.name]
+        inits.append((run.name, {"kind": "run", "cell": rid, "step": None}, {}, rid, run.where, None))
+    for label, spec, options, where in baseline_inits(exp, runs):
+        inits.append((label, spec, options, None, where, None))
+    for run in runs:
+        if run.checkpoints is not None:
+            every, total = run.checkpoints.every_steps, int(run.options["max_steps"])
+            for step in range(every, total, every):
+                init = {"kind": "run", "cell": run_ids[run.name], "step": step}
+                inits.append((f"{run.name}@step{step}", init, {}, run_ids[run.name], run.where, step))
+
+    evals = []
+    for (label, init, init_opts, dep, where, step), (ti, task) in itertools.product(inits, enumerate(tasks)):
+        ckpt = next((r.checkpoints for r in runs if step is not None and run_ids[r.name] == dep), None)
+        if ckpt is not None and ckpt.tasks is not None and task.name not in ckpt.tasks:
+            continue
+        protocols = (ckpt.protocols if ckpt and ckpt.protocols else None) or task.protocols or exp.protocols
+        seeds = (ckpt.seeds if ckpt and ckpt.seeds else None) or exp.seeds
+        fractions = task.fractions or exp.fractions or [None]
+        if ckpt is not None and fractions != [None]:
+            fractions = [max(fractions)]  # progress curves use each task at its full label budget
+        options = {**exp.evaluate, **task.options, **init_opts}
+        for protocol, fraction, seed in itertools.product(protocols, fractions, seeds):
+            config = {"kind": EVAL, "options": options, "init": init, "protocol": protocol, "seed": seed,
+                      "fraction": fraction, "code_version": version}
+            spec_hash = _file_hash(options.get("task_spec"))
+            if spec_hash:
+                config["task_spec_sha"] = spec_hash
+            frac = "" if fraction is None else f" · {fraction:g} labels"
+            text = f"{label} · {task.name} · {protocol}{frac} · seed {seed}"
+            order = (step is not None, seed, protocol, fraction or 0.0, len(evals))
+            evals.append((order, Cell(cell_id(config), EVAL, text, label, config, dep, 0, f"tasks.{ti}", task.name)))
+    for n, (_, cell) in enumerate(sorted(evals, key=lambda e: e[0])):
+        cells.append(Cell(cell.id, cell.kind, cell.label, cell.init_label, cell.config, cell.depends_on,
+                          len(runs) + n, cell.where, cell.task))
+    if not evals:
+        raise ConfigError(f"{source} gives no cells to run: add pretraining runs ('pretrain') or 'baselines'")
+    ids = [c.id for c in cells]
+    if len(set(ids)) != len(ids):
+        dup = next(c for c in cells if ids.count(c.id) > 1)
+        raise ConfigError(f"the matrix holds the same cell twice ({dup.label}); remove the duplicate entry")
+    return cells

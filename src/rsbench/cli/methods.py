@@ -1,0 +1,72 @@
+"""`rsbench methods [--method NAME]`: the SSL methods, their default backbones and paper recipes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rsbench.cli.common import ConfigOption, handle_errors
+from rsbench.config import StrictModel, resolve_config
+
+# Method-specific recipe keys shown in the overview (temperatures, EMA momenta, queue, masking).
+_HIGHLIGHTS = ("temperature", "student_temp", "teacher_temp", "queue_size", "momentum_start", "momentum_end",
+               "mask_ratio", "lambda_param", "mu_param", "nu_param")
+
+
+class MethodsConfig(StrictModel):
+    method: Optional[str] = None
+
+
+def _lr_rule(d: dict) -> str:
+    return {"linear": f"{d['lr']:g} x B/256", "sqrt": f"{d['lr']:g} x sqrt(B/256)", "none": f"{d['lr']:g}"}[d["lr_scaling"]]
+
+
+def _highlights(extra: dict) -> str:
+    shown = {k: v for k, v in extra.items() if k in _HIGHLIGHTS}
+    if "momentum_start" in shown:
+        start, end = shown.pop("momentum_start"), shown.pop("momentum_end")
+        shown["ema"] = f"{start:g}" if start == end else f"{start:g}->{end:g} (cosine)"
+    if "teacher_temp" in shown and "warmup_teacher_temp" in extra:
+        shown["teacher_temp"] = f"{extra['warmup_teacher_temp']:g}->{shown['teacher_temp']:g}"
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
+
+
+def overview_table(methods: dict) -> Table:
+    table = Table(title="rsbench SSL methods (paper recipes; override with `recipe:` in the pretrain config)")
+    for col in ("method", "default backbone", "optimizer", "peak LR (base x batch rule)", "weight decay",
+                "paper epochs / batch", "temperature / momentum", "paper"):
+        table.add_column(col, overflow="fold")
+    for cls in methods.values():
+        d = cls.describe()
+        table.add_row(d["name"], d["backbone"], d["optimizer"], _lr_rule(d), f"{d['weight_decay']:g}",
+                      f"{d['paper_epochs']} / {d['paper_batch_size']}", _highlights(d["extra"]), d["paper"])
+    return table
+
+
+def recipe_table(cls) -> Table:
+    table = Table(title=f"{cls.name}: recipe keys (default backbone {cls.default_backbone}; {cls.paper})")
+    table.add_column("recipe key")
+    table.add_column("default")
+    recipe = asdict(cls.default_recipe)
+    extra = recipe.pop("extra")
+    for key, value in [*recipe.items(), *extra.items()]:
+        table.add_row(key, repr(value) if isinstance(value, str) else str(value))
+    return table
+
+
+@handle_errors
+def methods_command(
+    method: Optional[str] = typer.Option(None, "--method", help="Show every recipe key of one method."),
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """List the SSL methods with their default backbone and paper recipe (or one method's recipe keys)."""
+    from rsbench.ssl import METHODS, get_method
+
+    cfg = resolve_config(MethodsConfig, config, method=method)
+    console = Console()
+    console.print(recipe_table(get_method(cfg.method)) if cfg.method else overview_table(METHODS))

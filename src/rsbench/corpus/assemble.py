@@ -1,0 +1,143 @@
+"""From finished parts to the corpus: global selection, shard plan, statistics, manifest rows.
+
+Everything here runs in the coordinating process on metadata (records without pixels), in global
+order: rasters in input order, windows in row-major order within a raster.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rsbench.corpus import filters as F
+from rsbench.corpus.config import CorpusBuildConfig
+from rsbench.corpus.select import balanced_pick, cluster_tiles, find_duplicates
+from rsbench.corpus.shards import assign_shards, sample_metadata
+from rsbench.corpus.stats import histogram_spec
+from rsbench.corpus.tiling import part_paths
+
+RECORD_COLUMNS = ["key", "row_off", "col_off", "center_x", "center_y", "lon", "lat", "nodata_fraction",
+                  "saturated_fraction", "cloud_fraction", "std", "entropy", "reject_reason", "phash", "features",
+                  "stats_min", "stats_max"]
+
+MANIFEST_SCHEMA = pa.schema([
+    ("key", pa.string()), ("source", pa.string()), ("raster_index", pa.int32()),
+    ("row_off", pa.int32()), ("col_off", pa.int32()), ("width", pa.int32()), ("height", pa.int32()),
+    ("bands", pa.int32()), ("dtype", pa.string()), ("gsd", pa.float64()),
+    ("nodata_fraction", pa.float64()), ("saturated_fraction", pa.float64()), ("cloud_fraction", pa.float64()),
+    ("std", pa.float64()), ("entropy", pa.float64()), ("phash", pa.string()),
+    ("kept", pa.bool_()), ("reject_reason", pa.string()), ("duplicate_of", pa.string()), ("cluster", pa.int32()),
+    ("shard", pa.string()), ("crs", pa.string()), ("center_x", pa.float64()), ("center_y", pa.float64()),
+    ("lon", pa.float64()), ("lat", pa.float64()), ("date", pa.string()),
+])
+
+
+def load_records(plan: dict[str, Any], staging: Path, rasters: list[int]) -> dict[str, Any]:
+    """All window records of the given (successful) rasters, in global order, as column lists."""
+    tables = []
+    for i, part in enumerate(plan["parts"]):
+        if part["raster"] not in rasters:
+            continue
+        t = pq.read_table(part_paths(staging, i)["records"], columns=RECORD_COLUMNS)
+        tables.append(t.append_column("raster", pa.array([part["raster"]] * len(t), pa.int32()))
+                       .append_column("part", pa.array([i] * len(t), pa.int32()))
+                       .append_column("row_in_part", pa.array(np.arange(len(t)), pa.int32())))
+    if not tables:
+        return {name: [] for name in [*RECORD_COLUMNS, "raster", "part", "row_in_part"]}
+    return pa.concat_tables(tables).to_pydict()
+
+
+def select(records: dict[str, Any], cfg: CorpusBuildConfig) -> dict[str, Any]:
+    """Apply duplicates and max_tiles in place (reject_reason); returns what the selection found."""
+    reasons = records["reject_reason"]
+    n = len(reasons)
+    records["duplicate_of"] = [None] * n
+    records["cluster"] = [None] * n
+    summary: dict[str, Any] = {}
+    cand = [i for i in range(n) if reasons[i] is None]
+    if cfg.dedup and cand:
+        matches = find_duplicates([records["phash"][i] for i in cand], cfg.dedup_distance)
+        for i, m in zip(cand, matches):
+            if m is not None:
+                reasons[i] = F.REJECT_DUPLICATE
+                records["duplicate_of"][i] = records["key"][cand[m]]
+        cand = [i for i in cand if reasons[i] is None]
+    if cfg.diversity and cand:
+        labels = cluster_tiles(np.stack([records["features"][i] for i in cand]), cfg.clusters, cfg.seed)
+        for i, label in zip(cand, labels.tolist()):
+            records["cluster"][i] = label
+        summary["clusters"] = np.bincount(labels).tolist()
+        buckets = labels
+    else:
+        buckets = np.asarray([records["raster"][i] for i in cand], dtype=np.int64)
+    if cfg.max_tiles is not None and len(cand) > cfg.max_tiles:
+        chosen = balanced_pick(buckets, cfg.max_tiles, cfg.seed)
+        for i, keep in zip(cand, chosen.tolist()):
+            if not keep:
+                reasons[i] = F.REJECT_MAX_TILES
+    return summary
+
+
+def kept_groups(records: dict[str, Any], infos: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Per band count: kept record indexes (global order), exact min/max, histogram spec, band names."""
+    groups: dict[int, dict[str, Any]] = {}
+    for i, reason in enumerate(records["reject_reason"]):
+        if reason is None:
+            info = infos[records["raster"][i]]
+            # A group takes its band names from the first raster that contributes a tile.
+            g = groups.setdefault(info["bands"], {"rows": [], "band_names": info["band_names"], "dtypes": set()})
+            g["rows"].append(i)
+            g["dtypes"].add(info["dtype"])
+    for g in groups.values():
+        rows = g["rows"]
+        g["min"] = np.asarray([records["stats_min"][i] for i in rows], dtype=np.float64).min(axis=0).tolist()
+        g["max"] = np.asarray([records["stats_max"][i] for i in rows], dtype=np.float64).max(axis=0).tolist()
+        dtype = np.result_type(*sorted(g["dtypes"])).name
+        g["spec"] = histogram_spec(dtype, g["min"], g["max"])
+    return groups
+
+
+def shard_tasks(records: dict[str, Any], infos: dict[int, dict[str, Any]], groups: dict[int, dict[str, Any]],
+                cfg: CorpusBuildConfig, out: Path, staging: Path):
+    """(shard write tasks, shard names, shards per group); also fills records['shard']."""
+    kept = [i for i, r in enumerate(records["reject_reason"]) if r is None]
+    bands = [infos[records["raster"][i]]["bands"] for i in kept]
+    index, names, group_shards = assign_shards(bands, cfg.shard_size)
+    records["shard"] = [None] * len(records["key"])
+    tasks = [{"out": str(out), "name": name, "staging": str(staging), "items": [], "spec": None, "bands": None,
+              "tile": cfg.tile_size} for name in names]
+    for i, s, b in zip(kept, index, bands):
+        records["shard"][i] = names[s]
+        rec = {k: records[k][i] for k in ("key", "row_off", "col_off", "nodata_fraction", "lon", "lat")}
+        info = infos[records["raster"][i]]
+        meta = sample_metadata(rec, info, cfg.tile_size)
+        tasks[s]["items"].append((records["part"][i], records["row_in_part"][i], records["key"][i], meta, info["dtype"]))
+        tasks[s]["spec"], tasks[s]["bands"] = groups[b]["spec"], b
+    return tasks, names, group_shards
+
+
+def manifest_table(records: dict[str, Any], infos: dict[int, dict[str, Any]], cfg: CorpusBuildConfig) -> pa.Table:
+    n = len(records["key"])
+    raster = records["raster"]
+
+    def per_raster(fn):
+        return [fn(infos[r]) for r in raster]
+
+    columns = {
+        "key": records["key"], "source": per_raster(lambda i: i["path"]), "raster_index": records["raster_index"],
+        "row_off": records["row_off"], "col_off": records["col_off"],
+        "width": [cfg.tile_size] * n, "height": [cfg.tile_size] * n,
+        "bands": per_raster(lambda i: i["bands"]), "dtype": per_raster(lambda i: i["dtype"]),
+        "gsd": per_raster(lambda i: float(np.mean(i["gsd"]))),
+        "phash": [None if h is None else f"{h & 0xFFFF_FFFF_FFFF_FFFF:016x}" for h in records["phash"]],
+        "kept": [r is None for r in records["reject_reason"]],
+        "crs": per_raster(lambda i: i["crs"]), "date": per_raster(lambda i: i["date"]),
+    }
+    for name in MANIFEST_SCHEMA.names:
+        if name not in columns:
+            columns[name] = records[name]
+    return pa.Table.from_pydict(columns, schema=MANIFEST_SCHEMA)

@@ -1,0 +1,136 @@
+"""Per-tile quality metrics and the filters built on them.
+
+All quicklook metrics work on values scaled by the raster's radiometric reference (its p2..p98
+range per band, see `raster.radiometric_reference`), so one threshold means the same thing for an
+8-bit aerial photo and a 16-bit Landsat scene:
+
+- nodata fraction: invalid pixels (nodata value, GDAL mask, implicit zero fill, NaN) / all pixels;
+- saturated fraction (integer rasters): valid pixels with any band at the dtype maximum;
+- cloud fraction: valid pixels that are bright in *every* band (scaled value >= cloud_brightness).
+  Clouds are bright from the visible to the SWIR; water, vegetation, soil and (with a SWIR band)
+  snow are dark in at least one band. A heuristic, documented as such;
+- blank: every band's std below `min_std`, or the 8-bit quicklook's entropy below `min_entropy` bits;
+- near-duplicates: imagehash's perceptual hash of the 32 x 32 quicklook (decided later, globally).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import imagehash
+import numpy as np
+from PIL import Image
+
+REJECT_OVERLAPS_EVAL = "overlaps_eval"
+REJECT_NODATA = "nodata"
+REJECT_SATURATED = "saturated"
+REJECT_CLOUD = "cloud"
+REJECT_BLANK = "blank"
+REJECT_DUPLICATE = "duplicate"
+REJECT_MAX_TILES = "max_tiles"
+# Order of precedence: a tile is recorded with the first reason that applies.
+REASONS = (REJECT_OVERLAPS_EVAL, REJECT_NODATA, REJECT_SATURATED, REJECT_CLOUD, REJECT_BLANK, REJECT_DUPLICATE,
+           REJECT_MAX_TILES)
+FILTER_KEYS = ("max_nodata_fraction", "blank_filter", "min_std", "min_entropy", "cloud_filter", "cloud_brightness",
+               "max_cloud_fraction", "saturation_filter", "max_saturated_fraction")
+QUICKLOOK = 32
+FEATURE_DIM = 12
+
+
+def valid_pixels(array: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """C x N C-contiguous array of the valid pixels.
+
+    Not `array[:, valid]`: numpy returns that one transposed in memory (N x C strides), which makes
+    every later per-band reduction an order of magnitude slower.
+    """
+    flat = array.reshape(array.shape[0], -1)
+    return flat if valid.all() else np.compress(valid.ravel(), flat, axis=1)
+
+
+def scaled(array: np.ndarray, reference: dict[str, list[float]]) -> np.ndarray:
+    """C x H x W float32 in [0, 1]: each band mapped from the raster's p2..p98 range."""
+    low = np.asarray(reference["low"], dtype=np.float32)[:, None, None]
+    span = (np.asarray(reference["high"], dtype=np.float32)[:, None, None] - low)
+    return np.clip((array.astype(np.float32) - low) / span, 0.0, 1.0)
+
+
+def quicklook(scaled_array: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """H x W uint8 grey image (mean of the scaled bands), invalid pixels black."""
+    grey = np.rint(scaled_array.mean(axis=0) * 255.0).astype(np.uint8)
+    grey[~valid] = 0
+    return grey
+
+
+def entropy_bits(grey: np.ndarray, valid: np.ndarray) -> float:
+    counts = np.bincount(grey[valid], minlength=256)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def tile_metrics(array: np.ndarray, valid: np.ndarray, info: dict[str, Any], f: dict[str, Any], need_quicklook: bool):
+    """(metrics dict, quicklook or None).
+
+    Only what an enabled filter (or dedup / diversity, through the quicklook) uses is computed; the
+    rest stays None, as do all metrics but nodata_fraction for a tile without valid pixels.
+    """
+    metrics: dict[str, Any] = {
+        "nodata_fraction": float(1.0 - valid.mean()),
+        "saturated_fraction": None, "cloud_fraction": None, "std": None, "entropy": None,
+    }
+    if not valid.any() or metrics["nodata_fraction"] > f["max_nodata_fraction"]:
+        return metrics, None
+    if f["saturation_filter"] and np.issubdtype(array.dtype, np.integer):
+        top = np.iinfo(array.dtype).max
+        metrics["saturated_fraction"] = float((valid_pixels(array, valid) >= top).any(axis=0).mean())
+    if not (f["cloud_filter"] or f["blank_filter"] or need_quicklook):
+        return metrics, None
+    s = scaled(array, info["reference"])
+    sv = valid_pixels(s, valid)
+    if f["cloud_filter"]:
+        metrics["cloud_fraction"] = float((sv.min(axis=0) >= f["cloud_brightness"]).mean())
+    if f["blank_filter"]:
+        d = sv - sv.mean(axis=1, keepdims=True)
+        # einsum: the per-band sum of squares without numpy's (slow for small arrays) var machinery.
+        metrics["std"] = float(np.sqrt(np.einsum("ij,ij->i", d, d) / sv.shape[1]).max())
+    if not (f["blank_filter"] or need_quicklook):
+        return metrics, None
+    grey = quicklook(s, valid)
+    metrics["entropy"] = entropy_bits(grey, valid)
+    return metrics, grey
+
+
+def reject_reason(metrics: dict[str, Any], f: dict[str, Any]) -> str | None:
+    """The first per-tile filter that rejects the tile (duplicates and max_tiles are decided later)."""
+    if metrics["nodata_fraction"] > f["max_nodata_fraction"] or metrics["nodata_fraction"] >= 1.0:
+        return REJECT_NODATA
+    if f["saturation_filter"] and (metrics["saturated_fraction"] or 0.0) > f["max_saturated_fraction"]:
+        return REJECT_SATURATED
+    if f["cloud_filter"] and metrics["cloud_fraction"] > f["max_cloud_fraction"]:
+        return REJECT_CLOUD
+    if f["blank_filter"] and (metrics["std"] < f["min_std"] or metrics["entropy"] < f["min_entropy"]):
+        return REJECT_BLANK
+    return None
+
+
+def perceptual_hash(grey: np.ndarray) -> int:
+    """64-bit pHash (imagehash) of the 32 x 32 quicklook, as a signed int64 (what Parquet stores natively)."""
+    small = Image.fromarray(grey).resize((QUICKLOOK, QUICKLOOK), Image.BOX)
+    bits = imagehash.phash(small).hash.ravel()
+    return int.from_bytes(np.packbits(bits).tobytes(), "big", signed=True)
+
+
+def features(grey: np.ndarray, valid: np.ndarray, entropy: float) -> np.ndarray:
+    """Cheap, band-count independent tile descriptor for diversity k-means (FEATURE_DIM floats).
+
+    Brightness, contrast, entropy, edge density and an 8-bin histogram of the quicklook: enough to
+    separate water, fields, forest, urban texture and cloud without any network.
+    """
+    g = grey.astype(np.float32) / 255.0
+    v = g[valid]
+    grad = (np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean()) / 2.0
+    hist = np.bincount(np.minimum((v * 8).astype(np.int64), 7), minlength=8) / max(1, v.size)
+    return np.concatenate([[v.mean(), v.std(), entropy / 8.0, grad], hist]).astype(np.float32)
+
+
+def hamming(a: int, b: int) -> int:
+    return ((a ^ b) & 0xFFFF_FFFF_FFFF_FFFF).bit_count()

@@ -1,0 +1,240 @@
+"""One raster: header probe, band selection, the (optionally resampled) pixel grid, validity masks.
+
+`probe_raster` returns a JSON-able description that every later step works from, so workers never
+have to agree on anything but that dict: the grid (after --gsd), the selected bands, how invalid
+pixels are marked, the radiometric reference used by the quicklook-based filters, the date.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform as warp_points
+from rasterio.windows import Window
+
+from rsbench.errors import DataError
+
+REFERENCE_LATTICE = 8  # reference windows per axis
+REFERENCE_WINDOW = 64
+DATE_TAGS = ("ACQUISITION_DATE", "ACQUISITIONDATE", "ACQUISITIONDATETIME", "DATE_ACQUIRED", "SENSING_TIME",
+             "SENSING_DATE", "PRODUCT_START_TIME", "DATATAKE_1_DATATAKE_SENSING_START", "DATE")
+# Pre-collection Landsat scene ids (LC80200392015216LGN00): year + day of year.
+_LANDSAT_ID = re.compile(r"L[CETOM]\d\d{6}(\d{4})(\d{3})[A-Z]{3}\d{2}")
+_YMD = re.compile(r"(?<!\d)(19[7-9]\d|20\d\d)[-_:]?(0[1-9]|1[0-2])[-_:]?(0[1-9]|[12]\d|3[01])(?!\d)")
+
+
+class BandMismatch(Exception):
+    """The raster's bands cannot satisfy the band selection (the raster is skipped, not failed)."""
+
+
+def key_prefix(path: str | Path) -> str:
+    """Sample-key prefix: the stem made webdataset-safe (no '.'), plus a hash of the full path."""
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", Path(str(path)).stem) or "raster"
+    return f"{stem}_{hashlib.sha1(str(path).encode('utf-8')).hexdigest()[:8]}"
+
+
+def crs_string(crs) -> str | None:
+    if crs is None:
+        return None
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg is not None else crs.to_wkt()
+
+
+def json_number(value: float | None) -> float | str | None:
+    # JSON has no NaN; a NaN nodata value is common for float rasters, so spell it out.
+    return "nan" if value is not None and math.isnan(value) else value
+
+
+def select_bands(selection: list[int | str] | None, count: int, descriptions: tuple) -> list[int]:
+    """1-based band indexes in the selection's order; BandMismatch with the reason when impossible."""
+    if selection is None:
+        return list(range(1, count + 1))
+    names = {d.lower(): i + 1 for i, d in enumerate(descriptions) if d}
+    out = []
+    for item in selection:
+        if isinstance(item, int):
+            if item > count:
+                raise BandMismatch(f"band {item} selected but the raster has {count} band(s)")
+            out.append(item)
+        elif item.lower() in names:
+            out.append(names[item.lower()])
+        else:
+            have = ", ".join(d or "-" for d in descriptions)
+            raise BandMismatch(f"no band described '{item}' (band descriptions: {have})")
+    return out
+
+
+def _parse_date(text: str) -> str | None:
+    m = _LANDSAT_ID.search(text)
+    if m:
+        year, doy = int(m.group(1)), int(m.group(2))
+        if 1 <= doy <= 366:
+            return date.fromordinal(date(year, 1, 1).toordinal() + doy - 1).isoformat()
+    m = _YMD.search(text)
+    if m:
+        try:
+            return date(int(m.group(1)), int(m.group(2)), int(m.group(3))).isoformat()
+        except ValueError:
+            return None
+    return None
+
+
+def acquisition_date(src, path: str) -> tuple[str | None, str | None]:
+    """(ISO date, where it came from): a date metadata tag first, then the file name."""
+    for domain in (None, "IMAGERY"):
+        tags = {k.upper(): v for k, v in src.tags(ns=domain).items()}
+        for name in DATE_TAGS:
+            if name in tags and (found := _parse_date(tags[name])) and found > "1970-01-01":
+                return found, f"tag:{name}"
+    found = _parse_date(Path(str(path)).name)
+    return (found, "filename") if found else (None, None)
+
+
+def _metres_per_unit(crs: CRS, transform: Affine, width: int, height: int) -> tuple[float, float]:
+    if crs.is_geographic:
+        # Degrees: scale by the local size of a degree at the raster centre.
+        lat = math.radians((transform * (width / 2, height / 2))[1])
+        return 111_320.0 * math.cos(lat), 110_574.0
+    factor = crs.linear_units_factor[1]
+    return factor, factor
+
+
+def _nodata_source(src, indexes: list[int]) -> str:
+    flags = [src.mask_flag_enums[i - 1] for i in indexes]
+    if any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags):
+        return "mask"
+    return "declared" if src.nodata is not None else "none"
+
+
+def probe_raster(path: str, selection: list[int | str] | None = None, gsd: float | None = None,
+                 implicit_nodata: bool = True, resampling: str = "bilinear") -> dict[str, Any]:
+    """The raster's description; raises DataError/rasterio errors (failed) or BandMismatch (skipped)."""
+    with rasterio.open(path) as src:
+        if src.count == 0:
+            subs = src.subdatasets
+            hint = f" (a container of {len(subs)} subdatasets such as {subs[0]}: give those as inputs)" if subs else ""
+            raise DataError(f"raster has zero bands{hint}")
+        if src.crs is None:
+            raise DataError("raster has no CRS (georeferencing); tiles could not be located")
+        indexes = select_bands(selection, src.count, src.descriptions)
+        mpu_x, mpu_y = _metres_per_unit(src.crs, src.transform, src.width, src.height)
+        native = (abs(src.res[0]) * mpu_x, abs(src.res[1]) * mpu_y)
+        width, height, transform = src.width, src.height, src.transform
+        if gsd is not None and not (math.isclose(native[0], gsd) and math.isclose(native[1], gsd)):
+            width = max(1, round(src.width * native[0] / gsd))
+            height = max(1, round(src.height * native[1] / gsd))
+            transform = src.transform * Affine.scale(src.width / width, src.height / height)
+        dates = acquisition_date(src, path)
+        cx, cy = transform * (width / 2, height / 2)
+        (lon,), (lat,) = warp_points(src.crs, "EPSG:4326", [cx], [cy])
+        dtypes = [src.dtypes[i - 1] for i in indexes]
+        info = {
+            "path": path,
+            "width": width,
+            "height": height,
+            "source_size": [src.width, src.height],
+            "bands": len(indexes),
+            "band_indexes": indexes,
+            "band_names": [src.descriptions[i - 1] or f"B{i}" for i in indexes],
+            "dtype": np.result_type(*dtypes).name,
+            "mixed_dtypes": len(set(dtypes)) > 1,
+            "crs": crs_string(src.crs),
+            "transform": list(transform)[:6],
+            "resampled": (width, height) != (src.width, src.height),
+            "resampling": resampling,
+            "gsd": [native[0] * src.width / width, native[1] * src.height / height],
+            "nodata": json_number(src.nodata),
+            "nodata_source": _nodata_source(src, indexes),
+            "implicit_nodata": implicit_nodata,
+            "date": dates[0],
+            "date_source": dates[1],
+            "center_lonlat": [lon, lat],
+        }
+    with open_grid(info) as reader:
+        info["reference"] = radiometric_reference(reader, info)
+    return info
+
+
+@contextmanager
+def open_grid(info: dict[str, Any]) -> Iterator[Any]:
+    """The raster as the tiling grid sees it: the file itself or a WarpedVRT at the --gsd resolution."""
+    with rasterio.open(info["path"]) as src:
+        if not info["resampled"]:
+            yield src
+            return
+        with WarpedVRT(src, crs=src.crs, transform=Affine(*info["transform"]), width=info["width"],
+                       height=info["height"], resampling=Resampling[info["resampling"]]) as vrt:
+            yield vrt
+
+
+def read_block(reader, info: dict[str, Any], window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels C x H x W in the selected band order, valid mask H x W) of one window of the grid."""
+    out_dtype = info["dtype"] if info["mixed_dtypes"] else None
+    array = reader.read(indexes=info["band_indexes"], window=window, out_dtype=out_dtype)
+    return array, valid_mask(reader, info, window, array)
+
+
+def valid_mask(reader, info: dict[str, Any], window: Window, array: np.ndarray) -> np.ndarray:
+    """Valid pixels, the way GDAL's dataset mask defines them (invalid = nodata in every band).
+
+    Computed from the pixels already read whenever the rule is a nodata value, so a window is read
+    once; only internal/sidecar masks and alpha bands need GDAL's mask read.
+    """
+    source = info["nodata_source"]
+    if source == "mask":
+        valid = reader.dataset_mask(window=window) != 0
+    elif source == "declared":
+        nodata = info["nodata"]
+        valid = ~(np.isnan(array).all(axis=0) if nodata == "nan" else (array == nodata).all(axis=0))
+    else:
+        valid = np.ones(array.shape[1:], dtype=bool)
+        if info["implicit_nodata"]:
+            # No declared nodata: a pixel that is exactly 0 in every band is fill (Landsat collars).
+            valid &= ~(array == 0).all(axis=0)
+    if np.issubdtype(array.dtype, np.floating):
+        valid &= ~np.isnan(array).any(axis=0)
+    return valid
+
+
+def _lattice(size: int, window: int, n: int) -> list[int]:
+    if size <= window:
+        return [0]
+    return sorted({round(i * (size - window) / (n - 1)) for i in range(n)})
+
+
+def radiometric_reference(reader, info: dict[str, Any]) -> dict[str, list[float]]:
+    """Per-band 2nd/98th percentiles of valid pixels in a fixed lattice of small windows.
+
+    The quicklook-based filters (blank, cloud, duplicates, diversity features) need values on a
+    common scale; a per-raster reference from a bounded sample (at most 8x8 windows of 64 px) keeps
+    the probe cheap on huge rasters and the result independent of how the raster is split later.
+    """
+    w, h = min(REFERENCE_WINDOW, info["width"]), min(REFERENCE_WINDOW, info["height"])
+    pixels = []
+    for row in _lattice(info["height"], h, REFERENCE_LATTICE):
+        for col in _lattice(info["width"], w, REFERENCE_LATTICE):
+            array, valid = read_block(reader, info, Window(col, row, w, h))
+            pixels.append(np.compress(valid.ravel(), array.reshape(array.shape[0], -1), axis=1).astype(np.float64))
+    x = np.concatenate(pixels, axis=1)
+    if x.shape[1] == 0:
+        return {"low": [0.0] * info["bands"], "high": [1.0] * info["bands"]}
+    low, high = np.percentile(x, 2, axis=1), np.percentile(x, 98, axis=1)
+    high = np.where(high > low, high, low + 1.0)
+    return {"low": low.tolist(), "high": high.tolist()}
+
+
+def lonlat(crs: str, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lon, lat = warp_points(CRS.from_user_input(crs), "EPSG:4326", list(xs), list(ys))
+    return np.asarray(lon), np.asarray(lat)

@@ -1,0 +1,190 @@
+"""Classification dataset adapters: ImageFolder, CSV (single- or multi-label), torchgeo datasets by name.
+
+Each adapter turns one source (`--data`, and `--test-data` when given) into images + labels + class
+names; `load_classification` joins train pool and fixed test set and checks that their classes agree.
+Single-label labels are class indices (N,); multi-label labels are multi-hot (N, C).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from rsbench.data.images import index_image_folder
+from rsbench.errors import ConfigError, DataError
+from rsbench.evaluate.config import EvaluateConfig
+from rsbench.evaluate.images import FileImages, ImageSource, TorchgeoImages
+from rsbench.evaluate.torchgeo_init import import_torchgeo
+
+PATH_COLUMNS = ("path", "image", "image_path", "file", "filename")
+LABEL_COLUMNS = ("label", "class", "category")
+MULTILABEL_COLUMNS = ("labels",)
+MULTILABEL_SEPARATOR = ";"
+
+
+@dataclass
+class Labelled:
+    images: ImageSource
+    labels: np.ndarray
+    classes: list[str]
+    multilabel: bool
+    band_names: list[str] | None = None
+
+
+@dataclass
+class ClassificationData:
+    name: str  # `dataset` in result rows
+    images: ImageSource  # the train pool, then the fixed test set (if any)
+    labels: np.ndarray
+    classes: list[str]
+    multilabel: bool
+    n_pool: int
+    adapter: str
+    band_names: list[str] | None = None  # when the source knows them (torchgeo datasets)
+
+    @property
+    def has_test(self) -> bool:
+        return self.n_pool < len(self.images)
+
+
+def _imagefolder(path: Path, classes: list[str] | None, cfg: EvaluateConfig) -> Labelled:
+    index = index_image_folder(path)
+    if classes is not None and list(index.classes) != list(classes):
+        raise DataError(f"class folders of {path} ({', '.join(index.classes)}) differ from the classes "
+                        f"{', '.join(classes)}")
+    return Labelled(FileImages(index.paths), index.labels, list(index.classes), False)
+
+
+def _find_column(header: list[str], names: tuple[str, ...]) -> int | None:
+    lowered = [h.strip().lower() for h in header]
+    return next((lowered.index(n) for n in names if n in lowered), None)
+
+
+def _csv(path: Path, classes: list[str] | None, cfg: EvaluateConfig) -> Labelled:
+    """A CSV with a header: an image column and a `label` (one class) or `labels` ('a;b') column, found by name."""
+    if not path.is_file():
+        raise DataError(f"CSV file not found: {path}")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise DataError(f"CSV file {path} is empty")
+    header, body = rows[0], [r for r in rows[1:] if any(c.strip() for c in r)]
+    path_col = _find_column(header, PATH_COLUMNS)
+    multi_col, label_col = _find_column(header, MULTILABEL_COLUMNS), _find_column(header, LABEL_COLUMNS)
+    if path_col is None or (multi_col is None and label_col is None):
+        raise DataError(f"CSV file {path} needs an image column ({'/'.join(PATH_COLUMNS)}) and a label column "
+                        f"(label, or labels with '{MULTILABEL_SEPARATOR}'-separated names); header: {','.join(header)}")
+    if not body:
+        raise DataError(f"CSV file {path} has a header but no rows")
+    multilabel = multi_col is not None
+    col = multi_col if multilabel else label_col
+    paths, names = [], []
+    for line, row in enumerate(body, start=2):
+        if len(row) <= max(path_col, col):
+            raise DataError(f"CSV file {path} line {line}: expected {len(header)} columns, got {len(row)}")
+        image = path.parent / row[path_col].strip()
+        if not image.is_file():
+            raise DataError(f"CSV file {path} line {line}: image not found: {image}")
+        value = row[col].strip()
+        labels = [v.strip() for v in value.split(MULTILABEL_SEPARATOR) if v.strip()] if multilabel else [value]
+        if not multilabel and not value:
+            raise DataError(f"CSV file {path} line {line}: empty label")
+        if classes is not None:
+            unknown = [n for n in labels if n not in classes]
+            if unknown:
+                raise DataError(f"CSV file {path} line {line}: unknown class '{unknown[0]}' "
+                                f"(classes: {', '.join(classes)})")
+        paths.append(image)
+        names.append(labels)
+    classes = list(classes) if classes is not None else sorted({n for ns in names for n in ns})
+    lookup = {c: i for i, c in enumerate(classes)}
+    if multilabel:
+        y = np.zeros((len(names), len(classes)), dtype=np.int64)
+        for i, ns in enumerate(names):
+            y[i, [lookup[n] for n in ns]] = 1
+    else:
+        y = np.asarray([lookup[ns[0]] for ns in names], dtype=np.int64)
+    return Labelled(FileImages(paths), y, classes, multilabel)
+
+
+def _torchgeo(path: Path, classes: list[str] | None, cfg: EvaluateConfig, split_key: str = "split") -> Labelled:
+    """A torchgeo NonGeo classification dataset on disk: options {dataset: EuroSAT, split: train, ...}."""
+    opts = dict(cfg.options)
+    name = opts.pop("dataset", None)
+    if not name:
+        raise ConfigError("adapter 'torchgeo' needs options.dataset (a torchgeo dataset class, e.g. EuroSAT)")
+    split = opts.pop(split_key, None) or ("test" if split_key == "test_split" else "train")
+    opts.pop("test_split" if split_key == "split" else "split", None)
+    datasets = import_torchgeo("torchgeo.datasets")
+    cls = getattr(datasets, str(name), None)
+    if not isinstance(cls, type):
+        raise ConfigError(f"invalid key 'options.dataset': torchgeo has no dataset '{name}'")
+    if not path.is_dir():
+        raise DataError(f"torchgeo dataset root not found: {path}")
+    try:
+        ds = cls(root=str(path), split=split, download=False, **opts)
+    except datasets.DatasetNotFoundError as e:
+        raise DataError(f"torchgeo dataset {name} (split {split}) not found in {path}: "
+                        f"{str(e).splitlines()[0]}") from None
+    except (TypeError, AssertionError, ValueError) as e:
+        raise ConfigError(f"torchgeo dataset {name} rejected options {opts | {'split': split}}: {e}") from None
+    if len(ds) == 0:
+        raise DataError(f"torchgeo dataset {name} (split {split}) in {path} has no samples")
+    # ImageFolder-based datasets know their labels without decoding images; others are read once.
+    targets = getattr(ds, "targets", None)
+    raw = np.asarray(targets) if targets is not None else np.stack([np.asarray(ds[i]["label"]) for i in range(len(ds))])
+    multilabel = raw.ndim == 2
+    names = list(getattr(ds, "classes", None) or [])
+    if len(names) != (raw.shape[1] if multilabel else int(raw.max()) + 1):
+        names = [str(i) for i in range(raw.shape[1] if multilabel else int(raw.max()) + 1)]
+    if classes is not None and classes != names:
+        raise DataError(f"torchgeo dataset {name} has classes {', '.join(names)}, not {', '.join(classes)}")
+    identity = {"dataset": str(name), "root": str(path.resolve()), "split": split, "options": opts, "n": len(ds)}
+    bands = [str(b) for b in getattr(ds, "bands", None) or []] or None
+    return Labelled(TorchgeoImages(ds, identity), raw.astype(np.int64), names, multilabel, bands)
+
+
+def _torchgeo_test(path: Path, classes, cfg: EvaluateConfig) -> Labelled:
+    return _torchgeo(path, classes, cfg, split_key="test_split")
+
+
+ADAPTERS: dict[str, Callable[[Path, list[str] | None, EvaluateConfig], Labelled]] = {
+    "imagefolder": _imagefolder, "csv": _csv, "torchgeo": _torchgeo,
+}
+
+
+def adapter_name(cfg: EvaluateConfig) -> str:
+    if cfg.adapter is not None:
+        if cfg.adapter not in ADAPTERS:
+            raise ConfigError(f"unknown adapter '{cfg.adapter}' for task 'classification' "
+                              f"(available: {', '.join(ADAPTERS)})")
+        return cfg.adapter
+    return "csv" if cfg.data.suffix.lower() == ".csv" else "imagefolder"
+
+
+def load_classification(cfg: EvaluateConfig) -> ClassificationData:
+    adapter = adapter_name(cfg)
+    if adapter != "torchgeo" and cfg.options:
+        raise ConfigError(f"invalid config key 'options.{next(iter(cfg.options))}': adapter '{adapter}' takes no options")
+    pool = ADAPTERS[adapter](cfg.data, cfg.classes, cfg)
+    test = None
+    if adapter == "torchgeo" and cfg.test_data is None:
+        test = _torchgeo_test(cfg.data, pool.classes, cfg)  # torchgeo datasets ship their own test split
+    elif cfg.test_data is not None:
+        loader = _torchgeo_test if adapter == "torchgeo" else ADAPTERS[adapter]
+        try:
+            test = loader(cfg.test_data, pool.classes, cfg)
+        except DataError as e:
+            raise DataError(f"{e} (test data must use the classes of {cfg.data})") from None
+    if test is not None and (test.classes != pool.classes or test.multilabel != pool.multilabel):
+        raise DataError(f"classes of {cfg.test_data or cfg.data} ({', '.join(test.classes)}) differ from "
+                        f"those of {cfg.data} ({', '.join(pool.classes)})")
+    images = pool.images + test.images if test is not None else pool.images
+    labels = np.concatenate([pool.labels, test.labels]) if test is not None else pool.labels
+    name = cfg.dataset_name or (cfg.data.stem if cfg.data.is_file() else cfg.data.resolve().name)
+    return ClassificationData(name, images, labels, pool.classes, pool.multilabel, len(pool.images), adapter,
+                              pool.band_names)

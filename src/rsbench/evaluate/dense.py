@@ -1,0 +1,255 @@
+"""Multi-scale feature maps from any init for the dense tasks, and their shared Lightning training loop.
+
+`DenseEncoder` has segmentation-models-pytorch's encoder interface: forward(x) returns maps at strides
+1, 2, 4, 8, 16, 32 (x itself first) and `out_channels` their widths, so smp decoders and torchvision's
+FPN plug onto it. CNNs (and hierarchical transformers) come through timm's `features_only` models with
+the init's weights copied in; plain ViTs get ViTDet's simple feature pyramid on their last block.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from rsbench.errors import ConfigError, DataError, RsbenchError
+from rsbench.data.normalization import Normalization, band_stats
+from rsbench.evaluate.config import EvaluateConfig
+from rsbench.evaluate.inits import Init, resolve_init
+
+PYRAMID_STRIDES = (4, 8, 16, 32)
+WEIGHT_DECAY = 1e-4
+# Fine-tuning moves the pretrained backbone this much slower than the freshly initialised head.
+BACKBONE_LR_SCALE = 0.1
+
+
+class SimpleFeaturePyramid(nn.Module):
+    """ViTDet (Li et al. 2022): the last block's stride-p map, deconvolved / max-pooled to strides 4-32."""
+
+    def __init__(self, dim: int, patch: int):
+        super().__init__()
+        self.levels, self.channels = nn.ModuleList(), []
+        for stride in PYRAMID_STRIDES:
+            layers: list[nn.Module] = []
+            ch, factor = dim, patch / stride
+            while factor >= 2:
+                if layers:
+                    layers += [nn.GroupNorm(1, ch), nn.GELU()]
+                layers.append(nn.ConvTranspose2d(ch, ch // 2, kernel_size=2, stride=2))
+                ch, factor = ch // 2, factor / 2
+            while factor <= 0.5:
+                layers.append(nn.MaxPool2d(2))
+                factor *= 2
+            self.levels.append(nn.Sequential(*layers))
+            self.channels.append(ch)
+
+    def forward(self, feat: torch.Tensor, size: tuple[int, int]) -> list[torch.Tensor]:
+        out = []
+        for stride, level in zip(PYRAMID_STRIDES, self.levels):
+            y, target = level(feat), (size[0] // stride, size[1] // stride)
+            if tuple(y.shape[-2:]) != target:  # patch sizes that are not powers of two (e.g. 14)
+                y = F.interpolate(y, size=target, mode="bilinear", align_corners=False)
+            out.append(y)
+        return out
+
+
+class DenseEncoder(nn.Module):
+    def __init__(self, backbone: nn.Module, in_chans: int, feature_dim: int, neck: SimpleFeaturePyramid | None = None):
+        super().__init__()
+        self.backbone, self.neck, self.feature_dim = backbone, neck, feature_dim
+        if neck is None:
+            self.out_channels = list(backbone.out_channels)
+        else:
+            self.out_channels = [in_chans, 0, *neck.channels]
+        self.frozen = False
+        self.norm_frozen = False
+
+    def freeze(self, weights: bool = True, norm_stats: bool = True) -> "DenseEncoder":
+        """`weights`: frozen protocol (backbone untouched). `norm_stats` alone: fine-tune with frozen
+        BatchNorm statistics, the detection default where batches hold few images."""
+        self.frozen, self.norm_frozen = weights, norm_stats
+        for p in self.backbone.parameters():
+            p.requires_grad_(not weights)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "DenseEncoder":
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        elif self.norm_frozen:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            if self.neck is None:
+                return list(self.backbone(x))
+            feat = self.backbone.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)[-1]
+        b, _, h, w = x.shape
+        return [x, x.new_empty((b, 0, h // 2, w // 2)), *self.neck(feat, (h, w))]
+
+    def trainable_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(backbone parameters that train, neck parameters)."""
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        return backbone, list(self.neck.parameters()) if self.neck is not None else []
+
+
+def _canonical(key: str) -> str:
+    # features_only wrappers rename 'stages.0' to 'stages_0' or prefix 'model.'; compare modulo that.
+    return key.removeprefix("model.").replace(".", "_")
+
+
+def _copy_weights(src: nn.Module, dst: nn.Module, init: Init) -> None:
+    source = {_canonical(k): v for k, v in src.state_dict().items()}
+    target = dst.state_dict()
+    missing = [k for k in target if _canonical(k) not in source]
+    if missing:
+        raise ConfigError(f"cannot map the weights of {init.name} onto {init.arch}'s feature maps "
+                          f"({len(missing)} parameters without a source, e.g. '{missing[0]}')")
+    try:
+        dst.load_state_dict({k: source[_canonical(k)] for k in target}, strict=True)
+    except RuntimeError as e:
+        why = str(e).splitlines()[-1].strip()
+        raise DataError(f"weights of {init.name} do not fit {init.arch}'s feature maps: {why}") from None
+
+
+def build_dense_encoder(init: Init, image_size: int) -> DenseEncoder:
+    """Multi-scale encoder carrying `init`'s weights, for inputs of image_size (a multiple of 32)."""
+    pooled = init.build()
+    info = getattr(pooled, "feature_info", None) or []
+    reductions = {int(f["reduction"]) for f in info if isinstance(f, dict) and "reduction" in f}
+    dim = int(getattr(pooled, "num_features", 0))
+    if len(reductions) == 1 and hasattr(pooled, "forward_intermediates"):  # plain ViT: one stride only
+        if image_size != init.image_size:
+            if not hasattr(pooled, "set_input_size"):
+                raise ConfigError(f"{init.arch} cannot take {image_size} px inputs (built for {init.image_size})")
+            pooled.set_input_size(img_size=(image_size, image_size))
+        return DenseEncoder(pooled, init.in_chans, dim, SimpleFeaturePyramid(dim, reductions.pop()))
+    from segmentation_models_pytorch.encoders.timm_universal import TimmUniversalEncoder
+
+    try:
+        encoder = TimmUniversalEncoder(init.arch, pretrained=False, in_channels=init.in_chans, depth=5)
+    except (ValueError, RuntimeError) as e:
+        raise ConfigError(f"backbone '{init.arch}' gives no multi-scale feature maps for dense tasks ({e})") from None
+    _copy_weights(pooled, encoder.model, init)
+    return DenseEncoder(encoder, init.in_chans, dim)
+
+
+NORMALIZATION_SOURCE = "images of --data (per-band mean/std; --test-data excluded)"
+
+
+def resolve_dense_init(cfg: EvaluateConfig, in_chans: int, console: Console) -> Init:
+    """The init for a dense task; --image-size sets the crop size, not the backbone's (CNNs take any size)."""
+    init = resolve_init(cfg.model_copy(update={"image_size": None}), in_chans, console)
+    if not getattr(init, "trainable", True):
+        raise ConfigError(f"task '{cfg.task}' needs a network; --init {cfg.init} has no feature maps")
+    return init
+
+
+def dense_normalization(init: Init, images: list) -> Normalization:
+    """The init's own input normalization when it has one (published weights), else the data's statistics."""
+    own = getattr(init, "normalization", None)
+    if own:
+        return Normalization.from_dict(own)
+    return Normalization.from_stats(band_stats(images), NORMALIZATION_SOURCE)
+
+
+def check_metric(cfg: EvaluateConfig, reported: list[str]) -> None:
+    if cfg.metric is not None and cfg.metric not in reported:
+        raise ConfigError(f"invalid config key 'metric': '{cfg.metric}' is not reported by task '{cfg.task}' "
+                          f"({', '.join(reported)})")
+
+
+def base_fields(cfg: EvaluateConfig, dataset: str, init: Init, size: int, norm: Normalization,
+                num_classes: int, resize: str) -> dict:
+    """Result-row fields shared by every row of one dense-task evaluation."""
+    return {
+        "task": cfg.task, "dataset": cfg.dataset_name or dataset, "init": init.name, "init_kind": init.kind,
+        "init_path": init.path, "backbone": init.arch, "num_classes": num_classes, "image_size": size,
+        "normalization": norm.to_dict() | (init.band_info() if hasattr(init, "band_info") else {}),
+        "resize": resize, "k": None, "temperature": None, "weight_decay": WEIGHT_DECAY,
+        "extract_time_s": None, "features_cached": None, "features_key": None, "data": str(cfg.data.resolve()),
+        "test_data": str(cfg.test_data.resolve()) if cfg.test_data is not None else None,
+    }
+
+
+def progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, transient=True)
+
+
+def check_input_size(image_size: int, what: str = "--image-size") -> None:
+    if image_size % 32:
+        raise ConfigError(f"{what} {image_size} must be a multiple of 32 for the dense tasks (e.g. 64, 128, 256)")
+
+
+class DenseModule(L.LightningModule):
+    """AdamW + per-step cosine decay on `loss_fn(model, batch)`; keeps every step's loss."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+                 groups: list[dict], total_steps: int):
+        super().__init__()
+        self.model, self.loss_fn, self.groups, self.total_steps = model, loss_fn, groups, total_steps
+        self.losses: list[float] = []
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss_fn(self.model, batch)
+        if not torch.isfinite(loss):
+            raise RsbenchError(f"training diverged (loss {loss.item()} at step {self.global_step}); lower --lr")
+        self.losses.append(float(loss.detach()))
+        self.log("loss", loss.detach(), prog_bar=True, batch_size=1)
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.groups, weight_decay=WEIGHT_DECAY)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.total_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def param_groups(encoder: DenseEncoder, head: list[nn.Parameter], lr: float) -> list[dict]:
+    backbone, neck = encoder.trainable_groups()
+    groups = [{"params": head + neck, "lr": lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": lr * BACKBONE_LR_SCALE})
+    return groups
+
+
+def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, collate: Callable | None, groups: list[dict],
+        epochs: int, batch_size: int, device: torch.device) -> tuple[float, list[float]]:
+    """Train with Lightning; returns (seconds, per-step losses). Seed the RNGs before calling."""
+    n = len(dataset)  # type: ignore[arg-type]
+    loader = DataLoader(dataset, batch_size=min(batch_size, n), shuffle=True, drop_last=n > batch_size,
+                        collate_fn=collate, num_workers=0)
+    module = DenseModule(model, loss_fn, groups, epochs * len(loader))
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    start = time.perf_counter()
+    quiet = logging.getLogger("lightning.pytorch")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # "GPU available: ..." banners would drown the results table
+    try:
+        with warnings.catch_warnings():
+            for message in (".*does not have many workers.*", ".*smaller than the logging interval.*",
+                            ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*"):
+                warnings.filterwarnings("ignore", message=message)
+            trainer = L.Trainer(
+                max_epochs=epochs, accelerator="gpu" if device.type == "cuda" else "cpu",
+                devices=[device.index or 0] if device.type == "cuda" else 1, logger=False,
+                enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                callbacks=[RichProgressBar(leave=False, console_kwargs={"stderr": True})],
+            )
+            trainer.fit(module, loader)
+    finally:
+        quiet.setLevel(level)
+    return time.perf_counter() - start, module.losses

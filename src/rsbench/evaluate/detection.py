@@ -1,0 +1,239 @@
+"""Object detection: torchvision Faster R-CNN with an FPN on an init's multi-scale features, trained on
+overlapping chips of the training images (frozen or fine-tuned backbone) and scored with COCO mAP on
+whole test images, whose per-tile predictions are merged back (offset + NMS across tiles)."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from rsbench.data.normalization import Normalization
+from rsbench.errors import DataError
+from rsbench.evaluate.config import EvaluateConfig
+from rsbench.evaluate.datasets import DetectionData, load_detection_data
+from rsbench.evaluate.datasets.samples import (
+    CHIP_OVERLAP,
+    DetectionChips,
+    collate_detection,
+    overlap_stride,
+    read_window,
+)
+from rsbench.evaluate.datasets.tiling import (
+    Region,
+    Window,
+    clip_boxes,
+    grid_windows,
+    merge_tile_detections,
+    select_fraction,
+    split_regions,
+    whole_images,
+)
+from rsbench.evaluate.dense import (
+    BACKBONE_LR_SCALE,
+    DenseEncoder,
+    base_fields,
+    build_dense_encoder,
+    check_input_size,
+    check_metric,
+    dense_normalization,
+    fit,
+    param_groups,
+    progress,
+    resolve_dense_init,
+)
+from rsbench.evaluate.features import resolve_device
+from rsbench.evaluate.results import make_row, probe_file, save_tensors
+from rsbench.evaluate.tasks import register_task
+
+DEFAULT_LR = 1e-3
+# Remote-sensing objects are small: anchors one octave below torchvision's (32-512) defaults, one size per
+# FPN level (strides 4, 8, 16, 32, 64).
+ANCHOR_SIZES = ((16,), (32,), (64,), (128,), (256,))
+ASPECT_RATIOS = ((0.5, 1.0, 2.0),) * len(ANCHOR_SIZES)
+FPN_CHANNELS = 128
+NMS_IOU = 0.5  # merging tiles: overlapping detections of one class are one object
+# Dense scenes hold hundreds of objects per image; COCO's 100-detection cap would bound recall.
+MAX_DETECTIONS = (1, 100, 1000)
+# Sized for chips, not 800 px photos: torchvision's 512 sampled RoIs / 1000-2000 proposals per image and a
+# 1024-wide box head cost ~10x more on 64-256 px chips and find nothing more there.
+ROI_SAMPLES = 128
+BOX_HEAD_WIDTH = 512
+
+
+def proposals_for(size: int) -> int:
+    return int(min(1000, max(100, size * size // 64)))
+METRICS = ("map_50_95", "ap50")
+
+
+class FPNBackbone(nn.Module):
+    """torchvision's BackboneWithFPN, with a DenseEncoder as the body (strides 4-32, + max-pooled 64)."""
+
+    def __init__(self, encoder: DenseEncoder):
+        super().__init__()
+        from torchvision.ops import FeaturePyramidNetwork
+        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+        self.body = encoder
+        self.fpn = FeaturePyramidNetwork(list(encoder.out_channels[2:]), FPN_CHANNELS, extra_blocks=LastLevelMaxPool())
+        self.out_channels = FPN_CHANNELS
+
+    def forward(self, x: torch.Tensor) -> OrderedDict:
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(self.body(x)[2:])))
+
+
+def build_detector(encoder: DenseEncoder, num_classes: int, size: int, in_chans: int) -> nn.Module:
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+
+    n = proposals_for(size)
+    # Inputs arrive normalized and chip-sized: the transform must neither rescale nor re-normalize them.
+    return FasterRCNN(
+        FPNBackbone(encoder), rpn_anchor_generator=AnchorGenerator(ANCHOR_SIZES, ASPECT_RATIOS),
+        min_size=size, max_size=size, image_mean=[0.0] * in_chans, image_std=[1.0] * in_chans,
+        rpn_pre_nms_top_n_train=2 * n, rpn_post_nms_top_n_train=2 * n, rpn_pre_nms_top_n_test=n,
+        rpn_post_nms_top_n_test=n, box_batch_size_per_image=ROI_SAMPLES, box_detections_per_img=300,
+        box_head=TwoMLPHead(FPN_CHANNELS * 7 * 7, BOX_HEAD_WIDTH),
+        box_predictor=FastRCNNPredictor(BOX_HEAD_WIDTH, num_classes + 1),
+    )
+
+
+def detection_metrics(preds: list[dict], targets: list[dict]) -> dict[str, float]:
+    """COCO mAP@[.5:.95] and AP50 (pycocotools), over all test images."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools",
+                                  max_detection_thresholds=list(MAX_DETECTIONS))
+    metric.update(preds, targets)
+    result = metric.compute()
+    return {"map_50_95": float(result["map"]), "ap50": float(result["map_50"])}
+
+
+@torch.inference_mode()
+def predict_image(model: nn.Module, image: np.ndarray, region: Region, size: int, norm: Normalization,
+                  batch_size: int, device: torch.device) -> dict:
+    """Detections on one whole region: per-tile predictions offset into region coordinates and merged."""
+    rw = region.window
+    windows = grid_windows(rw.height, rw.width, size, overlap_stride(size))
+    tiles = []
+    for start in range(0, len(windows), batch_size):
+        batch = windows[start:start + batch_size]
+        x = [read_window(image, Window(rw.row + w.row, rw.col + w.col, w.height, w.width), size, norm).to(device)
+             for w in batch]
+        for w, out in zip(batch, model(x)):
+            boxes = out["boxes"].float().cpu()
+            # Boxes reaching into the zero padding of an edge tile stop at the image border.
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w.width)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, w.height)
+            tiles.append((w, boxes, out["scores"].float().cpu(), out["labels"].cpu()))
+    boxes, scores, labels = merge_tile_detections(tiles, NMS_IOU)
+    top = scores.argsort(descending=True)[:MAX_DETECTIONS[-1]]  # what COCO evaluation would keep anyway
+    return {"boxes": boxes[top], "scores": scores[top], "labels": labels[top]}
+
+
+def _load(data: DetectionData, console: Console) -> tuple[list, list, list]:
+    images, boxes, labels = [], [], []
+    with progress(console) as prog:
+        for i in prog.track(range(len(data.items)), description=f"reading {data.name}"):
+            img, b, lab = data.read(i)
+            if images and img.shape[0] != images[0].shape[0]:
+                raise DataError(f"image {data.items[i].image} has {img.shape[0]} band(s) but "
+                                f"{data.items[0].image} has {images[0].shape[0]}")
+            images.append(img)
+            boxes.append(b)
+            labels.append(lab)
+    return images, boxes, labels
+
+
+def _data(cfg: EvaluateConfig, path: Path) -> DetectionData:
+    return load_detection_data(path, cfg.adapter, cfg.classes, cfg.options, cfg.dataset_name)
+
+
+def _loss(model: nn.Module, batch) -> torch.Tensor:
+    images, targets = batch
+    return sum(model(images, targets).values())
+
+
+@register_task("detection", protocols=("frozen", "finetune"))
+def run_detection(cfg: EvaluateConfig, console: Console) -> list[dict]:
+    check_metric(cfg, list(METRICS))
+    data = _data(cfg, cfg.data)
+    test = _data(cfg, cfg.test_data) if cfg.test_data is not None else None
+    if test is not None and test.classes != data.classes:
+        raise DataError(f"classes of {cfg.test_data} ({', '.join(test.classes)}) differ from those of "
+                        f"{cfg.data} ({', '.join(data.classes)})")
+    images, boxes, labels = _load(data, console)
+    n_pool = len(images)
+    if test is not None:
+        more = _load(test, console)
+        images, boxes, labels = images + more[0], boxes + more[1], labels + more[2]
+    in_chans = images[0].shape[0]
+    init = resolve_dense_init(cfg, in_chans, console)
+    size = cfg.image_size or init.image_size
+    check_input_size(size)
+    norm = dense_normalization(init, images[:n_pool])
+    device = resolve_device(cfg.device)
+    lr = cfg.lr or DEFAULT_LR
+    shapes = [img.shape[1:] for img in images]
+    base = base_fields(cfg, data.name, init, size, norm, len(data.classes),
+                       f"none ({size}x{size} chips, overlap {CHIP_OVERLAP}; tiled inference merged by NMS)")
+    rows = []
+    for seed in cfg.seeds:
+        if test is not None:
+            train = whole_images(shapes[:n_pool])
+            test_regions = [Region(n_pool + r.scene, r.window) for r in whole_images(shapes[n_pool:])]
+            split = "fixed (--test-data)"
+        else:
+            train, test_regions, split = split_regions(shapes[:n_pool], cfg.test_fraction, seed, size)
+        targets = []
+        for r in test_regions:
+            b, lab = clip_boxes(boxes[r.scene], labels[r.scene], r.window)
+            targets.append({"boxes": torch.from_numpy(b), "labels": torch.from_numpy(lab).long() + 1})
+        if not any(len(t["boxes"]) for t in targets):
+            raise DataError(f"the test split of seed {seed} holds no boxes; use more images or --test-data")
+        for fraction in cfg.fractions:
+            selected = select_fraction(train, fraction, seed)
+            for protocol in cfg.protocol:
+                L.seed_everything(seed, verbose=False)
+                # Fine-tuning keeps BatchNorm statistics frozen: detection batches hold few chips.
+                encoder = build_dense_encoder(init, size).freeze(weights=protocol == "frozen", norm_stats=True)
+                model = build_detector(encoder, len(data.classes), size, in_chans).to(device)
+                chips = DetectionChips(images, boxes, labels, selected, size, norm)
+                head = [p for n, p in model.named_parameters() if not n.startswith("backbone.body.")]
+                fit_time, losses = fit(model, _loss, chips, collate_detection, param_groups(encoder, head, lr),
+                                       cfg.epochs, cfg.batch_size, device)
+                start = time.perf_counter()
+                model.eval()
+                with progress(console) as prog:
+                    preds = [predict_image(model, images[r.scene], r, size, norm, cfg.batch_size, device)
+                             for r in prog.track(test_regions, description=f"predicting {protocol} seed {seed}")]
+                metrics = detection_metrics(preds, targets)
+                hparams = {"detector": "faster_rcnn_fpn", "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                           "lr": lr, "backbone_lr": lr * BACKBONE_LR_SCALE if protocol == "finetune" else None,
+                           "optimizer": "adamw", "schedule": "cosine per step", "steps": len(losses),
+                           "chips": len(chips), "train_boxes": chips.n_boxes(),
+                           "anchor_sizes": [a[0] for a in ANCHOR_SIZES], "nms_iou_merge": NMS_IOU,
+                           "max_detections": list(MAX_DETECTIONS), "proposals": proposals_for(size),
+                           "roi_samples": ROI_SAMPLES, "box_head_width": BOX_HEAD_WIDTH,
+                           "final_loss": losses[-1] if losses else None}
+                fields = {**base, "protocol": protocol, "seed": seed, "label_fraction": fraction,
+                          "n_train": len(selected), "n_test": len(test_regions), "split": split,
+                          "feature_dim": encoder.feature_dim, "hparams": hparams, "fit_time_s": round(fit_time, 3),
+                          "eval_time_s": round(time.perf_counter() - start, 3)}
+                path = probe_file(cfg.out, fields)
+                state = model.state_dict()
+                if protocol == "frozen":  # the backbone is the init's; keep what was trained
+                    state = {k: v for k, v in state.items() if not k.startswith("backbone.body.backbone.")}
+                save_tensors(path, {"state_dict": state, "classes": data.classes, "arch": init.arch,
+                                    "in_chans": in_chans, "image_size": size, "normalization": norm.to_dict(),
+                                    "protocol": protocol})
+                fields["probe_path"] = str(path.resolve())
+                rows += [make_row(**fields, metric=m, value=v) for m, v in metrics.items()]
+    return rows

@@ -1,0 +1,248 @@
+"""Semantic segmentation: an init's multi-scale features + an smp decoder (FPN, UPerNet, U-Net) or a linear
+head, trained on random crops with a frozen or fine-tuned backbone, scored by sliding-window inference
+over whole test images (or test regions of a single large image)."""
+
+from __future__ import annotations
+
+import re
+import time
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import nn
+
+from rsbench.data.normalization import Normalization
+from rsbench.errors import ConfigError, DataError
+from rsbench.evaluate.config import EvaluateConfig
+from rsbench.evaluate.datasets import SegmentationData, load_segmentation_data
+from rsbench.evaluate.datasets.samples import CHIP_OVERLAP, SegmentationCrops, overlap_stride, read_window
+from rsbench.evaluate.datasets.tiling import Region, Window, grid_windows, select_fraction, split_regions, whole_images
+from rsbench.evaluate.dense import (
+    BACKBONE_LR_SCALE,
+    DenseEncoder,
+    base_fields,
+    build_dense_encoder,
+    check_input_size,
+    check_metric,
+    dense_normalization,
+    fit,
+    param_groups,
+    progress,
+    resolve_dense_init,
+)
+from rsbench.evaluate.features import resolve_device
+from rsbench.evaluate.results import make_row, probe_file, save_tensors
+from rsbench.evaluate.tasks import register_task
+
+DECODERS = ("fpn", "upernet", "unet", "linear")
+DEFAULT_LR = 1e-3
+
+
+class SegmentationNet(nn.Module):
+    def __init__(self, encoder: DenseEncoder, decoder: str, num_classes: int):
+        super().__init__()
+        from segmentation_models_pytorch.base import SegmentationHead
+        from segmentation_models_pytorch.base import initialization as smp_init
+
+        self.encoder, self.decoder_name = encoder, decoder
+        ch = encoder.out_channels
+        if decoder == "fpn":
+            from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
+
+            self.decoder = FPNDecoder(ch, encoder_depth=5)
+            self.head = SegmentationHead(self.decoder.out_channels, num_classes, upsampling=4)
+        elif decoder == "upernet":
+            from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
+
+            self.decoder = UPerNetDecoder(ch, encoder_depth=5, decoder_channels=256)
+            self.head = SegmentationHead(256, num_classes, upsampling=4)
+        elif decoder == "unet":
+            from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+
+            self.decoder = UnetDecoder(ch, decoder_channels=(256, 128, 64, 32, 16), n_blocks=5)
+            self.head = SegmentationHead(16, num_classes)
+        elif decoder == "linear":
+            # A 1x1 conv on the coarsest map, upsampled: what the backbone alone resolves.
+            self.decoder = nn.Identity()
+            self.head = nn.Conv2d(ch[-1], num_classes, kernel_size=1)
+        else:
+            raise ConfigError(f"unknown decoder '{decoder}' (available: {', '.join(DECODERS)})")
+        if decoder != "linear":
+            smp_init.initialize_decoder(self.decoder)
+            smp_init.initialize_head(self.head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.encoder(x)
+        if self.decoder_name == "linear":
+            return F.interpolate(self.head(features[-1]), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return self.head(self.decoder(features))
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.decoder.parameters()) + list(self.head.parameters())
+
+
+def class_slug(name: str) -> str:
+    """'Land (unpaved area)' -> 'land_unpaved_area': metric names stay lower-case and stable."""
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_") or "class"
+
+
+def segmentation_metrics(preds: list[torch.Tensor], targets: list[torch.Tensor], classes: list[str],
+                         ignore_index: int) -> dict[str, float]:
+    """`miou` (mean over classes present in prediction or truth), `pixel_accuracy` and `iou_<class>`;
+    pixels equal to ignore_index in the truth count nowhere. Absent classes get no iou_<class> entry."""
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+    k = len(classes)
+    iou = MulticlassJaccardIndex(num_classes=k, average="none", ignore_index=ignore_index, zero_division=float("nan"))
+    acc = MulticlassAccuracy(num_classes=k, average="micro", ignore_index=ignore_index)
+    for p, t in zip(preds, targets):
+        iou.update(p.reshape(-1), t.reshape(-1))
+        acc.update(p.reshape(-1), t.reshape(-1))
+    per_class = iou.compute()
+    present = ~torch.isnan(per_class)
+    out = {"miou": float(per_class[present].mean()) if present.any() else float("nan"),
+           "pixel_accuracy": float(acc.compute())}
+    for name, value, ok in zip(metric_names(classes), per_class.tolist(), present.tolist()):
+        if ok:
+            out[name] = float(value)
+    return out
+
+
+def metric_names(classes: list[str]) -> list[str]:
+    """`iou_<class>` per class, lower-case; numbered when two names would collide."""
+    slugs = [class_slug(c) for c in classes]
+    if len(set(slugs)) != len(slugs):
+        slugs = [f"{i}_{s}" for i, s in enumerate(slugs)]
+    return [f"iou_{s}" for s in slugs]
+
+
+@torch.inference_mode()
+def predict_region(model: nn.Module, image: np.ndarray, region: Region, size: int, norm: Normalization,
+                   num_classes: int, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Class map (H x W int64) of one region: softmax averaged over overlapping windows."""
+    rw = region.window
+    probs = torch.zeros((num_classes, rw.height, rw.width))
+    count = torch.zeros((rw.height, rw.width))
+    windows = grid_windows(rw.height, rw.width, size, overlap_stride(size))
+    for start in range(0, len(windows), batch_size):
+        batch = windows[start:start + batch_size]
+        x = torch.stack([read_window(image, _shift(w, rw), size, norm) for w in batch]).to(device)
+        out = model(x).float().softmax(1).cpu()
+        for w, p in zip(batch, out):
+            probs[:, w.row:w.row + w.height, w.col:w.col + w.width] += p[:, :w.height, :w.width]
+            count[w.row:w.row + w.height, w.col:w.col + w.width] += 1
+    return (probs / count).argmax(0)
+
+
+def _shift(w: Window, rw: Window) -> Window:
+    return Window(rw.row + w.row, rw.col + w.col, w.height, w.width)
+
+
+def _load(data: SegmentationData, console: Console) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    images, masks = [], []
+    with progress(console) as prog:
+        for i in prog.track(range(len(data.pairs)), description=f"reading {data.name}"):
+            img, mask = data.read(i)
+            if images and img.shape[0] != images[0].shape[0]:
+                raise DataError(f"image {data.pairs[i][0]} has {img.shape[0]} band(s) but {data.pairs[0][0]} "
+                                f"has {images[0].shape[0]}")
+            images.append(img)
+            masks.append(mask)
+    return images, masks
+
+
+def _data(cfg: EvaluateConfig, path: Path) -> SegmentationData:
+    return load_segmentation_data(path, cfg.adapter, cfg.classes, cfg.options, cfg.dataset_name)
+
+
+@register_task("segmentation", protocols=("frozen", "finetune"))
+def run_segmentation(cfg: EvaluateConfig, console: Console) -> list[dict]:
+    if cfg.decoder not in DECODERS:
+        raise ConfigError(f"invalid config key 'decoder': '{cfg.decoder}' (available: {', '.join(DECODERS)})")
+    data = _data(cfg, cfg.data)
+    test = _data(cfg, cfg.test_data) if cfg.test_data is not None else None
+    if test is not None and test.classes != data.classes:
+        raise DataError(f"classes of {cfg.test_data} ({', '.join(test.classes)}) differ from those of "
+                        f"{cfg.data} ({', '.join(data.classes)})")
+    slugs = metric_names(data.classes)
+    check_metric(cfg, ["miou", "pixel_accuracy", *slugs])
+    images, masks = _load(data, console)
+    n_pool = len(images)
+    if test is not None:
+        more = _load(test, console)
+        images, masks = images + more[0], masks + more[1]
+    init = resolve_dense_init(cfg, images[0].shape[0], console)
+    size = cfg.image_size or init.image_size
+    check_input_size(size)
+    norm = dense_normalization(init, images[:n_pool])
+    device = resolve_device(cfg.device)
+    lr = cfg.lr or DEFAULT_LR
+    shapes = [m.shape for m in masks]
+    base = base_fields(cfg, data.name, init, size, norm, len(data.classes),
+                       f"none (random {size}x{size} crops; sliding-window inference)")
+    rows = []
+    for seed in cfg.seeds:
+        if test is not None:
+            train = whole_images(shapes[:n_pool])
+            test_regions = [Region(n_pool + r.scene, r.window) for r in whole_images(shapes[n_pool:])]
+            split = "fixed (--test-data)"
+        else:
+            train, test_regions, split = split_regions(shapes[:n_pool], cfg.test_fraction, seed, size)
+        targets = [torch.from_numpy(_crop(masks[r.scene], r).astype(np.int64)) for r in test_regions]
+        for fraction in cfg.fractions:
+            selected = select_fraction(train, fraction, seed)
+            for protocol in cfg.protocol:
+                L.seed_everything(seed, verbose=False)
+                encoder = build_dense_encoder(init, size).freeze(weights=protocol == "frozen", norm_stats=False)
+                model = SegmentationNet(encoder, cfg.decoder, len(data.classes)).to(device)
+                crops = SegmentationCrops(images, masks, selected, size, norm, data.ignore_index)
+                groups = param_groups(encoder, model.head_parameters(), lr)
+                fit_time, losses = fit(model, partial(_loss, ignore_index=data.ignore_index), crops, None, groups,
+                                       cfg.epochs, cfg.batch_size, device)
+                start = time.perf_counter()
+                model.eval()
+                with progress(console) as prog:
+                    preds = [predict_region(model, images[r.scene], r, size, norm, len(data.classes),
+                                            cfg.batch_size, device)
+                             for r in prog.track(test_regions, description=f"predicting {protocol} seed {seed}")]
+                metrics = segmentation_metrics(preds, targets, data.classes, data.ignore_index)
+                hparams = {"decoder": cfg.decoder, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": lr,
+                           "backbone_lr": lr * BACKBONE_LR_SCALE if protocol == "finetune" else None,
+                           "optimizer": "adamw", "schedule": "cosine per step", "steps": len(losses),
+                           "crops_per_epoch": len(crops), "augment": "random crop, flips, rot90",
+                           "inference": f"sliding window {size}px, overlap {CHIP_OVERLAP}",
+                           "ignore_index": data.ignore_index, "final_loss": losses[-1] if losses else None}
+                fields = {**base, "protocol": protocol, "seed": seed, "label_fraction": fraction,
+                          "n_train": len(selected), "n_test": len(test_regions), "split": split,
+                          "feature_dim": encoder.feature_dim, "hparams": hparams, "fit_time_s": round(fit_time, 3),
+                          "eval_time_s": round(time.perf_counter() - start, 3)}
+                path = probe_file(cfg.out, fields)
+                save_tensors(path, {"state_dict": _trained_state(model, protocol), "classes": data.classes,
+                                    "decoder": cfg.decoder, "arch": init.arch, "in_chans": init.in_chans,
+                                    "image_size": size, "normalization": norm.to_dict(), "protocol": protocol})
+                fields["probe_path"] = str(path.resolve())
+                rows += [make_row(**fields, metric=m, value=v) for m, v in metrics.items()]
+    return rows
+
+
+def _loss(net: nn.Module, batch, ignore_index: int) -> torch.Tensor:
+    x, y = batch
+    return F.cross_entropy(net(x), y, ignore_index=ignore_index)
+
+
+def _crop(mask: np.ndarray, region: Region) -> np.ndarray:
+    w = region.window
+    return mask[w.row:w.row + w.height, w.col:w.col + w.width]
+
+
+def _trained_state(model: nn.Module, protocol: str) -> dict:
+    """Frozen protocol: only what was trained (decoder, head, ViT neck); fine-tune: the whole network."""
+    state = model.state_dict()
+    if protocol == "frozen":
+        state = {k: v for k, v in state.items() if not k.startswith("encoder.backbone.")}
+    return state

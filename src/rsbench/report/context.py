@@ -1,0 +1,204 @@
+"""Assemble everything the report template shows: tables (also as Markdown/LaTeX) and figures."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from rsbench.report import figures
+from rsbench.report.aggregate import Section
+from rsbench.report.analysis import Analysis
+from rsbench.report.plots import primary_metric_plot
+from rsbench.report.runs import RunInfo, corpus_summary
+from rsbench.report.sources import corpus_paths
+from rsbench.report.stats import bootstrap_ci, pareto_front
+from rsbench.report.tables import Table, seeds_note
+
+MAX_QUICKLOOKS = 6
+MAX_QUICKLOOK_BYTES = 3_000_000
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "–"
+    return f"{x:.{digits}f}" if abs(x) < 1000 else f"{x:.4g}"
+
+
+def count_cells(rows: Sequence[dict]) -> int:
+    return len({(r["init"], r["task"], r["dataset"], r["protocol"], r["label_fraction"], r["seed"]) for r in rows})
+
+
+def _task_rows(rows: Sequence[dict], a: Analysis) -> list[dict]:
+    keys = {(t.section.task, t.section.dataset, t.section.protocol, t.section.label_fraction) for t in a.tasks}
+    return [r for r in rows if (r["task"], r["dataset"], r["protocol"], r["label_fraction"]) in keys]
+
+
+def summary_table(a: Analysis, rows: Sequence[dict]) -> Table:
+    used = _task_rows(rows, a)
+    table = Table("summary", "Normalized score across tasks",
+                  ["Rank", "Init", "Score", "95% CI", "Avg rank", "Tasks", "Seeds"], [], numeric={0, 2, 3, 4, 5, 6})
+    for n, e in enumerate(a.aggregate, start=1):
+        table.rows.append([str(n), e.init, fmt(e.mean, 1), f"[{fmt(e.lo, 1)}, {fmt(e.hi, 1)}]",
+                           fmt(e.rank, 2), f"{e.tasks}/{len(a.tasks)}", str(e.seeds)])
+        table.row_classes.append(" ".join(x for x in ("best" if n == 1 else "", "baseline" if e.baseline else "") if x))
+    table.note = ("Per task, the strongest random init scores 0 and the best init 100; the score is the mean over "
+                  f"tasks of the mean over seeds; CIs resample seeds within tasks. Tasks: "
+                  f"{', '.join(t.title for t in a.tasks)}. "
+                  + seeds_note([e.seeds for e in a.aggregate], count_cells(used), len(used)))
+    return table
+
+
+def paired_table(a: Analysis, rows: Sequence[dict]) -> Table:
+    table = Table("paired", f"Paired comparison with {a.reference}",
+                  ["Init", "Δ score", "95% CI", "P(Δ > 0)", "Tasks won", "Pairs"], [], numeric={1, 2, 3, 4, 5})
+    for d in a.paired:
+        table.rows.append([d["init"], f"{d['mean']:+.1f}", f"[{d['lo']:+.1f}, {d['hi']:+.1f}]", f"{d['p_better']:.2f}",
+                           f"{d['won'] * d['tasks']:g}/{d['tasks']} ({d['won'] * 100:.0f}%)", str(d["pairs"])])
+    used = _task_rows(rows, a)
+    table.note = (f"{a.reference_note} Δ in normalized points (method − reference), paired by task and seed; the "
+                  "bootstrap resamples tasks, then seeds within each task. "
+                  + seeds_note([len(t.per_seed.get(d['init'], {})) for d in a.paired for t in a.tasks] or [0],
+                               count_cells(used), len(used)))
+    return table
+
+
+def heatmap_table(a: Analysis, inits: Sequence[str], rows: Sequence[dict]) -> Table:
+    table = Table("heatmap", "Primary metric per init and task (mean over seeds)", ["Init", *(t.title for t in a.tasks)],
+                  [], numeric=set(range(1, len(a.tasks) + 1)))
+    for init in inits:
+        table.rows.append([init, *(fmt(np.mean(list(t.per_seed[init].values()))) if init in t.per_seed else "–"
+                                   for t in a.tasks)])
+    used = _task_rows(rows, a)
+    seeds = [len(v) for t in a.tasks for v in t.per_seed.values()]
+    metrics = sorted({t.section.primary_metric for t in a.tasks})
+    table.note = f"Metric: {', '.join(metrics)}. " + seeds_note(seeds, count_cells(used), len(used))
+    return table
+
+
+def leaderboard(section: Section, n: int, n_boot: int) -> tuple[dict, Table]:
+    metric = section.primary_metric
+    ci = {}
+    for e in section.entries:
+        c = e.cells.get(metric)
+        if c is not None:
+            ci[e.init] = bootstrap_ci(c.values, n_boot=n_boot)
+    cells = sum(e.n_seeds for e in section.entries)
+    note = seeds_note(section.seed_counts, cells, section.n_rows)
+    title = f"{section.task} / {section.dataset} / {section.protocol} / {section.label_fraction * 100:g}% labels"
+    cols = ["Rank", "Init", *section.metrics, f"{metric} 95% CI", "Seeds"]
+    table = Table(f"lb-{n}", title, cols, [], note, numeric=set(range(2, len(cols))) | {0})
+    for e in section.entries:
+        lo_hi = ci.get(e.init)
+        cells_text = ("–" if e.cells[m] is None else f"{fmt(e.cells[m].mean)} ± {fmt(e.cells[m].std)}"
+                      for m in section.metrics)
+        table.rows.append([str(e.rank), e.init, *cells_text,
+                           f"[{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]" if lo_hi else "–", str(e.n_seeds)])
+    item = {"id": f"lb-{n}", "s": section, "plot": primary_metric_plot(section), "note": note,
+            "ci": {k: f"[{fmt(lo)}, {fmt(hi)}]" for k, (lo, hi) in ci.items()}, "table": table}
+    return item, table
+
+
+def cost_section(a: Analysis, runs: Sequence[RunInfo], colors: dict) -> dict | None:
+    if not runs:
+        return None
+    score = {e.init: e for e in a.aggregate}
+    table = Table("cost", "Pretraining cost and throughput (run.json)",
+                  ["Run", "Method", "Backbone", "Steps", "Images seen", "img/s", "Wall time", "Device", "Device-hours",
+                   "Score"], [], numeric={3, 4, 5, 6, 8, 9})
+    points = []
+    for r in sorted(runs, key=lambda r: r.name):
+        rj = r.run
+        wall = rj.get("wall_time_s")
+        table.rows.append([r.name, str(r.method or "–"), str(r.backbone or "–"), str(r.steps or "–"),
+                           f"{rj['images_seen']:,}" if rj.get("images_seen") is not None else "–",
+                           fmt(rj.get("images_per_s"), 1), f"{wall / 60:.1f} min" if wall else "–",
+                           f"{rj.get('device', '–')} {rj.get('precision', '')}".strip(), fmt(r.device_hours, 4),
+                           fmt(score[r.name].mean, 1) if r.name in score else "–"])
+        if r.device_hours is not None and r.name in score:
+            points.append({"name": r.name, "cost": float(r.device_hours), "score": score[r.name].mean, "baseline": False})
+    for e in a.aggregate:
+        if e.init in a.randoms:  # what no pretraining at all gives
+            points.append({"name": e.init, "cost": 0.0, "score": e.mean, "baseline": True})
+    table.note = (f"{len(runs)} pretraining run{'s' if len(runs) != 1 else ''}; score = normalized score across tasks "
+                  "(see the summary). Device-hours are GPU-hours on GPU, CPU wall-clock hours on CPU.")
+    by_name = {r.name: r for r in runs}
+    progress = {}
+    for name, pts in a.progress.items():
+        r = by_name.get(name)
+        if r is not None and r.device_hours and r.steps:
+            progress[name] = [(r.device_hours * s / r.steps, v) for s, v in pts]
+    plot = figures.pareto_plot(points, pareto_front([(p["cost"], p["score"]) for p in points]), progress, colors) \
+        if points else None
+    return {"table": table, "plot": plot}
+
+
+def progress_section(a: Analysis, runs: Sequence[RunInfo], colors: dict) -> dict | None:
+    if not a.progress:
+        return None
+    table = Table("progress", "Downstream score over pretraining (intermediate checkpoints)",
+                  ["Run", "Step", "Score"], [], numeric={1, 2})
+    for name, pts in sorted(a.progress.items()):
+        for step, value in pts:
+            table.rows.append([name, str(step), fmt(value, 1)])
+    table.note = ("Normalized score (same scale as the summary) averaged over the tasks evaluated at checkpoints; "
+                  "the last step of each run is its final result.")
+    return {"table": table, "plot": figures.progress_plot(a.progress, colors)}
+
+
+def _png_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _image_folder_sample(root: Path) -> tuple[int, str | None]:
+    from rsbench.data.images import index_image_folder, read_image
+
+    try:
+        index = index_image_folder(root)
+    except Exception:  # not an ImageFolder (or gone): show no sample
+        return 0, None
+    firsts: dict[int, int] = {}
+    for i, label in enumerate(index.labels):
+        firsts.setdefault(int(label), i)
+    picks = list(firsts.values())[:16]
+    images = [read_image(index.paths[i]) for i in picks]
+    return len(index.paths), figures.image_grid(images, [index.classes[index.labels[i]] for i in picks])
+
+
+def corpus_section(runs: Sequence[RunInfo]) -> list[dict]:
+    out = []
+    stored = {str(r.data.get("path")): r.corpus for r in runs if r.corpus}
+    for kind, path in corpus_paths(runs):
+        users = sorted(r.name for r in runs if str(r.data.get("path")) == path)
+        item: dict[str, Any] = {"kind": kind, "path": path, "runs": users, "facts": [], "quicklooks": []}
+        if kind == "corpus":
+            info = stored.get(path) or corpus_summary(path)
+            counts = (info or {}).get("counts") or {}
+            rejected = counts.get("rejected") or {}
+            item["facts"] = [("rasters read", counts.get("rasters")), ("rasters failed", counts.get("rasters_failed")),
+                             ("tiles (windows)", counts.get("tiles_total")), ("tiles kept", counts.get("tiles_kept")),
+                             *((f"rejected: {k}", v) for k, v in rejected.items())]
+            pngs = sorted(Path(path).rglob("*.png"))[:MAX_QUICKLOOKS] if Path(path).is_dir() else []
+            item["quicklooks"] = [(p.name, _png_uri(p)) for p in pngs if p.stat().st_size <= MAX_QUICKLOOK_BYTES]
+        elif Path(path).is_dir():
+            n, grid = _image_folder_sample(Path(path))
+            item["facts"] = [("images", n)]
+            if grid:
+                item["quicklooks"] = [("one image per class folder", grid)]
+        out.append(item)
+    return out
+
+
+def corpus_tables(items: Sequence[dict]) -> list[Table]:
+    tables = []
+    for n, it in enumerate(items, start=1):
+        tables.append(Table(f"corpus-{n}", f"Pretraining data: {it['path']}", ["", "Count"],
+                            [[k, "–" if v is None else f"{v:,}"] for k, v in it["facts"]],
+                            f"{it['kind']}; used by {', '.join(it['runs'])}", numeric={1}))
+    return tables
+
+
+__all__ = ["corpus_section", "cost_section", "heatmap_table", "leaderboard", "paired_table",
+           "progress_section", "summary_table"]

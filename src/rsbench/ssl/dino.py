@@ -1,0 +1,116 @@
+"""DINO: self-distillation - a student matches the centred, sharpened output of an EMA teacher
+across multi-crop views. ViT (as in the paper) or ResNet.
+
+Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021. Recipe
+(Sec. 3.1, Sec. 4 "Implementation details", Appendix; official code defaults): AdamW, LR = 5e-4 x
+B/256, 10 warmup epochs then cosine to 1e-6 (here: min_lr_fraction of the peak); weight decay
+cosine from 0.04 to 0.4; gradient clipping 3.0; batch 1024; 100-epoch ablation schedule.
+Head: 3-layer MLP (2048 hidden, GELU) -> 256 bottleneck -> L2 norm -> weight-normalised linear to
+K = 65536; last layer frozen during the first epoch. Student temperature 0.1, teacher temperature
+warmed up linearly from 0.04 to 0.07 over the first 30 epochs; centre momentum 0.9; teacher EMA
+momentum cosine from 0.996 to 1. Multi-crop: 2 global crops (scale 0.4-1, the code default) and
+8 local crops of 96/224 of the global side (scale 0.05-0.4); global views get blur p 1.0 / 0.1 and
+solarize p 0 / 0.2, local views blur p 0.5. Loss: lightly's DINOLoss (centering included).
+
+Schedules given in epochs of the 100-epoch reference run are applied as fractions of this run:
+warmup 0.1, teacher-temperature warmup 0.3, frozen last layer 0.01.
+`model.backbone` is the student (exported, like every other method's online network; the paper
+evaluates the teacher, which is kept under `teacher_backbone` in the checkpoint).
+
+Override from `recipe:` in the pretrain config; method keys: out_dim, hidden_dim, bottleneck_dim,
+student_temp, teacher_temp, warmup_teacher_temp, teacher_temp_warmup_fraction, center_momentum,
+momentum_start, momentum_end, freeze_last_layer_fraction, norm_last_layer, batch_norm_head. On CPU,
+`out_dim: 4096` keeps the head small. View options (`view_transform`): n_local, patch_size.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from lightly.loss import DINOLoss
+from lightly.models.modules import DINOProjectionHead
+from lightly.models.utils import deactivate_requires_grad
+
+from rsbench.ssl.augment import MultiView, local_crop_size, ssl_view_transform
+from rsbench.ssl.backbones import _is_vit
+from rsbench.ssl.base import Recipe, SSLMethod
+from rsbench.ssl.momentum import make_teacher
+
+
+class DINO(SSLMethod):
+    name = "dino"
+    default_backbone = "vit_small_patch16_224"
+    paper = "Caron et al. 2021, ICCV (DINO), Sec. 3.1 and 4, App. (official code defaults)"
+    paper_epochs = 100
+    paper_batch_size = 1024
+    default_min_scale = 0.4  # global crops
+    default_recipe = Recipe(
+        optimizer="adamw", lr=5e-4, weight_decay=0.04, weight_decay_end=0.4, warmup_fraction=0.1,
+        min_lr_fraction=5e-4, grad_clip=3.0,  # min LR 1e-6 at the paper's peak 5e-4 x 1024/256
+        extra={"out_dim": 65536, "hidden_dim": 2048, "bottleneck_dim": 256, "student_temp": 0.1,
+               "teacher_temp": 0.07, "warmup_teacher_temp": 0.04, "teacher_temp_warmup_fraction": 0.3,
+               "center_momentum": 0.9, "momentum_start": 0.996, "momentum_end": 1.0,
+               "freeze_last_layer_fraction": 0.01, "norm_last_layer": True, "batch_norm_head": False},
+    )
+
+    @classmethod
+    def view_transform(cls, image_size: int, in_chans: int, min_scale: float | None = None,
+                       patch_size: int | None = None, n_local: int = 8, **options):
+        scale = cls.default_min_scale if min_scale is None else min_scale
+        local = local_crop_size(image_size, patch_size or 16)
+        views = [
+            ssl_view_transform(image_size, in_chans, min_scale=scale, blur_p=1.0, **options),
+            ssl_view_transform(image_size, in_chans, min_scale=scale, blur_p=0.1, solarize_p=0.2, **options),
+        ]
+        local_view = ssl_view_transform(local, in_chans, min_scale=0.05, max_scale=scale, blur_p=0.5, **options)
+        return MultiView(views + [local_view] * n_local)
+
+    @classmethod
+    def backbone_options(cls, arch: str) -> dict:
+        # Local crops are smaller than global ones: a ViT resamples its position embeddings per input.
+        return {"dynamic_img_size": True} if _is_vit(arch) else {}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        r = self.recipe
+        head = dict(input_dim=self.feature_dim, hidden_dim=r["hidden_dim"], bottleneck_dim=r["bottleneck_dim"],
+                    output_dim=r["out_dim"], batch_norm=r["batch_norm_head"])
+        with warnings.catch_warnings():  # lightly's head uses the deprecated nn.utils.weight_norm
+            warnings.simplefilter("ignore", FutureWarning)
+            self.student_head = DINOProjectionHead(**head, norm_last_layer=r["norm_last_layer"])
+            # weight_norm modules cannot be deep-copied: build the teacher head and copy the weights.
+            self.teacher_head = DINOProjectionHead(**head)
+        self.teacher_head.load_state_dict(self.student_head.state_dict())
+        deactivate_requires_grad(self.teacher_head)
+        self.teacher_backbone = make_teacher(self.backbone)
+        self.criterion = DINOLoss(output_dim=r["out_dim"], teacher_temp=r["teacher_temp"],
+                                  student_temp=r["student_temp"], center_momentum=r["center_momentum"])
+
+    def teacher_temp_at(self, step: int) -> float:
+        """Linear warmup from warmup_teacher_temp to teacher_temp, then constant (DINO Sec. 4)."""
+        r = self.recipe
+        warmup = r["teacher_temp_warmup_fraction"] * self.total_steps
+        if step >= warmup:
+            return r["teacher_temp"]
+        return r["warmup_teacher_temp"] + (r["teacher_temp"] - r["warmup_teacher_temp"]) * step / warmup
+
+    def ema_pairs(self):
+        return [(self.backbone, self.teacher_backbone), (self.student_head, self.teacher_head)]
+
+    def on_after_backward(self) -> None:
+        # The output layer stays fixed at first: it stabilises the start of training (DINO App.).
+        self.student_head.freeze_last_layer = self.recipe["freeze_last_layer_fraction"] * self.total_steps
+        self.student_head.cancel_last_layer_gradients(self.global_step)
+
+    def training_loss(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            teacher_out = list(self.teacher_head(self.teacher_backbone(torch.cat(views[:2]))).chunk(2))
+        # Same-size views go through the backbone together (one forward per resolution).
+        student_out = []
+        for group in (views[:2], views[2:]):
+            if group:
+                out = self.student_head(self.backbone(torch.cat(group)))
+                student_out.extend(out.chunk(len(group)))
+        loss = self.criterion(teacher_out, student_out, teacher_temp=self.teacher_temp_at(self.global_step))
+        return loss, student_out[0]

@@ -1,0 +1,64 @@
+"""Run-directory artefacts besides checkpoints: the exported backbone and the merged loss curve."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from rsbench import __version__
+from rsbench.io import atomic_write_bytes, atomic_write_text, write_json
+from rsbench.ssl.backbones import BACKBONE_META, BACKBONE_WEIGHTS
+
+METRICS_CSV = "metrics.csv"
+
+
+def set_aside_metrics(run_dir: Path) -> Path | None:
+    """Lightning's CSVLogger deletes an existing metrics.csv; keep it so a resumed run has its whole curve."""
+    path = run_dir / METRICS_CSV
+    kept = run_dir / f".{METRICS_CSV}.before-resume"
+    if kept.exists():  # an earlier resume died before merging: that file already holds the older rows
+        if path.exists():
+            merge_metrics(kept, run_dir, keep=True)
+        return kept
+    if not path.exists():
+        return None
+    path.replace(kept)
+    return kept
+
+
+def merge_metrics(earlier: Path, run_dir: Path, keep: bool = False) -> None:
+    """metrics.csv := rows of `earlier` logged before the first step of the current metrics.csv,
+    then the current rows (columns unioned). `earlier` is removed unless `keep`."""
+    current = run_dir / METRICS_CSV
+    old = list(csv.DictReader(earlier.open(newline="")))
+    new = list(csv.DictReader(current.open(newline=""))) if current.exists() else []
+    first_new = min((int(r["step"]) for r in new if r.get("step")), default=None)
+    rows = [r for r in old if first_new is None or int(r["step"]) < first_new] + new
+    fields = sorted({k for r in rows for k in r})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(earlier if keep else current, buf.getvalue())
+    if keep:
+        current.unlink()
+    else:
+        earlier.unlink()
+
+
+def export_backbone(model, cfg, arch: str, normalization: dict, source: dict, steps: int, n_samples: int) -> None:
+    """backbone.pt (timm state_dict, num_classes=0) + backbone.json, both written atomically."""
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.backbone.state_dict().items()}, buf)
+    atomic_write_bytes(cfg.out / BACKBONE_WEIGHTS, buf.getvalue())
+    timm_kwargs = model.backbone_kwargs() if hasattr(model, "backbone_kwargs") else {}
+    write_json(cfg.out / BACKBONE_META, {
+        "arch": arch, "in_chans": len(normalization["mean"]), "image_size": cfg.image_size,
+        "timm_kwargs": timm_kwargs, "feature_dim": model.feature_dim, "normalization": normalization,
+        "method": cfg.method, "steps": steps, "epochs": round(steps * cfg.batch_size / n_samples, 3),
+        "recipe": asdict(model.recipe), "data": source, "rsbench_version": __version__,
+    })

@@ -1,0 +1,137 @@
+"""Report statistics against hand-computed values: bootstrap CIs, normalized scores, paired bootstrap,
+ranks, Pareto front, and the cross-task analysis built on them."""
+
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from rsbench.report.analysis import analyze
+from rsbench.report.stats import aggregate_ci, average_ranks, bootstrap_ci, normalize, paired_bootstrap, pareto_front
+
+
+def exact_bootstrap_quantiles(values, level=0.95):
+    """Every one of the n^n equally likely resamples, enumerated: the exact bootstrap distribution of the
+    mean, and its (1-level)/2 and (1+level)/2 quantiles by the inverted CDF."""
+    n = len(values)
+    means = sorted(Fraction(sum(c), n) for c in itertools.product([Fraction(v) for v in values], repeat=n))
+    lo = means[int(np.ceil((1 - level) / 2 * len(means))) - 1]
+    hi = means[int(np.ceil((1 + level) / 2 * len(means))) - 1]
+    return float(lo), float(hi)
+
+
+def test_bootstrap_ci_two_seeds_is_min_max():
+    # With 2 seeds, each endpoint value has bootstrap mass 1/4 > 2.5%: the CI is exactly [min, max].
+    assert bootstrap_ci([0.62, 0.70]) == pytest.approx((0.62, 0.70))
+    assert bootstrap_ci([0.5]) == (0.5, 0.5)
+    with pytest.raises(ValueError):
+        bootstrap_ci([])
+
+
+def test_bootstrap_ci_matches_exhaustive_enumeration():
+    # 4 seeds: 256 resamples. P(mean <= 0.25) = 5/256 = 1.95% < 2.5% <= P(mean <= 0.5) = 15/256 = 5.9%,
+    # so the exact 2.5% quantile is 0.5 (and 2.5 at the top, by symmetry); a sampled bootstrap lands there.
+    values = [0.0, 1.0, 2.0, 3.0]
+    exact = exact_bootstrap_quantiles(values)
+    assert exact == (0.5, 2.5)
+    lo, hi = bootstrap_ci(values, n_boot=50_000)
+    assert (lo, hi) == pytest.approx(exact, abs=1e-9)
+
+
+def test_normalize_random_zero_best_hundred():
+    assert normalize(0.40, zero=0.40, hundred=0.80) == pytest.approx(0.0)
+    assert normalize(0.80, zero=0.40, hundred=0.80) == pytest.approx(100.0)
+    assert normalize(0.60, zero=0.40, hundred=0.80) == pytest.approx(50.0)
+    assert normalize(0.30, zero=0.40, hundred=0.80) == pytest.approx(-25.0)
+    with pytest.raises(ValueError):
+        normalize(0.5, 0.5, 0.5)
+
+
+def test_aggregate_and_paired_degenerate_cases_are_exact():
+    # One seed per task: no seed noise, so the CI collapses onto the mean over tasks.
+    mean, lo, hi = aggregate_ci([[10.0], [30.0]])
+    assert (mean, lo, hi) == pytest.approx((20.0, 20.0, 20.0))
+    # Constant differences: every resample has the same mean.
+    out = paired_bootstrap([[5.0, 5.0], [5.0]])
+    assert (out["mean"], out["lo"], out["hi"], out["p_better"], out["won"]) == pytest.approx((5.0, 5.0, 5.0, 1.0, 1.0))
+    assert out["tasks"] == 2 and out["pairs"] == 3
+    # Won 1 task, lost 1, tied 1: share 1.5 / 3.
+    assert paired_bootstrap([[1.0], [-1.0], [0.0]])["won"] == pytest.approx(0.5)
+
+
+def test_aggregate_ci_two_tasks_two_seeds_by_enumeration():
+    # Task A seeds (0, 100), task B seeds (50, 50): the resampled mean over tasks is
+    # (mean_A* + 50) / 2 with mean_A* in {0, 50, 100} w.p. 1/4, 1/2, 1/4 -> CI endpoints 25 and 75.
+    mean, lo, hi = aggregate_ci([[0.0, 100.0], [50.0, 50.0]], n_boot=20_000)
+    assert (mean, lo, hi) == pytest.approx((50.0, 25.0, 75.0))
+
+
+def test_average_ranks_share_ties():
+    scores = {"t1": {"a": 0.9, "b": 0.8, "c": 0.8}, "t2": {"a": 0.1, "b": 0.3}}
+    ranks = average_ranks(scores)
+    # t1: a=1, b=c=2.5; t2: b=1, a=2.
+    assert ranks == {"a": (1.5, 2), "b": (1.75, 2), "c": (2.5, 1)}
+
+
+def test_pareto_front():
+    pts = [(0.0, 0.0), (1.0, 50.0), (2.0, 40.0), (3.0, 90.0), (3.0, 80.0)]
+    assert pareto_front(pts) == [0, 1, 3]
+
+
+def row(init, dataset, seed, value, kind="run", protocol="knn"):
+    return {"task": "classification", "dataset": dataset, "protocol": protocol, "init": init, "init_kind": kind,
+            "label_fraction": 1.0, "seed": seed, "metric": "accuracy", "value": value}
+
+
+def test_analysis_normalizes_per_task_and_pairs_by_seed():
+    # Task A: random 0.40/0.40, ssl 0.80/0.60 (best mean 0.70). Task B: random 0.20, ssl 0.30 (seeds 0, 1).
+    rows = [row("random-r18", "A", 0, 0.40, "random"), row("random-r18", "A", 1, 0.40, "random"),
+            row("ssl", "A", 0, 0.80), row("ssl", "A", 1, 0.60),
+            row("random-r18", "B", 0, 0.20, "random"), row("random-r18", "B", 1, 0.20, "random"),
+            row("ssl", "B", 0, 0.30), row("ssl", "B", 1, 0.30)]
+    a = analyze(rows, n_boot=4000)
+    [ta, tb] = a.tasks
+    assert (ta.zero, ta.best) == pytest.approx((0.40, 0.70)) and ta.zero_from == "random-r18"
+    assert ta.scaled("ssl") == pytest.approx({0: 400 / 3, 1: 200 / 3})  # (0.8-0.4)/0.3*100, (0.6-0.4)/0.3*100
+    assert tb.scaled("ssl") == pytest.approx({0: 100.0, 1: 100.0})
+    agg = {e.init: e for e in a.aggregate}
+    assert agg["ssl"].mean == pytest.approx(100.0) and agg["random-r18"].mean == pytest.approx(0.0)
+    # Resampling A's seeds gives 400/3, 100 or 200/3 (mass 1/4, 1/2, 1/4); B is constant at 100:
+    # the aggregate CI is [(200/3 + 100)/2, (400/3 + 100)/2].
+    assert (agg["ssl"].lo, agg["ssl"].hi) == pytest.approx((250 / 3, 350 / 3))
+    # No ImageNet rows: the paired comparison falls back to random init, and says so.
+    assert a.reference == "random-r18" and "no ImageNet" in a.reference_note
+    [p] = a.paired
+    assert p["init"] == "ssl" and p["mean"] == pytest.approx(100.0) and p["won"] == 1.0 and p["pairs"] == 4
+    assert a.ranks == {"ssl": (1.0, 2), "random-r18": (2.0, 2)}
+
+
+def test_analysis_prefers_imagenet_reference_and_label_efficiency():
+    rows = []
+    for seed, (r, i, s) in enumerate([(0.3, 0.6, 0.5), (0.3, 0.7, 0.55)]):
+        rows += [row("random", "A", seed, r, "random"), row("imagenet-r18", "A", seed, i, "imagenet"),
+                 row("ssl", "A", seed, s)]
+        rows += [{**row("ssl", "A", seed, s - 0.2), "label_fraction": 0.1},
+                 {**row("random", "A", seed, r - 0.1, "random"), "label_fraction": 0.1}]
+    a = analyze(rows, n_boot=1000)
+    assert a.reference == "imagenet-r18"
+    [p] = [d for d in a.paired if d["init"] == "ssl"]
+    # normalized: imagenet (0.6, 0.7) -> (85.7, 114.3); ssl (0.5, 0.55) -> (57.1, 71.4); per-seed diffs -28.6, -42.9
+    assert p["mean"] == pytest.approx(((0.5 - 0.6) + (0.55 - 0.7)) / 2 / 0.35 * 100)
+    assert p["won"] == 0.0
+    # Only the full-label leaderboard is a task for aggregation; the 10% one feeds label efficiency.
+    assert [t.title for t in a.tasks] == ["A · knn"]
+    [curve] = a.efficiency
+    assert [pt[0] for pt in curve["lines"]["ssl"]] == [0.1, 1.0]
+    assert curve["lines"]["ssl"][0][1] == pytest.approx(np.mean([0.3, 0.35]))
+
+
+def test_paired_bootstrap_resamples_tasks():
+    # Two tasks, one seed each, differences 0 and 10: resampling the 2 tasks gives a mean of 0, 5 or 10
+    # with probabilities 1/4, 1/2, 1/4 -> CI [0, 10], P(mean > 0) = 3/4; one task won, one tied (counts half).
+    out = paired_bootstrap([[0.0], [10.0]], n_boot=40_000)
+    assert (out["mean"], out["lo"], out["hi"], out["won"]) == pytest.approx((5.0, 0.0, 10.0, 0.75))
+    assert out["p_better"] == pytest.approx(0.75, abs=0.01)
