@@ -34,13 +34,14 @@ from ssl_speed import Images, run_bare  # noqa: E402
 
 from rsbench.data import list_images, read_image  # noqa: E402
 from rsbench.evaluate import EvaluateConfig, evaluate  # noqa: E402
+from rsbench.io import atomic_write_text  # noqa: E402
 from rsbench.ssl import get_method  # noqa: E402
 from rsbench.train import PretrainConfig, pretrain  # noqa: E402
 from rsbench.train.data import collate_views  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RSBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
-VIT = "vit_tiny_patch16_224"  # 64 px, patch 16: 16 tokens
+VIT = "vit_tiny_patch16_224"  # built with --vit-patch-size (default 8: 64 tokens for a 64 px tile)
 BASE = {"optimizer": "adamw", "lr": 0.004, "weight_decay": 0.05, "warmup_fraction": 0.1}  # peak 1e-3 at B=64
 CPU_RECIPES = {
     "simclr": {},
@@ -77,16 +78,19 @@ def holdout_split(src: Path, out: Path, fraction: float = 0.2, seed: int = 0) ->
 def probe_steps(name: str, arch: str, recipe: dict, tiles, args) -> float:
     """Seconds per training step (compute + augmentation), measured on a few steps."""
     cls = get_method(name)
+    patch = args.vit_patch_size if arch == VIT else None
     model = cls(arch=arch, in_chans=3, image_size=args.image_size, batch_size=args.batch_size, max_steps=8,
-                recipe=recipe)
-    loader = DataLoader(Images(tiles, cls.view_transform(args.image_size, 3, MIN_SCALE.get(name, 0.25))),
+                recipe=recipe, patch_size=patch)
+    views = cls.view_transform(args.image_size, 3, MIN_SCALE.get(name, 0.25), patch_size=patch)
+    loader = DataLoader(Images(tiles, views),
                         batch_size=args.batch_size, shuffle=True, drop_last=True, collate_fn=collate_views)
     return run_bare(model, loader, 8) / 5  # run_bare times the steps after 3 warmup steps
 
 
-def knn(data: tuple[Path, Path], init: str, arch: str | None, out: Path, image_size: int) -> float:
+def knn(data: tuple[Path, Path], init: str, arch: str | None, out: Path, image_size: int,
+        patch_size: int | None = None) -> float:
     cfg = EvaluateConfig(data=data[0], test_data=data[1], init=init, backbone=arch, image_size=image_size,
-                         protocol=["knn"], seeds=[0], out=out)
+                         patch_size=patch_size, protocol=["knn"], seeds=[0], out=out)
     rows = evaluate(cfg)
     return next(r["value"] for r in rows if r["metric"] == "accuracy")
 
@@ -97,6 +101,7 @@ def main() -> None:
     ap.add_argument("--budget-minutes", type=float, default=10.0, help="training time per method")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--vit-patch-size", type=int, default=8, help="patch size of the ViT methods")
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/rsbench-ssl-quality"))
@@ -118,6 +123,19 @@ def main() -> None:
     std = sum(t.std((1, 2)) for t in tiles_np) / len(tiles_np)
     tiles = [torch.from_numpy((t - mean[:, None, None]) / std[:, None, None]) for t in tiles_np]
 
+    summary["settings"] = {
+        "budget_minutes_per_method": args.budget_minutes, "batch_size": args.batch_size,
+        "image_size": args.image_size, "vit_patch_size": args.vit_patch_size, "num_workers": args.num_workers,
+        "torch_threads": torch.get_num_threads(), "train_images": len(paths),
+        "test_images": len(list_images(data[1])), "holdout": "stratified 20 %, seed 0",
+        "knn": {"k": 20, "temperature": 0.07}, "cpu_count": os.cpu_count(),
+    }
+    summary["baselines"]["random-resnet18"] = round(knn(data, "random", "resnet18", results, args.image_size), 4)
+    summary["baselines"][f"random-{VIT}"] = round(
+        knn(data, "random", VIT, results, args.image_size, args.vit_patch_size), 4)
+    summary["baselines"]["pixels"] = round(knn(data, "pixels", None, results, args.image_size), 4)
+    print(json.dumps(summary["baselines"]), flush=True)
+
     for name in args.methods.split(","):
         arch = VIT if get_method(name).default_backbone.startswith("vit") else "resnet18"
         recipe = {**BASE, **CPU_RECIPES[name]}
@@ -125,7 +143,9 @@ def main() -> None:
         max_steps = max(10, int(args.budget_minutes * 60 / sec_per_step))
         run_dir = args.out / "runs" / f"{name}-{max_steps}"
         start = time.perf_counter()
-        pretrain(PretrainConfig(method=name, images=data[0], backbone=arch, out=run_dir, max_steps=max_steps,
+        patch = args.vit_patch_size if arch == VIT else None
+        pretrain(PretrainConfig(method=name, images=data[0], backbone=arch, patch_size=patch, out=run_dir,
+                                max_steps=max_steps,
                                 batch_size=args.batch_size, image_size=args.image_size,
                                 min_scale=MIN_SCALE.get(name, 0.25), num_workers=args.num_workers,
                                 checkpoint_every=10_000, log_every=20, recipe=recipe))
@@ -133,28 +153,19 @@ def main() -> None:
         run = json.loads((run_dir / "run.json").read_text())
         acc = knn(data, str(run_dir), None, results, args.image_size)
         summary["methods"][name] = {
-            "arch": arch, "recipe": recipe, "min_scale": MIN_SCALE.get(name, 0.25), "budget_minutes": args.budget_minutes,
+            "arch": arch, "patch_size": patch, "recipe": recipe, "min_scale": MIN_SCALE.get(name, 0.25), "budget_minutes": args.budget_minutes,
             "steps": run["steps"],
             "epochs": round(run["steps"] * args.batch_size / len(paths), 2), "train_wall_s": run["wall_time_s"],
             "pretrain_total_s": round(wall, 1), "images_per_s": run["images_per_s"], "knn_accuracy": round(acc, 4),
         }
-        print(json.dumps({name: summary["methods"][name]}), flush=True)
-
-    for arch in ("resnet18", VIT):
-        summary["baselines"][f"random-{arch}"] = round(knn(data, "random", arch, results, args.image_size), 4)
-    summary["baselines"]["pixels"] = round(knn(data, "pixels", None, results, args.image_size), 4)
-    for name, row in summary["methods"].items():
-        base = summary["baselines"][f"random-{row['arch']}"]
-        row["gain_vs_random_points"] = round(100 * (row["knn_accuracy"] - base), 2)
+        row = summary["methods"][name]
+        row["gain_vs_random_points"] = round(100 * (row["knn_accuracy"] - summary["baselines"][f"random-{arch}"]), 2)
         row["gain_vs_pixels_points"] = round(100 * (row["knn_accuracy"] - summary["baselines"]["pixels"]), 2)
-    summary["settings"] = {
-        "budget_minutes_per_method": args.budget_minutes, "batch_size": args.batch_size,
-        "image_size": args.image_size, "num_workers": args.num_workers, "torch_threads": torch.get_num_threads(),
-        "train_images": len(paths), "test_images": len(list_images(data[1])), "holdout": "stratified 20 %, seed 0",
-        "knn": {"k": 20, "temperature": 0.07}, "load_average_at_end": os.getloadavg(), "cpu_count": os.cpu_count(),
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        row["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        print(json.dumps({name: row}), flush=True)
+        # Saved after every method: a long run stopped part-way keeps what it measured.
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 

@@ -257,6 +257,17 @@ def test_bad_config_is_rejected_before_training(dubai_tiny: Path, tmp_path: Path
         evaluate(_cfg(dubai_tiny, tmp_path, options=DUBAI_OPTIONS, protocol=["knn"]), quiet())
 
 
+def test_dense_tasks_default_to_the_frozen_protocol(dubai_tiny: Path, tmp_path: Path):
+    """Without --protocol a dense task trains a decoder on the frozen backbone (knn/linear do not apply)."""
+    from rsbench.evaluate.tasks import get_task
+
+    for task in ("segmentation", "detection"):
+        cfg = EvaluateConfig(task=task, data=dubai_tiny, init="random", out=tmp_path)
+        assert cfg.protocol == ["frozen"]
+        assert get_task(task, cfg.protocol).name == task
+    assert EvaluateConfig(data=dubai_tiny, init="random").protocol == ["knn", "linear"]
+
+
 @pytest.mark.parametrize("spec", ["dubai", "spacenet4"])
 def test_example_task_specs_index_their_data(spec: str, shared_data: Path, monkeypatch):
     from rsbench.evaluate.segmentation import _data

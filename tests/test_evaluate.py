@@ -320,3 +320,20 @@ def test_cli_errors(option, value, expected, eurosat_small, bad_inputs):
     assert res.exit_code == 1 and len(lines) == 1, res.output
     assert lines[0].startswith("error: ") and expected.format(tmp=bad_inputs) in lines[0]
     assert not (bad_inputs / "out" / "results.jsonl").exists()
+
+
+def test_task_spec_headline_metric_is_written_first(tmp_path, monkeypatch):
+    """The report ranks a dense task by the first metric it reads: a spec's `metric` must come first."""
+    from rsbench.evaluate import tasks
+    from rsbench.evaluate.results import make_row
+
+    def fake_task(cfg, console):
+        return [make_row(**{**dict.fromkeys(RESULT_FIELDS), "task": "fake", "dataset": "d", "protocol": "frozen",
+                            "init": "random", "metric": m, "value": v, "seed": 0, "label_fraction": 1.0})
+                for m, v in (("miou", 0.5), ("pixel_accuracy", 0.8), ("iou_building", 0.7))]
+
+    monkeypatch.setitem(tasks._TASKS, "fake", tasks.Task("fake", ("frozen",), fake_task))
+    rows = evaluate(EvaluateConfig(task="fake", data=tmp_path, init="random", protocol=["frozen"],
+                                   metric="iou_building", out=tmp_path / "out"), Console(file=io.StringIO()))
+    written = [json.loads(line)["metric"] for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert written == [r["metric"] for r in rows] == ["iou_building", "miou", "pixel_accuracy"]

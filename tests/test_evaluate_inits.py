@@ -57,6 +57,19 @@ def test_imagenet_init_on_more_bands_keeps_the_rgb_response(eurosat_small, tmp_p
     assert torch.equal(models[4].layer1[0].conv1.weight, models[3].layer1[0].conv1.weight)  # deeper layers as-is
 
 
+def test_patch_size_sets_the_vit_token_grid_and_the_cache_identity(eurosat_small, tmp_path):
+    """--patch-size rebuilds a random ViT on a finer grid (64 px / 8 = 8 x 8 tokens); it names the
+    init and keys its feature cache apart from the architecture's default patch."""
+    vit = "vit_tiny_patch16_224"
+    default = resolve_init(cfg(eurosat_small, tmp_path, backbone=vit, image_size=64), 3, quiet())
+    fine = resolve_init(cfg(eurosat_small, tmp_path, backbone=vit, image_size=64, patch_size=8), 3, quiet())
+    assert fine.build().patch_embed.num_patches == 64 and default.build().patch_embed.num_patches == 16
+    assert fine.name == f"random-{vit}-patch8" and default.name == f"random-{vit}"
+    assert fine.identity != default.identity
+    with pytest.raises(ConfigError, match="not a multiple"):
+        resolve_init(cfg(eurosat_small, tmp_path, backbone=vit, image_size=64, patch_size=12), 3, quiet()).build()
+
+
 @pytest.fixture
 def torch_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))

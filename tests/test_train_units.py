@@ -189,3 +189,25 @@ def test_vit_backbones_use_scaled_dot_product_attention():
 
     vit = create_backbone("vit_tiny_patch16_224", 3, 32)
     assert all(block.attn.fused_attn for block in vit.blocks)  # timm then calls F.scaled_dot_product_attention
+
+
+def test_view_options_reach_the_training_transform(tmp_path, eurosat_small):
+    """--color-jitter adds the RGB colour jitter; --patch-size sizes DINO's local crops for that patch."""
+    from rsbench.ssl import get_method
+    from rsbench.ssl.augment import RGBColorJitter
+    from rsbench.train.setup import training_source
+
+    def steps(source) -> list[type]:
+        return [type(m) for m in source.transform.transforms[0].transforms]
+
+    simclr = get_method("simclr")
+    plain = training_source(PretrainConfig(images=eurosat_small, out=tmp_path / "a"), simclr)
+    jitter = training_source(PretrainConfig(images=eurosat_small, out=tmp_path / "b", color_jitter=True), simclr)
+    assert RGBColorJitter in steps(jitter) and RGBColorJitter not in steps(plain)
+
+    dino = get_method("dino")
+    cfg = dict(images=eurosat_small, backbone="vit_tiny_patch16_224", image_size=128)
+    p16 = training_source(PretrainConfig(out=tmp_path / "c", **cfg), dino)
+    p8 = training_source(PretrainConfig(out=tmp_path / "d", patch_size=8, **cfg), dino)
+    # Local crops are 96/224 of the global side (54.9 px), rounded up to a multiple of the patch.
+    assert p16.view_shapes[2][-1] == 64 and p8.view_shapes[2][-1] == 56

@@ -18,7 +18,7 @@ def evaluate_command(
         None, "--task-spec", help="YAML task spec (name, task, adapter, data, classes, metric, options); "
         "the command line and --config override its keys."
     ),
-    task: Optional[str] = typer.Option(None, "--task", help="Downstream task (default: classification)."),
+    task: Optional[str] = typer.Option(None, "--task", help="Downstream task: classification, segmentation, detection (default: classification)."),
     data: Optional[Path] = typer.Option(
         None, "--data", help="Labelled data: ImageFolder (root/<class>/<image>), a CSV (path,label or path,labels "
         "with ';'-separated labels), or a torchgeo dataset root (--adapter torchgeo)."
@@ -27,7 +27,8 @@ def evaluate_command(
         None, "--test-data", help="Fixed test set in the same format; without it --data is split per seed."
     ),
     adapter: Optional[str] = typer.Option(
-        None, "--adapter", help="How to read --data: imagefolder, csv, torchgeo (default: from --data)."
+        None, "--adapter", help="How to read --data. classification: imagefolder, csv, torchgeo; segmentation: masks, "
+        "vector; detection: voc, coco, csv (default: from --data / the task spec)."
     ),
     init: Optional[str] = typer.Option(
         None, "--init", help="Run directory, 'random', 'imagenet', a state_dict file, 'torchgeo:<WeightsEnum>' "
@@ -39,6 +40,9 @@ def evaluate_command(
     image_size: Optional[int] = typer.Option(
         None, "--image-size", help="Input size (default: the run's / the weights', else 64)."
     ),
+    patch_size: Optional[int] = typer.Option(
+        None, "--patch-size", help="ViT patch size for random/imagenet/weights-file inits (a run uses its own)."
+    ),
     weights: Optional[Path] = typer.Option(
         None, "--weights", help="Checkpoint file for --init imagenet or --init torchgeo:... (offline use)."
     ),
@@ -46,7 +50,8 @@ def evaluate_command(
         None, "--bands", help="The data's band names in file order, e.g. B04,B03,B02 (maps them onto torchgeo weights)."
     ),
     protocol: Optional[str] = typer.Option(
-        None, "--protocol", help="Comma-separated: knn, linear, finetune (default: knn,linear)."
+        None, "--protocol", help="Comma-separated. classification: knn, linear, finetune (default: knn,linear); segmentation and "
+        "detection: frozen, finetune (default: frozen)."
     ),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds (default: 0,1,2)."),
     fractions: Optional[str] = typer.Option(
@@ -70,7 +75,7 @@ def evaluate_command(
 
     cfg = resolve_config(
         EvaluateConfig, config, task_spec=task_spec, task=task, data=data, test_data=test_data, adapter=adapter,
-        init=init, backbone=backbone, image_size=image_size, weights=weights, bands=split_csv(bands),
+        init=init, backbone=backbone, image_size=image_size, patch_size=patch_size, weights=weights, bands=split_csv(bands),
         protocol=split_csv(protocol), seeds=split_csv(seeds), test_fraction=test_fraction, batch_size=batch_size,
         out=out, fractions=split_csv(fractions), epochs=epochs, lr=lr, decoder=decoder,
     )

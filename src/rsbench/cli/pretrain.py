@@ -25,6 +25,10 @@ def pretrain_command(
     batch_size: int = typer.Option(None, help="GLOBAL batch over all devices and accumulation steps (default 64)."),
     accumulate: int = typer.Option(None, help="Micro-batches per optimizer step (default 1)."),
     image_size: int = typer.Option(None, help="Crop size fed to the network (default 64)."),
+    patch_size: int = typer.Option(None, help="ViT patch size (default: the architecture's; 8 suits 64 px tiles)."),
+    min_scale: float = typer.Option(None, help="Smallest random-resized-crop area fraction (default: the method's)."),
+    color_jitter: bool = typer.Option(None, "--color-jitter/--no-color-jitter",
+                                      help="RGB data: add hue/saturation colour jitter (default off)."),
     bands: int = typer.Option(None, help="Corpus band group to train on (default: the largest)."),
     num_workers: int = typer.Option(None, help="DataLoader workers per device (default 2)."),
     seed: int = typer.Option(None, help="Random seed (default 0)."),
@@ -72,7 +76,8 @@ def pretrain_command(
     cfg = resolve_config(
         PretrainConfig, config, method=method, corpus=corpus, images=images, backbone=backbone, out=out,
         epochs=epochs, max_steps=max_steps, batch_size=batch_size, accumulate=accumulate, image_size=image_size,
-        bands=bands, num_workers=num_workers, seed=seed, precision=precision, accelerator=accelerator,
+        patch_size=patch_size, min_scale=min_scale, color_jitter=color_jitter, bands=bands, num_workers=num_workers,
+        seed=seed, precision=precision, accelerator=accelerator,
         devices=devices, nodes=nodes, strategy=strategy, compile=compile, checkpoint_every=checkpoint_every,
         log_every=log_every, resume=resume, logger=logger, deterministic=deterministic, slurm=slurm_opts,
     )

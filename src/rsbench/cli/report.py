@@ -20,7 +20,7 @@ class ReportConfig(StrictModel):
     title: str = "rsbench report"
     reference: Optional[str] = Field(None, description="init the paired comparison uses (default: ImageNet, else random)")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples for the confidence intervals")
-    tables: bool = Field(True, description="also write OUT.tables.md and OUT.tables.tex")
+    tables: bool = Field(True, description="also write <OUT stem>.tables.md and .tables.tex beside OUT")
 
 
 @handle_errors
@@ -37,7 +37,8 @@ def report_command(
         None, "--reference", help="Init for the paired comparison (default: the ImageNet baseline, else random init)."),
     bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="Bootstrap resamples for CIs (default 2000)."),
     tables: Optional[bool] = typer.Option(None, "--tables/--no-tables",
-                                          help="Also write OUT.tables.md and OUT.tables.tex (default: yes).",
+                                          help="Also write <OUT stem>.tables.md and .tables.tex, e.g. "
+                                          "report.tables.md (default: yes).",
                                           show_default=False),
     config: Optional[Path] = ConfigOption,
 ) -> None:

@@ -11,6 +11,8 @@ from rsbench.config import StrictModel
 
 DEFAULT_IMAGE_SIZE = 64
 DEFAULT_BACKBONE = "resnet18"
+# Without --protocol: probes for classification, a trained decoder / detector on the frozen backbone otherwise.
+DEFAULT_PROTOCOLS = {"classification": ["knn", "linear"], "segmentation": ["frozen"], "detection": ["frozen"]}
 
 
 class EvaluateConfig(StrictModel):
@@ -28,13 +30,16 @@ class EvaluateConfig(StrictModel):
     metric: str | None = None  # a task spec's headline metric (must be one the task reports)
     bands: list[str] | None = None  # the data's band names in file order (maps bands onto published weights)
     options: dict[str, Any] = Field(default_factory=dict)  # adapter/task-specific keys of a task spec
-    # A run directory, 'random', 'imagenet', or a state_dict file for `backbone`.
+    # A run directory, 'random', 'imagenet', a state_dict file for `backbone`, 'torchgeo:<WeightsEnum>',
+    # or a network-free baseline: 'bandstats', 'pixels'.
     init: str
     # None = take it from the run's backbone.json, else DEFAULT_BACKBONE / DEFAULT_IMAGE_SIZE.
     backbone: str | None = None
     image_size: int | None = Field(None, gt=0)
+    # ViT patch size for random / imagenet / weights-file inits (a run dir records its own).
+    patch_size: int | None = Field(None, gt=0)
     weights: Path | None = None
-    protocol: list[str] = Field(default_factory=lambda: ["knn", "linear"], min_length=1)
+    protocol: list[str] = Field(min_length=1)  # default: DEFAULT_PROTOCOLS[task]
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
     batch_size: int = Field(64, gt=0)
@@ -59,6 +64,8 @@ class EvaluateConfig(StrictModel):
 
             spec = load_task_spec(values["task_spec"])
             values = {**spec.config_values(), **values}
+        if isinstance(values, dict) and values.get("protocol") is None:
+            values = {**values, "protocol": DEFAULT_PROTOCOLS.get(values.get("task") or "classification", ["knn", "linear"])}
         return values
 
     @field_validator("protocol", "seeds", "linear_weight_decays", "fractions", "bands", "classes", mode="before")

@@ -89,6 +89,15 @@ def resolve_init(cfg: EvaluateConfig, in_chans: int, console: Console) -> Init:
                       f"'bandstats', 'pixels' or 'torchgeo:<WeightsEnum>'")
 
 
+def _arch_label(cfg: EvaluateConfig, arch: str) -> str:
+    return f"{arch}-patch{cfg.patch_size}" if cfg.patch_size else arch
+
+
+def _patch(cfg: EvaluateConfig) -> dict:
+    # Only a non-default patch size enters the identity, so existing feature caches stay valid.
+    return {"patch_size": cfg.patch_size} if cfg.patch_size else {}
+
+
 def _random(cfg: EvaluateConfig, in_chans: int) -> Init:
     arch, size = cfg.backbone or DEFAULT_BACKBONE, cfg.image_size or DEFAULT_IMAGE_SIZE
 
@@ -96,11 +105,11 @@ def _random(cfg: EvaluateConfig, in_chans: int) -> Init:
         # A fixed seed makes "random" one reproducible baseline; fork_rng leaves the caller's RNG alone.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
-            return create_backbone(arch, in_chans, size)
+            return create_backbone(arch, in_chans, size, patch_size=cfg.patch_size)
 
     identity = {"kind": "random", "arch": arch, "in_chans": in_chans, "seed": RANDOM_INIT_SEED,
-                "timm": timm.__version__, "torch": torch.__version__}
-    return Init("random", f"random-{arch}", None, arch, in_chans, size, identity, build)
+                "timm": timm.__version__, "torch": torch.__version__, **_patch(cfg)}
+    return Init("random", f"random-{_arch_label(cfg, arch)}", None, arch, in_chans, size, identity, build)
 
 
 def _imagenet(cfg: EvaluateConfig, in_chans: int) -> Init:
@@ -109,23 +118,25 @@ def _imagenet(cfg: EvaluateConfig, in_chans: int) -> Init:
 
     def build() -> nn.Module:
         # create_backbone raises a one-line ConfigError when no weights are available: never fall back.
-        return create_backbone(arch, in_chans, size, pretrained=True, weights_file=cfg.weights)
+        return create_backbone(arch, in_chans, size, pretrained=True, weights_file=cfg.weights,
+                               patch_size=cfg.patch_size)
 
-    identity = {"kind": "imagenet", "arch": arch, "in_chans": in_chans, "weights": weights, "timm": timm.__version__}
+    identity = {"kind": "imagenet", "arch": arch, "in_chans": in_chans, "weights": weights, "timm": timm.__version__,
+                **_patch(cfg)}
     path = str(cfg.weights.resolve()) if cfg.weights is not None else None
-    return Init("imagenet", f"imagenet-{arch}", path, arch, in_chans, size, identity, build)
+    return Init("imagenet", f"imagenet-{_arch_label(cfg, arch)}", path, arch, in_chans, size, identity, build)
 
 
 def _weights_file(cfg: EvaluateConfig, path: Path, in_chans: int) -> Init:
     arch, size = cfg.backbone or DEFAULT_BACKBONE, cfg.image_size or DEFAULT_IMAGE_SIZE
 
     def build() -> nn.Module:
-        model = create_backbone(arch, in_chans, size)
+        model = create_backbone(arch, in_chans, size, patch_size=cfg.patch_size)
         load_state_dict_file(model, path)
         return model
 
-    identity = {"kind": "weights", "arch": arch, "in_chans": in_chans, "file": _file_id(path)}
-    return Init("weights", f"weights-{arch} ({path.name})", str(path.resolve()), arch, in_chans, size, identity, build)
+    identity = {"kind": "weights", "arch": arch, "in_chans": in_chans, "file": _file_id(path), **_patch(cfg)}
+    return Init("weights", f"weights-{_arch_label(cfg, arch)} ({path.name})", str(path.resolve()), arch, in_chans, size, identity, build)
 
 
 def _run(cfg: EvaluateConfig, run_dir: Path, in_chans: int, console: Console) -> Init:

@@ -1,5 +1,5 @@
-"""Task registry: each downstream task (classification now; segmentation/detection later) registers a
-runner and the protocols it supports, so `evaluate` only dispatches and validates names."""
+"""Task registry: each downstream task (classification, segmentation, detection) registers a runner and
+the protocols it supports, so `evaluate` only dispatches and validates names."""
 
 from __future__ import annotations
 

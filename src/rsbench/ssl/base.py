@@ -33,6 +33,13 @@ from rsbench.ssl.monitoring import CollapseMonitor
 from rsbench.ssl.recipe import Recipe, build_recipe
 
 
+def fused_kwargs(groups: list[dict]) -> dict:
+    """{"fused": True} when every parameter is on a GPU: one kernel per step instead of one per tensor.
+    Elsewhere PyTorch's default (foreach where supported) stays, so CPU runs keep their exact numerics."""
+    params = [p for g in groups for p in g["params"]]
+    return {"fused": True} if params and all(p.is_cuda for p in params) else {}
+
+
 class SSLMethod(L.LightningModule):
     """Base LightningModule. Batches are lists of views, each a (B, C, H, W) tensor."""
 
@@ -137,7 +144,8 @@ class SSLMethod(L.LightningModule):
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{self.name}: loss is {loss.item()} at step {self.global_step}")
         bs = batch[0].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        # sync_dist: under DDP the logged loss is the mean over ranks, not rank 0's shard (one scalar all-reduce).
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         opt = self.trainer.optimizers[0]
         self.log("train/lr", opt.param_groups[0]["lr"], batch_size=bs)
         every = max(1, self.trainer.log_every_n_steps)
@@ -181,9 +189,9 @@ class SSLMethod(L.LightningModule):
         if r.optimizer == "lars":
             opt = LARS(groups, lr=lr, momentum=r.momentum, weight_decay=r.weight_decay)
         elif r.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=lr, momentum=r.momentum, weight_decay=r.weight_decay)
+            opt = torch.optim.SGD(groups, lr=lr, momentum=r.momentum, weight_decay=r.weight_decay, **fused_kwargs(groups))
         else:
-            opt = torch.optim.AdamW(groups, lr=lr, betas=r.betas, weight_decay=r.weight_decay)
+            opt = torch.optim.AdamW(groups, lr=lr, betas=r.betas, weight_decay=r.weight_decay, **fused_kwargs(groups))
         total = max(1, self.hparams.max_steps)
         warmup = min(total, math.ceil(r.warmup_fraction * total))
         sched = CosineWarmupScheduler(opt, warmup_epochs=warmup, max_epochs=total, end_value=r.min_lr_fraction)

@@ -67,6 +67,7 @@ class PretrainConfig(StrictModel):
     image_size: int = Field(64, ge=8)
     patch_size: int | None = Field(None, ge=1, description="ViT patch size (default: the architecture's)")
     min_scale: float | None = Field(None, gt=0, le=1, description="smallest random-resized-crop area (default: the method's)")
+    color_jitter: bool = Field(False, description="RGB data only: hue/saturation colour jitter on top of the per-band jitter")
     bands: int | None = Field(None, ge=1, description="corpus band group to train on (default: the largest)")
     seed: int = 0
     recipe: dict[str, Any] = Field(default_factory=dict, description="overrides of the method's recipe")

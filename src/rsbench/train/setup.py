@@ -52,7 +52,9 @@ def training_source(cfg: PretrainConfig, method_cls) -> TrainingData:
         norm, n = dataset.normalization, dataset.num_samples
         first = next(iter(CorpusDataset(cfg.corpus, bands=cfg.bands, shuffle=False)))
         desc = {"kind": "corpus", "path": str(cfg.corpus), "bands": dataset.bands}
-    transform = method_cls.view_transform(cfg.image_size, norm.bands, cfg.min_scale)
+    options = {"color_jitter": True} if cfg.color_jitter else {}
+    transform = method_cls.view_transform(cfg.image_size, norm.bands, cfg.min_scale, patch_size=cfg.patch_size,
+                                          **options)
     shapes = [tuple(v.shape) for v in transform(first)]
     if cfg.images is not None:
         dataset.transform = transform
