@@ -260,3 +260,22 @@ def test_gsd_resampling_matches_gdal_warp(tmp_path, rasters_dir):
             arr = np.load(io.BytesIO(tar.extractfile(f"{row['key']}.npy").read()))
         ref = dst[:, row["row_off"]:row["row_off"] + T, row["col_off"]:row["col_off"] + T]
         assert np.abs(arr.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_batched_phash_matches_imagehash_on_real_images(eurosat_dir, rasters_dir):
+    """The corpus hashes whole batches with two matrix products; imagehash.phash is the reference."""
+    import imagehash
+    from PIL import Image
+
+    from rsbench.corpus.filters import hash_quicklook, perceptual_hashes
+
+    greys = [np.asarray(Image.open(p).convert("L")) for p in sorted(eurosat_dir.rglob("*.jpg"))[::8]]
+    with rasterio.open(rasters_dir / "naip_m_4709963_se_14_1_20190904_rgbn_5m.tif") as src:  # 4-band uint8 aerial
+        block = src.read(1, window=Window(0, 0, 640, 640))
+    greys += [np.ascontiguousarray(block[r:r + 64, c:c + 64]) for r in range(0, 640, 64) for c in range(0, 640, 64)]
+    smalls = np.stack([hash_quicklook(g) for g in greys])
+    ours = perceptual_hashes(smalls)
+    ref = [int.from_bytes(np.packbits(imagehash.phash(Image.fromarray(g).resize((32, 32), Image.BOX)).hash.ravel())
+                          .tobytes(), "big", signed=True) for g in greys]
+    assert len(ref) > 300 and ours.dtype == np.int64
+    assert ours.tolist() == ref

@@ -10,14 +10,14 @@ range per band, see `raster.radiometric_reference`), so one threshold means the 
   Clouds are bright from the visible to the SWIR; water, vegetation, soil and (with a SWIR band)
   snow are dark in at least one band. A heuristic, documented as such;
 - blank: every band's std below `min_std`, or the 8-bit quicklook's entropy below `min_entropy` bits;
-- near-duplicates: imagehash's perceptual hash of the 32 x 32 quicklook (decided later, globally).
+- near-duplicates: a perceptual hash (imagehash's pHash, computed for many tiles at once) of the
+  32 x 32 quicklook, decided later, globally.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import imagehash
 import numpy as np
 from PIL import Image
 
@@ -112,11 +112,25 @@ def reject_reason(metrics: dict[str, Any], f: dict[str, Any]) -> str | None:
     return None
 
 
-def perceptual_hash(grey: np.ndarray) -> int:
-    """64-bit pHash (imagehash) of the 32 x 32 quicklook, as a signed int64 (what Parquet stores natively)."""
-    small = Image.fromarray(grey).resize((QUICKLOOK, QUICKLOOK), Image.BOX)
-    bits = imagehash.phash(small).hash.ravel()
-    return int.from_bytes(np.packbits(bits).tobytes(), "big", signed=True)
+def hash_quicklook(grey: np.ndarray) -> np.ndarray:
+    """The 32 x 32 uint8 image that is hashed (PIL's box filter, as imagehash users would resize)."""
+    return np.asarray(Image.fromarray(grey).resize((QUICKLOOK, QUICKLOOK), Image.BOX))
+
+
+# Rows 0-7 of the unnormalised DCT-II matrix (scipy.fftpack.dct's convention, which imagehash uses).
+_DCT_LOW = 2.0 * np.cos(np.pi * np.arange(8)[:, None] * (2 * np.arange(QUICKLOOK)[None, :] + 1) / (2 * QUICKLOOK))
+
+
+def perceptual_hashes(smalls: np.ndarray) -> np.ndarray:
+    """64-bit pHashes of N 32 x 32 quicklooks (N, 32, 32) as signed int64 (what Parquet stores natively).
+
+    imagehash.phash's algorithm (the 8 x 8 lowest 2-D DCT frequencies, each bit = above their median),
+    as two matrix products over the whole batch: one call per raster part instead of one per tile,
+    and no scipy/pandas import. tests/test_corpus_filters.py checks it against imagehash itself.
+    """
+    low = (_DCT_LOW @ smalls.astype(np.float64) @ _DCT_LOW.T).reshape(len(smalls), 64)
+    bits = low > np.median(low, axis=1, keepdims=True)
+    return np.packbits(bits, axis=1).view(">i8").ravel().astype(np.int64)
 
 
 def features(grey: np.ndarray, valid: np.ndarray, entropy: float) -> np.ndarray:

@@ -145,6 +145,7 @@ def _tile(task: dict[str, Any], spool_path: Path) -> tuple[pa.Table, int]:
     max_span = max(tile, MAX_STRIP_BYTES // (tile * info["bands"] * itemsize))
     tmp = spool_path.with_name(spool_path.name + ".tmp")
     offset = passed = 0
+    to_hash: list[tuple[int, np.ndarray]] = []
     with open_grid(info) as reader, open(tmp, "wb") as spool:
         for run in _runs(rows, cols, excluded, max_span):
             c0, row = int(cols[run[0]]), int(rows[run[0]])
@@ -160,7 +161,8 @@ def _tile(task: dict[str, Any], spool_path: Path) -> tuple[pa.Table, int]:
                 cols_out["reject_reason"][i] = reason
                 if reason is not None:
                     continue
-                cols_out["phash"][i] = F.perceptual_hash(grey) if task["dedup"] else None
+                if task["dedup"]:
+                    to_hash.append((i, F.hash_quicklook(grey)))
                 cols_out["features"][i] = F.features(grey, valid, metrics["entropy"]) if task["features"] else None
                 # Min/max fix the percentile histogram's bins; the moments are taken when packing.
                 pixels = F.valid_pixels(array, valid)
@@ -175,5 +177,9 @@ def _tile(task: dict[str, Any], spool_path: Path) -> tuple[pa.Table, int]:
                 passed += 1
         spool.flush()
         os.fsync(spool.fileno())
+    if to_hash:
+        hashes = F.perceptual_hashes(np.stack([small for _, small in to_hash]))
+        for (i, _), h in zip(to_hash, hashes.tolist()):
+            cols_out["phash"][i] = h
     os.replace(tmp, spool_path)
     return pa.Table.from_pydict(cols_out, schema=PART_SCHEMA), passed
