@@ -176,7 +176,7 @@ def test_dead_worker_is_reclaimed_and_lost_claim_cannot_write(tmp_path, shared_d
     assert store.reset_failed(plan.ids) == 1 and store.cells([a["id"]])[0]["status"] == PENDING
     # A cell whose workers keep dying is given up after max_attempts.
     for _ in range(2):
-        c = store.claim_next(plan.ids, dead_local)
+        store.claim_next(plan.ids, dead_local)
         store.reclaim_abandoned(plan.ids, 3600, max_attempts=2)
     final = {c["status"] for c in store.cells(plan.ids)}
     assert FAILED in final and RUNNING not in final

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from rsbench.errors import ConfigError, DataError, RsbenchError
 from rsbench.data.normalization import Normalization, band_stats
 from rsbench.evaluate.config import EvaluateConfig
+from rsbench.evaluate.datasets.tiling import Region, split_regions, whole_images
 from rsbench.evaluate.inits import Init, resolve_init
 
 PYRAMID_STRIDES = (4, 8, 16, 32)
@@ -169,6 +170,21 @@ def check_metric(cfg: EvaluateConfig, reported: list[str]) -> None:
     if cfg.metric is not None and cfg.metric not in reported:
         raise ConfigError(f"invalid config key 'metric': '{cfg.metric}' is not reported by task '{cfg.task}' "
                           f"({', '.join(reported)})")
+
+
+def check_test_classes(cfg: EvaluateConfig, data, test) -> None:
+    if test is not None and test.classes != data.classes:
+        raise DataError(f"classes of {cfg.test_data} ({', '.join(test.classes)}) differ from those of "
+                        f"{cfg.data} ({', '.join(data.classes)})")
+
+
+def seed_regions(cfg: EvaluateConfig, shapes: list, n_pool: int, seed: int, size: int) -> tuple[list, list, str]:
+    """(train regions, test regions, split description) of one seed. Images [n_pool:] are the fixed
+    --test-data set when there is one; otherwise the pool is split into disjoint regions per seed."""
+    if cfg.test_data is not None:
+        test = [Region(n_pool + r.scene, r.window) for r in whole_images(shapes[n_pool:])]
+        return whole_images(shapes[:n_pool]), test, "fixed (--test-data)"
+    return split_regions(shapes[:n_pool], cfg.test_fraction, seed, size)
 
 
 def base_fields(cfg: EvaluateConfig, dataset: str, init: Init, size: int, norm: Normalization,

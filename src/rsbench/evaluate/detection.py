@@ -32,8 +32,6 @@ from rsbench.evaluate.datasets.tiling import (
     grid_windows,
     merge_tile_detections,
     select_fraction,
-    split_regions,
-    whole_images,
 )
 from rsbench.evaluate.dense import (
     BACKBONE_LR_SCALE,
@@ -42,11 +40,13 @@ from rsbench.evaluate.dense import (
     build_dense_encoder,
     check_input_size,
     check_metric,
+    check_test_classes,
     dense_normalization,
     fit,
     param_groups,
     progress,
     resolve_dense_init,
+    seed_regions,
 )
 from rsbench.evaluate.features import resolve_device
 from rsbench.evaluate.results import make_row, probe_file, save_tensors
@@ -166,9 +166,7 @@ def run_detection(cfg: EvaluateConfig, console: Console) -> list[dict]:
     check_metric(cfg, list(METRICS))
     data = _data(cfg, cfg.data)
     test = _data(cfg, cfg.test_data) if cfg.test_data is not None else None
-    if test is not None and test.classes != data.classes:
-        raise DataError(f"classes of {cfg.test_data} ({', '.join(test.classes)}) differ from those of "
-                        f"{cfg.data} ({', '.join(data.classes)})")
+    check_test_classes(cfg, data, test)
     images, boxes, labels = _load(data, console)
     n_pool = len(images)
     if test is not None:
@@ -186,12 +184,7 @@ def run_detection(cfg: EvaluateConfig, console: Console) -> list[dict]:
                        f"none ({size}x{size} chips, overlap {CHIP_OVERLAP}; tiled inference merged by NMS)")
     rows = []
     for seed in cfg.seeds:
-        if test is not None:
-            train = whole_images(shapes[:n_pool])
-            test_regions = [Region(n_pool + r.scene, r.window) for r in whole_images(shapes[n_pool:])]
-            split = "fixed (--test-data)"
-        else:
-            train, test_regions, split = split_regions(shapes[:n_pool], cfg.test_fraction, seed, size)
+        train, test_regions, split = seed_regions(cfg, shapes, n_pool, seed, size)
         targets = []
         for r in test_regions:
             b, lab = clip_boxes(boxes[r.scene], labels[r.scene], r.window)

@@ -21,7 +21,7 @@ from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate.config import EvaluateConfig
 from rsbench.evaluate.datasets import SegmentationData, load_segmentation_data
 from rsbench.evaluate.datasets.samples import CHIP_OVERLAP, SegmentationCrops, overlap_stride, read_window
-from rsbench.evaluate.datasets.tiling import Region, Window, grid_windows, select_fraction, split_regions, whole_images
+from rsbench.evaluate.datasets.tiling import Region, Window, grid_windows, select_fraction
 from rsbench.evaluate.dense import (
     BACKBONE_LR_SCALE,
     DenseEncoder,
@@ -29,11 +29,13 @@ from rsbench.evaluate.dense import (
     build_dense_encoder,
     check_input_size,
     check_metric,
+    check_test_classes,
     dense_normalization,
     fit,
     param_groups,
     progress,
     resolve_dense_init,
+    seed_regions,
 )
 from rsbench.evaluate.features import resolve_device
 from rsbench.evaluate.results import make_row, probe_file, save_tensors
@@ -166,9 +168,7 @@ def run_segmentation(cfg: EvaluateConfig, console: Console) -> list[dict]:
         raise ConfigError(f"invalid config key 'decoder': '{cfg.decoder}' (available: {', '.join(DECODERS)})")
     data = _data(cfg, cfg.data)
     test = _data(cfg, cfg.test_data) if cfg.test_data is not None else None
-    if test is not None and test.classes != data.classes:
-        raise DataError(f"classes of {cfg.test_data} ({', '.join(test.classes)}) differ from those of "
-                        f"{cfg.data} ({', '.join(data.classes)})")
+    check_test_classes(cfg, data, test)
     slugs = metric_names(data.classes)
     check_metric(cfg, ["miou", "pixel_accuracy", *slugs])
     images, masks = _load(data, console)
@@ -187,12 +187,7 @@ def run_segmentation(cfg: EvaluateConfig, console: Console) -> list[dict]:
                        f"none (random {size}x{size} crops; sliding-window inference)")
     rows = []
     for seed in cfg.seeds:
-        if test is not None:
-            train = whole_images(shapes[:n_pool])
-            test_regions = [Region(n_pool + r.scene, r.window) for r in whole_images(shapes[n_pool:])]
-            split = "fixed (--test-data)"
-        else:
-            train, test_regions, split = split_regions(shapes[:n_pool], cfg.test_fraction, seed, size)
+        train, test_regions, split = seed_regions(cfg, shapes, n_pool, seed, size)
         targets = [torch.from_numpy(_crop(masks[r.scene], r).astype(np.int64)) for r in test_regions]
         for fraction in cfg.fractions:
             selected = select_fraction(train, fraction, seed)
