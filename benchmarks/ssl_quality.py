@@ -102,6 +102,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--vit-patch-size", type=int, default=8, help="patch size of the ViT methods")
+    ap.add_argument("--backbone", default=None,
+                    help="resnet18 or the ViT for every method given (results keyed METHOD-BACKBONE); "
+                         "default: the ViT for ViT-first methods (mocov3, dino, mae), else resnet18")
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/rsbench-ssl-quality"))
@@ -137,11 +140,13 @@ def main() -> None:
     print(json.dumps(summary["baselines"]), flush=True)
 
     for name in args.methods.split(","):
-        arch = VIT if get_method(name).default_backbone.startswith("vit") else "resnet18"
+        default_arch = VIT if get_method(name).default_backbone.startswith("vit") else "resnet18"
+        arch = args.backbone or default_arch
+        key = name if arch == default_arch else f"{name}-{arch}"
         recipe = {**BASE, **CPU_RECIPES[name]}
         sec_per_step = probe_steps(name, arch, recipe, tiles, args)
         max_steps = max(10, int(args.budget_minutes * 60 / sec_per_step))
-        run_dir = args.out / "runs" / f"{name}-{max_steps}"
+        run_dir = args.out / "runs" / f"{key}-{max_steps}"
         start = time.perf_counter()
         patch = args.vit_patch_size if arch == VIT else None
         pretrain(PretrainConfig(method=name, images=data[0], backbone=arch, patch_size=patch, out=run_dir,
@@ -152,17 +157,17 @@ def main() -> None:
         wall = time.perf_counter() - start
         run = json.loads((run_dir / "run.json").read_text())
         acc = knn(data, str(run_dir), None, results, args.image_size)
-        summary["methods"][name] = {
+        summary["methods"][key] = {
             "arch": arch, "patch_size": patch, "recipe": recipe, "min_scale": MIN_SCALE.get(name, 0.25), "budget_minutes": args.budget_minutes,
             "steps": run["steps"],
             "epochs": round(run["steps"] * args.batch_size / len(paths), 2), "train_wall_s": run["wall_time_s"],
             "pretrain_total_s": round(wall, 1), "images_per_s": run["images_per_s"], "knn_accuracy": round(acc, 4),
         }
-        row = summary["methods"][name]
+        row = summary["methods"][key]
         row["gain_vs_random_points"] = round(100 * (row["knn_accuracy"] - summary["baselines"][f"random-{arch}"]), 2)
         row["gain_vs_pixels_points"] = round(100 * (row["knn_accuracy"] - summary["baselines"]["pixels"]), 2)
         row["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-        print(json.dumps({name: row}), flush=True)
+        print(json.dumps({key: row}), flush=True)
         # Saved after every method: a long run stopped part-way keeps what it measured.
         args.json.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
