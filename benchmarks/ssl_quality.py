@@ -41,6 +41,7 @@ from rsbench.train.data import collate_views  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RSBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+DEFAULT_JSON = REPO / "benchmarks" / "results" / "ssl_quality.json"
 VIT = "vit_tiny_patch16_224"  # built with --vit-patch-size (default 8: 64 tokens for a 64 px tile)
 BASE = {"optimizer": "adamw", "lr": 0.004, "weight_decay": 0.05, "warmup_fraction": 0.1}  # peak 1e-3 at B=64
 CPU_RECIPES = {
@@ -54,6 +55,18 @@ CPU_RECIPES = {
     "vicreg": {"proj_dim": 2048},
 }
 MIN_SCALE = {"dino": 0.4, "mae": 0.2}  # the papers' crop scales; 0.25 for the two-view methods
+# The papers' ResNet settings where they differ from their ViT ones (DINO README's ResNet-50 command:
+# global crops 0.14-1, local 0.05-0.14; MoCo v3 Table 7: temperature 1.0 for ResNet-50).
+RESNET_RECIPES = {"mocov3": {"temperature": 1.0}}
+RESNET_MIN_SCALE = {"dino": 0.14}
+
+
+def min_scale_of(name: str, arch: str, args) -> float:
+    if args.min_scale is not None:
+        return args.min_scale
+    if arch != VIT and name in RESNET_MIN_SCALE:
+        return RESNET_MIN_SCALE[name]
+    return MIN_SCALE.get(name, 0.25)
 
 
 def holdout_split(src: Path, out: Path, fraction: float = 0.2, seed: int = 0) -> tuple[Path, Path]:
@@ -81,7 +94,8 @@ def probe_steps(name: str, arch: str, recipe: dict, tiles, args) -> float:
     patch = args.vit_patch_size if arch == VIT else None
     model = cls(arch=arch, in_chans=3, image_size=args.image_size, batch_size=args.batch_size, max_steps=8,
                 recipe=recipe, patch_size=patch)
-    views = cls.view_transform(args.image_size, 3, MIN_SCALE.get(name, 0.25), patch_size=patch)
+    views = cls.view_transform(args.image_size, 3, min_scale_of(name, arch, args), patch_size=patch,
+                               **cls.view_recipe(recipe))
     loader = DataLoader(Images(tiles, views),
                         batch_size=args.batch_size, shuffle=True, drop_last=True, collate_fn=collate_views)
     return run_bare(model, loader, 8) / 5  # run_bare times the steps after 3 warmup steps
@@ -105,17 +119,28 @@ def main() -> None:
     ap.add_argument("--backbone", default=None,
                     help="resnet18 or the ViT for every method given (results keyed METHOD-BACKBONE); "
                          "default: the ViT for ViT-first methods (mocov3, dino, mae), else resnet18")
+    ap.add_argument("--recipe", type=json.loads, default={},
+                    help='JSON recipe overrides on top of the CPU recipe, e.g. \'{"n_local": 2}\' (name the variant with --tag)')
+    ap.add_argument("--min-scale", type=float, default=None, help="crop scale for every method given")
+    ap.add_argument("--tag", default="", help="suffix of the result keys (variants of one method)")
+    ap.add_argument("--validation", action="store_true",
+                    help="carve a stratified 20 %% validation split out of the training images and score on it "
+                         "(for choosing settings; the test split is never read); saves ssl_quality_validation.json")
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/rsbench-ssl-quality"))
     ap.add_argument("--fresh", action="store_true", help="delete --out first")
-    ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "ssl_quality.json")
+    ap.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.fresh:
         shutil.rmtree(args.out, ignore_errors=True)
     data = holdout_split(SHARED / "classification" / "eurosat_rgb", args.out / "data")
+    if args.validation:
+        data = holdout_split(data[0], args.out / "validation-data")
+        if args.json == DEFAULT_JSON:
+            args.json = DEFAULT_JSON.with_name("ssl_quality_validation.json")
     results = args.out / "results"
     previous = json.loads(args.json.read_text()) if args.json.exists() else {}
     summary = {"methods": dict(previous.get("methods", {})), "baselines": {}}
@@ -130,7 +155,9 @@ def main() -> None:
         "budget_minutes_per_method": args.budget_minutes, "batch_size": args.batch_size,
         "image_size": args.image_size, "vit_patch_size": args.vit_patch_size, "num_workers": args.num_workers,
         "torch_threads": torch.get_num_threads(), "train_images": len(paths),
-        "test_images": len(list_images(data[1])), "holdout": "stratified 20 %, seed 0",
+        "test_images": len(list_images(data[1])),
+        "holdout": "validation: stratified 20 % of the training split, seed 0" if args.validation
+        else "stratified 20 %, seed 0",
         "knn": {"k": 20, "temperature": 0.07}, "cpu_count": os.cpu_count(),
     }
     summary["baselines"]["random-resnet18"] = round(knn(data, "random", "resnet18", results, args.image_size), 4)
@@ -142,23 +169,24 @@ def main() -> None:
     for name in args.methods.split(","):
         default_arch = VIT if get_method(name).default_backbone.startswith("vit") else "resnet18"
         arch = args.backbone or default_arch
-        key = name if arch == default_arch else f"{name}-{arch}"
-        recipe = {**BASE, **CPU_RECIPES[name]}
+        key = (name if arch == default_arch else f"{name}-{arch}") + args.tag
+        recipe = {**BASE, **CPU_RECIPES[name], **(RESNET_RECIPES.get(name, {}) if arch != VIT else {}), **args.recipe}
+        min_scale = min_scale_of(name, arch, args)
         sec_per_step = probe_steps(name, arch, recipe, tiles, args)
         max_steps = max(10, int(args.budget_minutes * 60 / sec_per_step))
-        run_dir = args.out / "runs" / f"{key}-{max_steps}"
+        run_dir = args.out / ("validation-runs" if args.validation else "runs") / f"{key}-{max_steps}"
         start = time.perf_counter()
         patch = args.vit_patch_size if arch == VIT else None
         pretrain(PretrainConfig(method=name, images=data[0], backbone=arch, patch_size=patch, out=run_dir,
                                 max_steps=max_steps,
                                 batch_size=args.batch_size, image_size=args.image_size,
-                                min_scale=MIN_SCALE.get(name, 0.25), num_workers=args.num_workers,
+                                min_scale=min_scale, num_workers=args.num_workers,
                                 checkpoint_every=10_000, log_every=20, recipe=recipe))
         wall = time.perf_counter() - start
         run = json.loads((run_dir / "run.json").read_text())
         acc = knn(data, str(run_dir), None, results, args.image_size)
         summary["methods"][key] = {
-            "arch": arch, "patch_size": patch, "recipe": recipe, "min_scale": MIN_SCALE.get(name, 0.25), "budget_minutes": args.budget_minutes,
+            "arch": arch, "patch_size": patch, "recipe": recipe, "min_scale": min_scale, "budget_minutes": args.budget_minutes,
             "steps": run["steps"],
             "epochs": round(run["steps"] * args.batch_size / len(paths), 2), "train_wall_s": run["wall_time_s"],
             "pretrain_total_s": round(wall, 1), "images_per_s": run["images_per_s"], "knn_accuracy": round(acc, 4),

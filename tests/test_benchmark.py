@@ -72,6 +72,20 @@ def test_expansion_counts_dependencies_and_order(tmp_path, shared_data):
     assert all(c.config["options"]["checkpoint_every"] == 2 for c in pre)
 
 
+def test_each_task_kind_gets_its_default_protocols(tmp_path, shared_data):
+    """Without `protocols` anywhere, a task runs what `rsbench evaluate` runs for its kind; a task's own
+    list wins over the experiment's, which wins over the default."""
+    seg = {"name": "dubai", "task_spec": str(REPO / "examples" / "tasks" / "dubai.yaml")}  # the kind is in the spec
+    doc = experiment(tmp_path, tasks=[experiment(tmp_path)["tasks"][0], seg], seeds=[0])
+    del doc["protocols"]
+    evals = [c for c in expand(load_experiment(write(tmp_path / "d.yaml", doc))) if c.kind == "eval"]
+    protocols = {(c.task, c.config["protocol"]) for c in evals}
+    assert protocols == {("eurosat", "knn"), ("eurosat", "linear"), ("dubai", "frozen")}
+    doc.update(protocols=["knn"], tasks=[doc["tasks"][0], {**seg, "protocols": ["frozen"]}])
+    evals = [c for c in expand(load_experiment(write(tmp_path / "o.yaml", doc))) if c.kind == "eval"]
+    assert {(c.task, c.config["protocol"]) for c in evals} == {("eurosat", "knn"), ("dubai", "frozen")}
+
+
 def test_ids_are_stable_across_processes_and_ignore_names(tmp_path, shared_data):
     path = write(tmp_path / "e.yaml", experiment(tmp_path))
     ids = [c.id for c in expand(load_experiment(path))]

@@ -211,3 +211,8 @@ def test_view_options_reach_the_training_transform(tmp_path, eurosat_small):
     p8 = training_source(PretrainConfig(out=tmp_path / "d", patch_size=8, **cfg), dino)
     # Local crops are 96/224 of the global side (54.9 px), rounded up to a multiple of the patch.
     assert p16.view_shapes[2][-1] == 64 and p8.view_shapes[2][-1] == 56
+    assert len(p16.view_shapes) == 10  # 2 global + the paper's 8 local crops
+    # The recipe's n_local reaches the view transform; 0 is the paper's 2-global-crop ablation.
+    two_local = training_source(PretrainConfig(out=tmp_path / "e", recipe={"n_local": 2}, **cfg), dino)
+    no_local = training_source(PretrainConfig(out=tmp_path / "f", recipe={"n_local": 0}, **cfg), dino)
+    assert len(two_local.view_shapes) == 4 and len(no_local.view_shapes) == 2

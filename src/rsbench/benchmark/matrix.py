@@ -135,8 +135,15 @@ def baseline_inits(exp: Experiment, runs: list[PretrainRun]) -> list[tuple[str, 
 
 
 def load_tasks(exp: Experiment, source: str, base_dir: Path | None = None) -> list[TaskSpec]:
+    """The tasks with their names and protocols resolved: the task's own `protocols`, else the
+    experiment's, else what `rsbench evaluate` runs for that task kind (knn+linear or frozen)."""
+    from rsbench.evaluate.config import EvaluateConfig
+
     tasks = [load_task(t, source, f"tasks.{i}", base_dir) for i, t in enumerate(exp.tasks)]
-    for t in tasks:
+    for i, t in enumerate(tasks):
+        if not t.protocols:
+            t.protocols = exp.protocols or validate(
+                EvaluateConfig, {"init": "random", **exp.evaluate, **t.options}, source, f"tasks.{i}").protocol
         if t.name is None:
             data = t.options.get("data")
             t.name = Path(str(data)).name if data else t.options.get("task", "task")
@@ -186,7 +193,7 @@ def expand(exp: Experiment, source: str = "experiment file", base_dir: Path | No
         ckpt = next((r.checkpoints for r in runs if step is not None and run_ids[r.name] == dep), None)
         if ckpt is not None and ckpt.tasks is not None and task.name not in ckpt.tasks:
             continue
-        protocols = (ckpt.protocols if ckpt and ckpt.protocols else None) or task.protocols or exp.protocols
+        protocols = (ckpt.protocols if ckpt and ckpt.protocols else None) or task.protocols
         seeds = (ckpt.seeds if ckpt and ckpt.seeds else None) or exp.seeds
         fractions = task.fractions or exp.fractions or [None]
         if ckpt is not None and fractions != [None]:

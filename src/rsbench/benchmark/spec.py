@@ -75,7 +75,8 @@ class Experiment(StrictModel):
     baselines: list[Baseline | str] = Field(default_factory=list)
     evaluate: dict[str, Any] = Field(default_factory=dict, description="EvaluateConfig options for every cell")
     tasks: list[dict[str, Any] | str] = Field(min_length=1)
-    protocols: list[str] = Field(default_factory=lambda: ["knn", "linear"], min_length=1)
+    protocols: list[str] | None = Field(None, min_length=1, description="default: each task kind's own "
+                                        "(classification: knn, linear; segmentation, detection: frozen)")
     fractions: list[float] | None = Field(None, min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     checkpoints: CheckpointSpec | None = None
@@ -90,8 +91,8 @@ class Experiment(StrictModel):
 
     @field_validator("protocols", "seeds")
     @classmethod
-    def _unique(cls, value: list) -> list:
-        return list(dict.fromkeys(value))
+    def _unique(cls, value: list | None) -> list | None:
+        return None if value is None else list(dict.fromkeys(value))
 
 
 class TaskSpec(BaseModel):

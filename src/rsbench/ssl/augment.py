@@ -43,33 +43,21 @@ class BandJitter(nn.Module):
         return (x - mean) * scale + mean + shift
 
 
-class RandomGrayscale(nn.Module):
+class BandMeanGrayscale(nn.Module):
     """Replace every band by the band mean (only meaningful, and only used, for RGB data)."""
 
-    def __init__(self, p: float = 0.2):
-        super().__init__()
-        self.p = p
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if random.random() >= self.p:
-            return x
         return x.mean(dim=-3, keepdim=True).expand_as(x).clone()
 
 
-class RandomSolarize(nn.Module):
+class CentredSolarize(nn.Module):
     """Solarization for normalized bands: values above the band mean (0) are mirrored below it.
 
     On a [0, 1] photo, solarize(x) = 1 - x for x >= 0.5 is a reflection about mid-grey; with bands
-    centred on their mean, the same reflection is x -> -x for x > 0 (BYOL / DINO use p = 0.2).
+    centred on their mean, the same reflection is x -> -x for x > 0 (BYOL / DINO apply it with p = 0.2).
     """
 
-    def __init__(self, p: float = 0.2):
-        super().__init__()
-        self.p = p
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if random.random() >= self.p:
-            return x
         return torch.where(x > 0, -x, x)
 
 
@@ -117,11 +105,11 @@ def ssl_view_transform(
         if color_jitter:
             steps.append(RGBColorJitter())
         if grayscale_p > 0:
-            steps.append(RandomGrayscale(p=grayscale_p))
+            steps.append(v2.RandomApply([BandMeanGrayscale()], p=grayscale_p))
     if blur_p > 0:
         steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=blur_p))
     if solarize_p > 0:
-        steps.append(RandomSolarize(p=solarize_p))
+        steps.append(v2.RandomApply([CentredSolarize()], p=solarize_p))
     return v2.Compose(steps)
 
 

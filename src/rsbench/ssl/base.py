@@ -9,6 +9,7 @@ and the collapse signals (rsbench.ssl.monitoring) every `log_every_n_steps`.
 Contract with `rsbench.train.pretrain`:
   method_cls.view_transform(image_size, in_chans, min_scale=None, patch_size=None, **options)
       -> callable image -> list of views (options: color_jitter=True for RGB; DINO: n_local)
+  method_cls.view_recipe(overrides) -> the recipe's `view_options` keys, as view_transform options
   method_cls(arch=, in_chans=, image_size=, batch_size=GLOBAL_BATCH, max_steps=, recipe=dict, patch_size=)
   model.backbone (a timm model, num_classes=0), model.feature_dim, model.recipe, model.backbone_kwargs()
 """
@@ -53,6 +54,7 @@ class SSLMethod(L.LightningModule):
     paper_epochs: ClassVar[int] = 0  # length of the paper's reference schedule (ImageNet epochs)
     paper_batch_size: ClassVar[int] = 256
     monitor_collapse: ClassVar[bool] = True  # reconstruction methods (MAE) cannot collapse to a point
+    view_options: ClassVar[tuple[str, ...]] = ()  # recipe keys that shape the views (DINO: n_local)
 
     def __init__(
         self,
@@ -87,6 +89,12 @@ class SSLMethod(L.LightningModule):
         if cls.byol_augmentations:
             return asymmetric_views(image_size, in_chans, min_scale=scale, **options)
         return MultiView(ssl_view_transform(image_size, in_chans, min_scale=scale, **options), n=cls.num_views)
+
+    @classmethod
+    def view_recipe(cls, overrides: dict | None = None) -> dict[str, Any]:
+        """The recipe values that are view options (validated like every recipe key)."""
+        recipe = build_recipe(cls.default_recipe, overrides, cls.name)
+        return {key: recipe[key] for key in cls.view_options}
 
     # ---- export ----------------------------------------------------------------------------
     def backbone_kwargs(self) -> dict[str, Any]:

@@ -19,8 +19,9 @@ evaluates the teacher, which is kept under `teacher_backbone` in the checkpoint)
 
 Override from `recipe:` in the pretrain config; method keys: out_dim, hidden_dim, bottleneck_dim,
 student_temp, teacher_temp, warmup_teacher_temp, teacher_temp_warmup_fraction, center_momentum,
-momentum_start, momentum_end, freeze_last_layer_fraction, norm_last_layer, batch_norm_head. On CPU,
-`out_dim: 4096` keeps the head small. View options (`view_transform`): n_local, patch_size.
+momentum_start, momentum_end, freeze_last_layer_fraction, norm_last_layer, batch_norm_head, n_local
+(number of local crops; 0 gives the 2-global-crop variant of the paper's Table 6 ablation). On CPU,
+`out_dim: 4096` keeps the head small.
 """
 
 from __future__ import annotations
@@ -45,13 +46,15 @@ class DINO(SSLMethod):
     paper_epochs = 100
     paper_batch_size = 1024
     default_min_scale = 0.4  # global crops
+    view_options = ("n_local",)
     default_recipe = Recipe(
         optimizer="adamw", lr=5e-4, weight_decay=0.04, weight_decay_end=0.4, warmup_fraction=0.1,
         min_lr_fraction=5e-4, grad_clip=3.0,  # min LR 1e-6 at the paper's peak 5e-4 x 1024/256
         extra={"out_dim": 65536, "hidden_dim": 2048, "bottleneck_dim": 256, "student_temp": 0.1,
                "teacher_temp": 0.07, "warmup_teacher_temp": 0.04, "teacher_temp_warmup_fraction": 0.3,
                "center_momentum": 0.9, "momentum_start": 0.996, "momentum_end": 1.0,
-               "freeze_last_layer_fraction": 0.01, "norm_last_layer": True, "batch_norm_head": False},
+               "freeze_last_layer_fraction": 0.01, "norm_last_layer": True, "batch_norm_head": False,
+               "n_local": 8},
     )
 
     @classmethod

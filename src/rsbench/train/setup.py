@@ -53,6 +53,7 @@ def training_source(cfg: PretrainConfig, method_cls) -> TrainingData:
         first = next(iter(CorpusDataset(cfg.corpus, bands=cfg.bands, shuffle=False)))
         desc = {"kind": "corpus", "path": str(cfg.corpus), "bands": dataset.bands}
     options = {"color_jitter": True} if cfg.color_jitter else {}
+    options.update(method_cls.view_recipe(cfg.recipe))
     transform = method_cls.view_transform(cfg.image_size, norm.bands, cfg.min_scale, patch_size=cfg.patch_size,
                                           **options)
     shapes = [tuple(v.shape) for v in transform(first)]
