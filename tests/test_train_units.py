@@ -216,3 +216,34 @@ def test_view_options_reach_the_training_transform(tmp_path, eurosat_small):
     two_local = training_source(PretrainConfig(out=tmp_path / "e", recipe={"n_local": 2}, **cfg), dino)
     no_local = training_source(PretrainConfig(out=tmp_path / "f", recipe={"n_local": 0}, **cfg), dino)
     assert len(two_local.view_shapes) == 4 and len(no_local.view_shapes) == 2
+
+
+def test_dino_exports_its_teacher_and_snapshots_follow(tmp_path):
+    """backbone.pt is the network the paper evaluates: DINO's EMA teacher, the online encoder elsewhere;
+    intermediate-checkpoint snapshots take the same module out of the Lightning checkpoint."""
+    from rsbench.benchmark.snapshots import export_snapshots
+    from rsbench.ssl import get_method
+    from rsbench.train.export import export_backbone
+
+    norm = {"mean": [0.0] * 3, "std": [1.0] * 3}
+    exported = {}
+    for name in ("dino", "byol"):
+        model = get_method(name)(arch="resnet18", in_chans=3, image_size=32, batch_size=8, max_steps=10,
+                                 recipe={"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16} if name == "dino" else
+                                 {"hidden_dim": 32, "proj_dim": 16})
+        with torch.no_grad():  # student and teacher differ, as after any training step
+            for p in model.backbone.parameters():
+                p.add_(1.0)
+        cfg = PretrainConfig(method=name, images=tmp_path, out=tmp_path / name, image_size=32, batch_size=8)
+        cfg.out.mkdir()
+        export_backbone(model, cfg, "resnet18", norm, {"kind": "images"}, steps=10, n_samples=80)
+        state = torch.load(cfg.out / "backbone.pt", weights_only=True)
+        expected = model.teacher_backbone if name == "dino" else model.backbone
+        assert torch.equal(state["conv1.weight"], expected.conv1.weight)
+        exported[name] = json.loads((cfg.out / "backbone.json").read_text())["exported_module"]
+        # A checkpoint of step 4 becomes a snapshot holding the same module.
+        (cfg.out / "checkpoints").mkdir()
+        torch.save({"global_step": 4, "epoch": 0, "state_dict": model.state_dict()}, cfg.out / "checkpoints" / "s4.ckpt")
+        snap = export_snapshots(cfg.out, [4])[4]
+        assert torch.equal(torch.load(snap / "backbone.pt", weights_only=True)["conv1.weight"], expected.conv1.weight)
+    assert exported == {"dino": "teacher_backbone", "byol": "backbone"}

@@ -20,7 +20,6 @@ from typing import Iterable
 from rsbench.io import atomic_write_bytes, read_json, write_json
 
 RAW = ".raw"
-BACKBONE_PREFIX = "backbone."  # SSLMethod keeps the timm feature extractor in `self.backbone`
 
 
 def snapshot_dir(run_dir: Path, step: int) -> Path:
@@ -81,6 +80,8 @@ def export_snapshots(run_dir: Path, steps: Iterable[int]) -> dict[int, Path]:
 
     wanted = set(steps)
     final_meta = read_json(run_dir / "backbone.json")
+    # The module the run exported (SSLMethod.exported_module: DINO's teacher, else `backbone`).
+    prefix = final_meta.get("exported_module", "backbone") + "."
     found: dict[int, Path] = {}
     for step in wanted:
         if (snapshot_dir(run_dir, step) / "backbone.json").is_file():
@@ -92,7 +93,7 @@ def export_snapshots(run_dir: Path, steps: Iterable[int]) -> dict[int, Path]:
         step = int(ckpt.get("global_step", -1))
         if step not in wanted or step in found:
             continue
-        state = {k[len(BACKBONE_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(BACKBONE_PREFIX)}
+        state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
         out = snapshot_dir(run_dir, step)
         buf = io.BytesIO()
         torch.save(state, buf)

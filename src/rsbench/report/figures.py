@@ -137,7 +137,7 @@ def pareto_plot(points: Sequence[dict], front: Sequence[int], progress: dict[str
         ax.plot(xs, ys, "-", color=colors.get(name, "#777777"), lw=1, alpha=0.6, marker=".", ms=4)
     if front:
         fx, fy = [points[i]["cost"] for i in front], [points[i]["score"] for i in front]
-        ax.step(fx, fy, where="post", color="#DD8452", lw=1.2, ls="--", label="Pareto front", zorder=1)
+        ax.step(fx, fy, where="post", color="#222222", lw=1.0, ls="--", label="Pareto front", zorder=1)  # not a run colour
     for i, p in enumerate(points):
         ax.scatter([p["cost"]], [p["score"]], s=60 if i in front else 35, zorder=3,
                    color=COLOR_BASELINE if p["baseline"] else colors.get(p["name"], COLOR_RUN),

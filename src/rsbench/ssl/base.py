@@ -11,7 +11,8 @@ Contract with `rsbench.train.pretrain`:
       -> callable image -> list of views (options: color_jitter=True for RGB; DINO: n_local)
   method_cls.view_recipe(overrides) -> the recipe's `view_options` keys, as view_transform options
   method_cls(arch=, in_chans=, image_size=, batch_size=GLOBAL_BATCH, max_steps=, recipe=dict, patch_size=)
-  model.backbone (a timm model, num_classes=0), model.feature_dim, model.recipe, model.backbone_kwargs()
+  model.backbone (a timm model, num_classes=0), model.feature_dim, model.recipe, model.backbone_kwargs(),
+  model.exported_module (the attribute exported as backbone.pt; same architecture as model.backbone)
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class SSLMethod(L.LightningModule):
     paper_batch_size: ClassVar[int] = 256
     monitor_collapse: ClassVar[bool] = True  # reconstruction methods (MAE) cannot collapse to a point
     view_options: ClassVar[tuple[str, ...]] = ()  # recipe keys that shape the views (DINO: n_local)
+    # The network exported as backbone.pt: the one the paper evaluates (the online/query encoder,
+    # except DINO's EMA teacher).
+    exported_module: ClassVar[str] = "backbone"
 
     def __init__(
         self,

@@ -14,8 +14,9 @@ solarize p 0 / 0.2, local views blur p 0.5. Loss: lightly's DINOLoss (centering 
 
 Schedules given in epochs of the 100-epoch reference run are applied as fractions of this run:
 warmup 0.1, teacher-temperature warmup 0.3, frozen last layer 0.01.
-`model.backbone` is the student (exported, like every other method's online network; the paper
-evaluates the teacher, which is kept under `teacher_backbone` in the checkpoint).
+`model.backbone` is the student; the exported backbone is the EMA teacher, which the paper evaluates
+(Sec. 5.2 / Fig. 6: the teacher beats the student throughout training; the official k-NN and linear
+evaluations load `--checkpoint_key teacher`).
 
 Override from `recipe:` in the pretrain config; method keys: out_dim, hidden_dim, bottleneck_dim,
 student_temp, teacher_temp, warmup_teacher_temp, teacher_temp_warmup_fraction, center_momentum,
@@ -47,6 +48,7 @@ class DINO(SSLMethod):
     paper_batch_size = 1024
     default_min_scale = 0.4  # global crops
     view_options = ("n_local",)
+    exported_module = "teacher_backbone"
     default_recipe = Recipe(
         optimizer="adamw", lr=5e-4, weight_decay=0.04, weight_decay_end=0.4, warmup_fraction=0.1,
         min_lr_fraction=5e-4, grad_clip=3.0,  # min LR 1e-6 at the paper's peak 5e-4 x 1024/256

@@ -52,8 +52,9 @@ def merge_metrics(earlier: Path, run_dir: Path, keep: bool = False) -> None:
 
 def export_backbone(model, cfg, arch: str, normalization: dict, source: dict, steps: int, n_samples: int) -> None:
     """backbone.pt (timm state_dict, num_classes=0) + backbone.json, both written atomically."""
+    exported = getattr(model, "exported_module", "backbone")
     buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.backbone.state_dict().items()}, buf)
+    torch.save({k: v.detach().cpu() for k, v in getattr(model, exported).state_dict().items()}, buf)
     atomic_write_bytes(cfg.out / BACKBONE_WEIGHTS, buf.getvalue())
     timm_kwargs = model.backbone_kwargs() if hasattr(model, "backbone_kwargs") else {}
     write_json(cfg.out / BACKBONE_META, {
@@ -61,4 +62,5 @@ def export_backbone(model, cfg, arch: str, normalization: dict, source: dict, st
         "timm_kwargs": timm_kwargs, "feature_dim": model.feature_dim, "normalization": normalization,
         "method": cfg.method, "steps": steps, "epochs": round(steps * cfg.batch_size / n_samples, 3),
         "recipe": asdict(model.recipe), "data": source, "rsbench_version": __version__,
+        "exported_module": exported,
     })
