@@ -13,6 +13,12 @@ method gets `--budget-minutes` of training: its throughput is probed for a few s
 set to fit the budget (data loading in 2 workers usually makes the real run a bit faster).
 Baselines: random init of the same backbone (same seed as `rsbench evaluate`) and the pixels
 baseline (8x8 block averages of the normalized image). Saves benchmarks/results/ssl_quality.json.
+
+`--backbone resnet18` runs the ViT-first methods (DINO, MoCo v3) on the ResNet-18 of the others, with
+the papers' ResNet values (RESNET_RECIPES / RESNET_MIN_SCALE). Choosing a setting (e.g. DINO's
+`--recipe '{"n_local": 2}' --tag -local2`) is done with `--validation`: a stratified 20 % of the
+training images becomes the scoring split, the test split is not read, and results go to
+ssl_quality_validation.json.
 """
 
 from __future__ import annotations

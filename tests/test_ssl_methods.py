@@ -141,12 +141,14 @@ def _check_monitoring_and_export(model, trainer, bands: int) -> None:
     assert 1 <= float(metrics["train/rank"]) <= BATCH
     if model.monitor_collapse:
         assert float(metrics["train/collapse"]) == 0.0
-    # The exported backbone is a plain timm model (num_classes=0) with backbone_kwargs() for ViTs.
+    # The exported network (DINO's teacher, else the backbone) is a plain timm model (num_classes=0)
+    # with backbone_kwargs() for ViTs.
+    exported = getattr(model, model.exported_module)
     plain = timm.create_model(model.hparams.arch, in_chans=bands, num_classes=0, **model.backbone_kwargs()).eval()
-    plain.load_state_dict(model.backbone.state_dict(), strict=True)
+    plain.load_state_dict(exported.state_dict(), strict=True)
     x = torch.randn(2, bands, SIZE, SIZE)
     with torch.no_grad():
-        assert torch.allclose(plain(x), model.backbone.eval()(x), atol=1e-5)
+        assert torch.allclose(plain(x), exported.eval()(x), atol=1e-5)
     assert plain.num_features == model.feature_dim
 
 
