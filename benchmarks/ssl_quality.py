@@ -16,7 +16,7 @@ baseline (8x8 block averages of the normalized image). Saves benchmarks/results/
 
 `--backbone resnet18` runs the ViT-first methods (DINO, MoCo v3) on the ResNet-18 of the others, with
 the papers' ResNet values (RESNET_RECIPES / RESNET_MIN_SCALE). Choosing a setting (e.g. DINO's
-`--recipe '{"n_local": 2}' --tag -local2`) is done with `--validation`: a stratified 20 % of the
+`--recipe '{"n_local": 2}' --tag local2`) is done with `--validation`: a stratified 20 % of the
 training images becomes the scoring split, the test split is not read, and results go to
 ssl_quality_validation.json.
 """
@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--recipe", type=json.loads, default={},
                     help='JSON recipe overrides on top of the CPU recipe, e.g. \'{"n_local": 2}\' (name the variant with --tag)')
     ap.add_argument("--min-scale", type=float, default=None, help="crop scale for every method given")
-    ap.add_argument("--tag", default="", help="suffix of the result keys (variants of one method)")
+    ap.add_argument("--tag", default="", help="variant name: results keyed METHOD[-BACKBONE]-TAG")
     ap.add_argument("--validation", action="store_true",
                     help="carve a stratified 20 %% validation split out of the training images and score on it "
                          "(for choosing settings; the test split is never read); saves ssl_quality_validation.json")
@@ -175,7 +175,7 @@ def main() -> None:
     for name in args.methods.split(","):
         default_arch = VIT if get_method(name).default_backbone.startswith("vit") else "resnet18"
         arch = args.backbone or default_arch
-        key = (name if arch == default_arch else f"{name}-{arch}") + args.tag
+        key = (name if arch == default_arch else f"{name}-{arch}") + (f"-{args.tag}" if args.tag else "")
         recipe = {**BASE, **CPU_RECIPES[name], **(RESNET_RECIPES.get(name, {}) if arch != VIT else {}), **args.recipe}
         min_scale = min_scale_of(name, arch, args)
         sec_per_step = probe_steps(name, arch, recipe, tiles, args)
