@@ -149,7 +149,8 @@ def main() -> None:
             args.json = DEFAULT_JSON.with_name("ssl_quality_validation.json")
     results = args.out / "results"
     previous = json.loads(args.json.read_text()) if args.json.exists() else {}
-    summary = {"methods": dict(previous.get("methods", {})), "baselines": {}}
+    # Earlier methods' rows and the hand-written notes survive a run of a few methods.
+    summary = {"methods": dict(previous.get("methods", {})), "baselines": {}, "notes": previous.get("notes", [])}
 
     paths = list_images(data[0])
     tiles_np = [read_image(p).astype("float32") for p in paths[:: max(1, len(paths) // 256)]]
