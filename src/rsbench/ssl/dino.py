@@ -21,7 +21,7 @@ evaluations load `--checkpoint_key teacher`).
 Override from `recipe:` in the pretrain config; method keys: out_dim, hidden_dim, bottleneck_dim,
 student_temp, teacher_temp, warmup_teacher_temp, teacher_temp_warmup_fraction, center_momentum,
 momentum_start, momentum_end, freeze_last_layer_fraction, norm_last_layer, batch_norm_head, n_local
-(number of local crops; 0 gives the 2-global-crop variant of the paper's Table 6 ablation). On CPU,
+(number of local crops; 0 gives the 2-global-crop variant of the paper's multi-crop ablation). On CPU,
 `out_dim: 4096` keeps the head small.
 """
 
