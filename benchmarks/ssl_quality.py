@@ -62,7 +62,7 @@ CPU_RECIPES = {
 }
 MIN_SCALE = {"dino": 0.4, "mae": 0.2}  # the papers' crop scales; 0.25 for the two-view methods
 # The papers' ResNet settings where they differ from their ViT ones (DINO README's ResNet-50 command:
-# global crops 0.14-1, local 0.05-0.14; MoCo v3 Table 7: temperature 1.0 for ResNet-50).
+# global crops 0.14-1, local 0.05-0.14; MoCo v3's ResNet-50 recipe: temperature 1.0).
 RESNET_RECIPES = {"mocov3": {"temperature": 1.0}}
 RESNET_MIN_SCALE = {"dino": 0.14}
 
