@@ -61,8 +61,9 @@ class DINO(SSLMethod):
 
     @classmethod
     def view_transform(cls, image_size: int, in_chans: int, min_scale: float | None = None,
-                       patch_size: int | None = None, n_local: int = 8, **options):
+                       patch_size: int | None = None, n_local: int | None = None, **options):
         scale = cls.default_min_scale if min_scale is None else min_scale
+        n_local = cls.default_recipe["n_local"] if n_local is None else n_local  # the recipe holds the default
         local = local_crop_size(image_size, patch_size or 16)
         views = [
             ssl_view_transform(image_size, in_chans, min_scale=scale, blur_p=1.0, **options),
