@@ -87,25 +87,33 @@ def row(init, dataset, seed, value, kind="run", protocol="knn"):
 
 
 def test_analysis_normalizes_per_task_and_pairs_by_seed():
-    # Task A: random 0.40/0.40, ssl 0.80/0.60 (best mean 0.70). Task B: random 0.20, ssl 0.30 (seeds 0, 1).
+    # Task A: random 0.40/0.40, ssl 0.80/0.60. Task B: random 0.20, ssl 0.30 (seeds 0, 1). No per-example
+    # outputs and no n_test: the intervals come from the seeds alone (and say so).
     rows = [row("random-r18", "A", 0, 0.40, "random"), row("random-r18", "A", 1, 0.40, "random"),
             row("ssl", "A", 0, 0.80), row("ssl", "A", 1, 0.60),
             row("random-r18", "B", 0, 0.20, "random"), row("random-r18", "B", 1, 0.20, "random"),
             row("ssl", "B", 0, 0.30), row("ssl", "B", 1, 0.30)]
-    a = analyze(rows, n_boot=4000)
+    a = analyze(rows, n_boot=1000)
     [ta, tb] = a.tasks
-    assert (ta.zero, ta.best) == pytest.approx((0.40, 0.70)) and ta.zero_from == "random-r18"
-    assert ta.scaled("ssl") == pytest.approx({0: 400 / 3, 1: 200 / 3})  # (0.8-0.4)/0.3*100, (0.6-0.4)/0.3*100
-    assert tb.scaled("ssl") == pytest.approx({0: 100.0, 1: 100.0})
+    # Headroom score: random init is 0, the perfect metric (1.0) is 100, whoever else is in the report.
+    assert (ta.zero, ta.best) == pytest.approx((0.40, 1.0)) and ta.zero_from == "random-r18"
+    assert ta.scaled("ssl") == pytest.approx({0: 400 / 6, 1: 200 / 6})  # (0.8-0.4)/0.6*100, (0.6-0.4)/0.6*100
+    assert tb.scaled("ssl") == pytest.approx({0: 12.5, 1: 12.5})
     agg = {e.init: e for e in a.aggregate}
-    assert agg["ssl"].mean == pytest.approx(100.0) and agg["random-r18"].mean == pytest.approx(0.0)
-    # Resampling A's seeds gives 400/3, 100 or 200/3 (mass 1/4, 1/2, 1/4); B is constant at 100:
-    # the aggregate CI is [(200/3 + 100)/2, (400/3 + 100)/2].
-    assert (agg["ssl"].lo, agg["ssl"].hi) == pytest.approx((250 / 3, 350 / 3))
+    assert agg["ssl"].mean == pytest.approx((50 + 12.5) / 2) and agg["random-r18"].mean == pytest.approx(0.0)
+    # Hand computation: paired diffs on A are 0.4, 0.2 (sample variance 0.02, of the mean 0.01), on B 0.1, 0.1
+    # (no variation). Score SE = sqrt(0.01 * (100/0.6)^2 / 4); Welch-Satterthwaite df = 1 (one task varies).
+    se = np.sqrt(0.01 * (100 / 0.6) ** 2 / 4)
+    q = 12.706204736  # t(0.975, df=1)
+    assert (agg["ssl"].lo, agg["ssl"].hi) == pytest.approx((31.25 - q * se, 31.25 + q * se), rel=1e-6)
+    assert any("test-set error not included" in f for f in ta.flags)
     # No ImageNet rows: the paired comparison falls back to random init, and says so.
     assert a.reference == "random-r18" and "no ImageNet" in a.reference_note
     [p] = a.paired
-    assert p["init"] == "ssl" and p["mean"] == pytest.approx(100.0) and p["won"] == 1.0 and p["pairs"] == 4
+    assert p["init"] == "ssl" and p["mean"] == pytest.approx(31.25) and p["pairs"] == 4
+    assert p["delta_points"] == pytest.approx(100 * (0.3 + 0.1) / 2)
+    # Task B's difference has zero spread (SE 0): significant; A's (t = 0.3/0.1, df 1) is not.
+    assert (p["won"], p["tied"], p["lost"]) == (1, 1, 0)
     assert a.ranks == {"ssl": (1.0, 2), "random-r18": (2.0, 2)}
 
 
@@ -119,9 +127,9 @@ def test_analysis_prefers_imagenet_reference_and_label_efficiency():
     a = analyze(rows, n_boot=1000)
     assert a.reference == "imagenet-r18"
     [p] = [d for d in a.paired if d["init"] == "ssl"]
-    # normalized: imagenet (0.6, 0.7) -> (85.7, 114.3); ssl (0.5, 0.55) -> (57.1, 71.4); per-seed diffs -28.6, -42.9
-    assert p["mean"] == pytest.approx(((0.5 - 0.6) + (0.55 - 0.7)) / 2 / 0.35 * 100)
-    assert p["won"] == 0.0
+    # Scores on the headroom scale above random (0.3): differences (0.5-0.6, 0.55-0.7) / 0.7 * 100.
+    assert p["mean"] == pytest.approx(((0.5 - 0.6) + (0.55 - 0.7)) / 2 / 0.7 * 100)
+    assert p["won"] == 0
     # Only the full-label leaderboard is a task for aggregation; the 10% one feeds label efficiency.
     assert [t.title for t in a.tasks] == ["A · knn"]
     [curve] = a.efficiency

@@ -147,7 +147,7 @@ def build_dense_encoder(init: Init, image_size: int) -> DenseEncoder:
     return DenseEncoder(encoder, init.in_chans, dim)
 
 
-NORMALIZATION_SOURCE = "images of --data (per-band mean/std; --test-data excluded)"
+NORMALIZATION_SOURCE = "train regions of each seed (per-band mean/std; test regions excluded)"
 
 
 def resolve_dense_init(cfg: EvaluateConfig, in_chans: int, console: Console) -> Init:
@@ -158,12 +158,15 @@ def resolve_dense_init(cfg: EvaluateConfig, in_chans: int, console: Console) -> 
     return init
 
 
-def dense_normalization(init: Init, images: list) -> Normalization:
-    """The init's own input normalization when it has one (published weights), else the data's statistics."""
+def dense_normalization(init: Init, images: list, train: list[Region]) -> Normalization:
+    """The init's own input normalization when it has one (published weights), else the band statistics
+    of this seed's train regions: test pixels never set the normalization."""
     own = getattr(init, "normalization", None)
     if own:
         return Normalization.from_dict(own)
-    return Normalization.from_stats(band_stats(images), NORMALIZATION_SOURCE)
+    crops = (images[r.scene][:, r.window.row:r.window.row + r.window.height, r.window.col:r.window.col + r.window.width]
+             for r in train)
+    return Normalization.from_stats(band_stats(crops), NORMALIZATION_SOURCE)
 
 
 def check_metric(cfg: EvaluateConfig, reported: list[str]) -> None:
@@ -187,17 +190,27 @@ def seed_regions(cfg: EvaluateConfig, shapes: list, n_pool: int, seed: int, size
     return split_regions(shapes[:n_pool], cfg.test_fraction, seed, size)
 
 
-def base_fields(cfg: EvaluateConfig, dataset: str, init: Init, size: int, norm: Normalization,
-                num_classes: int, resize: str) -> dict:
-    """Result-row fields shared by every row of one dense-task evaluation."""
+def base_fields(cfg: EvaluateConfig, dataset: str, init: Init, size: int, num_classes: int, resize: str) -> dict:
+    """Result-row fields shared by every row of one dense-task evaluation (normalization is per seed)."""
+    from rsbench.evaluate.results import row_patch_size
+
     return {
         "task": cfg.task, "dataset": cfg.dataset_name or dataset, "init": init.name, "init_kind": init.kind,
         "init_path": init.path, "backbone": init.arch, "num_classes": num_classes, "image_size": size,
-        "normalization": norm.to_dict() | (init.band_info() if hasattr(init, "band_info") else {}),
+        "patch_size": row_patch_size(cfg, init), "band_mapping": getattr(init, "band_mapping", None),
         "resize": resize, "k": None, "temperature": None, "weight_decay": WEIGHT_DECAY,
         "extract_time_s": None, "features_cached": None, "features_key": None, "data": str(cfg.data.resolve()),
         "test_data": str(cfg.test_data.resolve()) if cfg.test_data is not None else None,
     }
+
+
+def seed_fields(init: Init, norm: Normalization, test_regions: list[Region], paths: list[str]) -> dict:
+    """Row fields that change with the seed: the train split's normalization and the test split's id."""
+    from rsbench.io import stable_hash
+
+    test = [[r.scene, r.window.row, r.window.col, r.window.height, r.window.width] for r in test_regions]
+    return {"normalization": norm.to_dict() | (init.band_info() if hasattr(init, "band_info") else {}),
+            "test_split_id": stable_hash({"images": paths, "test": test})}
 
 
 def progress(console: Console) -> Progress:

@@ -1,7 +1,8 @@
 """Frozen-backbone feature extraction with an on-disk cache.
 
-Features are extracted once per (init identity, images, preprocessing) for ALL images (train pool and
-test) in one pass, so every seed, label fraction, split and protocol reuses the same cache file.
+Features are extracted per (init identity, images, preprocessing, normalization source) for ALL images
+(train pool and test) in one pass. The per-band normalization comes from the train split only, so with a
+fixed test set every seed shares one cache file, and with a split drawn per seed each seed has its own.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from rsbench.evaluate.images import FileImages, ImageSource
 from rsbench.evaluate.inits import Init
 from rsbench.io import atomic_write_bytes, stable_hash
 
-CACHE_FORMAT = 2
-NORMALIZATION_SOURCE = "train pool of --data (per-band mean/std; --test-data excluded)"
+CACHE_FORMAT = 3
+NORMALIZATION_SOURCE = "train split of each seed (per-band mean/std; test images excluded)"
 RESIZE = "bilinear antialias=True align_corners=False"
 
 
@@ -81,13 +82,13 @@ def progress(console: Console) -> Progress:
                     console=console, transient=True)
 
 
-def pool_normalization(init: Init, images: ImageSource, n_pool: int, console: Console) -> Normalization:
-    """The init's own normalization (published weights), else per-band mean/std of the train pool."""
+def train_normalization(init: Init, images: ImageSource, train_idx: Sequence[int], console: Console) -> Normalization:
+    """The init's own normalization (published weights), else per-band mean/std of the train split."""
     if init.normalization is not None:
         return Normalization.from_dict(init.normalization)
     with progress(console) as prog:
-        task = prog.add_task("band statistics", total=n_pool)
-        stats = band_stats(read_checked(images, i, init.in_chans) for i in prog.track(range(n_pool), task_id=task))
+        task = prog.add_task("band statistics", total=len(train_idx))
+        stats = band_stats(read_checked(images, int(i), init.in_chans) for i in prog.track(train_idx, task_id=task))
     return Normalization.from_stats(stats, NORMALIZATION_SOURCE)
 
 
@@ -106,16 +107,18 @@ def get_features(
     init: Init,
     images: ImageSource | Sequence[Path],
     labels: np.ndarray,
-    n_pool: int,
+    train_idx: Sequence[int],
     cache_dir: Path,
     batch_size: int,
     device: torch.device,
     console: Console,
 ) -> FeatureSet:
-    """Features of `images` (the first `n_pool` are the train pool that sets the normalization)."""
+    """Features of all `images`, normalized with the band statistics of the images at `train_idx`."""
     images = as_source(images)
+    train_idx = np.asarray(train_idx, dtype=np.int64)
     key = stable_hash({
-        "format": CACHE_FORMAT, "init": init.identity, "images": images.identity(), "n_pool": n_pool,
+        "format": CACHE_FORMAT, "init": init.identity, "images": images.identity(),
+        "train_idx": stable_hash(train_idx.tolist()),
         "labels": np.asarray(labels).tolist(), "preprocessing": preprocessing_spec(init),
     })
     cache_path = Path(cache_dir) / f"{key}.pt"
@@ -129,7 +132,7 @@ def get_features(
 
     model = init.build().eval().to(device)  # before reading images: a bad init fails fast
     start = time.perf_counter()
-    norm = pool_normalization(init, images, n_pool, console)
+    norm = train_normalization(init, images, train_idx, console)
     feats, native_sizes = [], set()
     with progress(console) as prog, torch.inference_mode():
         task = prog.add_task(f"features {init.name}", total=len(images))

@@ -1,4 +1,4 @@
-"""Multi-label classification: kNN label scores and the metrics `map` and `f1_macro`.
+"""Multi-label classification: kNN label scores and the metrics `map` (macro), `map_micro` and `f1_macro`.
 
 Both metrics are macro averages over the labels that have at least one positive in the evaluated
 set: a label absent from a (small, label-fraction) test split has no defined precision/recall, and
@@ -39,10 +39,13 @@ def multilabel_metrics(scores: torch.Tensor, target: torch.Tensor) -> dict[str, 
 
     present = target.sum(0) > 0
     if not present.any():
-        return {"map": float("nan"), "f1_macro": float("nan")}
+        return {"map": float("nan"), "map_micro": float("nan"), "f1_macro": float("nan")}
     s, t, n = scores.float(), target.long(), target.shape[1]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*No positive samples.*")  # the absent labels, dropped below
         ap = multilabel_average_precision(s, t, num_labels=n, average=None)
         f1 = multilabel_f1_score(s, t, num_labels=n, threshold=F1_THRESHOLD, average=None)
-    return {"map": float(ap[present].mean()), "f1_macro": float(f1[present].mean())}
+        # Micro: every (example, label) pair pooled, so frequent labels weigh more than in the macro `map`.
+        micro = multilabel_average_precision(s[:, present], t[:, present], num_labels=int(present.sum()),
+                                             average="micro")
+    return {"map": float(ap[present].mean()), "map_micro": float(micro), "f1_macro": float(f1[present].mean())}

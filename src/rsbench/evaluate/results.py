@@ -1,9 +1,9 @@
-"""The results schema, results.jsonl (read-replace-rename) and the summary table.
+"""results.jsonl (read-replace-rename), per-cell artefact paths and the summary table.
 
-`RESULT_FIELDS` is the contract with `rsbench report` and the results DB: every row has exactly these
-keys (None where a field does not apply, e.g. `k` for a linear probe). `hparams` holds the
-protocol's training settings (fine-tuning, decoders) as a dict; `fit_time_s` / `eval_time_s` time the
-training and the test-set prediction, `extract_time_s` the shared feature pass.
+The row itself is a contract (`rsbench.contracts.results`): every row has exactly its fields (None
+where a field does not apply, e.g. `k` for a linear probe). `hparams` holds the protocol's training
+settings as a dict; `fit_time_s` / `eval_time_s` time the training and the test-set prediction,
+`extract_time_s` the shared feature pass.
 """
 
 from __future__ import annotations
@@ -13,44 +13,39 @@ import io
 import math
 import statistics
 from collections import defaultdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from rich.table import Table
 
-from rsbench import __version__
+from rsbench.contracts.predictions import PREDICTIONS_DIR
+from rsbench.contracts.results import RESULT_FIELDS, RESULTS_FILE, ROW_KEY, make_row, row_key
 from rsbench.io import atomic_write_bytes, read_jsonl, stable_hash, write_jsonl
 
-RESULTS_FILE = "results.jsonl"
-ROW_KEY = ("task", "dataset", "protocol", "init", "label_fraction", "seed", "metric")
-RESULT_FIELDS = (
-    *ROW_KEY[:4], "init_kind", "init_path", "backbone", "label_fraction", "seed", "metric", "value",
-    "n_train", "n_test", "num_classes", "feature_dim", "image_size", "normalization", "resize", "split",
-    "k", "temperature", "weight_decay", "hparams", "probe_path",
-    "extract_time_s", "fit_time_s", "eval_time_s", "features_cached", "features_key",
-    "data", "test_data", "rsbench_version", "created",
-)
+__all__ = ["RESULT_FIELDS", "RESULTS_FILE", "ROW_KEY", "append_results", "cell_hash", "make_row", "predictions_file",
+           "probe_file", "results_table", "row_key", "row_patch_size", "save_tensors"]
 
 
-def make_row(**values) -> dict:
-    """A result row in schema order; a missing or unknown field is a bug, so fail loudly."""
-    values.setdefault("rsbench_version", __version__)
-    values.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    missing, extra = set(RESULT_FIELDS) - set(values), set(values) - set(RESULT_FIELDS)
-    if missing or extra:
-        raise ValueError(f"result row schema mismatch: missing {sorted(missing)}, unknown {sorted(extra)}")
-    return {k: values[k] for k in RESULT_FIELDS}
+def cell_hash(row: dict) -> str:
+    """The evaluation cell of a row: its key without the metric (one probe and one predictions file each)."""
+    return stable_hash({k: row.get(k) for k in ROW_KEY if k != "metric"})
 
 
-def row_key(row: dict) -> tuple:
-    return tuple(row[k] for k in ROW_KEY)
+def row_patch_size(cfg, init) -> int | None:
+    """The ViT patch size set for this init (a run's own, else --patch-size); None = the architecture's."""
+    if init.kind == "run":
+        return ((init.identity.get("meta") or {}).get("timm_kwargs") or {}).get("patch_size")
+    return cfg.patch_size
 
 
 def probe_file(out_dir: Path, row: dict) -> Path:
-    """Where the probe fitted for this row's (task, dataset, protocol, init, label_fraction, seed) goes."""
-    key = {k: row[k] for k in ROW_KEY if k != "metric"}
-    return Path(out_dir) / "probes" / f"{stable_hash(key)}.pt"
+    """Where the probe fitted for this row's cell goes."""
+    return Path(out_dir) / "probes" / f"{cell_hash(row)}.pt"
+
+
+def predictions_file(out_dir: Path, row: dict) -> Path:
+    """Where this row's cell writes its per-example test outputs (rsbench.contracts.predictions)."""
+    return Path(out_dir) / PREDICTIONS_DIR / f"{cell_hash(row)}.parquet"
 
 
 def save_tensors(path: Path, obj: dict) -> Path:
@@ -80,7 +75,7 @@ def append_results(out_dir: str | Path, rows: list[dict]) -> Path:
     with _locked(out_dir):
         new_keys = {row_key(r) for r in rows}
         old = read_jsonl(path) if path.is_file() else []
-        kept = [r for r in old if tuple(r.get(k) for k in ROW_KEY) not in new_keys]
+        kept = [r for r in old if row_key(r) not in new_keys]
         write_jsonl(path, kept + rows)
     return path
 

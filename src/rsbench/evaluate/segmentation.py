@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
+from rsbench.contracts.predictions import write_predictions
+from rsbench.contracts.results import headline_metric
 from rsbench.data.normalization import Normalization
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate.config import EvaluateConfig
@@ -35,10 +37,11 @@ from rsbench.evaluate.dense import (
     param_groups,
     progress,
     resolve_dense_init,
+    seed_fields,
     seed_regions,
 )
 from rsbench.evaluate.features import resolve_device
-from rsbench.evaluate.results import make_row, probe_file, save_tensors
+from rsbench.evaluate.results import make_row, predictions_file, probe_file, save_tensors
 from rsbench.evaluate.tasks import register_task
 
 DECODERS = ("fpn", "upernet", "unet", "linear")
@@ -115,6 +118,14 @@ def segmentation_metrics(preds: list[torch.Tensor], targets: list[torch.Tensor],
     return out
 
 
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> np.ndarray:
+    """K x K pixel counts (rows = truth, columns = prediction) of one test region; ignored pixels excluded."""
+    t, p = target.reshape(-1), pred.reshape(-1)
+    keep = (t != ignore_index) & (t >= 0) & (t < num_classes)
+    counts = torch.bincount(t[keep] * num_classes + p[keep], minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).numpy().astype(np.int64)
+
+
 def metric_names(classes: list[str]) -> list[str]:
     """`iou_<class>` per class, lower-case; numbered when two names would collide."""
     slugs = [class_slug(c) for c in classes]
@@ -179,21 +190,24 @@ def run_segmentation(cfg: EvaluateConfig, console: Console) -> list[dict]:
     init = resolve_dense_init(cfg, images[0].shape[0], console)
     size = cfg.image_size or init.image_size
     check_input_size(size)
-    norm = dense_normalization(init, images[:n_pool])
     device = resolve_device(cfg.device)
     lr = cfg.lr or DEFAULT_LR
     shapes = [m.shape for m in masks]
-    base = base_fields(cfg, data.name, init, size, norm, len(data.classes),
+    paths = [str(p[0]) for p in data.pairs] + ([str(p[0]) for p in test.pairs] if test is not None else [])
+    base = base_fields(cfg, data.name, init, size, len(data.classes),
                        f"none (random {size}x{size} crops; sliding-window inference)")
+    headline = cfg.metric or headline_metric("segmentation", ["miou"])
     rows = []
     for seed in cfg.seeds:
         train, test_regions, split = seed_regions(cfg, shapes, n_pool, seed, size)
+        norm = dense_normalization(init, images, train)
+        seed_init = init.for_seed(seed)  # random init: one draw per seed
         targets = [torch.from_numpy(_crop(masks[r.scene], r).astype(np.int64)) for r in test_regions]
         for fraction in cfg.fractions:
             selected = select_fraction(train, fraction, seed)
             for protocol in cfg.protocol:
                 L.seed_everything(seed, verbose=False)
-                encoder = build_dense_encoder(init, size).freeze(weights=protocol == "frozen", norm_stats=False)
+                encoder = build_dense_encoder(seed_init, size).freeze(weights=protocol == "frozen", norm_stats=False)
                 model = SegmentationNet(encoder, cfg.decoder, len(data.classes)).to(device)
                 crops = SegmentationCrops(images, masks, selected, size, norm, data.ignore_index)
                 groups = param_groups(encoder, model.head_parameters(), lr)
@@ -206,14 +220,16 @@ def run_segmentation(cfg: EvaluateConfig, console: Console) -> list[dict]:
                                             cfg.batch_size, device)
                              for r in prog.track(test_regions, description=f"predicting {protocol} seed {seed}")]
                 metrics = segmentation_metrics(preds, targets, data.classes, data.ignore_index)
+                confusions = [confusion_matrix(p, t, len(data.classes), data.ignore_index) for p, t in zip(preds, targets)]
                 hparams = {"decoder": cfg.decoder, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": lr,
                            "backbone_lr": lr * BACKBONE_LR_SCALE if protocol == "finetune" else None,
                            "optimizer": "adamw", "schedule": "cosine per step", "steps": len(losses),
                            "crops_per_epoch": len(crops), "augment": "random crop, flips, rot90",
                            "inference": f"sliding window {size}px, overlap {CHIP_OVERLAP}",
                            "ignore_index": data.ignore_index, "final_loss": losses[-1] if losses else None}
-                fields = {**base, "protocol": protocol, "seed": seed, "label_fraction": fraction,
-                          "n_train": len(selected), "n_test": len(test_regions), "split": split,
+                fields = {**base, **seed_fields(init, norm, test_regions, paths), "protocol": protocol, "seed": seed,
+                          "label_fraction": fraction, "n_train": len(selected), "n_test": len(test_regions),
+                          "split": split, "eval_images_per_s": None,
                           "feature_dim": encoder.feature_dim, "hparams": hparams, "fit_time_s": round(fit_time, 3),
                           "eval_time_s": round(time.perf_counter() - start, 3)}
                 path = probe_file(cfg.out, fields)
@@ -221,7 +237,14 @@ def run_segmentation(cfg: EvaluateConfig, console: Console) -> list[dict]:
                                     "decoder": cfg.decoder, "arch": init.arch, "in_chans": init.in_chans,
                                     "image_size": size, "normalization": norm.to_dict(), "protocol": protocol})
                 fields["probe_path"] = str(path.resolve())
-                rows += [make_row(**fields, metric=m, value=v) for m, v in metrics.items()]
+                columns = {"index": np.arange(len(test_regions)), "path": [paths[r.scene] for r in test_regions],
+                           "confusion": np.stack([c.reshape(-1) for c in confusions]),
+                           "window": [[r.window.row, r.window.col, r.window.height, r.window.width]
+                                      for r in test_regions]}
+                written = write_predictions(predictions_file(cfg.out, fields), "segmentation", columns, data.classes,
+                                            {"protocol": protocol, "seed": seed, "metric_names": slugs})
+                fields["predictions_path"] = str(written.resolve())
+                rows += [make_row(**fields, metric=m, value=v, headline=m == headline) for m, v in metrics.items()]
     return rows
 
 

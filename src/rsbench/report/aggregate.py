@@ -11,9 +11,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from rsbench.contracts.results import RESULTS_FILE, headline_metric, upgrade_row
 from rsbench.errors import DataError
 
-RESULTS_NAME = "results.jsonl"
+RESULTS_NAME = RESULTS_FILE
+SOURCE_FILE = "_results_file"  # reader-side: the results.jsonl a row came from (finds moved predictions)
 REQUIRED_KEYS = ("task", "dataset", "protocol", "init", "label_fraction", "seed", "metric", "value")
 _STR_KEYS = ("task", "dataset", "protocol", "init", "metric")
 # One leaderboard per section; one cell per (init, metric) within it.
@@ -103,11 +105,15 @@ def validate_row(row: object, where: str) -> dict:
     for k in _STR_KEYS:
         if not isinstance(row[k], str) or not row[k]:
             raise DataError(f"{where}: '{k}' must be a non-empty string, got {row[k]!r}")
-    out = dict(row)
+    out = upgrade_row(row)
     for k in ("label_fraction", "value"):
         v = row[k]
-        # bool is an int subclass; a NaN would silently poison means and sort order.
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        # bool is an int subclass. A NaN value (a metric undefined on a test split) is kept and shown, and
+        # left out of every aggregate with a warning; an infinity or a NaN label fraction is an error.
+        if v is None and k == "value":
+            v = math.nan
+        nan_ok = k == "value" and isinstance(v, float) and math.isnan(v)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) or nan_ok):
             raise DataError(f"{where}: '{k}' must be a finite number, got {v!r}")
         out[k] = float(v)
     seed = row["seed"]
@@ -130,7 +136,7 @@ def _read_file(path: Path) -> list[dict]:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
-                rows.append(validate_row(obj, where))
+                rows.append({**validate_row(obj, where), SOURCE_FILE: str(path)})
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason})") from None
     except OSError as e:
@@ -139,7 +145,7 @@ def _read_file(path: Path) -> list[dict]:
 
 
 def row_key(row: dict) -> tuple:
-    return (*(row[k] for k in GROUP_KEYS), row["seed"])
+    return (*(row[k] for k in GROUP_KEYS), row["seed"], row.get("image_size"), row.get("patch_size"))
 
 
 def deduplicate(rows: Iterable[dict]) -> list[dict]:
@@ -157,6 +163,22 @@ def deduplicate(rows: Iterable[dict]) -> list[dict]:
     return list(latest.values())
 
 
+def disambiguate_shapes(rows: list[dict]) -> list[dict]:
+    """An init evaluated at two input shapes is two inits: "<init> (<size> px, patch <p>)". Rows that all
+    share one shape keep their name."""
+    shapes: dict[str, set] = {}
+    for r in rows:
+        shapes.setdefault(r["init"], set()).add((r.get("image_size"), r.get("patch_size")))
+    out = []
+    for r in rows:
+        if len(shapes[r["init"]]) > 1:
+            size, patch = r.get("image_size"), r.get("patch_size")
+            suffix = f"{size} px" + (f", patch {patch}" if patch else "")
+            r = {**r, "init": f"{r['init']} ({suffix})"}
+        out.append(r)
+    return out
+
+
 def load_results(paths: Iterable[str | os.PathLike]) -> list[dict]:
     """Validated, de-duplicated rows from results.jsonl files and/or folders holding them."""
     paths = list(paths)
@@ -165,13 +187,13 @@ def load_results(paths: Iterable[str | os.PathLike]) -> list[dict]:
         rows.extend(_read_file(path))
     if not rows:
         raise DataError(f"no results rows in {', '.join(str(p) for p in paths)}")
-    return deduplicate(rows)
+    return deduplicate(disambiguate_shapes(rows))
 
 
 def prepare_rows(rows: Sequence[dict]) -> list[dict]:
     """Validate and de-duplicate rows handed over by library callers (not via load_results)."""
     checked = [validate_row(r, f"results row {i}") for i, r in enumerate(rows, start=1)]
-    return deduplicate(checked)
+    return deduplicate(disambiguate_shapes(checked))
 
 
 def summarize(rows: Sequence[dict]) -> list[MetricSummary]:
@@ -183,11 +205,14 @@ def summarize(rows: Sequence[dict]) -> list[MetricSummary]:
     for key in sorted(groups):
         members = sorted(groups[key], key=lambda r: r["seed"])
         v = np.array([r["value"] for r in members], dtype=np.float64)
+        finite = v[np.isfinite(v)]  # NaN values are shown per seed but not averaged
+        nan = math.nan
         out.append(MetricSummary(
             *key,
-            mean=float(v.mean()),
-            std=float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-            n=len(v), min=float(v.min()), max=float(v.max()),
+            mean=float(finite.mean()) if finite.size else nan,
+            std=float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+            n=len(finite), min=float(finite.min()) if finite.size else nan,
+            max=float(finite.max()) if finite.size else nan,
             seeds=tuple(r["seed"] for r in members), values=tuple(v.tolist()),
         ))
     return out
@@ -197,11 +222,12 @@ def is_baseline(init: str, init_kind: str | None = None) -> bool:
     return init.lower().startswith(BASELINE_PREFIXES) or (init_kind or "").lower() in BASELINE_PREFIXES
 
 
-def primary_metric(task: str, metrics: Sequence[str]) -> str:
-    """accuracy for classification, else the first metric seen (evaluate writes its headline first)."""
-    if task == "classification" and "accuracy" in metrics:
-        return "accuracy"
-    return metrics[0]
+def primary_metric(task: str, metrics: Sequence[str], flagged: Sequence[str] = ()) -> str:
+    """The metric rows flag as `headline` (schema 2), else the task kind's headline among those reported."""
+    for m in flagged:
+        if m in metrics:
+            return m
+    return headline_metric(task, list(metrics))
 
 
 def build_sections(rows: Sequence[dict]) -> list[Section]:
@@ -215,7 +241,7 @@ def build_sections(rows: Sequence[dict]) -> list[Section]:
     for skey in sorted(by_section):
         srows = by_section[skey]
         metrics = list(dict.fromkeys(r["metric"] for r in srows))
-        primary = primary_metric(skey[0], metrics)
+        primary = primary_metric(skey[0], metrics, [r["metric"] for r in srows if r.get("headline")])
         metrics = [primary, *(m for m in metrics if m != primary)]
         inits = list(dict.fromkeys(r["init"] for r in srows))
         baselines = {r["init"] for r in srows if is_baseline(r["init"], r.get("init_kind"))}
@@ -224,20 +250,21 @@ def build_sections(rows: Sequence[dict]) -> list[Section]:
 
         def sort_key(init: str) -> tuple:
             s = cells.get((init, primary))
-            # Inits lacking the primary metric go last rather than pretending to score 0.
-            return (s is None, -(s.mean if s else 0.0), init)
+            # Inits lacking the primary metric (or with only NaN) go last rather than pretending to score 0.
+            missing = s is None or not math.isfinite(s.mean)
+            return (missing, -(s.mean if not missing else 0.0), init)
 
         section = Section(*skey, metrics=metrics, n_rows=len(srows), seed_counts=sorted(set(seeds.values())))
         prev_mean, rank = None, 0
         for pos, init in enumerate(sorted(inits, key=sort_key), start=1):
             s = cells.get((init, primary))
-            mean = s.mean if s else None
+            mean = s.mean if s and math.isfinite(s.mean) else None
             if mean is None or mean != prev_mean:
                 rank = pos  # competition ranking: ties share a rank
             prev_mean = mean
             section.entries.append(Entry(
                 rank=rank, init=init, baseline=init in baselines,
-                best=rank == 1 and s is not None, n_seeds=seeds[init],
+                best=rank == 1 and mean is not None, n_seeds=seeds[init],
                 cells={m: cells.get((init, m)) for m in metrics},
             ))
         sections.append(section)

@@ -38,30 +38,65 @@ def _task_rows(rows: Sequence[dict], a: Analysis) -> list[dict]:
 
 def summary_table(a: Analysis, rows: Sequence[dict]) -> Table:
     used = _task_rows(rows, a)
+    scorable = [t for t in a.tasks if t.scorable]
     table = Table("summary", "Normalized score across tasks",
-                  ["Rank", "Init", "Score", "95% CI", "Avg rank", "Tasks", "Seeds"], [], numeric={0, 2, 3, 4, 5, 6})
+                  ["Rank", "Init", "Score", "95% CI", "IQM", "IQM 95% CI", "Avg rank", "Tasks", "Seeds"], [],
+                  numeric={0, 2, 3, 4, 5, 6, 7, 8})
     for n, e in enumerate(a.aggregate, start=1):
-        table.rows.append([str(n), e.init, fmt(e.mean, 1), f"[{fmt(e.lo, 1)}, {fmt(e.hi, 1)}]",
-                           fmt(e.rank, 2), f"{e.tasks}/{len(a.tasks)}", str(e.seeds)])
+        table.rows.append([str(n), e.init, fmt(e.mean, 1), f"[{fmt(e.lo, 1)}, {fmt(e.hi, 1)}]", fmt(e.iqm, 1),
+                           f"[{fmt(e.iqm_lo, 1)}, {fmt(e.iqm_hi, 1)}]", fmt(e.rank, 2),
+                           f"{e.tasks}/{len(scorable)}", str(e.seeds)])
         table.row_classes.append(" ".join(x for x in ("best" if n == 1 else "", "baseline" if e.baseline else "") if x))
-    table.note = ("Per task, the strongest random init scores 0 and the best init 100; the score is the mean over "
-                  f"tasks of the mean over seeds; CIs resample seeds within tasks. Tasks: "
-                  f"{', '.join(t.title for t in a.tasks)}. "
+    left_out = [t.title for t in a.tasks if not t.scorable]
+    table.note = (f"Score: {a.normalization}, per task, then the mean over tasks; IQM = interquartile mean of the "
+                  "(task, seed) scores. Intervals include test-set sampling error (bootstrap over test examples "
+                  "from the per-example outputs) and seed variation (t interval); see README, 'Reading the "
+                  f"numbers'. Tasks: {', '.join(t.title for t in scorable)}."
+                  + (f" Not scored (no reference): {', '.join(left_out)}." if left_out else "") + " "
                   + seeds_note([e.seeds for e in a.aggregate], count_cells(used), len(used)))
     return table
 
 
 def paired_table(a: Analysis, rows: Sequence[dict]) -> Table:
     table = Table("paired", f"Paired comparison with {a.reference}",
-                  ["Init", "Δ score", "95% CI", "P(Δ > 0)", "Tasks won", "Pairs"], [], numeric={1, 2, 3, 4, 5})
+                  ["Init", "Δ score", "95% CI", "Δ points", "95% CI ", "p", "p (Holm)", "Won / tied / lost",
+                   "Verdict"], [], numeric={1, 2, 3, 4, 5, 6})
     for d in a.paired:
-        table.rows.append([d["init"], f"{d['mean']:+.1f}", f"[{d['lo']:+.1f}, {d['hi']:+.1f}]", f"{d['p_better']:.2f}",
-                           f"{d['won'] * d['tasks']:g}/{d['tasks']} ({d['won'] * 100:.0f}%)", str(d["pairs"])])
+        table.rows.append([d["init"], f"{d['mean']:+.1f}", f"[{d['lo']:+.1f}, {d['hi']:+.1f}]",
+                           f"{d['delta_points']:+.2f}", f"[{d['delta_lo']:+.2f}, {d['delta_hi']:+.2f}]",
+                           f"{d['p_value']:.3g}", f"{d['p_holm']:.3g}", f"{d['won']} / {d['tied']} / {d['lost']}",
+                           d["verdict"]])
     used = _task_rows(rows, a)
-    table.note = (f"{a.reference_note} Δ in normalized points (method − reference), paired by task and seed; the "
-                  "bootstrap resamples tasks, then seeds within each task. "
+    table.note = (f"{a.reference_note} Δ score in normalized points and Δ points in the raw headline metric x 100 "
+                  "(method − reference, mean over tasks), paired on seeds and test examples. p: paired test of the "
+                  "mean difference over tasks; Holm-adjusted across the inits compared. A task is won or lost only "
+                  "when its own Holm-adjusted test (across tasks) is significant at 0.05; otherwise it is a tie. "
                   + seeds_note([len(t.per_seed.get(d['init'], {})) for d in a.paired for t in a.tasks] or [0],
                                count_cells(used), len(used)))
+    return table
+
+
+def per_task_table(a: Analysis) -> Table:
+    table = Table("per-task", f"Per task: each init against {a.reference}",
+                  ["Task", "Init", "Metric", "Δ points", "95% CI", "p", "p (Holm)", "Test", "Outcome", "MDD"], [],
+                  numeric={3, 4, 5, 6, 9})
+    for d in a.paired:
+        for pt in d["per_task"]:
+            table.rows.append([pt["task"], d["init"], pt["metric"], f"{pt['delta'] * 100:+.2f}",
+                               f"[{pt['lo'] * 100:+.2f}, {pt['hi'] * 100:+.2f}]", f"{pt['p_value']:.3g}",
+                               f"{pt['p_holm']:.3g}", pt["test"], pt["outcome"],
+                               fmt(pt["mdd"] * 100, 1) if np.isfinite(pt["mdd"]) else "–"])
+    table.note = ("Holm correction across the tasks of each init. MDD: the smallest accuracy difference (points) "
+                  "this test-set size detects with 80 % power at α = 0.05.")
+    return table
+
+
+def task_flags_table(a: Analysis) -> Table:
+    table = Table("task-flags", "Tasks and their flags", ["Task", "Metric", "n_test", "Score reference", "Flags"], [])
+    for t in a.tasks:
+        ref = t.zero_from or ("normalizer file" if t.scorable else "–")
+        table.rows.append([t.title, t.section.primary_metric, str(t.n_test or "–"),
+                           f"{ref} ({fmt(t.zero)})" if t.scorable else ref, "; ".join(t.flags) or "–"])
     return table
 
 
@@ -200,5 +235,5 @@ def corpus_tables(items: Sequence[dict]) -> list[Table]:
     return tables
 
 
-__all__ = ["corpus_section", "cost_section", "heatmap_table", "leaderboard", "paired_table",
-           "progress_section", "summary_table"]
+__all__ = ["corpus_section", "cost_section", "heatmap_table", "leaderboard", "paired_table", "per_task_table",
+           "progress_section", "summary_table", "task_flags_table"]

@@ -3,6 +3,7 @@ tables as Markdown and LaTeX files beside it."""
 
 from __future__ import annotations
 
+import math
 import os
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from rsbench import __version__
 from rsbench.errors import DataError
-from rsbench.io import atomic_write_text
+from rsbench.io import atomic_write_text, write_json
 from rsbench.report import context as ctx
 from rsbench.report import figures
 from rsbench.report.aggregate import MetricSummary, deduplicate, is_baseline, validate_row
@@ -24,6 +25,8 @@ from rsbench.report.tables import document_latex, document_markdown
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE_NAME = "report.html.j2"
+SUMMARY_SCHEMA_VERSION = 1
+README_URL = "#reading"  # the in-page summary of README.md's "Reading the numbers"
 
 
 def _env() -> Environment:
@@ -78,12 +81,14 @@ def as_report_data(data: ReportData | Sequence[dict]) -> ReportData:
 
 def build_context(data: ReportData | Sequence[dict], title: str, sources: Sequence[str | os.PathLike] | None = None,
                   config: dict[str, Any] | None = None, reference: str | None = None,
-                  n_boot: int = N_BOOT) -> dict[str, Any]:
+                  n_boot: int = N_BOOT, score_reference: str = "random",
+                  normalizer: dict | None = None) -> dict[str, Any]:
     data = as_report_data(data)
     rows = data.rows
     if not rows:
         raise DataError("no results rows to report")
-    a = analyze(rows, data.checkpoint_rows, data.runs, reference=reference, n_boot=n_boot)
+    a = analyze(rows, data.checkpoint_rows, data.runs, reference=reference, n_boot=n_boot,
+                score_reference=score_reference, normalizer=normalizer)
     inits = [e.init for e in a.aggregate] + sorted({r["init"] for r in rows} - {e.init for e in a.aggregate})
     colors = figures.colors_for(inits)
     boards = [ctx.leaderboard(s, n, n_boot) for n, s in enumerate(a.sections, start=1)]
@@ -96,8 +101,12 @@ def build_context(data: ReportData | Sequence[dict], title: str, sources: Sequen
         tables += [summary["table"]]
     if a.paired:
         comparison = {"table": ctx.paired_table(a, rows), "plot": figures.paired_plot(a.paired, a.reference),
+                      "per_task": ctx.per_task_table(a),
                       "ranks": figures.rank_plot(a.ranks, a.baselines) if a.ranks else None}
-        tables.append(comparison["table"])
+        tables += [comparison["table"], comparison["per_task"]]
+    task_flags = ctx.task_flags_table(a) if a.tasks else None
+    if task_flags:
+        tables.append(task_flags)
     if heatmap:
         tables.append(heatmap["table"])
     tables += [t for _, t in boards]
@@ -121,6 +130,9 @@ def build_context(data: ReportData | Sequence[dict], title: str, sources: Sequen
         "tasks": sorted({r["task"] for r in rows}),
         "baselines": sorted(a.baselines),
         "summary": summary, "comparison": comparison, "heatmap": heatmap, "reference_note": a.reference_note,
+        "task_flags": task_flags, "readme_url": README_URL,
+        "warnings": a.warnings + [f"protocol parity: {w}" for w in a.parity],
+        "analysis": a,
         "sections": [item for item, _ in boards],
         "efficiency": [figures.efficiency_plot(g, colors) for g in a.efficiency],
         "cost": cost, "progress": progress,
@@ -142,6 +154,40 @@ def render_context(context: dict[str, Any]) -> str:
     return _env().get_template(TEMPLATE_NAME).render(**context)
 
 
+def summary_path(out: Path) -> Path:
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    return out.with_name(f"{stem}.summary.json")
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), 6)
+
+
+def summary_json(a) -> dict:
+    """The report's answer in machine-readable form (schema documented in README, 'Reading the numbers')."""
+    return {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
+        "reference": a.reference,
+        "normalization": a.normalization,
+        "tasks": [{"name": t.title, "dataset": t.section.dataset, "protocol": t.section.protocol,
+                   "metric": t.section.primary_metric, "n_test": t.n_test,
+                   "ref_value": _num(t.zero) if t.scorable else None, "score_reference": t.zero_from,
+                   "flags": list(t.flags)} for t in a.tasks],
+        "inits": [{"init": e.init, "score": _num(e.mean), "ci": [_num(e.lo), _num(e.hi)], "iqm": _num(e.iqm),
+                   "iqm_ci": [_num(e.iqm_lo), _num(e.iqm_hi)], "n_tasks": e.tasks, "tasks": e.task_names}
+                  for e in a.aggregate],
+        "paired": [{"init": d["init"], "reference": d["reference"], "delta": _num(d["mean"]),
+                    "ci": [_num(d["lo"]), _num(d["hi"])], "delta_points": _num(d["delta_points"]),
+                    "delta_points_ci": [_num(d["delta_lo"]), _num(d["delta_hi"])], "p_value": _num(d["p_value"]),
+                    "p_holm": _num(d["p_holm"]), "tasks_won": d["won"], "tasks_tied": d["tied"],
+                    "tasks_lost": d["lost"], "verdict": d["verdict"],
+                    "per_task": [{k: (_num(v) if isinstance(v, float) else v) for k, v in pt.items()}
+                                 for pt in d["per_task"]]} for d in a.paired],
+        "warnings": list(a.warnings),
+        "parity": list(a.parity),
+    }
+
+
 def table_paths(out: Path) -> tuple[Path, Path]:
     stem = out.name[: -len(out.suffix)] if out.suffix else out.name
     return out.with_name(f"{stem}.tables.md"), out.with_name(f"{stem}.tables.tex")
@@ -149,13 +195,17 @@ def table_paths(out: Path) -> tuple[Path, Path]:
 
 def render_report(data: ReportData | Sequence[dict], out_path: str | os.PathLike, title: str = "rsbench report", *,
                   sources: Sequence[str | os.PathLike] | None = None, config: dict[str, Any] | None = None,
-                  reference: str | None = None, n_boot: int = N_BOOT, write_tables: bool = True) -> Path:
-    """Write the report (and its tables as OUT.tables.md / OUT.tables.tex) atomically; returns the HTML path."""
+                  reference: str | None = None, n_boot: int = N_BOOT, write_tables: bool = True,
+                  score_reference: str = "random", normalizer: dict | None = None) -> Path:
+    """Write the report, its machine-readable summary (OUT stem + .summary.json) and its tables (OUT.tables.md
+    / OUT.tables.tex) atomically; returns the HTML path."""
     out = Path(out_path)
     if out.is_dir():
         raise DataError(f"--out {out} is a folder; give a file name such as {out / 'report.html'}")
-    context = build_context(data, title, sources=sources, config=config, reference=reference, n_boot=n_boot)
+    context = build_context(data, title, sources=sources, config=config, reference=reference, n_boot=n_boot,
+                            score_reference=score_reference, normalizer=normalizer)
     md, tex = table_paths(out)
+    write_json(summary_path(out), summary_json(context["analysis"]))
     context["table_files"] = [md.name, tex.name] if write_tables else []
     html = render_context(context)
     if write_tables:
