@@ -143,7 +143,13 @@ def estimate(cells: Mapping[int, SeedCell], resampler: TestResampler, binomial_o
         per_seed_test = float(np.mean([np.var(dev[s], ddof=1) for s in seeds]))
         source = "bootstrap"
     else:
-        var_test = _binomial_var(ref_cells, shared) if binomial_ok and signs is None else None
+        if not binomial_ok:
+            var_test = None
+        elif signs is None:
+            var_test = _binomial_var(ref_cells, shared)
+        else:  # a difference on the same examples: the unpaired binomial variance is a conservative bound
+            parts = [_binomial_var({s: signs[sign][s] for s in seeds}, shared) for sign in signs]
+            var_test = None if any(v is None for v in parts) else float(sum(parts))
         per_seed_test = (var_test * (1 if shared else n)) if var_test is not None else 0.0
         source = "binomial" if var_test is not None else "seeds only"
         var_test = var_test or 0.0
