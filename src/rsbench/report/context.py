@@ -100,6 +100,59 @@ def task_flags_table(a: Analysis) -> Table:
     return table
 
 
+def compute_table(rows: Sequence[dict]) -> Table | None:
+    """Evaluation compute per (dataset, protocol, init): feature extraction, probe/training fit, images/s."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r.get("headline") or r.get("headline") is None:
+            groups.setdefault((r["dataset"], r["protocol"], r["init"]), []).append(r)
+    table = Table("compute", "Evaluation compute (mean per evaluation cell)",
+                  ["Dataset", "Protocol", "Init", "Extract s", "Fit s", "Predict s", "Images/s"], [],
+                  numeric={3, 4, 5, 6})
+
+    def mean(rs: list[dict], key: str) -> float | None:
+        vals = [float(r[key]) for r in rs if isinstance(r.get(key), (int, float))]
+        return float(np.mean(vals)) if vals else None
+
+    for (dataset, protocol, init), rs in sorted(groups.items()):
+        if all(mean(rs, k) is None for k in ("extract_time_s", "fit_time_s", "eval_time_s")):
+            continue
+        table.rows.append([dataset, protocol, init, fmt(mean(rs, "extract_time_s"), 1), fmt(mean(rs, "fit_time_s"), 2),
+                           fmt(mean(rs, "eval_time_s"), 2), fmt(mean(rs, "eval_images_per_s"), 1)])
+    table.note = ("Extract: the frozen feature pass over all images (shared by the probes of one seed; cached "
+                  "passes show their original time). Images/s: images through the backbone per second.")
+    return table if table.rows else None
+
+
+def per_class_table(a: Analysis) -> Table | None:
+    """Per-class precision / recall / F1 (mean over seeds) of single-label classification, from the
+    per-example files."""
+    from rsbench.contracts.predictions import read_predictions
+
+    table = Table("per-class", "Per-class precision / recall / F1 (mean over seeds)",
+                  ["Task", "Init", "Class", "Precision", "Recall", "F1", "Support"], [], numeric={3, 4, 5, 6})
+    for t in a.tasks:
+        if t.section.primary_metric != "accuracy":
+            continue
+        for init, by_seed in sorted(t.cells.items()):
+            stats_per_seed, classes = [], []
+            for cell in by_seed.values():
+                path = getattr(cell.examples, "path", None)
+                if path is None:
+                    continue
+                meta, _ = read_predictions(path)
+                if meta.get("per_class"):
+                    stats_per_seed.append(meta["per_class"])
+                    classes = meta.get("classes") or classes
+            if not stats_per_seed:
+                continue
+            for c, name in enumerate(classes):
+                vals = {k: np.mean([s[k][c] for s in stats_per_seed]) for k in ("precision", "recall", "f1", "support")}
+                table.rows.append([t.title, init, name, fmt(vals["precision"]), fmt(vals["recall"]), fmt(vals["f1"]),
+                                   f"{vals['support']:.0f}"])
+    return table if table.rows else None
+
+
 def heatmap_table(a: Analysis, inits: Sequence[str], rows: Sequence[dict]) -> Table:
     table = Table("heatmap", "Primary metric per init and task (mean over seeds)", ["Init", *(t.title for t in a.tasks)],
                   [], numeric=set(range(1, len(a.tasks) + 1)))
@@ -178,8 +231,10 @@ def progress_section(a: Analysis, runs: Sequence[RunInfo], colors: dict) -> dict
     for name, pts in sorted(a.progress.items()):
         for step, value in pts:
             table.rows.append([name, str(step), fmt(value, 1)])
-    table.note = ("Normalized score (same scale as the summary) averaged over the tasks evaluated at checkpoints; "
-                  "the last step of each run is its final result.")
+    table.note = ("Normalized score (same scale as the summary) averaged over the tasks evaluated at checkpoints "
+                  "only, which may be a subset of the summary's tasks, protocols and seeds; the last step of each "
+                  "run is its final result on those same tasks. Compare points within a curve, not with the "
+                  "summary.")
     return {"table": table, "plot": figures.progress_plot(a.progress, colors)}
 
 
@@ -235,5 +290,5 @@ def corpus_tables(items: Sequence[dict]) -> list[Table]:
     return tables
 
 
-__all__ = ["corpus_section", "cost_section", "heatmap_table", "leaderboard", "paired_table", "per_task_table",
+__all__ = ["compute_table", "corpus_section", "cost_section", "heatmap_table", "per_class_table", "leaderboard", "paired_table", "per_task_table",
            "progress_section", "summary_table", "task_flags_table"]

@@ -24,6 +24,7 @@ class MetricOnExamples:
     n: int
     fn: WeightsFn
     correct: np.ndarray | None = None  # per-example 0/1 correctness (single-label), for McNemar
+    path: Path | None = None  # the per-example file it was read from
 
     def __call__(self, weights: np.ndarray) -> np.ndarray:
         return self.fn(np.atleast_2d(weights).astype(np.float64))
@@ -100,9 +101,10 @@ def _pixel_accuracy(conf: np.ndarray, k: int) -> WeightsFn:
 
 
 def _detection(images: list[dict], which: str) -> WeightsFn:
-    from rsbench.evaluate.detection_ap import coco_ap  # numpy only
+    from rsbench.metrics.detection_ap import coco_ap  # numpy only
 
-    return lambda w: np.asarray(coco_ap(images, weights=w.astype(np.int64))[which], dtype=np.float64)
+    # The headline caps at COCO's 100 detections per image (and class); files store up to 1000.
+    return lambda w: np.asarray(coco_ap(images, weights=w.astype(np.int64), max_dets=100)[which], dtype=np.float64)
 
 
 # Metrics recomputable per kind: the headline of every task and the main extras.
@@ -116,6 +118,13 @@ RECOMPUTABLE = {
 
 def metric_on_examples(path: str | Path, metric: str) -> MetricOnExamples | None:
     """The metric of one cell as a function of test-example weights; None when it is not recomputable."""
+    out = _metric_on_examples(path, metric)
+    if out is not None:
+        out.path = Path(path)
+    return out
+
+
+def _metric_on_examples(path: str | Path, metric: str) -> MetricOnExamples | None:
     meta, cols = read_predictions(path)
     kind = meta.get("kind")
     if metric not in RECOMPUTABLE.get(kind, ()):
@@ -133,7 +142,7 @@ def metric_on_examples(path: str | Path, metric: str) -> MetricOnExamples | None
         conf = np.asarray(cols["confusion"], dtype=np.float64)
         k = int(round(np.sqrt(conf.shape[1])))
         return MetricOnExamples(n, _miou(conf, k) if metric == "miou" else _pixel_accuracy(conf, k))
-    from rsbench.evaluate.detection_ap import from_record
+    from rsbench.metrics.detection_ap import from_record
 
     images = [from_record({c: cols[c][i] for c in cols}) for i in range(n)]
     return MetricOnExamples(n, _detection(images, "map_50_95" if metric == "map_50_95" else "ap50"))

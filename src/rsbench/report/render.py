@@ -105,8 +105,9 @@ def build_context(data: ReportData | Sequence[dict], title: str, sources: Sequen
                       "ranks": figures.rank_plot(a.ranks, a.baselines) if a.ranks else None}
         tables += [comparison["table"], comparison["per_task"]]
     task_flags = ctx.task_flags_table(a) if a.tasks else None
-    if task_flags:
-        tables.append(task_flags)
+    per_class = ctx.per_class_table(a)
+    compute = ctx.compute_table(rows)
+    tables += [t for t in (task_flags, per_class, compute) if t]
     if heatmap:
         tables.append(heatmap["table"])
     tables += [t for _, t in boards]
@@ -130,7 +131,7 @@ def build_context(data: ReportData | Sequence[dict], title: str, sources: Sequen
         "tasks": sorted({r["task"] for r in rows}),
         "baselines": sorted(a.baselines),
         "summary": summary, "comparison": comparison, "heatmap": heatmap, "reference_note": a.reference_note,
-        "task_flags": task_flags, "readme_url": README_URL,
+        "task_flags": task_flags, "per_class": per_class, "compute": compute, "readme_url": README_URL,
         "warnings": a.warnings + [f"protocol parity: {w}" for w in a.parity],
         "analysis": a,
         "sections": [item for item, _ in boards],
