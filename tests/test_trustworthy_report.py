@@ -142,3 +142,18 @@ def test_holm_and_iqm_against_hand_computation():
     from scipy.stats import trim_mean
 
     assert iqm(np.array([1.0, 5, 2, 9, 3, 7, 4, 100])) == pytest.approx(trim_mean([1, 5, 2, 9, 3, 7, 4, 100], 0.25))
+
+
+def test_frozen_normalizer_and_bandstats_reference(tmp_path):
+    rows = [row("random-resnet18", "t", 0, 0.5, "random"), row("bandstats", "t", 0, 0.4, "bandstats"),
+            row("ssl", "t", 0, 0.7)]
+    norm = tmp_path / "normalizer.json"
+    norm.write_text(json.dumps({"version": "1", "datasets": {"t": {"min": 0.3, "max": 0.8}}}))
+    _, summary = report(tmp_path, rows, "--normalizer", str(norm))
+    assert {i["init"]: i["score"] for i in summary["inits"]}["ssl"] == pytest.approx(80.0)  # (0.7-0.3)/0.5
+    _, summary = report(tmp_path, rows, "--score-reference", "bandstats")
+    assert {i["init"]: i["score"] for i in summary["inits"]}["ssl"] == pytest.approx(50.0)  # (0.7-0.4)/0.6
+    norm.write_text(json.dumps({"datasets": {"t": {"min": 0.9, "max": 0.8}}}))
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "res"), "--out", str(tmp_path / "r.html"),
+                                   "--normalizer", str(norm)])
+    assert res.exit_code != 0 and "error:" in res.output and "min < max" in res.output

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
 from pydantic import Field
@@ -21,6 +21,9 @@ class ReportConfig(StrictModel):
     reference: Optional[str] = Field(None, description="init the paired comparison uses (default: ImageNet, else random)")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples for the confidence intervals")
     tables: bool = Field(True, description="also write <OUT stem>.tables.md and .tables.tex beside OUT")
+    score_reference: Literal["random", "bandstats"] = Field(
+        "random", description="init whose score is 0 on the normalized scale (same backbone where possible)")
+    normalizer: Optional[str] = Field(None, description="frozen per-dataset min/max JSON replacing the reference")
 
 
 @handle_errors
@@ -40,12 +43,19 @@ def report_command(
                                           help="Also write <OUT stem>.tables.md and .tables.tex, e.g. "
                                           "report.tables.md (default: yes).",
                                           show_default=False),
+    score_reference: Optional[str] = typer.Option(
+        None, "--score-reference", help="Init that scores 0 on the normalized scale: random or bandstats "
+        "(default: random)."),
+    normalizer: Optional[Path] = typer.Option(
+        None, "--normalizer", help="Frozen normalizer JSON {\"datasets\": {NAME: {\"min\": m, \"max\": M}}}: "
+        "score = 100 x (value - min) / (max - min) instead of the headroom above the reference."),
     config: Optional[Path] = ConfigOption,
 ) -> None:
     """Leaderboards with bootstrap CIs, normalized cross-task scores, paired comparison with the baseline,
     cost and pretraining curves, in one offline HTML page (plus its tables as Markdown and LaTeX)."""
     # Imported here so `rsbench --help` does not pay for matplotlib.
     from rsbench.report import render_report
+    from rsbench.report.analysis import load_normalizer
     from rsbench.report.sources import load_report_data
 
     cfg = resolve_config(
@@ -53,12 +63,13 @@ def report_command(
         # An empty RESULTS list means "not given", so the config file's list can apply.
         results=[str(p) for p in results] if results else None,
         db=db, out=str(out) if out is not None else None, title=title, reference=reference, bootstrap=bootstrap,
-        tables=tables,
+        tables=tables, score_reference=score_reference, normalizer=str(normalizer) if normalizer else None,
     )
     if not cfg.results and not cfg.db:
         raise ConfigError("no RESULTS given: pass results.jsonl files or folders, --db, or set 'results' in --config")
     data = load_report_data(cfg.results, cfg.db)
     path = render_report(data, cfg.out, title=cfg.title, config=cfg.model_dump(mode="json"), reference=cfg.reference,
-                         n_boot=cfg.bootstrap, write_tables=cfg.tables)
+                         n_boot=cfg.bootstrap, write_tables=cfg.tables, score_reference=cfg.score_reference,
+                         normalizer=load_normalizer(cfg.normalizer) if cfg.normalizer else None)
     # stdout carries only the path, so scripts can capture it; everything else goes to stderr.
     typer.echo(str(path))

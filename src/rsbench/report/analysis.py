@@ -122,6 +122,29 @@ def _cells(section: Section, rows: Sequence[dict]) -> dict[str, dict[int, unc.Se
     return out
 
 
+def load_normalizer(path: str | Path) -> dict:
+    """A frozen normalizer: {"version": ..., "datasets": {NAME: {"min": m, "max": M}}} (or the mapping alone).
+
+    Fixing min/max per dataset in a versioned file (GEO-Bench's normalizer.json idea) makes scores comparable
+    across reports and releases, whatever inits each report holds."""
+    import json
+
+    from rsbench.errors import DataError
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read normalizer {path}: {e}") from None
+    datasets = doc.get("datasets", doc) if isinstance(doc, dict) else None
+    if not isinstance(datasets, dict) or not datasets:
+        raise DataError(f"normalizer {path}: expected {{\"datasets\": {{NAME: {{\"min\": m, \"max\": M}}}}}}")
+    for name, entry in datasets.items():
+        ok = isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in ("min", "max"))
+        if not ok or entry["max"] <= entry["min"]:
+            raise DataError(f"normalizer {path}: dataset '{name}' needs numbers min < max, got {entry!r}")
+    return datasets
+
+
 def _references(inits: set[str], kinds: dict[str, str], backbones: dict[str, str], flag: str) -> dict[str, str]:
     """init -> its score reference: the `flag` kind (random / bandstats) of the same backbone if there is one."""
     refs = sorted(i for i in inits if kinds.get(i) == flag or (not kinds.get(i) and i.lower().startswith(flag)))
