@@ -132,7 +132,9 @@ def eval_values(cell: dict, init_value: str) -> dict[str, Any]:
     if config.get("fraction") is not None:
         values["fractions"] = [config["fraction"]]
     if init["kind"] == "baseline":
-        values.update({k: init[k] for k in ("backbone", "image_size", "weights") if init.get(k) is not None})
+        # The shape keys a baseline inherits from its runs (rsbench.benchmark.shapes) win over task options.
+        values.update({k: init[k] for k in ("backbone", "image_size", "patch_size", "weights")
+                       if init.get(k) is not None})
     return values
 
 

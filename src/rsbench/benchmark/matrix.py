@@ -16,6 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from rsbench import __version__
+from rsbench.benchmark.shapes import (
+    EVAL_BACKBONE,
+    SHAPE_KEYS,
+    Entry,
+    TaskView,
+    baseline_kind,
+    baseline_shape,
+    check_parity,
+    inherit,
+    run_arch,
+    run_shape,
+    task_view,
+)
 from rsbench.benchmark.spec import Baseline, CheckpointSpec, Experiment, TaskSpec, load_task, validate
 from rsbench.errors import ConfigError
 from rsbench.io import stable_hash
@@ -112,22 +125,65 @@ def _with_checkpointing(options: dict, ckpt: CheckpointSpec, where: str) -> dict
     return {**options, "checkpoint_every": every or ckpt.every_steps}
 
 
-def baseline_inits(exp: Experiment, runs: list[PretrainRun]) -> list[tuple[str, dict, dict, str]]:
-    """(label, init spec, extra evaluate options, key) per baseline; a bare 'random' matches each run's backbone."""
-    shapes = list(dict.fromkeys((r.options.get("backbone"), r.options.get("image_size")) for r in runs)) or [(None, None)]
-    out: list[tuple[str, dict, dict, str]] = []
+@dataclass(frozen=True)
+class BaselineInit:
+    """One baseline of the matrix; its init entry is completed per task by `spec_for` (see `baseline_inits`)."""
+
+    label: str
+    baseline: Baseline
+    spec: dict  # the init entry before inheritance
+    explicit: frozenset[str]  # shape keys the baseline sets itself
+    arch_from: dict | None  # options of the run whose backbone it takes (None: it names its own)
+    shape_from: list[dict]  # options of the runs it is compared with
+    where: str
+
+    def spec_for(self, view: TaskView) -> dict:
+        return inherit(self.spec, {**view.options, **self.baseline.options}, view, self.explicit, self.arch_from,
+                       self.shape_from)
+
+
+def baseline_inits(exp: Experiment, runs: list[PretrainRun]) -> list[BaselineInit]:
+    """The baselines, each compared with some of the pretraining runs, whose shape it inherits.
+
+    A baseline that names its `backbone` is one init, compared with the runs of that backbone (all runs
+    when none has it). One that does not (a bare 'random') is one init per pretraining backbone, compared
+    with the runs of that backbone. On every task it takes what it does not set itself (`backbone`,
+    `image_size`, `patch_size`, in the entry or its `options`) from the first of those runs, as that run
+    is evaluated there; `bands` are the task's for every init. See rsbench.benchmark.shapes.
+    """
+    out: list[BaselineInit] = []
     for i, b in enumerate(exp.baselines):
         assert isinstance(b, Baseline)
-        explicit = b.backbone is not None or b.image_size is not None
-        targets = [(b.backbone, b.image_size)] if explicit else shapes
-        sizes = {sz for _, sz in targets}
-        for backbone, size in targets:
-            label = b.name or "-".join([b.init, *([backbone] if backbone else [])])
-            if b.name is None and len(sizes) > 1 and size:
-                label += f"-{size}px"
-            spec = {"kind": "baseline", "init": b.init, "backbone": backbone, "image_size": size, "weights": b.weights}
-            out.append((label, spec, dict(b.options), f"baselines.{i}"))
-    labels = [o[0] for o in out]
+        explicit = frozenset({k for k in SHAPE_KEYS if k in b.options}
+                             | ({"backbone"} if b.backbone is not None else set())
+                             | ({"image_size"} if b.image_size is not None else set()))
+        kind = baseline_kind(b.init)
+        spec = {"kind": "baseline", "init": b.init, "backbone": b.backbone, "image_size": b.image_size,
+                "weights": b.weights}
+        targets: list[tuple[dict, dict | None, list[dict]]]
+        if b.backbone is not None or not runs or (kind != "network" and b.image_size is not None):
+            same = [r.options for r in runs if run_arch(r.options) == b.backbone]
+            targets = [(spec, None, same or [r.options for r in runs])]
+        else:
+            groups: dict[str | None, list[dict]] = {}
+            for r in runs:
+                key = run_arch(r.options) if kind == "network" else r.options.get("backbone")
+                groups.setdefault(key, []).append(r.options)
+            targets = []
+            for group in groups.values():
+                first = group[0]
+                legacy = dict(spec)
+                if b.image_size is None:  # a bare baseline starts from its run's own options (ids as before)
+                    legacy.update({k: None if k in explicit else first.get(k) for k in ("backbone", "image_size")})
+                targets.append((legacy, first, group))
+        for legacy, arch_from, shape_from in targets:
+            backbone = legacy["backbone"]
+            if backbone is None and kind == "network" and arch_from is not None and "backbone" not in explicit:
+                arch = run_arch(arch_from)
+                backbone = arch if arch != EVAL_BACKBONE else None
+            label = b.name or "-".join([b.init, *([str(backbone)] if backbone else [])])
+            out.append(BaselineInit(label, b, legacy, explicit, arch_from, shape_from, f"baselines.{i}"))
+    labels = [o.label for o in out]
     dup = next((x for x in labels if labels.count(x) > 1), None)
     if dup:
         raise ConfigError(f"two baselines are both named '{dup}'; set 'name' in 'baselines'")
@@ -175,21 +231,24 @@ def expand(exp: Experiment, source: str = "experiment file", base_dir: Path | No
         run_ids[run.name] = cid
         cells.append(Cell(cid, PRETRAIN, f"pretrain {run.name}", run.name, config, None, len(cells), run.where))
 
-    inits: list[tuple[str, dict, dict, str | None, str, int | None]] = []  # label, init, options, dep, where, step
+    # label, init entry (or the baseline that makes one per task), options, dependency, where, step, run options
+    inits: list[tuple[str, dict | BaselineInit, dict, str | None, str, int | None, dict | None]] = []
     for run in runs:
         rid = run_ids[run.name]
-        inits.append((run.name, {"kind": "run", "cell": rid, "step": None}, {}, rid, run.where, None))
-    for label, spec, options, where in baseline_inits(exp, runs):
-        inits.append((label, spec, options, None, where, None))
+        inits.append((run.name, {"kind": "run", "cell": rid, "step": None}, {}, rid, run.where, None, run.options))
+    for b in baseline_inits(exp, runs):
+        inits.append((b.label, b, dict(b.baseline.options), None, b.where, None, None))
     for run in runs:
         if run.checkpoints is not None:
             every, total = run.checkpoints.every_steps, int(run.options["max_steps"])
             for step in range(every, total, every):
                 init = {"kind": "run", "cell": run_ids[run.name], "step": step}
-                inits.append((f"{run.name}@step{step}", init, {}, run_ids[run.name], run.where, step))
+                inits.append((f"{run.name}@step{step}", init, {}, run_ids[run.name], run.where, step, run.options))
 
+    views = [task_view(exp.evaluate, t.options) for t in tasks]
+    boards: dict[tuple[str, str, float | None], dict[str, Entry]] = {}
     evals = []
-    for (label, init, init_opts, dep, where, step), (ti, task) in itertools.product(inits, enumerate(tasks)):
+    for (label, init, init_opts, dep, where, step, run_opts), (ti, task) in itertools.product(inits, enumerate(tasks)):
         ckpt = next((r.checkpoints for r in runs if step is not None and run_ids[r.name] == dep), None)
         if ckpt is not None and ckpt.tasks is not None and task.name not in ckpt.tasks:
             continue
@@ -199,7 +258,14 @@ def expand(exp: Experiment, source: str = "experiment file", base_dir: Path | No
         if ckpt is not None and fractions != [None]:
             fractions = [max(fractions)]  # progress curves use each task at its full label budget
         options = {**exp.evaluate, **task.options, **init_opts}
+        view = views[ti]
+        if isinstance(init, BaselineInit):
+            init = init.spec_for(view)
+            entry = Entry(label, True, baseline_shape(init, {**view.options, **init_opts}, view))
+        else:
+            entry = Entry(label, False, run_shape(run_opts or {}, view))
         for protocol, fraction, seed in itertools.product(protocols, fractions, seeds):
+            boards.setdefault((str(task.name), protocol, fraction), {}).setdefault(label, entry)
             config = {"kind": EVAL, "options": options, "init": init, "protocol": protocol, "seed": seed,
                       "fraction": fraction, "code_version": version}
             spec_hash = _file_hash(options.get("task_spec"))
@@ -209,6 +275,7 @@ def expand(exp: Experiment, source: str = "experiment file", base_dir: Path | No
             text = f"{label} · {task.name} · {protocol}{frac} · seed {seed}"
             order = (step is not None, seed, protocol, fraction or 0.0, len(evals))
             evals.append((order, Cell(cell_id(config), EVAL, text, label, config, dep, 0, f"tasks.{ti}", task.name)))
+    check_parity({key: list(entries.values()) for key, entries in boards.items()})
     for n, (_, cell) in enumerate(sorted(evals, key=lambda e: e[0])):
         cells.append(Cell(cell.id, cell.kind, cell.label, cell.init_label, cell.config, cell.depends_on,
                           len(runs) + n, cell.where, cell.task))

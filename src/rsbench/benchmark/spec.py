@@ -41,8 +41,10 @@ class PretrainSection(StrictModel):
 class Baseline(StrictModel):
     init: str = Field(description="random, imagenet, or a weights file for `backbone`")
     name: str | None = None
-    backbone: str | None = None
-    image_size: int | None = Field(None, gt=0)
+    # Unset shape keys (backbone, image_size, and patch_size in `options`) are inherited from the runs the
+    # baseline is compared with; see rsbench.benchmark.matrix.baseline_inits.
+    backbone: str | None = Field(None, description="default: one baseline per pretraining backbone")
+    image_size: int | None = Field(None, gt=0, description="default: that of its runs, per task")
     weights: str | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="more EvaluateConfig options")
 
