@@ -39,13 +39,25 @@ def cached(out: Path, row: dict) -> torch.Tensor:
     return torch.load(out / "features" / f"{row['features_key']}.pt", weights_only=True)["features"]
 
 
-def test_imagenet_init_on_more_bands_keeps_the_rgb_response(eurosat_small, tmp_path):
-    """The first-layer adaptation for C > 3 bands (timm's adapt_input_conv, or rsbench's adapt_first_layer)
-    keeps the RGB filters scaled by 3 / C. So a C-band model sees (R, G, B, 0, ...) as the RGB model sees
-    3/C (R, G, B), and an achromatic image (one band repeated) as the RGB model does, at least for C = 6."""
-    torch.save(timm.create_model("resnet18").state_dict(), tmp_path / "in1k.pth")  # head included, as published
-    models = {c: resolve_init(cfg(eurosat_small, tmp_path, init="imagenet", weights=tmp_path / "in1k.pth"), c,
-                              quiet()).build().eval() for c in (3, 4, 6)}
+@pytest.fixture
+def in1k(tmp_path) -> Path:
+    """A stand-in for timm's ImageNet resnet18 checkpoint: random weights, head included, as published."""
+    torch.save(timm.create_model("resnet18").state_dict(), tmp_path / "in1k.pth")
+    return tmp_path / "in1k.pth"
+
+
+def imagenet(data, out, weights, in_chans, **kw):
+    return resolve_init(cfg(data, out, init="imagenet", weights=weights, **kw), in_chans, quiet())
+
+
+def test_imagenet_init_on_more_bands_keeps_the_rgb_response(eurosat_small, tmp_path, in1k):
+    """The first-layer adaptation for C > 3 bands (rsbench's adapt_first_layer) puts the RGB filters on the
+    red, green, blue bands scaled by 3 / C and the RGB mean filter elsewhere. So a C-band model sees
+    (R, G, B, 0, ...) as the RGB model sees 3/C (R, G, B), and an achromatic image (one band repeated) as
+    the RGB model does. More than 3 bands must be named (or --rgb-bands given) to say where R, G, B are."""
+    models = {3: imagenet(eurosat_small, tmp_path, in1k, 3).build().eval(),
+              4: imagenet(eurosat_small, tmp_path, in1k, 4, bands=["red", "green", "blue", "nir"]).build().eval(),
+              6: imagenet(eurosat_small, tmp_path, in1k, 6, rgb_bands=["1", "2", "3"]).build().eval()}
     g = torch.Generator().manual_seed(0)
     x, gray = torch.randn(2, 3, 32, 32, generator=g), torch.randn(2, 1, 32, 32, generator=g)
     with torch.no_grad():
@@ -55,6 +67,65 @@ def test_imagenet_init_on_more_bands_keeps_the_rgb_response(eurosat_small, tmp_p
         assert torch.allclose(models[6](gray.expand(-1, 6, -1, -1)), models[3](gray.expand(-1, 3, -1, -1)), atol=1e-5)
     assert torch.allclose(models[4].conv1.weight[:, :3], 0.75 * models[3].conv1.weight)
     assert torch.equal(models[4].layer1[0].conv1.weight, models[3].layer1[0].conv1.weight)  # deeper layers as-is
+    with pytest.raises(ConfigError, match="4 unnamed bands.*--rgb-bands 4,3,2"):
+        imagenet(eurosat_small, tmp_path, in1k, 4)  # never R, G, B on channels 0-2 by default
+
+
+def test_imagenet_filters_follow_the_sentinel2_band_order(eurosat_small, tmp_path, in1k):
+    """Sentinel-2 order B02, B03, B04, B08: R goes to channel 2, G to 1, B to 0, the mean to B08."""
+    rgb = imagenet(eurosat_small, tmp_path, in1k, 3)
+    s2 = imagenet(eurosat_small, tmp_path, in1k, 4, bands=["B02", "B03", "B04", "B08"])
+    assert s2.band_mapping == {"red": 2, "green": 1, "blue": 0, "others": "mean RGB filter", "source": "band names",
+                               "bands": ["B02", "B03", "B04", "B08"],
+                               "sensor": "sentinel2 (inferred from the band names)"}
+    assert rgb.band_mapping["source"] == "assumed RGB order (3 unnamed bands)"
+    assert s2.identity["rgb"] == [2, 1, 0] and "rgb" not in rgb.identity  # keys their feature caches apart
+    w = timm.create_model("resnet18", num_classes=0)
+    w.load_state_dict({k: v for k, v in torch.load(in1k, weights_only=True).items() if not k.startswith("fc.")})
+    red, green, blue = (w.conv1.weight[:, i] for i in range(3))  # timm's ImageNet input order is R, G, B
+    m3, m4 = rgb.build().eval(), s2.build().eval()
+    conv = m4.conv1.weight
+    assert torch.allclose(conv[:, 2], 0.75 * red) and torch.allclose(conv[:, 1], 0.75 * green)
+    assert torch.allclose(conv[:, 0], 0.75 * blue) and torch.allclose(conv[:, 3], 0.75 * w.conv1.weight.mean(1))
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # an RGB image ...
+    x4 = torch.zeros(2, 4, 32, 32)
+    x4[:, [2, 1, 0]] = x  # ... in the Sentinel-2 channels of red, green, blue
+    with torch.no_grad():
+        assert torch.allclose(m4(x4), m3(0.75 * x), atol=1e-5)
+    # The same data with --rgb-bands picks the same channels.
+    by_flag = imagenet(eurosat_small, tmp_path, in1k, 4, rgb_bands=["3", "2", "1"])
+    assert torch.equal(by_flag.build().conv1.weight, conv) and by_flag.identity == s2.identity
+
+
+def test_imagenet_on_bgr_data_reorders_the_filters(eurosat_small, tmp_path, in1k):
+    rgb = imagenet(eurosat_small, tmp_path, in1k, 3).build().eval()
+    bgr = imagenet(eurosat_small, tmp_path, in1k, 3, bands=["blue", "green", "red"])
+    assert (bgr.band_mapping["red"], bgr.band_mapping["green"], bgr.band_mapping["blue"]) == (2, 1, 0)
+    model = bgr.build().eval()
+    assert torch.equal(model.conv1.weight, rgb.conv1.weight[:, [2, 1, 0]])  # 3 bands: no rescale
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model(x[:, [2, 1, 0]]), rgb(x), atol=1e-6)
+
+
+def test_random_init_is_one_draw_per_seed(eurosat_small, tmp_path):
+    init = resolve_init(cfg(eurosat_small, tmp_path), 3, quiet())
+    s1, s2, again = init.for_seed(1), init.for_seed(2), init.for_seed(1)
+    w = {k: i.build().conv1.weight for k, i in (("base", init), ("s0", init.for_seed(0)), ("s1", s1), ("s2", s2),
+                                                 ("again", again))}
+    assert not torch.allclose(w["s1"], w["s2"]) and not torch.allclose(w["s1"], w["base"])
+    assert torch.equal(w["s1"], w["again"])
+    assert torch.equal(w["s0"], w["base"])  # seed 0 is the draw of build(), as before per-seed draws
+    assert s1.identity != s2.identity and s1.identity == again.identity and init.for_seed(0).identity == init.identity
+    assert s1.name == s2.name == init.name == "random-resnet18" and s1.kind == "random"
+    assert init.band_mapping is None
+    # The caller's RNG is left alone; other kinds are the same for every seed.
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    s2.build()
+    assert torch.equal(torch.random.get_rng_state(), before)
+    pixels = resolve_init(cfg(eurosat_small, tmp_path, init="pixels"), 3, quiet())
+    assert pixels.for_seed(3) is pixels
 
 
 def test_patch_size_sets_the_vit_token_grid_and_the_cache_identity(eurosat_small, tmp_path):
@@ -89,6 +160,8 @@ def test_torchgeo_init_from_the_hub_cache(eurosat_small, torch_home, tmp_path):
     path = write_weights(torch_home, "resnet18_sentinel2_rgb_moco-e3a335e3.pth", 3)
     init = resolve_init(cfg(eurosat_small, tmp_path, init=f"torchgeo:{RGB_MOCO}"), 3, quiet())
     assert init.image_size == 224 and init.path == str(path.resolve())  # the weights' crop size by default
+    assert init.band_mapping == {"weights_channels": [0, 1, 2], "weights_bands": ["B4", "B3", "B2"], "dropped": 0,
+                                 "source": "the data has the weights' bands"}
 
     rows = evaluate(cfg(eurosat_small, tmp_path / "out", init=f"torchgeo:{RGB_MOCO}", image_size=32), console=quiet())
     r = rows[0]
@@ -113,6 +186,12 @@ def test_torchgeo_init_maps_named_bands_onto_the_weights(eurosat_small, torch_ho
     init = resolve_init(cfg(eurosat_small, tmp_path, init=f"torchgeo:{ALL_MOCO}", bands=["B04", "B03", "B02"]), 3,
                         quiet())
     assert init.bands == ["B4", "B3", "B2"] and init.normalization["std"] == [10000.0] * 3
+    assert init.band_mapping == {"weights_channels": [3, 2, 1], "weights_bands": ["B4", "B3", "B2"], "dropped": 10,
+                                 "source": "--bands matched to the weights' bands", "bands": ["B04", "B03", "B02"]}
+    # GeoTIFF band descriptions are matched by their band number.
+    described = resolve_init(cfg(eurosat_small, tmp_path, init=f"torchgeo:{ALL_MOCO}",
+                                 bands=["B04_red", "B03_green", "B02_blue"]), 3, quiet())
+    assert described.bands == ["B4", "B3", "B2"] and described.identity == init.identity
     rgb_model = init.build().eval()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     x13 = torch.zeros(2, 13, 32, 32)

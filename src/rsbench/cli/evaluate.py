@@ -47,13 +47,23 @@ def evaluate_command(
         None, "--weights", help="Checkpoint file for --init imagenet or --init torchgeo:... (offline use)."
     ),
     bands: Optional[str] = typer.Option(
-        None, "--bands", help="The data's band names in file order, e.g. B04,B03,B02 (maps them onto torchgeo weights)."
+        None, "--bands", help="The data's band names in file order, e.g. B04,B03,B02 or blue,green,red,nir (maps them "
+        "onto torchgeo weights, and ImageNet's RGB filters onto the red, green, blue bands; default: the torchgeo "
+        "dataset's bands or the GeoTIFFs' band descriptions)."
+    ),
+    rgb_bands: Optional[str] = typer.Option(
+        None, "--rgb-bands", help="--init imagenet: the data's red, green, blue bands, as 1-based indices (e.g. 4,3,2) "
+        "or --bands names; ImageNet's RGB filters go there, every other band gets their mean (default: from the "
+        "band names; 3 unnamed bands are taken as RGB, more are an error)."
     ),
     protocol: Optional[str] = typer.Option(
         None, "--protocol", help="Comma-separated. classification: knn, linear, finetune (default: knn,linear); segmentation and "
         "detection: frozen, finetune (default: frozen)."
     ),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds (default: 0,1,2)."),
+    seeds: Optional[str] = typer.Option(
+        None, "--seeds", help="Comma-separated seeds (default: 0,1,2,3,4 when every protocol is a frozen one - knn, "
+        "knn5, linear, frozen - else 0,1,2)."
+    ),
     fractions: Optional[str] = typer.Option(
         None, "--fractions", help="Label fractions of the train split, e.g. 0.01,0.1,1.0 (stratified, >= 1 per "
         "class; default: 1.0)."
@@ -66,6 +76,9 @@ def evaluate_command(
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate for trained parts (default: per protocol)."),
     decoder: Optional[str] = typer.Option(None, "--decoder", help="Segmentation decoder (default: fpn)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder for results.jsonl (default: results)."),
+    save_features: Optional[bool] = typer.Option(
+        None, "--save-features", help="Keep the extracted frozen features with the results.", show_default=False
+    ),
     config: Optional[Path] = ConfigOption,
 ) -> None:
     """Score a backbone with kNN / linear probes or fine-tuning; rows go to OUT/results.jsonl."""
@@ -76,8 +89,9 @@ def evaluate_command(
     cfg = resolve_config(
         EvaluateConfig, config, task_spec=task_spec, task=task, data=data, test_data=test_data, adapter=adapter,
         init=init, backbone=backbone, image_size=image_size, patch_size=patch_size, weights=weights, bands=split_csv(bands),
-        protocol=split_csv(protocol), seeds=split_csv(seeds), test_fraction=test_fraction, batch_size=batch_size,
-        out=out, fractions=split_csv(fractions), epochs=epochs, lr=lr, decoder=decoder,
+        rgb_bands=split_csv(rgb_bands), protocol=split_csv(protocol), seeds=split_csv(seeds),
+        test_fraction=test_fraction, batch_size=batch_size, out=out, fractions=split_csv(fractions), epochs=epochs,
+        lr=lr, decoder=decoder, save_features=save_features,
     )
     rows = evaluate(cfg, console=console)
     Console().print(results_table(rows))

@@ -44,11 +44,33 @@ class ClassificationData:
     multilabel: bool
     n_pool: int
     adapter: str
-    band_names: list[str] | None = None  # when the source knows them (torchgeo datasets)
+    band_names: list[str] | None = None  # when the source knows them (torchgeo datasets, GeoTIFF descriptions)
 
     @property
     def has_test(self) -> bool:
         return self.n_pool < len(self.images)
+
+
+def geotiff_band_names(paths: list[Path]) -> list[str] | None:
+    """The band descriptions of GeoTIFFs (rasterio `descriptions`, e.g. 'B4_red'), when every file is a
+    GeoTIFF, every band has one and they are the same in every file; else None."""
+    if not paths or any(Path(p).suffix.lower() not in (".tif", ".tiff") for p in paths):
+        return None
+    import rasterio
+
+    names: list[str] | None = None
+    # Stops at the first file without descriptions, so ordinary data costs one open.
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+        for p in paths:
+            try:
+                with rasterio.open(p) as src:
+                    found = [d.strip() if d else "" for d in src.descriptions]
+            except Exception:  # noqa: BLE001 - an unreadable file is reported when it is read
+                return None
+            if not found or not all(found) or (names is not None and found != names):
+                return None
+            names = names or found
+    return names
 
 
 def _imagefolder(path: Path, classes: list[str] | None, cfg: EvaluateConfig) -> Labelled:
@@ -56,7 +78,8 @@ def _imagefolder(path: Path, classes: list[str] | None, cfg: EvaluateConfig) -> 
     if classes is not None and list(index.classes) != list(classes):
         raise DataError(f"class folders of {path} ({', '.join(index.classes)}) differ from the classes "
                         f"{', '.join(classes)}")
-    return Labelled(FileImages(index.paths), index.labels, list(index.classes), False)
+    return Labelled(FileImages(index.paths), index.labels, list(index.classes), False,
+                    geotiff_band_names(index.paths))
 
 
 def _find_column(header: list[str], names: tuple[str, ...]) -> int | None:
@@ -108,7 +131,7 @@ def _csv(path: Path, classes: list[str] | None, cfg: EvaluateConfig) -> Labelled
             y[i, [lookup[n] for n in ns]] = 1
     else:
         y = np.asarray([lookup[ns[0]] for ns in names], dtype=np.int64)
-    return Labelled(FileImages(paths), y, classes, multilabel)
+    return Labelled(FileImages(paths), y, classes, multilabel, geotiff_band_names(paths))
 
 
 def _torchgeo(path: Path, classes: list[str] | None, cfg: EvaluateConfig, split_key: str = "split") -> Labelled:

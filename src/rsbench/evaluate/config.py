@@ -13,6 +13,15 @@ DEFAULT_IMAGE_SIZE = 64
 DEFAULT_BACKBONE = "resnet18"
 # Without --protocol: probes for classification, a trained decoder / detector on the frozen backbone otherwise.
 DEFAULT_PROTOCOLS = {"classification": ["knn", "linear"], "segmentation": ["frozen"], "detection": ["frozen"]}
+# Without --seeds: 5 seeds when every protocol is a frozen one (probes, frozen-backbone decoders: cheap per
+# seed, and seed-to-seed spread is what the report's intervals need), else 3 (fine-tuning is costly).
+FROZEN_PROTOCOLS = frozenset({"knn", "knn5", "linear", "frozen"})
+FROZEN_SEEDS = [0, 1, 2, 3, 4]
+DEFAULT_SEEDS = [0, 1, 2]
+
+
+def default_seeds(protocols: list[str]) -> list[int]:
+    return list(FROZEN_SEEDS if protocols and set(protocols) <= FROZEN_PROTOCOLS else DEFAULT_SEEDS)
 
 
 class EvaluateConfig(StrictModel):
@@ -29,6 +38,9 @@ class EvaluateConfig(StrictModel):
     classes: list[str] | None = None  # class names; for CSV labels, any other name is an error
     metric: str | None = None  # a task spec's headline metric (must be one the task reports)
     bands: list[str] | None = None  # the data's band names in file order (maps bands onto published weights)
+    # --init imagenet: the data's red, green, blue bands (1-based indices or names of `bands`), where the
+    # ImageNet RGB filters go; None = found from the band names (3 unnamed bands: assumed RGB).
+    rgb_bands: list[str] | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # adapter/task-specific keys of a task spec
     # A run directory, 'random', 'imagenet', a state_dict file for `backbone`, 'torchgeo:<WeightsEnum>',
     # or a network-free baseline: 'bandstats', 'pixels'.
@@ -40,7 +52,8 @@ class EvaluateConfig(StrictModel):
     patch_size: int | None = Field(None, gt=0)
     weights: Path | None = None
     protocol: list[str] = Field(min_length=1)  # default: DEFAULT_PROTOCOLS[task]
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    # Without seeds: default_seeds(protocol), set by the model validator.
+    seeds: list[int] = Field(default_factory=lambda: list(DEFAULT_SEEDS), min_length=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
     batch_size: int = Field(64, gt=0)
     out: Path = Path("results")
@@ -55,6 +68,10 @@ class EvaluateConfig(StrictModel):
     knn_k: int = Field(20, gt=0)
     knn_temperature: float = Field(0.07, gt=0)
     linear_weight_decays: list[float] = Field(default_factory=lambda: [0.0, 1e-4, 1e-3, 1e-2, 1e-1], min_length=1)
+    # Inverse regularization strengths C the linear probe picks from; None = the probe's default grid.
+    linear_c_grid: list[float] | None = Field(None, min_length=1)
+    # Keep the extracted features next to the results (see the evaluate README section).
+    save_features: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -66,9 +83,15 @@ class EvaluateConfig(StrictModel):
             values = {**spec.config_values(), **values}
         if isinstance(values, dict) and values.get("protocol") is None:
             values = {**values, "protocol": DEFAULT_PROTOCOLS.get(values.get("task") or "classification", ["knn", "linear"])}
+        if isinstance(values, dict) and values.get("seeds") is None:
+            # Seeds given explicitly (CLI, config file, benchmark cell) always win.
+            protocols = cls._csv_list(values.get("protocol"))
+            if isinstance(protocols, list) and all(isinstance(p, str) for p in protocols):
+                values = {**values, "seeds": default_seeds(protocols)}
         return values
 
-    @field_validator("protocol", "seeds", "linear_weight_decays", "fractions", "bands", "classes", mode="before")
+    @field_validator("protocol", "seeds", "linear_weight_decays", "linear_c_grid", "fractions", "bands", "classes",
+                     mode="before")
     @classmethod
     def _csv_list(cls, value):
         # YAML users naturally write `protocol: knn,linear` or `seeds: 0`; accept those like the CLI does.
@@ -76,6 +99,24 @@ class EvaluateConfig(StrictModel):
             return [v.strip() for v in value.split(",") if v.strip()]
         if isinstance(value, (int, float)):
             return [value]
+        return value
+
+    @field_validator("rgb_bands", mode="before")
+    @classmethod
+    def _rgb_bands(cls, value):
+        # `rgb_bands: [4, 3, 2]` in YAML: 1-based indices, kept as strings like the CLI's.
+        value = cls._csv_list(value)
+        if isinstance(value, list):
+            value = [str(v).strip() if isinstance(v, (str, int)) and not isinstance(v, bool) else v for v in value]
+            if len(value) != 3:
+                raise ValueError(f"needs exactly 3 bands (red, green, blue), got {len(value)}")
+        return value
+
+    @field_validator("linear_c_grid")
+    @classmethod
+    def _c_grid(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and any(c <= 0 for c in value):
+            raise ValueError(f"inverse regularization strengths C must be > 0, got {min(value)}")
         return value
 
     @field_validator("protocol", "seeds")

@@ -3,21 +3,27 @@ torchgeo weights, and the network-free baselines `bandstats` and `pixels`.
 
 Models are built lazily (`Init.build`) so a feature-cache hit never loads weights; `identity` is what
 distinguishes the features one init produces, and goes into the feature-cache key.
+
+ImageNet weights on other data than RGB: the RGB filters go to the data's red, green, blue bands (found
+by `band_mapping.imagenet_band_mapping` from `--rgb-bands` or the band names; never assumed on more than
+3 bands), recorded in `Init.band_mapping`. `random` is one draw per evaluation seed (`Init.for_seed`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import timm
 import torch
 from rich.console import Console
 from torch import nn
 
 from rsbench.errors import ConfigError, DataError
+from rsbench.evaluate.band_mapping import band_code, imagenet_band_mapping
 from rsbench.evaluate.baselines import PIXELS_GRID, BandStatsFeatures, PixelFeatures
 from rsbench.evaluate.config import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, EvaluateConfig
 from rsbench.evaluate.torchgeo_init import PREFIX, build_torchgeo_backbone, resolve_torchgeo_weights
@@ -49,9 +55,34 @@ class Init:
     normalization: dict | None = None
     bands: list[str] | None = None  # band names the model sees, in input order, when known
     trainable: bool = True  # False for the network-free baselines (no fine-tuning)
+    # How pretrained first-layer filters meet the data's bands (JSON-able, for result rows): imagenet
+    # inits {"red", "green", "blue" (0-based input channels), "others", "source", ...}; torchgeo inits
+    # the weights' channel each input band uses. None for the others.
+    band_mapping: dict | None = None
+    # Builds the weights for one evaluation seed (random inits; see for_seed). Not part of equality.
+    seeded_build: Callable[[int], nn.Module] | None = field(default=None, repr=False, compare=False)
 
     def band_info(self) -> dict:
         return {"bands": self.bands} if self.bands else {}
+
+    def for_seed(self, seed: int) -> Init:
+        """This init for evaluation seed `seed`: for `random`, a copy whose weights are drawn from a seed
+        derived from (RANDOM_INIT_SEED, seed) and whose identity says so (separate feature caches), with
+        the same `name` (rows group across seeds); seed 0 is the draw of `build()`. Other kinds: self."""
+        if self.seeded_build is None:
+            return self
+        draw = random_init_seed(seed)
+        make = self.seeded_build
+        return replace(self, identity={**self.identity, "seed": draw}, build=lambda: make(draw))
+
+
+def random_init_seed(seed: int) -> int:
+    """The torch seed of the random weights for evaluation seed `seed`. Seed 0 keeps RANDOM_INIT_SEED (the
+    draw of `Init.build()`, and its feature caches); other seeds get a hash of (RANDOM_INIT_SEED, seed), so
+    the weights share no RNG stream with anything seeded by the evaluation seed itself (splits, probes)."""
+    if seed == 0:
+        return RANDOM_INIT_SEED
+    return int(np.random.SeedSequence([RANDOM_INIT_SEED, int(seed)]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def _file_id(path: Path) -> dict:
@@ -101,30 +132,38 @@ def _patch(cfg: EvaluateConfig) -> dict:
 def _random(cfg: EvaluateConfig, in_chans: int) -> Init:
     arch, size = cfg.backbone or DEFAULT_BACKBONE, cfg.image_size or DEFAULT_IMAGE_SIZE
 
-    def build() -> nn.Module:
-        # A fixed seed makes "random" one reproducible baseline; fork_rng leaves the caller's RNG alone.
+    def draw(torch_seed: int) -> nn.Module:
+        # A fixed seed makes each draw reproducible; fork_rng leaves the caller's RNG alone.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_INIT_SEED)
+            torch.manual_seed(torch_seed)
             return create_backbone(arch, in_chans, size, patch_size=cfg.patch_size)
 
     identity = {"kind": "random", "arch": arch, "in_chans": in_chans, "seed": RANDOM_INIT_SEED,
                 "timm": timm.__version__, "torch": torch.__version__, **_patch(cfg)}
-    return Init("random", f"random-{_arch_label(cfg, arch)}", None, arch, in_chans, size, identity, build)
+    return Init("random", f"random-{_arch_label(cfg, arch)}", None, arch, in_chans, size, identity,
+                lambda: draw(RANDOM_INIT_SEED), seeded_build=draw)
 
 
 def _imagenet(cfg: EvaluateConfig, in_chans: int) -> Init:
     arch, size = cfg.backbone or DEFAULT_BACKBONE, cfg.image_size or DEFAULT_IMAGE_SIZE
     weights = _file_id(cfg.weights) if cfg.weights is not None else "timm-hub"
+    # Where the RGB filters go; a one-line ConfigError here (before any weights or images are read) when
+    # the data's red, green, blue bands cannot be told.
+    mapping = imagenet_band_mapping(in_chans, cfg.bands, cfg.rgb_bands)
+    rgb = None if mapping["red"] is None else (mapping["red"], mapping["green"], mapping["blue"])
 
     def build() -> nn.Module:
         # create_backbone raises a one-line ConfigError when no weights are available: never fall back.
         return create_backbone(arch, in_chans, size, pretrained=True, weights_file=cfg.weights,
-                               patch_size=cfg.patch_size)
+                               patch_size=cfg.patch_size, rgb_channels=rgb)
 
+    # R, G, B on channels 0, 1, 2 builds the weights rsbench always built: same identity, caches stay valid.
+    placed = {"rgb": list(rgb)} if rgb not in (None, (0, 1, 2)) else {}
     identity = {"kind": "imagenet", "arch": arch, "in_chans": in_chans, "weights": weights, "timm": timm.__version__,
-                **_patch(cfg)}
+                **_patch(cfg), **placed}
     path = str(cfg.weights.resolve()) if cfg.weights is not None else None
-    return Init("imagenet", f"imagenet-{_arch_label(cfg, arch)}", path, arch, in_chans, size, identity, build)
+    return Init("imagenet", f"imagenet-{_arch_label(cfg, arch)}", path, arch, in_chans, size, identity, build,
+                band_mapping=mapping)
 
 
 def _weights_file(cfg: EvaluateConfig, path: Path, in_chans: int) -> Init:
@@ -174,10 +213,25 @@ def _baseline(cfg: EvaluateConfig, in_chans: int) -> Init:
 
 
 def _torchgeo(cfg: EvaluateConfig, in_chans: int) -> Init:
+    if cfg.bands:
+        # Band descriptions read from GeoTIFFs ('B04_red') are matched by their band number ('B04'), the way
+        # the weights name their bands.
+        cfg = cfg.model_copy(update={"bands": [band_code(b) or b for b in cfg.bands]})
     info = resolve_torchgeo_weights(cfg, in_chans)
     size = cfg.image_size or info["image_size"] or DEFAULT_IMAGE_SIZE
     identity = {"kind": "torchgeo", "weights": info["name"], "file": _file_id(info["file"]),
                 "select": info["select"], "timm": timm.__version__}
+    select = info["select"]
+    mapping = {
+        # Input channel i uses the weights' first-layer channel weights_channels[i]; weights bands the data
+        # lacks are dropped (as if at the weights' normalization mean).
+        "weights_channels": list(select) if select is not None else list(range(info["weights_chans"])),
+        "weights_bands": info["bands"],
+        "dropped": info["weights_chans"] - (len(select) if select is not None else info["weights_chans"]),
+        "source": "--bands matched to the weights' bands" if select is not None else "the data has the weights' bands",
+    }
+    if cfg.bands:
+        mapping["bands"] = list(cfg.bands)
     return Init("torchgeo", f"torchgeo-{info['name']}", str(info["file"].resolve()), info["arch"], in_chans, size,
                 identity, lambda: build_torchgeo_backbone(info), normalization=info["normalization"],
-                bands=info["bands"])
+                bands=info["bands"], band_mapping=mapping)

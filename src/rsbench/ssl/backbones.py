@@ -11,7 +11,7 @@ so it loads with plain timm, `timm.create_model(arch, in_chans=C, num_classes=0,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import timm
 import torch
@@ -43,24 +43,40 @@ def backbone_kwargs(arch: str, image_size: int | None, patch_size: int | None = 
     return kwargs
 
 
-def adapt_first_layer(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
-    """RGB first-layer weights (O, 3, kh, kw) -> (O, in_chans, kh, kw) for multispectral inputs.
+def adapt_first_layer(weight: torch.Tensor, in_chans: int, rgb: Sequence[int] | None = None) -> torch.Tensor:
+    """RGB first-layer weights (O, 3, kh, kw) -> (O, in_chans, kh, kw) for data with other bands.
 
-    RGB weights are copied, every extra band gets the mean of the RGB weights, and all is rescaled by
-    3 / in_chans (fewer than 3 bands: the RGB mean for each). Guarantee: an achromatic input (the same
-    image in every band) gives exactly the RGB model's first-layer response, for any band count, so
-    activation scales - and everything downstream - match the pretrained network on such inputs.
-    (timm's `adapt_input_conv` cycles R, G, B over the extra bands instead, which keeps that property
-    only when in_chans is a multiple of 3.)
+    `rgb` = the input channels (0-based) of the data's red, green and blue bands: ImageNet's R, G and B
+    filters go there (so BGR data gets them reordered), every other channel gets the mean of the RGB
+    filters. None keeps the old convention, channels 0, 1, 2 are R, G, B (fewer than 3 bands: every
+    channel gets the RGB mean); callers that know the bands should pass them (see
+    rsbench.evaluate.band_mapping), as R, G, B filters copied onto, say, Sentinel-2's B01, B02, B03 are
+    wrong.
+
+    Scale rule (response preserving): everything is multiplied by 3 / in_chans. An achromatic input (the
+    same image x in every band) meets sum_c W'_c = (W_R + W_G + W_B + (in_chans - 3) * mean) * s =
+    in_chans * mean * s, while the RGB model sees W_R + W_G + W_B = 3 * mean; s = 3 / in_chans makes them
+    equal, for any band count and any placement of R, G, B (fewer than 3 bands: in_chans copies of the
+    mean, the same s). So activation scales - and everything downstream - match the pretrained network
+    on such inputs, and an RGB image placed in the R, G, B channels (zeros elsewhere) gives the RGB
+    model's response to 3 / in_chans times that image. (timm's `adapt_input_conv` cycles R, G, B over the
+    extra bands instead, which keeps the achromatic property only when in_chans is a multiple of 3.)
     """
     if weight.shape[1] != 3:
         raise ValueError(f"expected RGB first-layer weights (O, 3, kh, kw), got {tuple(weight.shape)}")
-    if in_chans == 3:
+    if rgb is None:
+        rgb = (0, 1, 2) if in_chans >= 3 else None
+    else:
+        rgb = tuple(int(i) for i in rgb)
+        if len(rgb) != 3 or len(set(rgb)) != 3 or not all(0 <= i < in_chans for i in rgb):
+            raise ValueError(f"rgb must be 3 different channels in [0, {in_chans}), got {rgb}")
+    if in_chans == 3 and rgb == (0, 1, 2):
         return weight
     mean = weight.mean(dim=1, keepdim=True)
-    extra = mean.expand(-1, max(0, in_chans - 3), -1, -1)
-    rgb = weight if in_chans > 3 else mean.expand(-1, in_chans, -1, -1)
-    return torch.cat([rgb, extra], dim=1) * (3 / in_chans)
+    out = mean.expand(-1, in_chans, -1, -1).clone()
+    if rgb is not None:
+        out[:, list(rgb)] = weight
+    return out * (3 / in_chans)
 
 
 def _first_conv_key(model: nn.Module) -> str:
@@ -79,14 +95,17 @@ def create_backbone(
     pretrained: bool = False,
     weights_file: str | Path | None = None,
     patch_size: int | None = None,
+    rgb_channels: Sequence[int] | None = None,
     **timm_kwargs: Any,
 ) -> nn.Module:
     """A timm model that returns pooled features (num_classes=0).
 
     ViTs are built for `image_size` (and `patch_size`, default the architecture's). `pretrained=True`
     loads timm's ImageNet weights from `weights_file` or the local hub cache; timm resamples the
-    position embeddings (and patch kernel) to the requested grid. With `in_chans != 3` the RGB first
-    layer is adapted by `adapt_first_layer`. `timm_kwargs` go to timm (e.g. dynamic_img_size=True).
+    position embeddings (and patch kernel) to the requested grid. With `in_chans != 3`, or R, G, B in
+    other channels than 0, 1, 2 (`rgb_channels`: the 0-based input channels of red, green, blue; None =
+    0, 1, 2), the RGB first layer is adapted by `adapt_first_layer`. `timm_kwargs` go to timm (e.g.
+    dynamic_img_size=True).
     """
     kwargs: dict[str, Any] = {"num_classes": 0, **backbone_kwargs(arch, image_size, patch_size), **timm_kwargs}
     if weights_file is not None:
@@ -94,14 +113,18 @@ def create_backbone(
         if not weights_file.is_file():
             raise ConfigError(f"weights file not found: {weights_file}")
         kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file)}
-    if not pretrained or in_chans == 3:
+    channels = tuple(int(i) for i in rgb_channels) if rgb_channels is not None else None
+    if not pretrained or (in_chans == 3 and channels in (None, (0, 1, 2))):
         return _timm(arch, pretrained, in_chans=in_chans, **kwargs)
     rgb = _timm(arch, True, in_chans=3, **kwargs)
     kwargs.pop("pretrained_cfg_overlay", None)
     model = _timm(arch, False, in_chans=in_chans, **kwargs)
     state = rgb.state_dict()
     key = _first_conv_key(rgb)
-    state[key] = adapt_first_layer(state[key], in_chans)
+    try:
+        state[key] = adapt_first_layer(state[key], in_chans, channels)
+    except ValueError as e:
+        raise ConfigError(f"cannot place the RGB filters of {arch}: {e}") from None
     model.load_state_dict(state, strict=True)
     return model
 
