@@ -29,11 +29,11 @@ from rsbench.report.recompute import MetricOnExamples
 from rsbench.report.uncertainty import SeedCell, TestResampler, estimate
 
 SCENARIOS = {
-    # name: (n_test, fixed test set?, sigma_seed)
-    "fixed test set, seed noise ~ test noise": (1000, True, 0.01),
-    "fixed test set, deterministic protocol (kNN)": (1000, True, 0.0),
-    "test split drawn per seed": (500, False, 0.01),
-    "fixed test set, seed noise dominates": (5000, True, 0.02),
+    # name: (n_test, fixed test set?, sigma_seed, share of predictions a seed re-draws)
+    "fixed test set, seed noise ~ test noise": (1000, True, 0.01, 0.05),
+    "fixed test set, deterministic protocol (kNN)": (1000, True, 0.0, 0.0),
+    "test split drawn per seed": (500, False, 0.01, 0.05),
+    "fixed test set, seed noise dominates": (5000, True, 0.02, 0.05),
 }
 
 
@@ -42,18 +42,28 @@ def accuracy(correct: np.ndarray) -> MetricOnExamples:
     return MetricOnExamples(len(c), lambda w: (w @ c) / w.sum(1), correct=correct.astype(np.int8))
 
 
-def simulate(rng, n_test, fixed, sigma, p_a, p_r, n_seeds):
-    """Per init: {seed: SeedCell} with per-example outputs, as evaluate writes them."""
+def simulate(rng, n_test, fixed, sigma, p_a, p_r, n_seeds, flip):
+    """Per init: {seed: SeedCell} with per-example outputs, as evaluate writes them.
+
+    Example i is solved by an init when its difficulty m_i < the init's accuracy for that seed. Half of the
+    difficulty is shared by both inits (the example is hard for everyone), half is the init's own; both
+    belong to the example, so on a fixed test set they are the same for every seed. A seed shifts the
+    init's accuracy by N(0, sigma) and re-draws a share `flip` of the examples (training noise that changes
+    individual predictions). sigma = flip = 0 is a deterministic protocol such as kNN on a fixed split.
+    """
     cells = {"A": {}, "R": {}}
-    shared_u = rng.random(n_test)
+    fresh = lambda: (rng.random(n_test), {"A": rng.random(n_test), "R": rng.random(n_test)},  # noqa: E731
+                     rng.random(n_test) < 0.5)
+    shared_u, own, use_shared = fresh()
     for seed in range(n_seeds):
-        u = shared_u if fixed else rng.random(n_test)  # a new split is a new sample of examples
-        # Example difficulty shared by both inits (u) mixed with init-specific luck: correlated correctness.
+        if not fixed:  # a new split is a new sample of examples
+            shared_u, own, use_shared = fresh()
         for init, p in (("A", p_a), ("R", p_r)):
-            own = rng.random(n_test)
-            mixed = np.where(rng.random(n_test) < 0.5, u, own)
-            q = np.clip(p + rng.normal(0, sigma) if sigma else p, 0, 1)
-            correct = mixed < q
+            difficulty = np.where(use_shared, shared_u, own[init])
+            redraw = rng.random(n_test) < flip
+            difficulty = np.where(redraw, rng.random(n_test), difficulty)
+            q = np.clip(p + rng.normal(0, sigma), 0, 1) if sigma else p
+            correct = difficulty < q
             split = "fixed" if fixed else f"seed{seed}"
             cells[init][seed] = SeedCell(float(correct.mean()), accuracy(correct), split, n_test)
     return cells
@@ -87,19 +97,19 @@ def run(reps: int, n_seeds: int, n_boot: int, seed: int, baselines: bool) -> dic
     rng = np.random.default_rng(seed)
     p_a, p_r = 0.80, 0.78
     out = {}
-    for name, (n_test, fixed, sigma) in SCENARIOS.items():
+    for name, (n_test, fixed, sigma, flip) in SCENARIOS.items():
         start = time.perf_counter()
         cover_a = cover_diff = reject_null = 0
         cover_seeds = cover_two_level = 0
         for rep in range(reps):
             resampler = TestResampler(n_boot, seed=rep)
-            cells = simulate(rng, n_test, fixed, sigma, p_a, p_r, n_seeds)
+            cells = simulate(rng, n_test, fixed, sigma, p_a, p_r, n_seeds, flip)
             lo, hi = estimate(cells["A"], resampler).ci()
             cover_a += lo <= p_a <= hi
             diff = estimate({}, resampler, signs={1: cells["A"], -1: cells["R"]})
             lo, hi = diff.ci()
             cover_diff += lo <= p_a - p_r <= hi
-            null = simulate(rng, n_test, fixed, sigma, p_r, p_r, n_seeds)
+            null = simulate(rng, n_test, fixed, sigma, p_r, p_r, n_seeds, flip)
             reject_null += estimate({}, TestResampler(n_boot, seed=rep + 10**6),
                                     signs={1: null["A"], -1: null["R"]}).p_value() < 0.05
             if baselines:
@@ -108,7 +118,8 @@ def run(reps: int, n_seeds: int, n_boot: int, seed: int, baselines: bool) -> dic
                 if rep < reps // 4:  # slow: a quarter of the repetitions is enough to show the gap
                     lo, hi = two_level_percentile_ci(cells["A"], rng, n_boot // 2)
                     cover_two_level += lo <= p_a <= hi
-        res = {"n_test": n_test, "fixed_test_set": fixed, "sigma_seed": sigma, "seeds": n_seeds, "reps": reps,
+        res = {"n_test": n_test, "fixed_test_set": fixed, "sigma_seed": sigma, "flip": flip, "seeds": n_seeds,
+               "reps": reps,
                "coverage_accuracy": cover_a / reps, "coverage_paired_difference": cover_diff / reps,
                "null_rejection_rate": reject_null / reps, "seconds": round(time.perf_counter() - start, 1)}
         if baselines:

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 import rsbench.evaluate.images as images_mod
 from rsbench.cli import app
+from rsbench.contracts.predictions import read_predictions
 from rsbench.errors import DataError
 from rsbench.evaluate import RESULT_FIELDS, EvaluateConfig, evaluate
 from rsbench.evaluate.probes import classification_metrics, fit_linear_probe, knn_classify
@@ -55,9 +56,15 @@ def first_image(root: Path) -> Path:
     return sorted(first_class.iterdir())[0]
 
 
-def reference_stats(root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band mean / sample std over every image of an ImageFolder, computed independently."""
-    pix = np.stack([np.asarray(Image.open(p)) for p in sorted(root.rglob("*.jpg"))]).astype(np.float64)
+def reference_stats(root: Path, row: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean / sample std over the images of an ImageFolder, computed independently; with a result
+    row, over its train split only (every image that is not in the row's per-example test outputs)."""
+    test = set()
+    if row is not None:
+        _, cols = read_predictions(row["predictions_path"])
+        test = {str(Path(p).resolve()) for p in cols["path"]}
+    paths = [p for p in sorted(root.rglob("*.jpg")) if str(p.resolve()) not in test]
+    pix = np.stack([np.asarray(Image.open(p)) for p in paths]).astype(np.float64)
     pix = pix.transpose(3, 0, 1, 2).reshape(3, -1)
     return pix.mean(axis=1), pix.std(axis=1, ddof=1)
 
@@ -174,7 +181,7 @@ def test_knn_and_linear_on_real_data(random_run, eurosat_small):
     assert (knn["k"], knn["temperature"], knn["weight_decay"], knn["probe_path"]) == (20, 0.07, None, None)
     assert linear["k"] is None and linear["weight_decay"] in [0.0, 1e-4, 1e-3, 1e-2, 1e-1]  # the default grid
 
-    mean, std = reference_stats(eurosat_small)
+    mean, std = reference_stats(eurosat_small, rows[0])  # the train split of seed 0 only, never test images
     assert np.allclose(rows[0]["normalization"]["mean"], mean) and np.allclose(rows[0]["normalization"]["std"], std)
     probe = torch.load(linear["probe_path"], weights_only=True)
     assert probe["weight"].shape == (10, 512) and probe["weight_decay"] == linear["weight_decay"]
@@ -261,7 +268,7 @@ def test_imagenet_with_weights_file(eurosat_small, tmp_path):
     # Independent reference for image 0: resize, normalize with the data's own stats, forward the checkpoint.
     full.reset_classifier(0)
     full.eval()
-    mean, std = (torch.tensor(v, dtype=torch.float32)[:, None, None] for v in reference_stats(eurosat_small))
+    mean, std = (torch.tensor(v, dtype=torch.float32)[:, None, None] for v in reference_stats(eurosat_small, r))
     x = torch.from_numpy(np.asarray(Image.open(first_image(eurosat_small))).transpose(2, 0, 1).astype(np.float32))
     x = F.interpolate(x[None], size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
     x = (x - mean) / std
