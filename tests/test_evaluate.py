@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 import rsbench.evaluate.images as images_mod
 from rsbench.cli import app
 from rsbench.contracts.predictions import read_predictions
+from rsbench.report.recompute import metric_on_examples
 from rsbench.errors import DataError
 from rsbench.evaluate import RESULT_FIELDS, EvaluateConfig, evaluate
 from rsbench.evaluate.probes import classification_metrics, fit_linear_probe, knn_classify
@@ -28,11 +29,12 @@ from rsbench.io import read_jsonl
 from rsbench.ssl.backbones import create_backbone
 
 # The schema that `rsbench report` and the results DB read; changing it must be deliberate.
-SCHEMA = [
-    "task", "dataset", "protocol", "init", "init_kind", "init_path", "backbone", "label_fraction", "seed",
-    "metric", "value", "n_train", "n_test", "num_classes", "feature_dim", "image_size", "normalization",
-    "resize", "split", "k", "temperature", "weight_decay", "hparams", "probe_path", "extract_time_s", "fit_time_s",
-    "eval_time_s", "features_cached", "features_key", "data", "test_data", "rsbench_version", "created",
+SCHEMA = [  # result rows, schema version 2 (README: Architecture, Results)
+    "schema_version", "task", "dataset", "protocol", "init", "init_kind", "init_path", "backbone", "label_fraction",
+    "seed", "metric", "value", "headline", "image_size", "patch_size", "n_train", "n_test", "num_classes",
+    "feature_dim", "normalization", "band_mapping", "resize", "split", "test_split_id", "k", "temperature",
+    "weight_decay", "hparams", "probe_path", "predictions_path", "extract_time_s", "fit_time_s", "eval_time_s",
+    "eval_images_per_s", "features_cached", "features_key", "data", "test_data", "rsbench_version", "created",
 ]
 
 
@@ -164,11 +166,13 @@ def random_run(tmp_path_factory, eurosat_small):
 
 def test_knn_and_linear_on_real_data(random_run, eurosat_small):
     out, rows = random_run
+    rows = [r for r in rows if r["seed"] == 0]
     assert [(r["protocol"], r["metric"]) for r in rows] == [
-        ("knn", "accuracy"), ("knn", "f1_macro"), ("linear", "accuracy"), ("linear", "f1_macro")]
+        ("knn", "accuracy"), ("knn", "f1_macro"), ("linear", "accuracy"), ("linear", "f1_macro"), ("linear", "ece")]
+    assert [r["headline"] for r in rows] == [True, False, True, False, False]
     for r in rows:
         assert list(r) == SCHEMA == list(RESULT_FIELDS)
-        assert 0.0 <= r["value"] <= 1.0
+        assert 0.0 <= r["value"] <= 1.0 and r["schema_version"] == 2
         assert (r["task"], r["dataset"], r["init"], r["init_kind"], r["init_path"], r["backbone"]) == (
             "classification", eurosat_small.name, "random-resnet18", "random", None, "resnet18")
         sizes = [r[k] for k in ("n_train", "n_test", "num_classes", "feature_dim", "image_size")]
@@ -179,13 +183,28 @@ def test_knn_and_linear_on_real_data(random_run, eurosat_small):
     assert acc["knn"] > 0.2 and acc["linear"] > 0.2, acc  # chance is 0.1
     knn, linear = rows[0], rows[2]
     assert (knn["k"], knn["temperature"], knn["weight_decay"], knn["probe_path"]) == (20, 0.07, None, None)
-    assert linear["k"] is None and linear["weight_decay"] in [0.0, 1e-4, 1e-3, 1e-2, 1e-1]  # the default grid
+    # The probe's C comes from the 40-value grid; weight_decay records the same penalty as 1 / (C n).
+    assert linear["k"] is None and linear["hparams"]["C"] in linear["hparams"]["c_grid"]
+    assert len(linear["hparams"]["c_grid"]) == 40
+    assert linear["weight_decay"] == pytest.approx(1 / (linear["hparams"]["C"] * linear["n_train"]))
 
     mean, std = reference_stats(eurosat_small, rows[0])  # the train split of seed 0 only, never test images
     assert np.allclose(rows[0]["normalization"]["mean"], mean) and np.allclose(rows[0]["normalization"]["std"], std)
     probe = torch.load(linear["probe_path"], weights_only=True)
-    assert probe["weight"].shape == (10, 512) and probe["weight_decay"] == linear["weight_decay"]
+    assert probe["weight"].shape == (10, 512) and probe["C"] == linear["hparams"]["C"]
     assert json.loads((out / "results.jsonl").read_text().splitlines()[0])["value"] == rows[0]["value"]
+    # Every headline value is recomputed exactly from the cell's per-example test outputs.
+    for r in rows:
+        meta, cols = read_predictions(r["predictions_path"])
+        assert meta["kind"] == "classification" and len(cols["index"]) == r["n_test"] == 40
+        if r["metric"] == "accuracy":
+            assert r["value"] == pytest.approx(float(np.mean(cols["y_true"] == cols["y_pred"])), abs=1e-7)
+            assert metric_on_examples(r["predictions_path"], "accuracy").point() == pytest.approx(r["value"])
+        if r["metric"] == "f1_macro":
+            assert metric_on_examples(r["predictions_path"], "f1_macro").point() == pytest.approx(r["value"])
+    _, cols = read_predictions(linear["predictions_path"])
+    assert cols["probs"].shape == (40, 10) and np.allclose(cols["probs"].sum(1), 1, atol=1e-5)
+    assert np.array_equal(cols["probs"].argmax(1), cols["y_pred"])
     assert len(list((out / "configs").glob("*.yaml"))) == 1
 
 
@@ -198,15 +217,17 @@ def test_feature_cache_is_reused_across_seeds_and_protocols(random_run, eurosat_
     real_read = images_mod.read_image
     monkeypatch.setattr(images_mod, "read_image", lambda p: reads.append(p) or real_read(p))
 
-    rows = evaluate(cfg(eurosat_small, out, seeds=[1], protocol=["knn"]), console=quiet())
-    # One read: the first image, for its band count. An extraction would read all 200 (twice).
-    assert len(reads) == 1 and all(r["features_cached"] for r in rows) and rows[0]["seed"] == 1
-    assert cache[0].stat().st_mtime_ns == mtime and len(list((out / "features").glob("*.pt"))) == 1
-    # Re-running a key replaces its rows (no duplicates) and reproduces the value.
+    # Re-running a key reuses the seed's cache and replaces its rows (no duplicates), same value.
     again = evaluate(cfg(eurosat_small, out, seeds=[0], protocol=["knn"]), console=quiet())
-    assert again[0]["value"] == first[0]["value"]
+    # One read: the first image, for its band count. An extraction would read all 200 (twice).
+    assert len(reads) == 1 and all(r["features_cached"] for r in again)
+    assert again[0]["value"] == first[0]["value"] and cache[0].stat().st_mtime_ns == mtime
     stored = read_jsonl(out / "results.jsonl")
-    assert len(stored) == 6 and len({(r["protocol"], r["seed"], r["metric"]) for r in stored}) == 6
+    assert len(stored) == 5 and len({(r["protocol"], r["seed"], r["metric"]) for r in stored}) == 5
+    # Another seed has another train split (its own band statistics) and another random draw: new features.
+    rows = evaluate(cfg(eurosat_small, out, seeds=[1], protocol=["knn"]), console=quiet())
+    assert not rows[0]["features_cached"] and len(list((out / "features").glob("*.pt"))) == 2
+    assert rows[0]["normalization"]["mean"] != first[0]["normalization"]["mean"]
 
 
 def test_random_init_is_reproducible_via_cli_and_yaml(random_run, eurosat_small, tmp_path):
@@ -217,7 +238,7 @@ def test_random_init_is_reproducible_via_cli_and_yaml(random_run, eurosat_small,
     assert res.exit_code == 0, res.output
     assert "knn" in res.stdout and "accuracy" in res.stdout
     rows = read_jsonl(tmp_path / "out" / "results.jsonl")
-    assert [r["value"] for r in rows] == [rows0[0]["value"], rows0[1]["value"]]
+    assert [r["value"] for r in rows] == [rows0[0]["value"], rows0[1]["value"]]  # seed 0's knn rows
     assert torch.equal(cached_features(tmp_path / "out", rows[0]), cached_features(out0, rows0[0]))
 
 
@@ -285,7 +306,10 @@ def test_fixed_test_data(eurosat_small, eurosat_dir, tmp_path):
             (test / cls.name / f.name).symlink_to(f)
     rows = evaluate(cfg(eurosat_small, tmp_path / "out", test_data=test, seeds=[0, 1]), console=quiet())
     assert [(r["seed"], r["n_train"], r["n_test"]) for r in rows] == [(0, 200, 50)] * 2 + [(1, 200, 50)] * 2
-    assert rows[0]["value"] == rows[2]["value"] and rows[0]["split"] == "fixed (--test-data)"
+    # One test split and one train set for both seeds (same normalization, pairable rows); random init is
+    # re-drawn per seed, so its values differ: its own variance is part of any comparison.
+    assert rows[0]["test_split_id"] == rows[2]["test_split_id"] and rows[0]["split"] == "fixed (--test-data)"
+    assert rows[0]["normalization"] == rows[2]["normalization"] and rows[0]["features_key"] != rows[2]["features_key"]
     assert rows[0]["test_data"] == str(test.resolve()) and rows[0]["value"] > 0.2
     mean, _ = reference_stats(eurosat_small)  # normalization from the train images only
     assert np.allclose(rows[0]["normalization"]["mean"], mean)

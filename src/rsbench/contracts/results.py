@@ -85,6 +85,9 @@ def make_row(**values: Any) -> dict:
 
     values.setdefault("rsbench_version", __version__)
     values.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    for key in ("schema_version", "headline"):  # None means "the default", as for any optional field
+        if values.get(key) is None:
+            values.pop(key, None)
     return ResultRow(**values).model_dump()
 
 

@@ -39,6 +39,8 @@ def evaluate(cfg: EvaluateConfig, console: Console | None = None) -> list[dict]:
     if cfg.metric is not None:
         # The report ranks a dense task by the first metric it reads: put the task spec's headline first.
         rows.sort(key=lambda r: r["metric"] != cfg.metric)
+        for r in rows:
+            r["headline"] = r["metric"] == cfg.metric
     # Saved with the rows, not before: a failed run leaves no config behind that matches no results.
     save_config(cfg, cfg.out / "configs" / f"{stable_hash(cfg.model_dump(mode='json'))}.yaml")
     append_results(cfg.out, rows)
