@@ -20,7 +20,7 @@ from rsbench.evaluate import EvaluateConfig, evaluate
 from rsbench.evaluate.datasets import load_detection_data
 from rsbench.evaluate.datasets.samples import dihedral, dihedral_boxes, overlap_stride
 from rsbench.evaluate.datasets.tiling import Window, clip_boxes, grid_windows, merge_tile_detections
-from rsbench.evaluate.detection import detection_metrics
+from rsbench.evaluate.detection import detection_metrics, match_detections
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = ("OSBS_029", "SOAP_061")  # the images annotated both in VOC XML and in DeepForest CSV
@@ -166,15 +166,34 @@ def test_dihedral_boxes_follow_the_image():
 
 
 def test_detection_metrics_against_hand_values():
+    def metrics(preds, targets):
+        return detection_metrics(match_detections(preds, targets))
+
     gt = [{"boxes": torch.tensor([[0.0, 0.0, 100.0, 100.0]]), "labels": torch.tensor([1])}]
     perfect = [{"boxes": gt[0]["boxes"], "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}]
-    assert detection_metrics(perfect, gt) == {"map_50_95": pytest.approx(1.0), "ap50": pytest.approx(1.0)}
-    # IoU 0.72 passes the thresholds .50-.70 (5 of 10): mAP@[.5:.95] = 0.5, AP50 = 1.
+    assert metrics(perfect, gt) == {"map_50_95": pytest.approx(1.0), "ap50": pytest.approx(1.0),
+                                    "ap75": pytest.approx(1.0), "map_50_95_maxdet1000": pytest.approx(1.0)}
+    # IoU 0.72 passes the thresholds .50-.70 (5 of 10): mAP@[.5:.95] = 0.5, AP50 = 1, AP75 = 0.
     shifted = [{"boxes": torch.tensor([[0.0, 0.0, 100.0, 72.0]]), "scores": torch.tensor([0.9]),
                 "labels": torch.tensor([1])}]
-    assert detection_metrics(shifted, gt) == {"map_50_95": pytest.approx(0.5), "ap50": pytest.approx(1.0)}
+    assert metrics(shifted, gt) == {"map_50_95": pytest.approx(0.5), "ap50": pytest.approx(1.0),
+                                    "ap75": pytest.approx(0.0), "map_50_95_maxdet1000": pytest.approx(0.5)}
     wrong_class = [{**shifted[0], "labels": torch.tensor([2])}]
-    assert detection_metrics(wrong_class, gt)["ap50"] == pytest.approx(0.0)
+    assert metrics(wrong_class, gt)["ap50"] == pytest.approx(0.0)
+
+
+def test_headline_caps_at_100_detections_per_image():
+    # 150 true boxes on one image, each found once: COCO's cap of 100 detections bounds recall at 100/150.
+    boxes = torch.tensor([[i * 10.0, 0.0, i * 10.0 + 8, 8.0] for i in range(150)])
+    gt = [{"boxes": boxes, "labels": torch.ones(150, dtype=torch.long)}]
+    preds = [{"boxes": boxes, "scores": torch.linspace(0.99, 0.5, 150), "labels": torch.ones(150, dtype=torch.long)}]
+    m = metrics_of(preds, gt)
+    assert m["map_50_95_maxdet1000"] == pytest.approx(1.0)
+    assert m["map_50_95"] == pytest.approx(101 / 101 * 67 / 101, abs=0.01)  # precision 1 up to recall 2/3
+
+
+def metrics_of(preds, targets):
+    return detection_metrics(match_detections(preds, targets))
 
 
 def test_frozen_faster_rcnn_short_run(neon2: Path, tmp_path: Path):
@@ -182,12 +201,19 @@ def test_frozen_faster_rcnn_short_run(neon2: Path, tmp_path: Path):
                          seeds=[0], protocol=["frozen"], epochs=1, batch_size=8, lr=1e-3,
                          options={"single_class": "Tree"}, metric="ap50")
     rows = evaluate(cfg, console=quiet())
-    assert {r["metric"] for r in rows} == {"map_50_95", "ap50"}
+    assert {r["metric"] for r in rows} == {"map_50_95", "ap50", "ap75", "map_50_95_maxdet1000"}
+    assert [r["headline"] for r in rows] == [r["metric"] == "ap50" for r in rows]
     for r in rows:
         assert 0 <= r["value"] <= 1
         assert r["n_train"] == 1 and r["n_test"] == 1 and r["num_classes"] == 1
         assert r["hparams"]["chips"] == 16 and r["hparams"]["train_boxes"] > 30
         assert math.isfinite(r["hparams"]["final_loss"]) and r["hparams"]["steps"] == 2
+    # AP recomputed from the saved per-image COCO matches equals the row's (headline at 100 detections).
+    from rsbench.report.recompute import metric_on_examples
+
+    for r in rows:
+        if r["metric"] in ("map_50_95", "ap50"):
+            assert metric_on_examples(r["predictions_path"], r["metric"]).point() == pytest.approx(r["value"], abs=1e-6)
     state = torch.load(rows[0]["probe_path"], weights_only=True)["state_dict"]
     assert any(k.startswith("backbone.fpn.") for k in state)
     assert not any(k.startswith("backbone.body.backbone.") for k in state)  # frozen: the init's weights

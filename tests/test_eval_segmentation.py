@@ -229,6 +229,16 @@ def test_dubai_frozen_and_finetune_runs(dubai_tiny: Path, tmp_path: Path):
         has_backbone = any(k.startswith("encoder.backbone.") for k in state["state_dict"])
         assert has_backbone == (protocol == "finetune")
         assert state["classes"] == list(DUBAI)
+        # mIoU and pixel accuracy recomputed from the saved per-image confusion matrices equal the row's.
+        from rsbench.contracts.predictions import read_predictions
+        from rsbench.report.recompute import metric_on_examples
+
+        meta, cols = read_predictions(row["predictions_path"])
+        assert meta["kind"] == "segmentation" and cols["confusion"].shape == (1, len(DUBAI) ** 2)
+        assert row["headline"] and not by[(protocol, "pixel_accuracy")]["headline"]
+        assert metric_on_examples(row["predictions_path"], "miou").point() == pytest.approx(row["value"], abs=1e-6)
+        acc = by[(protocol, "pixel_accuracy")]["value"]
+        assert metric_on_examples(row["predictions_path"], "pixel_accuracy").point() == pytest.approx(acc, abs=1e-6)
     assert all(m.startswith(("iou_", "miou", "pixel_accuracy")) for _, m in by)
     assert len(read_jsonl(tmp_path / "results.jsonl")) == len(rows)
 

@@ -52,14 +52,17 @@ def test_fractions_are_stratified_nested_and_reproducible(eurosat_dir):
     assert (multi[small][:, :5].sum(0) > 0).all() and np.array_equal(small, fraction_subset(multi, 0.02, 3))
 
 
-def test_fraction_rows_reuse_one_feature_pass(eurosat_small, tmp_path):
+def test_fraction_rows_reuse_one_feature_pass_per_seed(eurosat_small, tmp_path):
     rows = evaluate(cfg(eurosat_small, tmp_path, protocol=["knn", "linear"], seeds=[0, 1], fractions=[1.0, 0.1]),
                     console=quiet())
     keys = [(r["seed"], r["label_fraction"], r["protocol"], r["metric"]) for r in rows]
-    assert len(keys) == len(set(keys)) == 2 * 2 * 2 * 2
+    assert len(keys) == len(set(keys)) == 2 * 2 * (2 + 3)  # knn: accuracy, f1; linear: + ece
     assert {r["n_train"] for r in rows if r["label_fraction"] == 0.1} == {20}  # 16 train per class -> 2
     assert {r["n_train"] for r in rows if r["label_fraction"] == 1.0} == {160}
-    assert len({r["features_key"] for r in rows}) == 1 and len(list((tmp_path / "features").glob("*.pt"))) == 1
+    # One feature pass per seed (its train split sets the normalization; random init is drawn per seed),
+    # shared by both fractions and both probes.
+    assert len({r["features_key"] for r in rows}) == 2 and len(list((tmp_path / "features").glob("*.pt"))) == 2
+    assert all(len({r["features_key"] for r in rows if r["seed"] == s}) == 1 for s in (0, 1))
     small = [r for r in rows if r["label_fraction"] == 0.1 and r["metric"] == "accuracy"]
     assert all(0 <= r["value"] <= 1 for r in small)
     # Each (seed, fraction) probe is saved separately.
@@ -130,7 +133,7 @@ def test_multilabel_csv_on_real_eurosat(eurosat_small, tmp_path):
     rows += evaluate(cfg(tmp_path / "multi.csv", tmp_path / "out", protocol=["finetune"], image_size=32, epochs=1,
                          fractions=[0.1], batch_size=32), console=quiet())
     assert [(r["protocol"], r["metric"]) for r in rows] == [
-        (p, m) for p in ("knn", "linear", "finetune") for m in ("map", "f1_macro")]
+        (p, m) for p in ("knn", "linear", "finetune") for m in ("map", "map_micro", "f1_macro")]
     assert {r["num_classes"] for r in rows} == {3} and {r["dataset"] for r in rows} == {"multi"}
     assert all(r["split"].startswith("random test_fraction=0.2") and r["n_test"] == 40 for r in rows)
     assert rows[-1]["n_train"] == 16 and rows[-1]["label_fraction"] == 0.1
@@ -138,9 +141,24 @@ def test_multilabel_csv_on_real_eurosat(eurosat_small, tmp_path):
     assert all(0 <= v <= 1 for v in value.values())
     # Random scores have an expected AP equal to each label's prevalence (0.5, 0.4, 0.2 here).
     assert value[("knn", "map")] > 0.55 and value[("linear", "map")] > 0.55, value
-    probe = torch.load(rows[2]["probe_path"], weights_only=True)
+    linear = rows[3]
+    probe = torch.load(linear["probe_path"], weights_only=True)
     assert probe["multilabel"] is True and probe["weight"].shape == (3, 512)
-    assert rows[2]["hparams"]["loss"] == "bce"
+    assert "BCE" in linear["hparams"]["objective"]
+    # The headline (macro mAP) is recomputed from the per-example scores, independently of torchmetrics.
+    from sklearn.metrics import average_precision_score
+
+    from rsbench.contracts.predictions import read_predictions
+    from rsbench.report.recompute import metric_on_examples
+
+    for r in (rows[0], rows[3], rows[6]):
+        meta, cols = read_predictions(r["predictions_path"])
+        assert meta["kind"] == "multilabel" and cols["scores"].shape == (40, 3)
+        present = cols["y_true"].sum(0) > 0
+        ref = np.mean([average_precision_score(cols["y_true"][:, c], cols["scores"][:, c])
+                       for c in np.flatnonzero(present)])
+        assert r["value"] == pytest.approx(ref, abs=1e-5)
+        assert metric_on_examples(r["predictions_path"], "map").point() == pytest.approx(ref, abs=1e-5)
 
 
 # ---------------------------------------------------------------- fine-tuning
@@ -149,7 +167,8 @@ def test_multilabel_csv_on_real_eurosat(eurosat_small, tmp_path):
 def test_finetune_few_steps_on_real_eurosat(eurosat_small, tmp_path):
     rows = evaluate(cfg(eurosat_small, tmp_path, protocol=["finetune"], image_size=32, epochs=1, batch_size=32,
                         fractions=[0.5]), console=quiet())
-    acc, f1 = rows
+    acc, f1, ece = rows
+    assert ece["metric"] == "ece" and 0 <= ece["value"] <= 1 and not ece["headline"]
     assert (acc["metric"], f1["metric"]) == ("accuracy", "f1_macro") and 0 <= acc["value"] <= 1
     hp = acc["hparams"]
     assert hp["steps"] == 3 and hp["epochs"] == 1 and hp["layer_decay"] is None  # 80 images / 32; ResNet
