@@ -147,6 +147,16 @@ def test_knn5_ties_hand_built():
     preds, k = knn5_classify(tx[:3], ty[:3], torch.zeros(1, 2))
     assert k == 3 and preds.tolist() == [1]  # one vote each for 3, 1, 2 -> the smallest, 1
 
+    # Many exact ties (small integer features with duplicates): the stable-sort rule, row by row.
+    gen = torch.Generator().manual_seed(0)
+    tx = torch.randint(0, 3, (300, 3), generator=gen).double()
+    ty = torch.randint(0, 4, (300,), generator=gen)
+    qx = torch.randint(0, 3, (60, 3), generator=gen).double()
+    d = ((qx[:, None] - tx[None]) ** 2).sum(-1).numpy()
+    nn = np.argsort(d, axis=1, kind="stable")[:, :5]
+    expected = np.stack([np.bincount(row, minlength=4) for row in ty.numpy()[nn]]).argmax(1)
+    np.testing.assert_array_equal(knn5_classify(tx, ty, qx, chunk=7)[0].numpy(), expected)
+
 
 # ------------------------------------------------------------------------------- logistic regression
 

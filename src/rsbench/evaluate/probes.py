@@ -181,10 +181,13 @@ def knn5_classify(
         for part in test_x.double().split(chunk):
             d = bank_sq - 2.0 * part @ bank.t()  # + ||q||^2 would not change the order
             kth = d.topk(k, dim=1, largest=False).values[:, -1:]  # k-th smallest distance per query
-            closer = d < kth
-            need = k - closer.sum(1, keepdim=True)  # how many of the ties at the k-th distance to take
-            tied = d == kth
-            take = closer | (tied & (tied.cumsum(dim=1) <= need))
+            take = d <= kth
+            over = (take.sum(1) > k).nonzero()[:, 0]  # rows with a distance tie across the k-th place
+            if len(over):  # keep all closer ones and the first (train order) of the tied ones
+                sub, sub_kth = d[over], kth[over]
+                tied = sub == sub_kth
+                need = k - (sub < sub_kth).sum(1, keepdim=True)
+                take[over] = (sub < sub_kth) | (tied & (tied.cumsum(dim=1) <= need))
             counts = take.double() @ votes_of  # exact small integers
             preds.append(counts.argmax(dim=1))  # first maximum = smallest label among tied votes
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long), k
@@ -314,7 +317,7 @@ def _lbfgs(fun, x0: torch.Tensor, gtol: float, max_iter: int, history: int) -> t
             prod = buf @ g
             sg, yg = prod[:m], prod[m:]
         if not slots:
-            d, t = -g, 1.0
+            d, t = -g, min(1.0, 1.0 / max(float(g.abs().sum()), 1e-300))
             continue
         # H g = gamma g + S top - gamma Y r  with R = triu(S'Y), D = diag(S'Y), r = R^-1 S'g and
         # top = R^-T ((D + gamma Y'Y) r - gamma Y'g); columns of S, Y oldest first.
@@ -374,6 +377,7 @@ def fit_logistic_probe(
 ) -> LogisticProbe:
     """Logistic-regression probe with scikit-learn's objective, C chosen on a validation split.
 
+    ``y``: class indices (N,), or with ``multilabel`` an N x ``num_classes`` multi-hot matrix.
     Objective: mean cross-entropy + ||W||^2 / (2 C n) (n training samples, bias not penalised) - the
     minimiser of sklearn ``LogisticRegression(C=C)`` (multinomial, lbfgs; for two classes sklearn's binary
     model). Multi-label: one binary logistic regression per label (``OneVsRestClassifier`` of the same).
@@ -406,17 +410,18 @@ def _fit_logistic_probe(x, y, num_classes, seed, c_grid, multilabel) -> Logistic
         mean, std = _standardize_stats(x[fit_idx])
         z_fit, z_val = (x[fit_idx] - mean) / std, (x[val_idx] - mean) / std
         target = _logistic_target(y[fit_idx], multilabel)
-        ranked, thetas = [], {}
-        theta = None
+        best, theta = None, None
         for c in sorted(c_grid):  # strong -> weak regularisation, warm-started
             theta = _fit_logistic(z_fit, target, c, multilabel, num_classes, init=theta)
-            thetas[c] = theta
             score, loss = _logistic_val_score(torch.addmm(theta[:, -1], z_val, theta[:, :-1].t()),
                                               y[val_idx], multilabel)
             curve.append((c, score))
-            ranked.append((-score, loss, c))
-        chosen = min(ranked)[2]
-        init = thetas[chosen]  # a good start for the refit (same C, 80% of the data)
+            # Highest score, then lowest loss, then smallest C (an undefined mAP ranks last).
+            rank = (-score if score == score else float("inf"), loss, c)
+            if best is None or rank < best[0]:
+                best = (rank, theta)
+        chosen = best[0][2]
+        init = best[1]  # a good start for the refit (same C, 80% of the data)
     mean, std = _standardize_stats(x)
     theta = _fit_logistic((x - mean) / std, _logistic_target(y, multilabel), chosen, multilabel, num_classes,
                           init=init)
