@@ -38,7 +38,14 @@ from rsbench.evaluate.probes import (
     knn_classify,
     per_class_metrics,
 )
-from rsbench.evaluate.results import make_row, predictions_file, probe_file, row_patch_size, save_tensors
+from rsbench.evaluate.results import (
+    cell_hash,
+    make_row,
+    predictions_file,
+    probe_file,
+    row_patch_size,
+    save_tensors,
+)
 from rsbench.evaluate.splits import fraction_subset, random_split, stratified_split
 from rsbench.evaluate.tasks import register_task
 from rsbench.io import atomic_write_bytes, stable_hash
@@ -211,7 +218,8 @@ def _write_predictions(cfg, fields, data, out: ProbeOutput, target, test_idx, pa
 
 def _save_features(cfg, fields, fs: FeatureSet, train_idx, test_idx, paths, console) -> None:
     """--save-features: the exact features the probes saw, for a user's own probes (documented in README)."""
-    path = Path(cfg.out) / "saved_features" / f"{Path(predictions_file(cfg.out, fields)).stem}.npz"
+    # One file per (init, seed, label fraction, input shape): every probe of that cell saw these features.
+    path = Path(cfg.out) / "saved_features" / f"{cell_hash({**fields, 'protocol': None})}.npz"
     if path.is_file():
         return
     buf = io.BytesIO()
