@@ -98,7 +98,8 @@ def test_local_run_finishes_every_cell_with_dependencies(finished):
     failed = [c for c in cells if c["status"] == "failed"]
     assert {c["init_label"] for c in failed} == {"imagenet-resnet18"}
     assert all(c["error"].startswith("ImageNet weights for 'resnet18'") for c in failed)
-    assert_complete_once(plan, expected_rows=13 * 2, ignore={c["id"] for c in failed})
+    # 13 eval cells: 7 knn x 2 metrics + 6 linear x 3 (accuracy, f1_macro, ece).
+    assert_complete_once(plan, expected_rows=7 * 2 + 6 * 3, ignore={c["id"] for c in failed})
     assert {r["_label"] for r in rows} == {"simclr", "mocov2", "random-resnet18"}
     assert {r["_step"] for r in rows if r["_label"] == "simclr"} == {None, 2}
     runs = {r["label"]: r for r in store.run_rows()}
@@ -135,7 +136,7 @@ def test_status_shows_errors_log_tails_and_cost(finished, tmp_path):
     out = tmp_path / "results.csv"
     res = invoke("benchmark", "export", str(path), "--out", str(out))
     assert res.exit_code == 0, res.output
-    assert out.read_text().count("\n") == 26 + 1
+    assert out.read_text().count("\n") == 7 * 2 + 6 * 3 + 1
 
 
 def wait_for(pred, timeout: float, what: str) -> None:
@@ -169,14 +170,16 @@ def test_killed_runner_rerun_finishes_without_duplicates(tmp_path, eurosat_small
     assert interrupted and any(c["status"] in (PENDING, RUNNING) for c in cells)
     res = invoke("benchmark", "run", str(path))
     assert res.exit_code == 0, res.output[-3000:]
-    assert_complete_once(plan, expected_rows=9 * 2)  # 2 inits x 2 protocols x 2 seeds + 1 checkpoint cell
+    # 2 inits x 2 protocols x 2 seeds + 1 checkpoint cell: 5 knn cells x 2 metrics + 4 linear x 3
+    assert_complete_once(plan, expected_rows=5 * 2 + 4 * 3)
     _, cells, _ = stored(plan)
     assert all(c["attempts"] == 2 for c in cells if c["id"] in interrupted), "killed cells were reclaimed"
 
 
 def test_two_concurrent_runners_run_every_cell_once(tmp_path, eurosat_small):
     doc = bench_doc(tmp_path / "twice", eurosat_small, pretrain=False, seeds=[0, 1])
-    doc["baselines"].append({"name": "random-r18-48px", "init": "random", "backbone": "resnet18", "image_size": 48})
+    # A second baseline of another backbone at the same input size (one leaderboard compares one shape).
+    doc["baselines"].append({"name": "random-r10t", "init": "random", "backbone": "resnet10t", "image_size": 32})
     path = write(tmp_path / "twice.yaml", doc)
     env = {**os.environ}
     procs = [subprocess.Popen([*RSBENCH, "benchmark", "run", str(path), "--max-parallel", "1"],
@@ -184,7 +187,7 @@ def test_two_concurrent_runners_run_every_cell_once(tmp_path, eurosat_small):
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     plan = load_plan(path)
-    assert_complete_once(plan, expected_rows=8 * 2)
+    assert_complete_once(plan, expected_rows=4 * 2 + 4 * 3)  # 4 knn + 4 linear cells
     _, cells, _ = stored(plan)
     assert all(c["attempts"] == 1 for c in cells)
     # Both runners saw the whole matrix finished; how the cells were split between their workers depends on

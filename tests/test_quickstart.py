@@ -22,7 +22,7 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     assert {(r["init_kind"], r["protocol"], r["metric"]) for r in rows} == {
         (kind, protocol, metric) for kind in ("run", "random") for protocol in ("knn", "linear")
         for metric in ("accuracy", "f1_macro")
-    }
+    } | {(kind, "linear", "ece") for kind in ("run", "random")}
     # A second run finds every stage done and produces the same results without retraining.
     mtime = (tmp_path / "runs" / "simclr" / "backbone.pt").stat().st_mtime_ns
     run_quickstart(tmp_path, settings, log=lambda _: None)
