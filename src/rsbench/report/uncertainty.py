@@ -69,6 +69,7 @@ class SeedCell:
     examples: MetricOnExamples | None = None
     split_id: str | None = None
     n_test: int | None = None
+    deviations: dict = field(default_factory=dict, repr=False)  # resampler -> (B,) bootstrap deviations
 
 
 def _satterthwaite(var_seed: float, n_seeds: int, var_test: float) -> float:
@@ -93,13 +94,17 @@ class TestResampler:
 
 
 def _test_deviations(cells: Mapping[int, SeedCell], resampler: TestResampler) -> dict[int, np.ndarray] | None:
-    """Per seed: bootstrap values minus the point value (B,), or None if any seed lacks per-example data."""
+    """Per seed: bootstrap values minus the point value (B,), or None if any seed lacks per-example data.
+    Computed once per cell and resampler (a cell enters its own estimate and every paired one)."""
     out = {}
     for seed, c in cells.items():
         if c.examples is None:
             return None
-        w = resampler.weights(c.split_id or f"seed-{seed}", c.examples.n)
-        out[seed] = c.examples(w) - c.examples.point()
+        key = id(resampler)
+        if key not in c.deviations:
+            w = resampler.weights(c.split_id or f"seed-{seed}", c.examples.n)
+            c.deviations[key] = c.examples(w) - c.examples.point()
+        out[seed] = c.deviations[key]
     return out
 
 
