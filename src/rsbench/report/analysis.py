@@ -88,6 +88,7 @@ class Analysis:
     normalization: str = ""
     warnings: list[str] = field(default_factory=list)
     parity: list[str] = field(default_factory=list)
+    estimates: dict[tuple, dict[str, unc.Estimate]] = field(default_factory=dict)  # leaderboard -> init -> mean
 
 
 def _per_seed(section: Section) -> dict[str, dict[int, float]]:
@@ -241,7 +242,9 @@ def _task_flags(t: TaskNorm) -> None:
                 t.flags.append(f)
 
 
-def aggregate(tasks: Sequence[TaskNorm], baselines: set[str], n_boot: int) -> list[AggEntry]:
+def aggregate(tasks: Sequence[TaskNorm], baselines: set[str], n_boot: int,
+              resampler: unc.TestResampler | None = None) -> list[AggEntry]:
+    resampler = resampler or unc.TestResampler(n_boot)
     scorable = [t for t in tasks if t.scorable]
     inits = sorted({i for t in scorable for i in t.score})
     out = []
@@ -254,7 +257,13 @@ def aggregate(tasks: Sequence[TaskNorm], baselines: set[str], n_boot: int) -> li
         for t in scorable:
             if init not in t.score or init not in t.per_seed:
                 continue
-            per_task.append((np.array(list(t.scaled(init).values())), None))
+            seeds = sorted(t.scaled(init))
+            values = np.array([t.scaled(init)[s] for s in seeds])
+            # Test-set resamples of each seed, on the score scale (None without per-example outputs).
+            devs = unc._test_deviations({s: t.cells[init][s] for s in seeds if s in t.cells.get(init, {})}, resampler)
+            dev = np.stack([devs[s] for s in seeds]) * 100.0 / (t.best - t.zero) \
+                if devs is not None and len(devs) == len(seeds) else None
+            per_task.append((values, dev))
         iqm, iqm_lo, iqm_hi = unc.stratified_iqm_ci(per_task, n_boot=n_boot) if per_task else (math.nan,) * 3
         seeds = max((len(t.per_seed.get(init, {})) for t in scorable), default=0)
         out.append(AggEntry(init, total.mean, lo, hi, len(ests), seeds, init in baselines, iqm=iqm, iqm_lo=iqm_lo,
@@ -286,11 +295,13 @@ def choose_reference(inits: set[str], kinds: dict[str, str], wanted: str | None)
 
 def _task_test(t: TaskNorm, init: str, reference: str, diff: unc.Estimate) -> tuple[float, str]:
     """(p-value, test name) of init vs reference on one task. McNemar (exact) for classification accuracy
-    when the seeds add no variation of their own (one seed, or identical values on a fixed test set);
-    otherwise the paired t-test on the two-level estimate."""
+    when one pair of prediction vectors says everything (one seed, or both inits identical over seeds on one
+    fixed test set); otherwise the paired t-test on the two-level estimate, which counts seed variation."""
     a, b = t.cells.get(init, {}), t.cells.get(reference, {})
     common = sorted(set(a) & set(b))
-    if t.section.primary_metric == "accuracy" and common and diff.var_seed == 0:
+    one_split = len({a[s].split_id for s in common} | {b[s].split_id for s in common}) == 1
+    deterministic = one_split and all(len({c[s].value for s in common}) == 1 for c in (a, b))
+    if t.section.primary_metric == "accuracy" and common and (len(common) == 1 or deterministic):
         ca, cb = a[common[0]].examples, b[common[0]].examples
         if ca is not None and cb is not None and ca.correct is not None and cb.correct is not None \
                 and a[common[0]].split_id == b[common[0]].split_id:
@@ -355,7 +366,25 @@ def verdict(d: dict) -> str:
     return f"significantly {better} than {d['reference']}: {points}, Holm p = {d['p_holm']:.3g} ({record})"
 
 
-def label_efficiency(sections: Sequence[Section], n_boot: int) -> list[dict]:
+def section_key(s: Section) -> tuple:
+    return (s.task, s.dataset, s.protocol, s.label_fraction)
+
+
+def section_estimates(sections: Sequence[Section], rows: Sequence[dict], tasks: Sequence[TaskNorm],
+                      resampler: unc.TestResampler) -> dict[tuple, dict[str, unc.Estimate]]:
+    """Per leaderboard: each init's headline mean over seeds with its interval (test set + seeds)."""
+    done = {section_key(t.section): t.raw for t in tasks}
+    out = {}
+    for s in sections:
+        key = section_key(s)
+        if key not in done:
+            binomial_ok = s.primary_metric == "accuracy"
+            done[key] = {i: unc.estimate(c, resampler, binomial_ok) for i, c in _cells(s, rows).items()}
+        out[key] = done[key]
+    return out
+
+
+def label_efficiency(sections: Sequence[Section], estimates: dict[tuple, dict[str, unc.Estimate]]) -> list[dict]:
     groups: dict[tuple, list[Section]] = {}
     for s in sections:
         groups.setdefault((s.task, s.dataset, s.protocol), []).append(s)
@@ -365,9 +394,9 @@ def label_efficiency(sections: Sequence[Section], n_boot: int) -> list[dict]:
             continue
         lines: dict[str, list[tuple[float, float, float, float]]] = {}
         for s in sorted(secs, key=lambda s: s.label_fraction):
-            for init, vals in _per_seed(s).items():
-                lo, hi = stats.bootstrap_ci(list(vals.values()), n_boot=n_boot)
-                lines.setdefault(init, []).append((s.label_fraction, float(np.mean(list(vals.values()))), lo, hi))
+            for init, e in estimates[section_key(s)].items():
+                lo, hi = e.ci()
+                lines.setdefault(init, []).append((s.label_fraction, e.mean, lo, hi))
         out.append({"title": f"{dataset} · {protocol}", "metric": secs[0].primary_metric, "lines": lines})
     return out
 
@@ -432,14 +461,15 @@ def analyze(rows: Sequence[dict], checkpoint_rows: Sequence[dict] = (), runs: Se
     resampler = unc.TestResampler(n_boot)
     tasks = task_norms(sections, rows, kinds, backbones, score_reference, normalizer, resampler)
     ref, note = choose_reference(set(kinds), kinds, reference)
-    result = Analysis(sections, tasks, aggregate(tasks, baselines, n_boot) if tasks else [], ref, note,
+    result = Analysis(sections, tasks, aggregate(tasks, baselines, n_boot, resampler) if tasks else [], ref, note,
                       baselines=baselines, randoms=randoms)
     result.normalization = ("normalizer file (per-dataset min/max)" if normalizer is not None else
                             f"headroom closed above {score_reference} init: 100 x (m - m_ref) / (1 - m_ref)")
     if ref is not None and tasks:
         result.paired = paired(tasks, ref, resampler)
     result.ranks = {e.init: (e.rank, e.tasks) for e in result.aggregate if e.rank is not None}
-    result.efficiency = label_efficiency(sections, n_boot)
+    result.estimates = section_estimates(sections, rows, tasks, resampler)
+    result.efficiency = label_efficiency(sections, result.estimates)
     result.progress = progress(tasks, checkpoint_rows, runs) if checkpoint_rows else {}
     result.parity = parity_warnings(rows, tasks)
     nan_rows = [r for r in rows if not math.isfinite(r["value"])]

@@ -14,7 +14,8 @@ from rsbench.report.analysis import Analysis
 from rsbench.report.plots import primary_metric_plot
 from rsbench.report.runs import RunInfo, corpus_summary
 from rsbench.report.sources import corpus_paths
-from rsbench.report.stats import bootstrap_ci, pareto_front
+from rsbench.report.stats import pareto_front
+from rsbench.report.uncertainty import Estimate
 from rsbench.report.tables import Table, seeds_note
 
 MAX_QUICKLOOKS = 6
@@ -166,13 +167,9 @@ def heatmap_table(a: Analysis, inits: Sequence[str], rows: Sequence[dict]) -> Ta
     return table
 
 
-def leaderboard(section: Section, n: int, n_boot: int) -> tuple[dict, Table]:
+def leaderboard(section: Section, n: int, estimates: dict[str, Estimate]) -> tuple[dict, Table]:
     metric = section.primary_metric
-    ci = {}
-    for e in section.entries:
-        c = e.cells.get(metric)
-        if c is not None:
-            ci[e.init] = bootstrap_ci(c.values, n_boot=n_boot)
+    ci = {init: e.ci() for init, e in estimates.items()}
     cells = sum(e.n_seeds for e in section.entries)
     note = seeds_note(section.seed_counts, cells, section.n_rows)
     title = f"{section.task} / {section.dataset} / {section.protocol} / {section.label_fraction * 100:g}% labels"

@@ -44,7 +44,7 @@ def aggregate_plot(entries: Sequence[AggEntry]) -> str:
     ax.axvline(100, color="#999999", lw=0.8, ls=":")
     ax.set_yticks(ys, [_label(f"{e.init}" + ("" if e.tasks == max(x.tasks for x in entries) else f" ({e.tasks} tasks)"))
                        for e in entries], fontsize=9)
-    ax.set_xlabel("normalized score (random init = 0, best = 100), mean over tasks, 95% bootstrap CI", fontsize=8)
+    ax.set_xlabel("normalized score (random init = 0, perfect = 100), mean over tasks, 95% interval", fontsize=8)
     ax.grid(axis="x", color="#E5E5E5", zorder=0)
     _clean(ax)
     return to_data_uri(fig)
@@ -100,11 +100,12 @@ def paired_plot(paired: Sequence[dict], reference: str) -> str:
         color = "#2E7D32" if d["lo"] > 0 else "#C62828" if d["hi"] < 0 else "#555555"
         ax.plot([d["lo"], d["hi"]], [y, y], color=color, lw=2, solid_capstyle="round")
         ax.plot([d["mean"]], [y], "o", color=color, ms=6)
-        ax.text(d["hi"], y + 0.22, f" won {d['won'] * 100:.0f}% of tasks", fontsize=7, color="#444444")
+        ax.text(d["hi"], y + 0.22, f" {d['won']} won / {d['tied']} tied / {d['lost']} lost", fontsize=7,
+                color="#444444")
     ax.axvline(0, color="#999999", lw=1)
     ax.set_ylim(-0.7, len(paired) - 0.1)
     ax.set_yticks(ys, [_label(d["init"]) for d in paired], fontsize=8)
-    ax.set_xlabel(f"difference to {_label(reference)} (normalized points; paired bootstrap 95% CI)", fontsize=8)
+    ax.set_xlabel(f"difference to {_label(reference)} (normalized points; paired 95% interval, test set + seeds)", fontsize=8)
     ax.grid(axis="x", color="#E5E5E5")
     _clean(ax)
     return to_data_uri(fig)

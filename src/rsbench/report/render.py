@@ -18,7 +18,7 @@ from rsbench.io import atomic_write_text, write_json
 from rsbench.report import context as ctx
 from rsbench.report import figures
 from rsbench.report.aggregate import MetricSummary, deduplicate, is_baseline, validate_row
-from rsbench.report.analysis import analyze
+from rsbench.report.analysis import analyze, section_key
 from rsbench.report.sources import STEP, ReportData, mark_snapshot
 from rsbench.report.stats import N_BOOT
 from rsbench.report.tables import document_latex, document_markdown
@@ -91,7 +91,7 @@ def build_context(data: ReportData | Sequence[dict], title: str, sources: Sequen
                 score_reference=score_reference, normalizer=normalizer)
     inits = [e.init for e in a.aggregate] + sorted({r["init"] for r in rows} - {e.init for e in a.aggregate})
     colors = figures.colors_for(inits)
-    boards = [ctx.leaderboard(s, n, n_boot) for n, s in enumerate(a.sections, start=1)]
+    boards = [ctx.leaderboard(s, n, a.estimates.get(section_key(s), {})) for n, s in enumerate(a.sections, start=1)]
     tables = []
     summary = comparison = heatmap = None
     if a.aggregate:
