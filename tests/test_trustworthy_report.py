@@ -157,3 +157,27 @@ def test_frozen_normalizer_and_bandstats_reference(tmp_path):
     res = CliRunner().invoke(app, ["report", str(tmp_path / "res"), "--out", str(tmp_path / "r.html"),
                                    "--normalizer", str(norm)])
     assert res.exit_code != 0 and "error:" in res.output and "min < max" in res.output
+
+
+def test_protocol_parity_and_noise_level_are_flagged(tmp_path):
+    n = 200
+    rows = []
+    for seed in range(3):
+        rows += [row("random-resnet18", "t", seed, 0.70, "random", n_test=n, k=20, test_split_id="f"),
+                 row("ssl", "t", seed, 0.705, n_test=n, k=5, test_split_id="f")]
+    html, summary = report(tmp_path, rows)
+    assert any("inits differ in k" in w and "ssl" in w for w in summary["parity"])
+    assert "protocol parity: t · knn: inits differ in k" in html
+    [task] = summary["tasks"]
+    assert any("below the test-set standard error" in f for f in task["flags"])
+
+
+def test_rows_of_two_input_shapes_are_both_kept(tmp_path):
+    from rsbench.evaluate.results import append_results
+
+    base = row("ssl", "t", 0, 0.5, headline=True)
+    append_results(tmp_path, [{**base, "image_size": 32}])
+    append_results(tmp_path, [{**base, "image_size": 64, "value": 0.6}])
+    append_results(tmp_path, [{**base, "image_size": 64, "value": 0.7}])  # same key: replaced
+    lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["image_size"], r["value"]) for r in lines) == [(32, 0.5), (64, 0.7)]
