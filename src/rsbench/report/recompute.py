@@ -16,6 +16,7 @@ import numpy as np
 
 from rsbench.contracts.predictions import read_predictions
 
+CHUNK_ELEMENTS = 2_000_000
 WeightsFn = Callable[[np.ndarray], np.ndarray]  # (B, n) weights -> (B,) metric values
 
 
@@ -27,7 +28,10 @@ class MetricOnExamples:
     path: Path | None = None  # the per-example file it was read from
 
     def __call__(self, weights: np.ndarray) -> np.ndarray:
-        return self.fn(np.atleast_2d(weights).astype(np.float64))
+        w = np.atleast_2d(weights).astype(np.float64)
+        # Resamples in chunks: some metrics build a few (chunk x n) arrays; keep each near 16 MB.
+        chunk = max(1, CHUNK_ELEMENTS // max(self.n, 1))
+        return np.concatenate([self.fn(w[i:i + chunk]) for i in range(0, len(w), chunk)])
 
     def point(self) -> float:
         return float(self(np.ones((1, self.n)))[0])
