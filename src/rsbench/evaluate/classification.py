@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from rsbench.contracts.predictions import write_predictions
 from rsbench.contracts.results import headline_metric
 from rsbench.data.normalization import Normalization
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate.cls_data import ClassificationData, load_classification
 from rsbench.evaluate.config import EvaluateConfig
+from rsbench.evaluate.driver import CellResult, Predictions, SeedSplit, run_cells
 from rsbench.evaluate.features import FeatureSet, describe_resize, get_features, resolve_device, train_normalization
 from rsbench.evaluate.inits import Init, resolve_init
 from rsbench.evaluate.multilabel import knn_multilabel_scores, multilabel_metrics
@@ -38,14 +38,7 @@ from rsbench.evaluate.probes import (
     knn_classify,
     per_class_metrics,
 )
-from rsbench.evaluate.results import (
-    cell_hash,
-    make_row,
-    predictions_file,
-    probe_file,
-    row_patch_size,
-    save_tensors,
-)
+from rsbench.evaluate.results import cell_hash, row_patch_size
 from rsbench.evaluate.splits import fraction_subset, random_split, stratified_split
 from rsbench.evaluate.tasks import register_task
 from rsbench.io import atomic_write_bytes, stable_hash
@@ -145,20 +138,29 @@ def run_classification(cfg: EvaluateConfig, console: Console) -> list[dict]:
         cfg = cfg.model_copy(update={"bands": data.band_names})  # maps the bands onto published weights
     init = resolve_init(cfg, first.shape[0], console)
     _check(cfg, data, init)
-    num_classes = len(data.classes)
     headline = cfg.metric or headline_metric("classification-multilabel" if data.multilabel else "classification",
                                              list(MULTI_LABEL_METRICS if data.multilabel else SINGLE_LABEL_METRICS))
     base = {
         "task": "classification", "dataset": data.name, "init": init.name, "init_kind": init.kind,
-        "init_path": init.path, "backbone": init.arch, "num_classes": num_classes, "image_size": init.image_size,
+        "init_path": init.path, "backbone": init.arch, "num_classes": len(data.classes), "image_size": init.image_size,
         "patch_size": row_patch_size(cfg, init),
         "band_mapping": getattr(init, "band_mapping", None),
         "data": str(cfg.data.resolve()), "test_data": str(cfg.test_data.resolve()) if cfg.test_data else None,
+        "k": None, "temperature": None, "weight_decay": None, "hparams": None,
     }
-    labels = torch.as_tensor(data.labels)
-    paths = [data.images.describe(i).removeprefix("image ") for i in range(len(data.images))]
-    rows = []
-    for seed in cfg.seeds:
+    return run_cells(cfg, _Cells(cfg, data, init, first.shape, console), base, headline, data.classes)
+
+
+class _Cells:
+    """Classification on the evaluation driver: index splits, features shared by a seed's probes."""
+
+    def __init__(self, cfg: EvaluateConfig, data: ClassificationData, init: Init, first_shape, console: Console):
+        self.cfg, self.data, self.init, self.first_shape, self.console = cfg, data, init, first_shape, console
+        self.labels = torch.as_tensor(data.labels)
+        self.paths = [data.images.describe(i).removeprefix("image ") for i in range(len(data.images))]
+
+    def split(self, seed: int) -> SeedSplit:
+        cfg, data, init, console = self.cfg, self.data, self.init, self.console
         train_all, test_idx, split = _split(data, cfg, seed)
         seed_init = init.for_seed(seed)  # random init: one draw per seed, so its variance is compared too
         fs = None
@@ -171,49 +173,44 @@ def run_classification(cfg: EvaluateConfig, console: Console) -> list[dict]:
             norm_dict, resize = fs.normalization, fs.resize
         else:
             norm_dict = train_normalization(seed_init, data.images, train_all, console).to_dict() | init.band_info()
-            resize = describe_resize({f"{first.shape[2]}x{first.shape[1]}"}, init.image_size)
+            resize = describe_resize({f"{self.first_shape[2]}x{self.first_shape[1]}"}, init.image_size)
         if cfg.bands and "bands" not in norm_dict:
             norm_dict = {**norm_dict, "bands": list(cfg.bands)}  # the data's band names, when known
         split_id = stable_hash({"images": stable_hash(data.images.identity()), "test": test_idx.tolist()})
-        for fraction in cfg.fractions:
-            train_idx = train_all[fraction_subset(data.labels[train_all], fraction, seed)] if fraction < 1 else train_all
-            for protocol in cfg.protocol:
-                fields = {**base, "protocol": protocol, "seed": seed, "label_fraction": fraction,
-                          "normalization": norm_dict, "resize": resize, "test_split_id": split_id,
-                          "n_train": len(train_idx), "n_test": len(test_idx), "split": split,
-                          "k": None, "temperature": None, "weight_decay": None, "hparams": None, "probe_path": None}
-                if protocol == "finetune":
-                    out = _finetune(cfg, data, seed_init, norm_dict, train_idx, test_idx, seed, console, fields)
-                else:
-                    out = _probe(cfg, protocol, fs, data, train_idx, test_idx, seed, fields)
-                    if cfg.save_features:
-                        _save_features(cfg, fields, fs, train_idx, test_idx, paths, console)
-                if out.state is not None:
-                    path = probe_file(cfg.out, fields)
-                    save_tensors(path, {**out.state, "classes": data.classes, "multilabel": data.multilabel})
-                    fields["probe_path"] = str(path.resolve())
-                target = labels[test_idx]
-                fields["predictions_path"] = str(_write_predictions(cfg, fields, data, out, target, test_idx,
-                                                                    paths).resolve())
-                for metric, value in _metrics(out, target, num_classes, data.multilabel).items():
-                    rows.append(make_row(**fields, metric=metric, value=value, headline=metric == headline))
-    return rows
+        return SeedSplit(train_all, test_idx, split,
+                         {"normalization": norm_dict, "resize": resize, "test_split_id": split_id},
+                         {"init": seed_init, "features": fs})
+
+    def subset(self, split: SeedSplit, fraction: float, seed: int) -> np.ndarray:
+        train_all = split.train
+        return train_all[fraction_subset(self.data.labels[train_all], fraction, seed)] if fraction < 1 else train_all
+
+    def run(self, protocol: str, split: SeedSplit, train_idx, seed: int, fields) -> CellResult:
+        cfg, data, test_idx, fs = self.cfg, self.data, split.test, split.context["features"]
+        updates: dict = {}
+        if protocol == "finetune":
+            out = _finetune(cfg, data, split.context["init"], split.fields["normalization"], train_idx, test_idx,
+                            seed, self.console, updates)
+        else:
+            out = _probe(cfg, protocol, fs, data, train_idx, test_idx, seed, updates)
+            if cfg.save_features:
+                _save_features(cfg, fields, fs, train_idx, test_idx, self.paths, self.console)
+        state = None if out.state is None else {**out.state, "classes": data.classes, "multilabel": data.multilabel}
+        target = self.labels[test_idx]
+        return CellResult(_metrics(out, target, len(data.classes), data.multilabel), updates, state,
+                          _predictions(data, out, target, test_idx, self.paths))
 
 
-def _write_predictions(cfg, fields, data, out: ProbeOutput, target, test_idx, paths) -> Path:
+def _predictions(data, out: ProbeOutput, target, test_idx, paths) -> Predictions:
     """Per-example test outputs (rsbench.contracts.predictions), from which every metric is recomputed."""
     columns: dict = {"index": np.asarray(test_idx, dtype=np.int64), "path": [paths[i] for i in test_idx]}
-    extra = {"protocol": fields["protocol"], "seed": fields["seed"]}
     if data.multilabel:
         columns |= {"y_true": target.numpy().astype(np.int8), "scores": out.preds.float().numpy()}
-        kind = "multilabel"
-    else:
-        columns |= {"y_true": target.numpy(), "y_pred": out.preds.numpy().astype(np.int64)}
-        if out.probs is not None:
-            columns["probs"] = out.probs.float().numpy()
-        kind = "classification"
-        extra["per_class"] = per_class_metrics(target, out.preds, len(data.classes))
-    return write_predictions(predictions_file(cfg.out, fields), kind, columns, data.classes, extra)
+        return Predictions("multilabel", columns)
+    columns |= {"y_true": target.numpy(), "y_pred": out.preds.numpy().astype(np.int64)}
+    if out.probs is not None:
+        columns["probs"] = out.probs.float().numpy()
+    return Predictions("classification", columns, {"per_class": per_class_metrics(target, out.preds, len(data.classes))})
 
 
 def _save_features(cfg, fields, fs: FeatureSet, train_idx, test_idx, paths, console) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import lightning as L
@@ -24,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 from rsbench.errors import ConfigError, DataError, RsbenchError
 from rsbench.data.normalization import Normalization, band_stats
 from rsbench.evaluate.config import EvaluateConfig
-from rsbench.evaluate.datasets.tiling import Region, split_regions, whole_images
+from rsbench.evaluate.datasets.tiling import Region, select_fraction, split_regions, whole_images
+from rsbench.evaluate.driver import SeedSplit
 from rsbench.evaluate.inits import Init, resolve_init
 
 PYRAMID_STRIDES = (4, 8, 16, 32)
@@ -211,6 +213,37 @@ def seed_fields(init: Init, norm: Normalization, test_regions: list[Region], pat
     test = [[r.scene, r.window.row, r.window.col, r.window.height, r.window.width] for r in test_regions]
     return {"normalization": norm.to_dict() | (init.band_info() if hasattr(init, "band_info") else {}),
             "test_split_id": stable_hash({"images": paths, "test": test})}
+
+
+@dataclass
+class DenseCells:
+    """The dense tasks on the evaluation driver (rsbench.evaluate.driver): per seed, test regions and the train
+    regions' normalization; label fractions subset the train regions. Subclasses add `targets` and `run`."""
+
+    cfg: EvaluateConfig
+    data: Any  # SegmentationData / DetectionData: `classes`, ...
+    init: Init
+    images: list
+    shapes: list  # (height, width) of each image
+    n_pool: int  # images of the train pool (--test-data's follow)
+    paths: list[str]
+    size: int
+    device: torch.device
+    lr: float
+    console: Console
+
+    def targets(self, seed: int, test_regions: list[Region]) -> list:
+        raise NotImplementedError
+
+    def split(self, seed: int) -> SeedSplit:
+        train, test_regions, split = seed_regions(self.cfg, self.shapes, self.n_pool, seed, self.size)
+        norm = dense_normalization(self.init, self.images, train)
+        seed_init = self.init.for_seed(seed)  # random init: one draw per seed
+        return SeedSplit(train, test_regions, split, seed_fields(self.init, norm, test_regions, self.paths),
+                         {"norm": norm, "init": seed_init, "targets": self.targets(seed, test_regions)})
+
+    def subset(self, split: SeedSplit, fraction: float, seed: int) -> list[Region]:
+        return select_fraction(split.train, fraction, seed)
 
 
 def progress(console: Console) -> Progress:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -14,7 +15,6 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from rsbench.contracts.predictions import write_predictions
 from rsbench.contracts.results import headline_metric
 from rsbench.data.normalization import Normalization
 from rsbench.errors import DataError
@@ -33,26 +33,23 @@ from rsbench.evaluate.datasets.tiling import (
     clip_boxes,
     grid_windows,
     merge_tile_detections,
-    select_fraction,
 )
 from rsbench.evaluate.dense import (
     BACKBONE_LR_SCALE,
+    DenseCells,
     DenseEncoder,
     base_fields,
     build_dense_encoder,
     check_input_size,
     check_metric,
     check_test_classes,
-    dense_normalization,
     fit,
     param_groups,
     progress,
     resolve_dense_init,
-    seed_fields,
-    seed_regions,
 )
+from rsbench.evaluate.driver import CellResult, Predictions, SeedSplit, run_cells
 from rsbench.evaluate.features import resolve_device
-from rsbench.evaluate.results import make_row, predictions_file, probe_file, save_tensors
 from rsbench.metrics.detection_ap import coco_ap, match_image, to_record
 from rsbench.evaluate.tasks import register_task
 
@@ -186,69 +183,68 @@ def run_detection(cfg: EvaluateConfig, console: Console) -> list[dict]:
     init = resolve_dense_init(cfg, in_chans, console)
     size = cfg.image_size or init.image_size
     check_input_size(size)
-    device = resolve_device(cfg.device)
-    lr = cfg.lr or DEFAULT_LR
-    shapes = [img.shape[1:] for img in images]
     base = base_fields(cfg, data.name, init, size, len(data.classes),
                        f"none ({size}x{size} chips, overlap {CHIP_OVERLAP}; tiled inference merged by NMS)")
     paths = [str(it.image) for it in data.items] + ([str(it.image) for it in test.items] if test is not None else [])
     headline = cfg.metric or headline_metric("detection", list(METRICS))
-    rows = []
-    for seed in cfg.seeds:
-        train, test_regions, split = seed_regions(cfg, shapes, n_pool, seed, size)
-        norm = dense_normalization(init, images, train)
-        seed_init = init.for_seed(seed)  # random init: one draw per seed
+    cells = _Cells(cfg, data, init, images, [img.shape[1:] for img in images], n_pool, paths, size,
+                   resolve_device(cfg.device), cfg.lr or DEFAULT_LR, console, boxes, labels)
+    return run_cells(cfg, cells, base, headline, data.classes)
+
+
+@dataclass
+class _Cells(DenseCells):
+    """Detection on the evaluation driver: Faster R-CNN trained on chips, scored on whole test regions."""
+
+    boxes: list[np.ndarray]
+    labels: list[np.ndarray]
+
+    def targets(self, seed: int, test_regions: list[Region]) -> list[dict]:
         targets = []
         for r in test_regions:
-            b, lab = clip_boxes(boxes[r.scene], labels[r.scene], r.window)
+            b, lab = clip_boxes(self.boxes[r.scene], self.labels[r.scene], r.window)
             targets.append({"boxes": torch.from_numpy(b), "labels": torch.from_numpy(lab).long() + 1})
         if not any(len(t["boxes"]) for t in targets):
             raise DataError(f"the test split of seed {seed} holds no boxes; use more images or --test-data")
-        for fraction in cfg.fractions:
-            selected = select_fraction(train, fraction, seed)
-            for protocol in cfg.protocol:
-                L.seed_everything(seed, verbose=False)
-                # Fine-tuning keeps BatchNorm statistics frozen: detection batches hold few chips.
-                encoder = build_dense_encoder(seed_init, size).freeze(weights=protocol == "frozen", norm_stats=True)
-                model = build_detector(encoder, len(data.classes), size, in_chans).to(device)
-                chips = DetectionChips(images, boxes, labels, selected, size, norm)
-                head = [p for n, p in model.named_parameters() if not n.startswith("backbone.body.")]
-                fit_time, losses = fit(model, _loss, chips, collate_detection, param_groups(encoder, head, lr),
-                                       cfg.epochs, cfg.batch_size, device)
-                start = time.perf_counter()
-                model.eval()
-                with progress(console) as prog:
-                    preds = [predict_image(model, images[r.scene], r, size, norm, cfg.batch_size, device)
-                             for r in prog.track(test_regions, description=f"predicting {protocol} seed {seed}")]
-                matches = match_detections(preds, targets)
-                metrics = detection_metrics(matches)
-                hparams = {"detector": "faster_rcnn_fpn", "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-                           "lr": lr, "backbone_lr": lr * BACKBONE_LR_SCALE if protocol == "finetune" else None,
-                           "optimizer": "adamw", "schedule": "cosine per step", "steps": len(losses),
-                           "chips": len(chips), "train_boxes": chips.n_boxes(),
-                           "anchor_sizes": [a[0] for a in ANCHOR_SIZES], "nms_iou_merge": NMS_IOU,
-                           "max_detections": list(MAX_DETECTIONS), "proposals": proposals_for(size),
-                           "roi_samples": ROI_SAMPLES, "box_head_width": BOX_HEAD_WIDTH,
-                           "final_loss": losses[-1] if losses else None}
-                fields = {**base, **seed_fields(init, norm, test_regions, paths), "protocol": protocol, "seed": seed,
-                          "label_fraction": fraction, "n_train": len(selected), "n_test": len(test_regions),
-                          "split": split, "eval_images_per_s": None,
-                          "feature_dim": encoder.feature_dim, "hparams": hparams, "fit_time_s": round(fit_time, 3),
-                          "eval_time_s": round(time.perf_counter() - start, 3)}
-                path = probe_file(cfg.out, fields)
-                state = model.state_dict()
-                if protocol == "frozen":  # the backbone is the init's; keep what was trained
-                    state = {k: v for k, v in state.items() if not k.startswith("backbone.body.backbone.")}
-                save_tensors(path, {"state_dict": state, "classes": data.classes, "arch": init.arch,
-                                    "in_chans": in_chans, "image_size": size, "normalization": norm.to_dict(),
-                                    "protocol": protocol})
-                fields["probe_path"] = str(path.resolve())
-                records = [to_record(m) for m in matches]
-                columns = {"index": np.arange(len(test_regions)), "path": [paths[r.scene] for r in test_regions],
-                           **{c: [rec[c] for rec in records] for c in ("scores", "labels", "tp", "ignore", "gt_labels")}}
-                written = write_predictions(predictions_file(cfg.out, fields), "detection", columns, data.classes,
-                                            {"protocol": protocol, "seed": seed, "max_dets_stored": MAX_DETECTIONS[-1],
-                                             "labels": "1-based class ids (0 = background)"})
-                fields["predictions_path"] = str(written.resolve())
-                rows += [make_row(**fields, metric=m, value=v, headline=m == headline) for m, v in metrics.items()]
-    return rows
+        return targets
+
+    def run(self, protocol: str, split: SeedSplit, selected: list[Region], seed: int, fields) -> CellResult:
+        cfg, data, init, size, lr, device = self.cfg, self.data, self.init, self.size, self.lr, self.device
+        norm, test_regions, in_chans = split.context["norm"], split.test, self.images[0].shape[0]
+        L.seed_everything(seed, verbose=False)
+        # Fine-tuning keeps BatchNorm statistics frozen: detection batches hold few chips.
+        encoder = build_dense_encoder(split.context["init"], size).freeze(weights=protocol == "frozen",
+                                                                          norm_stats=True)
+        model = build_detector(encoder, len(data.classes), size, in_chans).to(device)
+        chips = DetectionChips(self.images, self.boxes, self.labels, selected, size, norm)
+        head = [p for n, p in model.named_parameters() if not n.startswith("backbone.body.")]
+        fit_time, losses = fit(model, _loss, chips, collate_detection, param_groups(encoder, head, lr),
+                               cfg.epochs, cfg.batch_size, device)
+        start = time.perf_counter()
+        model.eval()
+        with progress(self.console) as prog:
+            preds = [predict_image(model, self.images[r.scene], r, size, norm, cfg.batch_size, device)
+                     for r in prog.track(test_regions, description=f"predicting {protocol} seed {seed}")]
+        matches = match_detections(preds, split.context["targets"])
+        metrics = detection_metrics(matches)
+        hparams = {"detector": "faster_rcnn_fpn", "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                   "lr": lr, "backbone_lr": lr * BACKBONE_LR_SCALE if protocol == "finetune" else None,
+                   "optimizer": "adamw", "schedule": "cosine per step", "steps": len(losses),
+                   "chips": len(chips), "train_boxes": chips.n_boxes(),
+                   "anchor_sizes": [a[0] for a in ANCHOR_SIZES], "nms_iou_merge": NMS_IOU,
+                   "max_detections": list(MAX_DETECTIONS), "proposals": proposals_for(size),
+                   "roi_samples": ROI_SAMPLES, "box_head_width": BOX_HEAD_WIDTH,
+                   "final_loss": losses[-1] if losses else None}
+        cell_fields = {"eval_images_per_s": None, "feature_dim": encoder.feature_dim, "hparams": hparams,
+                       "fit_time_s": round(fit_time, 3), "eval_time_s": round(time.perf_counter() - start, 3)}
+        state = model.state_dict()
+        if protocol == "frozen":  # the backbone is the init's; keep what was trained
+            state = {k: v for k, v in state.items() if not k.startswith("backbone.body.backbone.")}
+        state = {"state_dict": state, "classes": data.classes, "arch": init.arch, "in_chans": in_chans,
+                 "image_size": size, "normalization": norm.to_dict(), "protocol": protocol}
+        records = [to_record(m) for m in matches]
+        columns = {"index": np.arange(len(test_regions)), "path": [self.paths[r.scene] for r in test_regions],
+                   **{c: [rec[c] for rec in records] for c in ("scores", "labels", "tp", "ignore", "gt_labels")}}
+        return CellResult(metrics, cell_fields, state, Predictions(
+            "detection", columns, {"max_dets_stored": MAX_DETECTIONS[-1],
+                                   "labels": "1-based class ids (0 = background)"}))

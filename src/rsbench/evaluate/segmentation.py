@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -16,32 +17,29 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
-from rsbench.contracts.predictions import write_predictions
 from rsbench.contracts.results import headline_metric
 from rsbench.data.normalization import Normalization
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate.config import EvaluateConfig
 from rsbench.evaluate.datasets import SegmentationData, load_segmentation_data
 from rsbench.evaluate.datasets.samples import CHIP_OVERLAP, SegmentationCrops, overlap_stride, read_window
-from rsbench.evaluate.datasets.tiling import Region, Window, grid_windows, select_fraction
+from rsbench.evaluate.datasets.tiling import Region, Window, grid_windows
 from rsbench.evaluate.dense import (
     BACKBONE_LR_SCALE,
+    DenseCells,
     DenseEncoder,
     base_fields,
     build_dense_encoder,
     check_input_size,
     check_metric,
     check_test_classes,
-    dense_normalization,
     fit,
     param_groups,
     progress,
     resolve_dense_init,
-    seed_fields,
-    seed_regions,
 )
+from rsbench.evaluate.driver import CellResult, Predictions, SeedSplit, run_cells
 from rsbench.evaluate.features import resolve_device
-from rsbench.evaluate.results import make_row, predictions_file, probe_file, save_tensors
 from rsbench.evaluate.tasks import register_task
 
 DECODERS = ("fpn", "upernet", "unet", "linear")
@@ -190,62 +188,59 @@ def run_segmentation(cfg: EvaluateConfig, console: Console) -> list[dict]:
     init = resolve_dense_init(cfg, images[0].shape[0], console)
     size = cfg.image_size or init.image_size
     check_input_size(size)
-    device = resolve_device(cfg.device)
-    lr = cfg.lr or DEFAULT_LR
-    shapes = [m.shape for m in masks]
     paths = [str(p[0]) for p in data.pairs] + ([str(p[0]) for p in test.pairs] if test is not None else [])
     base = base_fields(cfg, data.name, init, size, len(data.classes),
                        f"none (random {size}x{size} crops; sliding-window inference)")
     headline = cfg.metric or headline_metric("segmentation", ["miou"])
-    rows = []
-    for seed in cfg.seeds:
-        train, test_regions, split = seed_regions(cfg, shapes, n_pool, seed, size)
-        norm = dense_normalization(init, images, train)
-        seed_init = init.for_seed(seed)  # random init: one draw per seed
-        targets = [torch.from_numpy(_crop(masks[r.scene], r).astype(np.int64)) for r in test_regions]
-        for fraction in cfg.fractions:
-            selected = select_fraction(train, fraction, seed)
-            for protocol in cfg.protocol:
-                L.seed_everything(seed, verbose=False)
-                encoder = build_dense_encoder(seed_init, size).freeze(weights=protocol == "frozen", norm_stats=False)
-                model = SegmentationNet(encoder, cfg.decoder, len(data.classes)).to(device)
-                crops = SegmentationCrops(images, masks, selected, size, norm, data.ignore_index)
-                groups = param_groups(encoder, model.head_parameters(), lr)
-                fit_time, losses = fit(model, partial(_loss, ignore_index=data.ignore_index), crops, None, groups,
-                                       cfg.epochs, cfg.batch_size, device)
-                start = time.perf_counter()
-                model.eval()
-                with progress(console) as prog:
-                    preds = [predict_region(model, images[r.scene], r, size, norm, len(data.classes),
-                                            cfg.batch_size, device)
-                             for r in prog.track(test_regions, description=f"predicting {protocol} seed {seed}")]
-                metrics = segmentation_metrics(preds, targets, data.classes, data.ignore_index)
-                confusions = [confusion_matrix(p, t, len(data.classes), data.ignore_index) for p, t in zip(preds, targets)]
-                hparams = {"decoder": cfg.decoder, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": lr,
-                           "backbone_lr": lr * BACKBONE_LR_SCALE if protocol == "finetune" else None,
-                           "optimizer": "adamw", "schedule": "cosine per step", "steps": len(losses),
-                           "crops_per_epoch": len(crops), "augment": "random crop, flips, rot90",
-                           "inference": f"sliding window {size}px, overlap {CHIP_OVERLAP}",
-                           "ignore_index": data.ignore_index, "final_loss": losses[-1] if losses else None}
-                fields = {**base, **seed_fields(init, norm, test_regions, paths), "protocol": protocol, "seed": seed,
-                          "label_fraction": fraction, "n_train": len(selected), "n_test": len(test_regions),
-                          "split": split, "eval_images_per_s": None,
-                          "feature_dim": encoder.feature_dim, "hparams": hparams, "fit_time_s": round(fit_time, 3),
-                          "eval_time_s": round(time.perf_counter() - start, 3)}
-                path = probe_file(cfg.out, fields)
-                save_tensors(path, {"state_dict": _trained_state(model, protocol), "classes": data.classes,
-                                    "decoder": cfg.decoder, "arch": init.arch, "in_chans": init.in_chans,
-                                    "image_size": size, "normalization": norm.to_dict(), "protocol": protocol})
-                fields["probe_path"] = str(path.resolve())
-                columns = {"index": np.arange(len(test_regions)), "path": [paths[r.scene] for r in test_regions],
-                           "confusion": np.stack([c.reshape(-1) for c in confusions]),
-                           "window": [[r.window.row, r.window.col, r.window.height, r.window.width]
-                                      for r in test_regions]}
-                written = write_predictions(predictions_file(cfg.out, fields), "segmentation", columns, data.classes,
-                                            {"protocol": protocol, "seed": seed, "metric_names": slugs})
-                fields["predictions_path"] = str(written.resolve())
-                rows += [make_row(**fields, metric=m, value=v, headline=m == headline) for m, v in metrics.items()]
-    return rows
+    cells = _Cells(cfg, data, init, images, [m.shape for m in masks], n_pool, paths, size, resolve_device(cfg.device),
+                   cfg.lr or DEFAULT_LR, console, masks)
+    return run_cells(cfg, cells, base, headline, data.classes)
+
+
+@dataclass
+class _Cells(DenseCells):
+    """Segmentation on the evaluation driver: a decoder trained on crops, scored by sliding windows."""
+
+    masks: list[np.ndarray]
+
+    def targets(self, seed: int, test_regions: list[Region]) -> list[torch.Tensor]:
+        return [torch.from_numpy(_crop(self.masks[r.scene], r).astype(np.int64)) for r in test_regions]
+
+    def run(self, protocol: str, split: SeedSplit, selected: list[Region], seed: int, fields) -> CellResult:
+        cfg, data, init, size, lr, device = self.cfg, self.data, self.init, self.size, self.lr, self.device
+        norm, test_regions, targets = split.context["norm"], split.test, split.context["targets"]
+        L.seed_everything(seed, verbose=False)
+        encoder = build_dense_encoder(split.context["init"], size).freeze(weights=protocol == "frozen",
+                                                                          norm_stats=False)
+        model = SegmentationNet(encoder, cfg.decoder, len(data.classes)).to(device)
+        crops = SegmentationCrops(self.images, self.masks, selected, size, norm, data.ignore_index)
+        groups = param_groups(encoder, model.head_parameters(), lr)
+        fit_time, losses = fit(model, partial(_loss, ignore_index=data.ignore_index), crops, None, groups,
+                               cfg.epochs, cfg.batch_size, device)
+        start = time.perf_counter()
+        model.eval()
+        with progress(self.console) as prog:
+            preds = [predict_region(model, self.images[r.scene], r, size, norm, len(data.classes),
+                                    cfg.batch_size, device)
+                     for r in prog.track(test_regions, description=f"predicting {protocol} seed {seed}")]
+        metrics = segmentation_metrics(preds, targets, data.classes, data.ignore_index)
+        confusions = [confusion_matrix(p, t, len(data.classes), data.ignore_index) for p, t in zip(preds, targets)]
+        hparams = {"decoder": cfg.decoder, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": lr,
+                   "backbone_lr": lr * BACKBONE_LR_SCALE if protocol == "finetune" else None,
+                   "optimizer": "adamw", "schedule": "cosine per step", "steps": len(losses),
+                   "crops_per_epoch": len(crops), "augment": "random crop, flips, rot90",
+                   "inference": f"sliding window {size}px, overlap {CHIP_OVERLAP}",
+                   "ignore_index": data.ignore_index, "final_loss": losses[-1] if losses else None}
+        cell_fields = {"eval_images_per_s": None, "feature_dim": encoder.feature_dim, "hparams": hparams,
+                       "fit_time_s": round(fit_time, 3), "eval_time_s": round(time.perf_counter() - start, 3)}
+        state = {"state_dict": _trained_state(model, protocol), "classes": data.classes, "decoder": cfg.decoder,
+                 "arch": init.arch, "in_chans": init.in_chans, "image_size": size, "normalization": norm.to_dict(),
+                 "protocol": protocol}
+        columns = {"index": np.arange(len(test_regions)), "path": [self.paths[r.scene] for r in test_regions],
+                   "confusion": np.stack([c.reshape(-1) for c in confusions]),
+                   "window": [[r.window.row, r.window.col, r.window.height, r.window.width] for r in test_regions]}
+        return CellResult(metrics, cell_fields, state,
+                          Predictions("segmentation", columns, {"metric_names": metric_names(data.classes)}))
 
 
 def _loss(net: nn.Module, batch, ignore_index: int) -> torch.Tensor:
