@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 from rsbench.errors import DataError
 from rsbench.report import build_sections, deduplicate, load_results, render_report, summarize
-from rsbench.report.stats import bootstrap_ci
 
 EVIL = 'evil <script>alert(1)</script> & "q"'
 VOID = {"meta", "br", "img", "hr", "input", "link"}

@@ -1,44 +1,13 @@
-"""Report statistics against hand-computed values: bootstrap CIs, normalized scores, paired bootstrap,
-ranks, Pareto front, and the cross-task analysis built on them."""
+"""Report statistics against hand-computed values: normalized scores, ranks, Pareto front, and the
+cross-task analysis built on them (intervals: tests/test_trustworthy_report.py, test_recompute.py)."""
 
 from __future__ import annotations
-
-import itertools
-from fractions import Fraction
 
 import numpy as np
 import pytest
 
 from rsbench.report.analysis import analyze
-from rsbench.report.stats import aggregate_ci, average_ranks, bootstrap_ci, normalize, paired_bootstrap, pareto_front
-
-
-def exact_bootstrap_quantiles(values, level=0.95):
-    """Every one of the n^n equally likely resamples, enumerated: the exact bootstrap distribution of the
-    mean, and its (1-level)/2 and (1+level)/2 quantiles by the inverted CDF."""
-    n = len(values)
-    means = sorted(Fraction(sum(c), n) for c in itertools.product([Fraction(v) for v in values], repeat=n))
-    lo = means[int(np.ceil((1 - level) / 2 * len(means))) - 1]
-    hi = means[int(np.ceil((1 + level) / 2 * len(means))) - 1]
-    return float(lo), float(hi)
-
-
-def test_bootstrap_ci_two_seeds_is_min_max():
-    # With 2 seeds, each endpoint value has bootstrap mass 1/4 > 2.5%: the CI is exactly [min, max].
-    assert bootstrap_ci([0.62, 0.70]) == pytest.approx((0.62, 0.70))
-    assert bootstrap_ci([0.5]) == (0.5, 0.5)
-    with pytest.raises(ValueError):
-        bootstrap_ci([])
-
-
-def test_bootstrap_ci_matches_exhaustive_enumeration():
-    # 4 seeds: 256 resamples. P(mean <= 0.25) = 5/256 = 1.95% < 2.5% <= P(mean <= 0.5) = 15/256 = 5.9%,
-    # so the exact 2.5% quantile is 0.5 (and 2.5 at the top, by symmetry); a sampled bootstrap lands there.
-    values = [0.0, 1.0, 2.0, 3.0]
-    exact = exact_bootstrap_quantiles(values)
-    assert exact == (0.5, 2.5)
-    lo, hi = bootstrap_ci(values, n_boot=50_000)
-    assert (lo, hi) == pytest.approx(exact, abs=1e-9)
+from rsbench.report.stats import average_ranks, normalize, pareto_front
 
 
 def test_normalize_random_zero_best_hundred():
@@ -48,25 +17,6 @@ def test_normalize_random_zero_best_hundred():
     assert normalize(0.30, zero=0.40, hundred=0.80) == pytest.approx(-25.0)
     with pytest.raises(ValueError):
         normalize(0.5, 0.5, 0.5)
-
-
-def test_aggregate_and_paired_degenerate_cases_are_exact():
-    # One seed per task: no seed noise, so the CI collapses onto the mean over tasks.
-    mean, lo, hi = aggregate_ci([[10.0], [30.0]])
-    assert (mean, lo, hi) == pytest.approx((20.0, 20.0, 20.0))
-    # Constant differences: every resample has the same mean.
-    out = paired_bootstrap([[5.0, 5.0], [5.0]])
-    assert (out["mean"], out["lo"], out["hi"], out["p_better"], out["won"]) == pytest.approx((5.0, 5.0, 5.0, 1.0, 1.0))
-    assert out["tasks"] == 2 and out["pairs"] == 3
-    # Won 1 task, lost 1, tied 1: share 1.5 / 3.
-    assert paired_bootstrap([[1.0], [-1.0], [0.0]])["won"] == pytest.approx(0.5)
-
-
-def test_aggregate_ci_two_tasks_two_seeds_by_enumeration():
-    # Task A seeds (0, 100), task B seeds (50, 50): the resampled mean over tasks is
-    # (mean_A* + 50) / 2 with mean_A* in {0, 50, 100} w.p. 1/4, 1/2, 1/4 -> CI endpoints 25 and 75.
-    mean, lo, hi = aggregate_ci([[0.0, 100.0], [50.0, 50.0]], n_boot=20_000)
-    assert (mean, lo, hi) == pytest.approx((50.0, 25.0, 75.0))
 
 
 def test_average_ranks_share_ties():
@@ -137,9 +87,3 @@ def test_analysis_prefers_imagenet_reference_and_label_efficiency():
     assert curve["lines"]["ssl"][0][1] == pytest.approx(np.mean([0.3, 0.35]))
 
 
-def test_paired_bootstrap_resamples_tasks():
-    # Two tasks, one seed each, differences 0 and 10: resampling the 2 tasks gives a mean of 0, 5 or 10
-    # with probabilities 1/4, 1/2, 1/4 -> CI [0, 10], P(mean > 0) = 3/4; one task won, one tied (counts half).
-    out = paired_bootstrap([[0.0], [10.0]], n_boot=40_000)
-    assert (out["mean"], out["lo"], out["hi"], out["won"]) == pytest.approx((5.0, 0.0, 10.0, 0.75))
-    assert out["p_better"] == pytest.approx(0.75, abs=0.01)

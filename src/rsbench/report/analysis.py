@@ -450,7 +450,7 @@ def parity_warnings(rows: Sequence[dict], tasks: Sequence[TaskNorm]) -> list[str
 
 
 def analyze(rows: Sequence[dict], checkpoint_rows: Sequence[dict] = (), runs: Sequence[RunInfo] = (),
-            reference: str | None = None, n_boot: int = stats.N_BOOT, score_reference: str = "random",
+            reference: str | None = None, n_boot: int = unc.N_BOOT, score_reference: str = "random",
             normalizer: dict | None = None) -> Analysis:
     rows = prepare_rows(rows)
     sections = build_sections(rows)

@@ -20,7 +20,7 @@ from rsbench.report import figures
 from rsbench.report.aggregate import MetricSummary, deduplicate, is_baseline, validate_row
 from rsbench.report.analysis import analyze, section_key
 from rsbench.report.sources import STEP, ReportData, mark_snapshot
-from rsbench.report.stats import N_BOOT
+from rsbench.report.uncertainty import N_BOOT
 from rsbench.report.tables import document_latex, document_markdown
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
