@@ -23,7 +23,7 @@ from rsbench.contracts.predictions import read_predictions
 from rsbench.report.recompute import metric_on_examples
 from rsbench.errors import DataError
 from rsbench.evaluate import RESULT_FIELDS, EvaluateConfig, evaluate
-from rsbench.evaluate.probes import classification_metrics, fit_linear_probe, knn_classify
+from rsbench.evaluate.probes import classification_metrics, fit_logistic_probe, knn_classify
 from rsbench.evaluate.splits import stratified_split
 from rsbench.io import read_jsonl
 from rsbench.ssl.backbones import create_backbone
@@ -148,9 +148,9 @@ def test_linear_probe_is_deterministic_and_fits_blobs():
     centers = torch.randn(3, 8, generator=g) * 4
     y = torch.arange(3).repeat_interleave(30)
     x = centers[y] + torch.randn(90, 8, generator=g)
-    grid = [0.0, 1e-3, 1e-1]
-    a, b = (fit_linear_probe(x[::2], y[::2], 3, grid, seed=0) for _ in range(2))
-    assert torch.equal(a.weight, b.weight) and a.weight_decay == b.weight_decay and a.weight_decay in grid
+    grid = (1e-3, 1e-1, 10.0)
+    a, b = (fit_logistic_probe(x[::2], y[::2], 3, seed=0, c_grid=grid) for _ in range(2))
+    assert torch.equal(a.weight, b.weight) and a.C == b.C and a.C in grid
     assert (a.predict(x[1::2]) == y[1::2]).float().mean() > 0.9
 
 

@@ -67,7 +67,6 @@ class EvaluateConfig(StrictModel):
     layer_decay: float = Field(0.75, gt=0, le=1)  # fine-tuning ViTs: LR x layer_decay per block from the top
     knn_k: int = Field(20, gt=0)
     knn_temperature: float = Field(0.07, gt=0)
-    linear_weight_decays: list[float] = Field(default_factory=lambda: [0.0, 1e-4, 1e-3, 1e-2, 1e-1], min_length=1)
     # Inverse regularization strengths C the linear probe picks from; None = the probe's default grid.
     linear_c_grid: list[float] | None = Field(None, min_length=1)
     # Keep the extracted features next to the results (see the evaluate README section).
@@ -90,7 +89,7 @@ class EvaluateConfig(StrictModel):
                 values = {**values, "seeds": default_seeds(protocols)}
         return values
 
-    @field_validator("protocol", "seeds", "linear_weight_decays", "linear_c_grid", "fractions", "bands", "classes",
+    @field_validator("protocol", "seeds", "linear_c_grid", "fractions", "bands", "classes",
                      mode="before")
     @classmethod
     def _csv_list(cls, value):

@@ -429,7 +429,7 @@ def progress(tasks: Sequence[TaskNorm], checkpoint_rows: Sequence[dict], runs: S
 def parity_warnings(rows: Sequence[dict], tasks: Sequence[TaskNorm]) -> list[str]:
     """Within one leaderboard every init must have had the same protocol settings and input shape."""
     keys = ("image_size", "patch_size", "k", "resize")
-    hp_keys = ("c_grid", "epochs", "lr", "batch_size", "decoder", "weight_decays")
+    hp_keys = ("c_grid", "epochs", "lr", "batch_size", "decoder")
     out = []
     for t in tasks:
         s = t.section
