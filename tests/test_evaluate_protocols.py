@@ -15,7 +15,8 @@ from rich.console import Console
 
 from rsbench.data.images import index_image_folder
 from rsbench.evaluate import EvaluateConfig, evaluate
-from rsbench.evaluate.finetune import FinetuneClassifier
+from rsbench.evaluate.finetune import param_groups
+from rsbench.evaluate.training import TrainingModule
 from rsbench.evaluate.multilabel import knn_multilabel_scores, multilabel_metrics
 from rsbench.evaluate.splits import fraction_subset, stratified_split
 
@@ -191,7 +192,10 @@ def test_finetune_few_steps_on_real_eurosat(eurosat_small, tmp_path):
 
 def test_vit_finetune_uses_layer_wise_lr_decay():
     backbone = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32)
-    module = FinetuneClassifier(backbone, 10, False, lr=1e-3, weight_decay=0.05, layer_decay=0.5, total_steps=10)
+    head = torch.nn.Linear(backbone.num_features, 10)
+    groups = param_groups(backbone, head, lr=1e-3, weight_decay=0.05, layer_decay=0.5)
+    module = TrainingModule(torch.nn.Sequential(backbone, head), lambda m, b: m(b).sum(), groups, total_steps=10,
+                            warmup_fraction=0.1, weight_decay=0.05)
     opt = module.configure_optimizers()["optimizer"]
     lrs = {g["lr"] for g in opt.param_groups}
     # Embedding 0.5 ** 12, block i 0.5 ** (11 - i), the last block and the head the full LR.
@@ -199,7 +203,7 @@ def test_vit_finetune_uses_layer_wise_lr_decay():
     by_name = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
     assert by_name[id(backbone.patch_embed.proj.weight)] == pytest.approx(1e-3 * 0.5 ** 12)
     assert by_name[id(backbone.blocks[0].attn.qkv.weight)] == pytest.approx(1e-3 * 0.5 ** 11)
-    assert by_name[id(module.head.weight)] == pytest.approx(1e-3)
+    assert by_name[id(head.weight)] == pytest.approx(1e-3)
     assert all(g["weight_decay"] == 0 for g in opt.param_groups if any(p is backbone.pos_embed for p in g["params"]))
 
 

@@ -1,4 +1,4 @@
-"""Multi-scale feature maps from any init for the dense tasks, and their shared Lightning training loop.
+"""Multi-scale feature maps from any init for the dense tasks, and how they train (rsbench.evaluate.training).
 
 `DenseEncoder` has segmentation-models-pytorch's encoder interface: forward(x) returns maps at strides
 1, 2, 4, 8, 16, 32 (x itself first) and `out_channels` their widths, so smp decoders and torchvision's
@@ -8,13 +8,9 @@ the init's weights copied in; plain ViTs get ViTDet's simple feature pyramid on 
 
 from __future__ import annotations
 
-import logging
-import time
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import lightning as L
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -22,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from rsbench.errors import ConfigError, DataError, RsbenchError
+from rsbench.errors import ConfigError, DataError
 from rsbench.data.normalization import Normalization, band_stats
+from rsbench.evaluate import training
 from rsbench.evaluate.config import EvaluateConfig
 from rsbench.evaluate.datasets.tiling import Region, select_fraction, split_regions, whole_images
 from rsbench.evaluate.driver import SeedSplit
@@ -256,29 +253,6 @@ def check_input_size(image_size: int, what: str = "--image-size") -> None:
         raise ConfigError(f"{what} {image_size} must be a multiple of 32 for the dense tasks (e.g. 64, 128, 256)")
 
 
-class DenseModule(L.LightningModule):
-    """AdamW + per-step cosine decay on `loss_fn(model, batch)`; keeps every step's loss."""
-
-    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
-                 groups: list[dict], total_steps: int):
-        super().__init__()
-        self.model, self.loss_fn, self.groups, self.total_steps = model, loss_fn, groups, total_steps
-        self.losses: list[float] = []
-
-    def training_step(self, batch, batch_idx):
-        loss = self.loss_fn(self.model, batch)
-        if not torch.isfinite(loss):
-            raise RsbenchError(f"training diverged (loss {loss.item()} at step {self.global_step}); lower --lr")
-        self.losses.append(float(loss.detach()))
-        self.log("loss", loss.detach(), prog_bar=True, batch_size=1)
-        return loss
-
-    def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.groups, weight_decay=WEIGHT_DECAY)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.total_steps))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
 def param_groups(encoder: DenseEncoder, head: list[nn.Parameter], lr: float) -> list[dict]:
     backbone, neck = encoder.trainable_groups()
     groups = [{"params": head + neck, "lr": lr}]
@@ -289,29 +263,10 @@ def param_groups(encoder: DenseEncoder, head: list[nn.Parameter], lr: float) -> 
 
 def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, collate: Callable | None, groups: list[dict],
         epochs: int, batch_size: int, device: torch.device) -> tuple[float, list[float]]:
-    """Train with Lightning; returns (seconds, per-step losses). Seed the RNGs before calling."""
+    """Train with the evaluation loop (rsbench.evaluate.training: AdamW, cosine per step); returns (seconds,
+    per-step losses). Seed the RNGs before calling."""
     n = len(dataset)  # type: ignore[arg-type]
     loader = DataLoader(dataset, batch_size=min(batch_size, n), shuffle=True, drop_last=n > batch_size,
                         collate_fn=collate, num_workers=0)
-    module = DenseModule(model, loss_fn, groups, epochs * len(loader))
-    from lightning.pytorch.callbacks import RichProgressBar
-
-    start = time.perf_counter()
-    quiet = logging.getLogger("lightning.pytorch")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)  # "GPU available: ..." banners would drown the results table
-    try:
-        with warnings.catch_warnings():
-            for message in (".*does not have many workers.*", ".*smaller than the logging interval.*",
-                            ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*"):
-                warnings.filterwarnings("ignore", message=message)
-            trainer = L.Trainer(
-                max_epochs=epochs, accelerator="gpu" if device.type == "cuda" else "cpu",
-                devices=[device.index or 0] if device.type == "cuda" else 1, logger=False,
-                enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
-                callbacks=[RichProgressBar(leave=False, console_kwargs={"stderr": True})],
-            )
-            trainer.fit(module, loader)
-    finally:
-        quiet.setLevel(level)
-    return time.perf_counter() - start, module.losses
+    res = training.fit(model, loss_fn, loader, groups, epochs, device, weight_decay=WEIGHT_DECAY)
+    return res.fit_time_s, res.losses
