@@ -11,12 +11,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from rsbench.contracts.results import RESULTS_FILE, headline_metric, upgrade_row
+from rsbench.contracts.results import RESULTS_FILE, ResultRow, headline_metric, upgrade_row
 from rsbench.errors import DataError
 
 RESULTS_NAME = RESULTS_FILE
 SOURCE_FILE = "_results_file"  # reader-side: the results.jsonl a row came from (finds moved predictions)
-REQUIRED_KEYS = ("task", "dataset", "protocol", "init", "label_fraction", "seed", "metric", "value")
+# The fields every row must have: the result row's required fields (rsbench.contracts.results).
+REQUIRED_KEYS = tuple(name for name, f in ResultRow.model_fields.items() if f.is_required())
 _STR_KEYS = ("task", "dataset", "protocol", "init", "metric")
 # One leaderboard per section; one cell per (init, metric) within it.
 SECTION_KEYS = ("task", "dataset", "protocol", "label_fraction")
