@@ -23,9 +23,12 @@ browser:
 quickstart: $(STAMP)
 	$(BIN)/rsbench quickstart --out quickstart-output
 
+# Lint first (ruff, rules in pyproject.toml): a lint or format error fails the target before pytest runs.
 # The real-data suite must never skip silently: a missing data folder is a failure,
 # and so is pytest's exit code 5 (no tests collected).
 test: $(STAMP) browser
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	@test -d "$(RSBENCH_SHARED_DATA)/rasters" || { echo "error: real test data not found at RSBENCH_SHARED_DATA=$(RSBENCH_SHARED_DATA)" >&2; exit 1; }
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc

@@ -26,8 +26,9 @@ RSBENCH = str(Path(sys.executable).parent / "rsbench")
 
 def timed(*args: str) -> tuple[float, subprocess.CompletedProcess]:
     start = time.perf_counter()
-    res = subprocess.run([RSBENCH, *args], capture_output=True, text=True,
-                         env={**os.environ, "RSBENCH_SHARED_DATA": str(SHARED)})
+    res = subprocess.run(
+        [RSBENCH, *args], capture_output=True, text=True, env={**os.environ, "RSBENCH_SHARED_DATA": str(SHARED)}
+    )
     return time.perf_counter() - start, res
 
 
@@ -63,28 +64,46 @@ def main() -> None:
     kinds: dict[str, list[float]] = {}
     for c in cells:
         kinds.setdefault("checkpoint eval" if c["config"].get("init", {}).get("step") else c["kind"], []).append(
-            c["duration_s"] or 0.0)
+            c["duration_s"] or 0.0
+        )
     data = from_db(plan.url)
     analysis = analyze(data.rows, data.checkpoint_rows, data.runs)
     result = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "load_average_before": [round(x, 2) for x in load_before],
-                    "load_average_after": [round(x, 2) for x in load_after]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in load_after],
+        },
         "experiment": str(args.experiment.relative_to(REPO)),
-        "cells": len(cells), "cells_done": sum(c["status"] == "done" for c in cells),
-        "run_wall_s": round(run_s, 1), "under_15_min": run_s < 900,
-        "rerun_wall_s": round(rerun_s, 1), "rerun_summary": rerun.stdout.strip(),
+        "cells": len(cells),
+        "cells_done": sum(c["status"] == "done" for c in cells),
+        "run_wall_s": round(run_s, 1),
+        "under_15_min": run_s < 900,
+        "rerun_wall_s": round(rerun_s, 1),
+        "rerun_summary": rerun.stdout.strip(),
         "report_wall_s": round(report_s, 1),
-        "cell_seconds": {k: {"n": len(v), "total": round(sum(v), 1), "max": round(max(v), 1)} for k, v in kinds.items()},
-        "pretraining": {r.name: {"steps": r.steps, "images_per_s": r.run.get("images_per_s"),
-                                 "wall_time_s": r.run.get("wall_time_s"), "device_hours": r.device_hours}
-                        for r in data.runs},
-        "normalized_score": {e.init: {"mean": round(e.mean, 1), "ci95": [round(e.lo, 1), round(e.hi, 1)]}
-                             for e in analysis.aggregate},
-        "accuracy": {f"{t.title}": {i: round(sum(v.values()) / len(v), 4) for i, v in t.per_seed.items()}
-                     for t in analysis.tasks},
+        "cell_seconds": {
+            k: {"n": len(v), "total": round(sum(v), 1), "max": round(max(v), 1)} for k, v in kinds.items()
+        },
+        "pretraining": {
+            r.name: {
+                "steps": r.steps,
+                "images_per_s": r.run.get("images_per_s"),
+                "wall_time_s": r.run.get("wall_time_s"),
+                "device_hours": r.device_hours,
+            }
+            for r in data.runs
+        },
+        "normalized_score": {
+            e.init: {"mean": round(e.mean, 1), "ci95": [round(e.lo, 1), round(e.hi, 1)]} for e in analysis.aggregate
+        },
+        "accuracy": {
+            f"{t.title}": {i: round(sum(v.values()) / len(v), 4) for i, v in t.per_seed.items()} for t in analysis.tasks
+        },
         "progress": analysis.progress,
-        "report": str(report), "report_bytes": report.stat().st_size,
+        "report": str(report),
+        "report_bytes": report.stat().st_size,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -38,7 +38,6 @@ sys.path.insert(0, str(REPO / "src"))
 
 from rsbench.corpus import CorpusBuildConfig, CorpusDataset, build_corpus, plan_windows, probe_raster  # noqa: E402
 
-
 CPU = {}  # process CPU seconds of the last timed() call (this process only: in-process runs)
 
 
@@ -141,9 +140,14 @@ def loader_speed(corpus: Path, npy_files: list[Path]) -> dict:
         shards.append(timed(lambda: drain(ds)))
         files.append(timed(lambda: drain(Files(), shuffle=True)))
     (t_shards, n_shards), (t_files, n_files) = min(shards), min(files)
-    return {"samples_shards": n_shards, "samples_files": n_files, "shards_samples_per_s": n_shards / t_shards,
-            "npy_files_samples_per_s": n_files / t_files, "ratio": (n_shards / t_shards) / (n_files / t_files),
-            "note": "npy files are in the page cache (just written): the best case for per-file reads"}
+    return {
+        "samples_shards": n_shards,
+        "samples_files": n_files,
+        "shards_samples_per_s": n_shards / t_shards,
+        "npy_files_samples_per_s": n_files / t_files,
+        "ratio": (n_shards / t_shards) / (n_files / t_files),
+        "note": "npy files are in the page cache (just written): the best case for per-file reads",
+    }
 
 
 def big_raster(path: Path, size: int, block: int = 512) -> None:
@@ -153,9 +157,21 @@ def big_raster(path: Path, size: int, block: int = 512) -> None:
     with rasterio.open(SHARED / "rasters" / "naip_m_4709963_se_14_1_20190904_rgbn_5m.tif") as src:
         patch = src.read([1, 2, 3], window=Window(0, 0, block, block))
         crs, res = src.crs, src.res
-    profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8", "crs": crs,
-               "transform": rasterio.Affine(res[0], 0, 500000, 0, -res[1], 5300000), "tiled": True,
-               "blockxsize": block, "blockysize": block, "compress": "deflate", "sparse_ok": True, "bigtiff": "yes"}
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": crs,
+        "transform": rasterio.Affine(res[0], 0, 500000, 0, -res[1], 5300000),
+        "tiled": True,
+        "blockxsize": block,
+        "blockysize": block,
+        "compress": "deflate",
+        "sparse_ok": True,
+        "bigtiff": "yes",
+    }
     with rasterio.open(path, "w", **profile) as dst:
         for bi in range(size // block):
             for bj in range(size // block):
@@ -192,34 +208,62 @@ def main() -> None:
     args = ap.parse_args()
     work = args.work
     rasters = workload(work, args.copies)
-    res: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                             "load_avg_start": os.getloadavg()}, "settings": vars(args) | {"work": str(work), "json": str(args.json)}}
+    res: dict = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_start": os.getloadavg()},
+        "settings": vars(args) | {"work": str(work), "json": str(args.json)},
+    }
 
     t_bare, n = bare_loop(rasters, args.tile, args.stride, work / "bare")
     cpu_bare = CPU["last"]
     t_one, one = build(rasters, work / "one", args.tile, args.stride, workers=1)
     cpu_one = CPU["last"]
-    t_off, _ = build(rasters, work / "nofilter", args.tile, args.stride, workers=1, blank_filter=False, cloud_filter=False,
-                     saturation_filter=False, dedup=False, max_nodata_fraction=1.0)
+    t_off, _ = build(
+        rasters,
+        work / "nofilter",
+        args.tile,
+        args.stride,
+        workers=1,
+        blank_filter=False,
+        cloud_filter=False,
+        saturation_filter=False,
+        dedup=False,
+        max_nodata_fraction=1.0,
+    )
     cpu_off = CPU["last"]
     from dask.distributed import Client, LocalCluster
 
-    t_start, cluster = timed(lambda: LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None))
+    t_start, cluster = timed(
+        lambda: LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    )
     with cluster, Client(cluster) as client:
         control_before = cpu_control()
         t_two, _ = build(rasters, work / "two", args.tile, args.stride, client=client)
         control_after = cpu_control()
     same = (work / "one" / "manifest.parquet").read_bytes() == (work / "two" / "manifest.parquet").read_bytes() and all(
-        (work / "one" / s).read_bytes() == (work / "two" / s).read_bytes() for s in one["shards"])
+        (work / "one" / s).read_bytes() == (work / "two" / s).read_bytes() for s in one["shards"]
+    )
     res["tiling"] = {
-        "rasters": len(rasters), "windows": n, "tile": args.tile, "stride": args.stride, "kept": one["counts"]["tiles_kept"],
-        "bare_loop_s": t_bare, "bare_loop_tiles_per_s": n / t_bare,
-        "build_1_worker_s": t_one, "build_1_worker_tiles_per_s": n / t_one, "ratio_1_worker_vs_bare": t_bare / t_one,
-        "build_1_worker_filters_off_s": t_off, "ratio_filters_off_vs_bare": t_bare / t_off,
+        "rasters": len(rasters),
+        "windows": n,
+        "tile": args.tile,
+        "stride": args.stride,
+        "kept": one["counts"]["tiles_kept"],
+        "bare_loop_s": t_bare,
+        "bare_loop_tiles_per_s": n / t_bare,
+        "build_1_worker_s": t_one,
+        "build_1_worker_tiles_per_s": n / t_one,
+        "ratio_1_worker_vs_bare": t_bare / t_one,
+        "build_1_worker_filters_off_s": t_off,
+        "ratio_filters_off_vs_bare": t_bare / t_off,
         # CPU seconds of this process: less sensitive than wall time to other jobs on a shared machine.
-        "bare_loop_cpu_s": cpu_bare, "build_1_worker_cpu_s": cpu_one, "build_filters_off_cpu_s": cpu_off,
-        "cpu_ratio_1_worker_vs_bare": cpu_bare / cpu_one, "cpu_ratio_filters_off_vs_bare": cpu_bare / cpu_off,
-        "dask_cluster_start_s": t_start, "build_2_workers_s": t_two, "speedup_1_to_2_workers": t_one / t_two,
+        "bare_loop_cpu_s": cpu_bare,
+        "build_1_worker_cpu_s": cpu_one,
+        "build_filters_off_cpu_s": cpu_off,
+        "cpu_ratio_1_worker_vs_bare": cpu_bare / cpu_one,
+        "cpu_ratio_filters_off_vs_bare": cpu_bare / cpu_off,
+        "dask_cluster_start_s": t_start,
+        "build_2_workers_s": t_two,
+        "speedup_1_to_2_workers": t_one / t_two,
         "identical_output_1_vs_2_workers": same,
         # Control: a pure-CPU job on 2 processes, just before and after the 2-worker build. Near 1.0
         # means the machine had no second core to give (shared with other jobs) at that moment.
@@ -232,8 +276,16 @@ def main() -> None:
     m = s2_info["counts"]["tiles_total"]
     cpu_s2 = CPU["last"]
     t_tg = torchgeo_tiles(s2, m, args.tile)
-    res["torchgeo"] = {"raster": s2.name, "tiles": m, "build_s": t_s2, "torchgeo_s": t_tg, "speedup_vs_torchgeo": t_tg / t_s2,
-                       "build_cpu_s": cpu_s2, "torchgeo_cpu_s": CPU["last"], "cpu_speedup_vs_torchgeo": CPU["last"] / cpu_s2}
+    res["torchgeo"] = {
+        "raster": s2.name,
+        "tiles": m,
+        "build_s": t_s2,
+        "torchgeo_s": t_tg,
+        "speedup_vs_torchgeo": t_tg / t_s2,
+        "build_cpu_s": cpu_s2,
+        "torchgeo_cpu_s": CPU["last"],
+        "cpu_speedup_vs_torchgeo": CPU["last"] / cpu_s2,
+    }
     print(json.dumps(res["torchgeo"], indent=2), flush=True)
 
     kept = [f"{s2.stem}_{r['row_off']}_{r['col_off']}.npy" for r in _kept_rows(work / "s2")]
@@ -245,14 +297,31 @@ def main() -> None:
         seconds_gen, _ = timed(lambda: big_raster(big, args.big_size))
         with rasterio.open(big) as src:
             raw = src.width * src.height * src.count
-        cmd = [str(Path(sys.executable).parent / "rsbench"), "corpus", "build", str(big), "--out", str(work / "bigc"),
-               "--tile-size", "256", "--workers", "1", "--overwrite"]
+        cmd = [
+            str(Path(sys.executable).parent / "rsbench"),
+            "corpus",
+            "build",
+            str(big),
+            "--out",
+            str(work / "bigc"),
+            "--tile-size",
+            "256",
+            "--workers",
+            "1",
+            "--overwrite",
+        ]
         seconds, peak = peak_rss(cmd)
         info = json.loads((work / "bigc" / "corpus.json").read_text())
-        res["big_raster"] = {"uncompressed_gib": raw / 2**30, "file_mib": big.stat().st_size / 2**20,
-                             "generate_s": seconds_gen, "windows": info["counts"]["tiles_total"],
-                             "kept": info["counts"]["tiles_kept"], "build_s": seconds, "peak_rss_mib": peak,
-                             "under_1_gib": peak < 1024}
+        res["big_raster"] = {
+            "uncompressed_gib": raw / 2**30,
+            "file_mib": big.stat().st_size / 2**20,
+            "generate_s": seconds_gen,
+            "windows": info["counts"]["tiles_total"],
+            "kept": info["counts"]["tiles_kept"],
+            "build_s": seconds,
+            "peak_rss_mib": peak,
+            "under_1_gib": peak < 1024,
+        }
         print(json.dumps(res["big_raster"], indent=2), flush=True)
     res["machine"]["load_avg_end"] = os.getloadavg()
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -48,8 +48,10 @@ def _link_neon(out: Path, name: str, files: dict[str, str]) -> Path:
     for sub in ("images", "annotations"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     for stem, image in files.items():
-        for link, target in ((root / "images" / image, src / "images" / image),
-                             (root / "annotations" / f"{stem}.xml", src / "annotations" / f"{stem}.xml")):
+        for link, target in (
+            (root / "images" / image, src / "images" / image),
+            (root / "annotations" / f"{stem}.xml", src / "annotations" / f"{stem}.xml"),
+        ):
             if not link.exists():
                 link.symlink_to(target)
     return root
@@ -78,21 +80,47 @@ def main() -> None:
     from rsbench.evaluate import EvaluateConfig, evaluate
 
     inits = ["random"] + ([str(args.run)] if args.run else [])
-    common = {"out": args.out / "results", "seeds": args.seeds, "protocol": args.protocols, "backbone": "resnet18",
-              "image_size": args.image_size}
+    common = {
+        "out": args.out / "results",
+        "seeds": args.seeds,
+        "protocol": args.protocols,
+        "backbone": "resnet18",
+        "image_size": args.image_size,
+    }
     jobs = []
     if "segmentation" in args.tasks:
-        jobs.append(("segmentation", {
-            "task": "segmentation", "data": _link_dubai(args.out, args.dubai_tiles.split(",")),
-            "dataset_name": f"dubai_tiles_{args.dubai_tiles.replace(',', '_')}", "classes": DUBAI_CLASSES,
-            "options": {"colors": DUBAI_COLORS, "ignore_colors": ["#000000"]}, "epochs": args.epochs,
-            "lr": args.seg_lr, "decoder": "fpn", "batch_size": args.batch_size}))
+        jobs.append(
+            (
+                "segmentation",
+                {
+                    "task": "segmentation",
+                    "data": _link_dubai(args.out, args.dubai_tiles.split(",")),
+                    "dataset_name": f"dubai_tiles_{args.dubai_tiles.replace(',', '_')}",
+                    "classes": DUBAI_CLASSES,
+                    "options": {"colors": DUBAI_COLORS, "ignore_colors": ["#000000"]},
+                    "epochs": args.epochs,
+                    "lr": args.seg_lr,
+                    "decoder": "fpn",
+                    "batch_size": args.batch_size,
+                },
+            )
+        )
     if "detection" in args.tasks:
-        jobs.append(("detection", {
-            "task": "detection", "data": _link_neon(args.out, "neon_train", NEON_TRAIN),
-            "test_data": _link_neon(args.out, "neon_test", NEON_TEST), "dataset_name": "neon_tree_crowns",
-            "options": {"single_class": "Tree"}, "epochs": args.det_epochs, "lr": args.det_lr,
-            "batch_size": args.det_batch_size}))
+        jobs.append(
+            (
+                "detection",
+                {
+                    "task": "detection",
+                    "data": _link_neon(args.out, "neon_train", NEON_TRAIN),
+                    "test_data": _link_neon(args.out, "neon_test", NEON_TEST),
+                    "dataset_name": "neon_tree_crowns",
+                    "options": {"single_class": "Tree"},
+                    "epochs": args.det_epochs,
+                    "lr": args.det_lr,
+                    "batch_size": args.det_batch_size,
+                },
+            )
+        )
     results, console = [], Console(stderr=True)
     for task, opts in jobs:
         for init in inits:
@@ -106,23 +134,41 @@ def main() -> None:
                 for m in dict.fromkeys(r["metric"] for r in prow):
                     vals = [r["value"] for r in prow if r["metric"] == m]
                     metrics[m] = round(statistics.fmean(vals), 4)
-                results.append({
-                    "task": task, "dataset": prow[0]["dataset"], "init": prow[0]["init"], "protocol": protocol,
-                    "metrics": metrics, "seeds": sorted({r["seed"] for r in prow}),
-                    "n_train": prow[0]["n_train"], "n_test": prow[0]["n_test"], "split": prow[0]["split"],
-                    "fit_time_s": round(statistics.fmean(r["fit_time_s"] for r in prow), 1),
-                    "eval_time_s": round(statistics.fmean(r["eval_time_s"] for r in prow), 1),
-                    "hparams": prow[0]["hparams"], "wall_s_all_protocols": round(wall, 1),
-                })
+                results.append(
+                    {
+                        "task": task,
+                        "dataset": prow[0]["dataset"],
+                        "init": prow[0]["init"],
+                        "protocol": protocol,
+                        "metrics": metrics,
+                        "seeds": sorted({r["seed"] for r in prow}),
+                        "n_train": prow[0]["n_train"],
+                        "n_test": prow[0]["n_test"],
+                        "split": prow[0]["split"],
+                        "fit_time_s": round(statistics.fmean(r["fit_time_s"] for r in prow), 1),
+                        "eval_time_s": round(statistics.fmean(r["eval_time_s"] for r in prow), 1),
+                        "hparams": prow[0]["hparams"],
+                        "wall_s_all_protocols": round(wall, 1),
+                    }
+                )
     headline = {"segmentation": ["miou", "pixel_accuracy"], "detection": ["map_50_95", "ap50"]}
     print(f"{'task':13} {'init':40} {'protocol':9} {'metrics':38} {'fit s':>7} {'eval s':>7}")
     for r in results:
         m = "  ".join(f"{k}={r['metrics'][k]:.3f}" for k in headline[r["task"]])
-        print(f"{r['task']:13} {r['init'][:40]:40} {r['protocol']:9} {m:38} "
-              f"{r['fit_time_s']:7.1f} {r['eval_time_s']:7.1f}")
-    summary = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": {
-        "cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
-        "load_avg_at_end": os.getloadavg()}, "results": results}
+        print(
+            f"{r['task']:13} {r['init'][:40]:40} {r['protocol']:9} {m:38} "
+            f"{r['fit_time_s']:7.1f} {r['eval_time_s']:7.1f}"
+        )
+    summary = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "load_avg_at_end": os.getloadavg(),
+        },
+        "results": results,
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"saved {args.json}")

@@ -48,21 +48,53 @@ def main() -> None:
     # paper's LARS recipe is tuned for batches of thousands and moves little in 4 CPU epochs.
     args.out.mkdir(parents=True, exist_ok=True)
     recipe = args.out / "pretrain.yaml"
-    recipe.write_text("min_scale: 0.25\nrecipe:\n  optimizer: adamw\n  lr: 0.004\n  weight_decay: 0.05\n"
-                      "  extra: {temperature: 0.2}\n")
+    recipe.write_text(
+        "min_scale: 0.25\nrecipe:\n  optimizer: adamw\n  lr: 0.004\n  weight_decay: 0.05\n  extra: {temperature: 0.2}\n"
+    )
     times = {
-        "corpus_build_s": run("corpus", "build", str(SHARED / "rasters"), "--out", str(args.out / "corpus"),
-                              "--tile-size", "64"),
-        "pretrain_s": run("pretrain", "--method", "simclr", "--images", str(eurosat), "--backbone", "resnet18",
-                          "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-                          "--image-size", str(args.image_size), "--config", str(recipe),
-                          "--out", str(args.out / "runs" / "simclr")),
+        "corpus_build_s": run(
+            "corpus", "build", str(SHARED / "rasters"), "--out", str(args.out / "corpus"), "--tile-size", "64"
+        ),
+        "pretrain_s": run(
+            "pretrain",
+            "--method",
+            "simclr",
+            "--images",
+            str(eurosat),
+            "--backbone",
+            "resnet18",
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(args.batch_size),
+            "--image-size",
+            str(args.image_size),
+            "--config",
+            str(recipe),
+            "--out",
+            str(args.out / "runs" / "simclr"),
+        ),
     }
     for init in (str(args.out / "runs" / "simclr"), "random"):
         times[f"evaluate_{Path(init).name}_s"] = run(
-            "evaluate", "--task", "classification", "--data", str(eurosat), "--init", init, "--backbone", "resnet18",
-            "--image-size", str(args.image_size), "--protocol", "knn,linear", "--seeds", "0,1,2",
-            "--out", str(args.out / "results"))
+            "evaluate",
+            "--task",
+            "classification",
+            "--data",
+            str(eurosat),
+            "--init",
+            init,
+            "--backbone",
+            "resnet18",
+            "--image-size",
+            str(args.image_size),
+            "--protocol",
+            "knn,linear",
+            "--seeds",
+            "0,1,2",
+            "--out",
+            str(args.out / "results"),
+        )
     times["report_s"] = run("report", str(args.out / "results"), "--out", str(args.out / "report.html"))
 
     corpus = json.loads((args.out / "corpus" / "corpus.json").read_text())
@@ -74,14 +106,19 @@ def main() -> None:
     summary = {
         "corpus": corpus["counts"],
         "pretrain": json.loads((args.out / "runs" / "simclr" / "run.json").read_text()),
-        "accuracy": {kind: {p: {"mean": round(statistics.mean(v), 4), "std": round(statistics.stdev(v), 4),
-                                "seeds": len(v)} for p, v in by_protocol.items()}
-                     for kind, by_protocol in scores.items()},
+        "accuracy": {
+            kind: {
+                p: {"mean": round(statistics.mean(v), 4), "std": round(statistics.stdev(v), 4), "seeds": len(v)}
+                for p, v in by_protocol.items()
+            }
+            for kind, by_protocol in scores.items()
+        },
         "times_s": times,
         "report": str(args.out / "report.html"),
     }
-    summary["knn_gain_points"] = round(100 * (summary["accuracy"]["run"]["knn"]["mean"]
-                                              - summary["accuracy"]["random"]["knn"]["mean"]), 2)
+    summary["knn_gain_points"] = round(
+        100 * (summary["accuracy"]["run"]["knn"]["mean"] - summary["accuracy"]["random"]["knn"]["mean"]), 2
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

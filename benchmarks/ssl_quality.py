@@ -36,14 +36,13 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ssl_speed import Images, run_bare  # noqa: E402
-
-from rsbench.data import list_images, read_image  # noqa: E402
-from rsbench.evaluate import EvaluateConfig, evaluate  # noqa: E402
-from rsbench.io import atomic_write_text  # noqa: E402
-from rsbench.ssl import get_method  # noqa: E402
-from rsbench.train import PretrainConfig, pretrain  # noqa: E402
-from rsbench.train.data import collate_views  # noqa: E402
+from rsbench.data import list_images, read_image
+from rsbench.evaluate import EvaluateConfig, evaluate
+from rsbench.io import atomic_write_text
+from rsbench.ssl import get_method
+from rsbench.train import PretrainConfig, pretrain
+from rsbench.train.data import collate_views
+from ssl_speed import Images, run_bare
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RSBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -98,19 +97,38 @@ def probe_steps(name: str, arch: str, recipe: dict, tiles, args) -> float:
     """Seconds per training step (compute + augmentation), measured on a few steps."""
     cls = get_method(name)
     patch = args.vit_patch_size if arch == VIT else None
-    model = cls(arch=arch, in_chans=3, image_size=args.image_size, batch_size=args.batch_size, max_steps=8,
-                recipe=recipe, patch_size=patch)
-    views = cls.view_transform(args.image_size, 3, min_scale_of(name, arch, args), patch_size=patch,
-                               **cls.view_recipe(recipe))
-    loader = DataLoader(Images(tiles, views),
-                        batch_size=args.batch_size, shuffle=True, drop_last=True, collate_fn=collate_views)
+    model = cls(
+        arch=arch,
+        in_chans=3,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        max_steps=8,
+        recipe=recipe,
+        patch_size=patch,
+    )
+    views = cls.view_transform(
+        args.image_size, 3, min_scale_of(name, arch, args), patch_size=patch, **cls.view_recipe(recipe)
+    )
+    loader = DataLoader(
+        Images(tiles, views), batch_size=args.batch_size, shuffle=True, drop_last=True, collate_fn=collate_views
+    )
     return run_bare(model, loader, 8) / 5  # run_bare times the steps after 3 warmup steps
 
 
-def knn(data: tuple[Path, Path], init: str, arch: str | None, out: Path, image_size: int,
-        patch_size: int | None = None) -> float:
-    cfg = EvaluateConfig(data=data[0], test_data=data[1], init=init, backbone=arch, image_size=image_size,
-                         patch_size=patch_size, protocol=["knn"], seeds=[0], out=out)
+def knn(
+    data: tuple[Path, Path], init: str, arch: str | None, out: Path, image_size: int, patch_size: int | None = None
+) -> float:
+    cfg = EvaluateConfig(
+        data=data[0],
+        test_data=data[1],
+        init=init,
+        backbone=arch,
+        image_size=image_size,
+        patch_size=patch_size,
+        protocol=["knn"],
+        seeds=[0],
+        out=out,
+    )
     rows = evaluate(cfg)
     return next(r["value"] for r in rows if r["metric"] == "accuracy")
 
@@ -122,16 +140,26 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--vit-patch-size", type=int, default=8, help="patch size of the ViT methods")
-    ap.add_argument("--backbone", default=None,
-                    help="resnet18 or the ViT for every method given (results keyed METHOD-BACKBONE); "
-                         "default: the ViT for ViT-first methods (mocov3, dino, mae), else resnet18")
-    ap.add_argument("--recipe", type=json.loads, default={},
-                    help='JSON recipe overrides on top of the CPU recipe, e.g. \'{"n_local": 2}\' (name the variant with --tag)')
+    ap.add_argument(
+        "--backbone",
+        default=None,
+        help="resnet18 or the ViT for every method given (results keyed METHOD-BACKBONE); "
+        "default: the ViT for ViT-first methods (mocov3, dino, mae), else resnet18",
+    )
+    ap.add_argument(
+        "--recipe",
+        type=json.loads,
+        default={},
+        help="JSON recipe overrides on top of the CPU recipe, e.g. '{\"n_local\": 2}' (name the variant with --tag)",
+    )
     ap.add_argument("--min-scale", type=float, default=None, help="crop scale for every method given")
     ap.add_argument("--tag", default="", help="variant name: results keyed METHOD[-BACKBONE]-TAG")
-    ap.add_argument("--validation", action="store_true",
-                    help="carve a stratified 20 %% validation split out of the training images and score on it "
-                         "(for choosing settings; the test split is never read); saves ssl_quality_validation.json")
+    ap.add_argument(
+        "--validation",
+        action="store_true",
+        help="carve a stratified 20 %% validation split out of the training images and score on it "
+        "(for choosing settings; the test split is never read); saves ssl_quality_validation.json",
+    )
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/rsbench-ssl-quality"))
@@ -159,17 +187,24 @@ def main() -> None:
     tiles = [torch.from_numpy((t - mean[:, None, None]) / std[:, None, None]) for t in tiles_np]
 
     summary["settings"] = {
-        "budget_minutes_per_method": args.budget_minutes, "batch_size": args.batch_size,
-        "image_size": args.image_size, "vit_patch_size": args.vit_patch_size, "num_workers": args.num_workers,
-        "torch_threads": torch.get_num_threads(), "train_images": len(paths),
+        "budget_minutes_per_method": args.budget_minutes,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "vit_patch_size": args.vit_patch_size,
+        "num_workers": args.num_workers,
+        "torch_threads": torch.get_num_threads(),
+        "train_images": len(paths),
         "test_images": len(list_images(data[1])),
-        "holdout": "validation: stratified 20 % of the training split, seed 0" if args.validation
+        "holdout": "validation: stratified 20 % of the training split, seed 0"
+        if args.validation
         else "stratified 20 %, seed 0",
-        "knn": {"k": 20, "temperature": 0.07}, "cpu_count": os.cpu_count(),
+        "knn": {"k": 20, "temperature": 0.07},
+        "cpu_count": os.cpu_count(),
     }
     summary["baselines"]["random-resnet18"] = round(knn(data, "random", "resnet18", results, args.image_size), 4)
     summary["baselines"][f"random-{VIT}"] = round(
-        knn(data, "random", VIT, results, args.image_size, args.vit_patch_size), 4)
+        knn(data, "random", VIT, results, args.image_size, args.vit_patch_size), 4
+    )
     summary["baselines"]["pixels"] = round(knn(data, "pixels", None, results, args.image_size), 4)
     print(json.dumps(summary["baselines"]), flush=True)
 
@@ -184,19 +219,38 @@ def main() -> None:
         run_dir = args.out / ("validation-runs" if args.validation else "runs") / f"{key}-{max_steps}"
         start = time.perf_counter()
         patch = args.vit_patch_size if arch == VIT else None
-        pretrain(PretrainConfig(method=name, images=data[0], backbone=arch, patch_size=patch, out=run_dir,
-                                max_steps=max_steps,
-                                batch_size=args.batch_size, image_size=args.image_size,
-                                min_scale=min_scale, num_workers=args.num_workers,
-                                checkpoint_every=10_000, log_every=20, recipe=recipe))
+        pretrain(
+            PretrainConfig(
+                method=name,
+                images=data[0],
+                backbone=arch,
+                patch_size=patch,
+                out=run_dir,
+                max_steps=max_steps,
+                batch_size=args.batch_size,
+                image_size=args.image_size,
+                min_scale=min_scale,
+                num_workers=args.num_workers,
+                checkpoint_every=10_000,
+                log_every=20,
+                recipe=recipe,
+            )
+        )
         wall = time.perf_counter() - start
         run = json.loads((run_dir / "run.json").read_text())
         acc = knn(data, str(run_dir), None, results, args.image_size)
         summary["methods"][key] = {
-            "arch": arch, "patch_size": patch, "recipe": recipe, "min_scale": min_scale, "budget_minutes": args.budget_minutes,
+            "arch": arch,
+            "patch_size": patch,
+            "recipe": recipe,
+            "min_scale": min_scale,
+            "budget_minutes": args.budget_minutes,
             "steps": run["steps"],
-            "epochs": round(run["steps"] * args.batch_size / len(paths), 2), "train_wall_s": run["wall_time_s"],
-            "pretrain_total_s": round(wall, 1), "images_per_s": run["images_per_s"], "knn_accuracy": round(acc, 4),
+            "epochs": round(run["steps"] * args.batch_size / len(paths), 2),
+            "train_wall_s": run["wall_time_s"],
+            "pretrain_total_s": round(wall, 1),
+            "images_per_s": run["images_per_s"],
+            "knn_accuracy": round(acc, 4),
         }
         row = summary["methods"][key]
         row["gain_vs_random_points"] = round(100 * (row["knn_accuracy"] - summary["baselines"][f"random-{arch}"]), 2)

@@ -37,8 +37,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RSBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 WARMUP = 3
 # Small-batch CPU settings: heads sized for a ResNet-18 / ViT-Tiny, as in ssl_quality.py.
-CPU = {"mocov2": {"queue_size": 1024}, "dino": {"out_dim": 4096, "hidden_dim": 1024},
-       "barlowtwins": {"proj_dim": 2048}, "vicreg": {"proj_dim": 2048}}
+CPU = {
+    "mocov2": {"queue_size": 1024},
+    "dino": {"out_dim": 4096, "hidden_dim": 1024},
+    "barlowtwins": {"proj_dim": 2048},
+    "vicreg": {"proj_dim": 2048},
+}
 
 
 class Images(Dataset):
@@ -62,8 +66,15 @@ def load_tiles(n: int) -> list[torch.Tensor]:
 
 def make(name, arch, image_size, batch, steps, recipe, patch_size=None):
     cls = get_method(name)
-    model = cls(arch=arch, in_chans=3, image_size=image_size, batch_size=batch, max_steps=steps,
-                recipe=recipe, patch_size=patch_size)
+    model = cls(
+        arch=arch,
+        in_chans=3,
+        image_size=image_size,
+        batch_size=batch,
+        max_steps=steps,
+        recipe=recipe,
+        patch_size=patch_size,
+    )
     return cls, model
 
 
@@ -82,9 +93,18 @@ def run_lightning(model, loader, steps: int) -> float:
     clock = StepClock()
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer = L.Trainer(max_steps=steps, max_epochs=-1, accelerator="cpu", devices=1, logger=CSVLogger(tmp),
-                            log_every_n_steps=10, enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False, callbacks=[clock])
+        trainer = L.Trainer(
+            max_steps=steps,
+            max_epochs=-1,
+            accelerator="cpu",
+            devices=1,
+            logger=CSVLogger(tmp),
+            log_every_n_steps=10,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[clock],
+        )
         trainer.fit(model, loader)
     return clock.times[-1] - clock.times[WARMUP]
 
@@ -119,14 +139,27 @@ def measure(name, arch, tiles, args, recipe, patch_size=None) -> dict:
         for kind in ("bare", "lightning"):
             torch.manual_seed(0)
             cls, model = make(name, arch, args.image_size, args.batch_size, steps, recipe, patch_size)
-            loader = DataLoader(Images(tiles, cls.view_transform(args.image_size, 3, None)), batch_size=args.batch_size,
-                                shuffle=True, drop_last=True, num_workers=args.num_workers, collate_fn=collate_views)
+            loader = DataLoader(
+                Images(tiles, cls.view_transform(args.image_size, 3, None)),
+                batch_size=args.batch_size,
+                shuffle=True,
+                drop_last=True,
+                num_workers=args.num_workers,
+                collate_fn=collate_views,
+            )
             seconds = (run_bare if kind == "bare" else run_lightning)(model, loader, steps)
             best[kind] = min(best[kind], seconds)
     images = args.steps * args.batch_size
     bare, lit = images / best["bare"], images / best["lightning"]
-    row = {"method": name, "arch": arch, "patch_size": patch_size, "recipe": recipe, "bare_img_s": round(bare, 2),
-           "lightning_img_s": round(lit, 2), "overhead": round(1 - lit / bare, 4)}
+    row = {
+        "method": name,
+        "arch": arch,
+        "patch_size": patch_size,
+        "recipe": recipe,
+        "bare_img_s": round(bare, 2),
+        "lightning_img_s": round(lit, 2),
+        "overhead": round(1 - lit / bare, 4),
+    }
     print(json.dumps(row), flush=True)
     return row
 
@@ -140,8 +173,9 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--num-workers", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--vit", default="vit_tiny_patch16_224,vit_small_patch16_224",
-                    help="ViTs for the MAE vs MoCo v3 comparison")
+    ap.add_argument(
+        "--vit", default="vit_tiny_patch16_224,vit_small_patch16_224", help="ViTs for the MAE vs MoCo v3 comparison"
+    )
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "ssl_speed.json")
     args = ap.parse_args()
     if args.threads:
@@ -160,16 +194,32 @@ def main() -> None:
         moco = measure("mocov3", vit, tiles, args, {})
         for decoder in ({}, {"decoder_depth": 1}):
             mae = measure("mae", vit, tiles, args, decoder)
-            mae_vs_mocov3.append({"arch": vit, "mae_recipe": decoder, "mae_img_s": mae["lightning_img_s"],
-                                  "mocov3_img_s": moco["lightning_img_s"],
-                                  "speedup": round(mae["lightning_img_s"] / moco["lightning_img_s"], 2)})
+            mae_vs_mocov3.append(
+                {
+                    "arch": vit,
+                    "mae_recipe": decoder,
+                    "mae_img_s": mae["lightning_img_s"],
+                    "mocov3_img_s": moco["lightning_img_s"],
+                    "speedup": round(mae["lightning_img_s"] / moco["lightning_img_s"], 2),
+                }
+            )
     summary = {
-        "methods": rows, "mae_vs_mocov3": mae_vs_mocov3,
-        "settings": {"batch_size": args.batch_size, "image_size": args.image_size, "steps": args.steps,
-                     "warmup_steps": WARMUP, "repeats": args.repeats, "num_workers": args.num_workers,
-                     "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                     "load_average": os.getloadavg(), "machine": platform.processor() or platform.machine(),
-                     "torch": torch.__version__, "lightning": L.__version__},
+        "methods": rows,
+        "mae_vs_mocov3": mae_vs_mocov3,
+        "settings": {
+            "batch_size": args.batch_size,
+            "image_size": args.image_size,
+            "steps": args.steps,
+            "warmup_steps": WARMUP,
+            "repeats": args.repeats,
+            "num_workers": args.num_workers,
+            "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "load_average": os.getloadavg(),
+            "machine": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "lightning": L.__version__,
+        },
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(summary, indent=2) + "\n")

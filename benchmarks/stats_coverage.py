@@ -52,8 +52,10 @@ def simulate(rng, n_test, fixed, sigma, p_a, p_r, n_seeds, flip):
     individual predictions). sigma = flip = 0 is a deterministic protocol such as kNN on a fixed split.
     """
     cells = {"A": {}, "R": {}}
-    fresh = lambda: (rng.random(n_test), {"A": rng.random(n_test), "R": rng.random(n_test)},  # noqa: E731
-                     rng.random(n_test) < 0.5)
+
+    def fresh():
+        return rng.random(n_test), {"A": rng.random(n_test), "R": rng.random(n_test)}, rng.random(n_test) < 0.5
+
     shared_u, own, use_shared = fresh()
     for seed in range(n_seeds):
         if not fixed:  # a new split is a new sample of examples
@@ -110,18 +112,28 @@ def run(reps: int, n_seeds: int, n_boot: int, seed: int, baselines: bool) -> dic
             lo, hi = diff.ci()
             cover_diff += lo <= p_a - p_r <= hi
             null = simulate(rng, n_test, fixed, sigma, p_r, p_r, n_seeds, flip)
-            reject_null += estimate({}, TestResampler(n_boot, seed=rep + 10**6),
-                                    signs={1: null["A"], -1: null["R"]}).p_value() < 0.05
+            reject_null += (
+                estimate({}, TestResampler(n_boot, seed=rep + 10**6), signs={1: null["A"], -1: null["R"]}).p_value()
+                < 0.05
+            )
             if baselines:
                 lo, hi = seeds_bootstrap_ci([c.value for c in cells["A"].values()], rng, n_boot)
                 cover_seeds += lo <= p_a <= hi
                 if rep < reps // 4:  # slow: a quarter of the repetitions is enough to show the gap
                     lo, hi = two_level_percentile_ci(cells["A"], rng, n_boot // 2)
                     cover_two_level += lo <= p_a <= hi
-        res = {"n_test": n_test, "fixed_test_set": fixed, "sigma_seed": sigma, "flip": flip, "seeds": n_seeds,
-               "reps": reps,
-               "coverage_accuracy": cover_a / reps, "coverage_paired_difference": cover_diff / reps,
-               "null_rejection_rate": reject_null / reps, "seconds": round(time.perf_counter() - start, 1)}
+        res = {
+            "n_test": n_test,
+            "fixed_test_set": fixed,
+            "sigma_seed": sigma,
+            "flip": flip,
+            "seeds": n_seeds,
+            "reps": reps,
+            "coverage_accuracy": cover_a / reps,
+            "coverage_paired_difference": cover_diff / reps,
+            "null_rejection_rate": reject_null / reps,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
         if baselines:
             res["coverage_accuracy_percentile_bootstrap_over_seeds"] = cover_seeds / reps
             res["coverage_accuracy_two_level_percentile_bootstrap"] = cover_two_level / max(reps // 4, 1)
@@ -141,9 +153,14 @@ def main() -> None:
     args = ap.parse_args()
     results = run(args.reps, args.seeds, args.bootstrap, args.seed, not args.no_baselines)
     # 1,000 repetitions: a true 95 % coverage is observed within about +/-1.4 points (binomial SE 0.69).
-    doc = {"benchmark": "stats_coverage", "goal": "95 % intervals cover the truth 93-97 % at 5 seeds; the paired "
-           "test rejects a true null at most 5 % + noise", "truth": {"p_A": 0.80, "p_R": 0.78},
-           "machine": platform.platform(), "results": results}
+    doc = {
+        "benchmark": "stats_coverage",
+        "goal": "95 % intervals cover the truth 93-97 % at 5 seeds; the paired "
+        "test rejects a true null at most 5 % + noise",
+        "truth": {"p_A": 0.80, "p_R": 0.78},
+        "machine": platform.platform(),
+        "results": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -53,8 +53,9 @@ def run_rsbench(args: list[str], out: Path, threads: int | None) -> dict:
     return run
 
 
-def bare_loop(images: Path, method: str, backbone: str, image_size: int, batch: int, steps: int,
-              workers: int, warmup: int) -> dict:
+def bare_loop(
+    images: Path, method: str, backbone: str, image_size: int, batch: int, steps: int, workers: int, warmup: int
+) -> dict:
     """The same work without Lightning: DataLoader -> training_loss -> backward -> optimizer/scheduler."""
     from torch.utils.data import DataLoader, RandomSampler
 
@@ -65,8 +66,15 @@ def bare_loop(images: Path, method: str, backbone: str, image_size: int, batch: 
     cls = get_method(method)
     paths, norm = image_folder_source(images)
     dataset = ImageFilesDataset(paths, norm, cls.view_transform(image_size, norm.bands, None), seed=0)
-    loader = DataLoader(dataset, batch_size=batch, sampler=RandomSampler(dataset, replacement=True, num_samples=batch * steps),
-                        num_workers=workers, collate_fn=collate_views, persistent_workers=workers > 0, drop_last=True)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=RandomSampler(dataset, replacement=True, num_samples=batch * steps),
+        num_workers=workers,
+        collate_fn=collate_views,
+        persistent_workers=workers > 0,
+        drop_last=True,
+    )
     model = cls(arch=backbone, in_chans=norm.bands, image_size=image_size, batch_size=batch, max_steps=steps)
     model.train()
     conf = model.configure_optimizers()
@@ -89,28 +97,56 @@ def bare_loop(images: Path, method: str, backbone: str, image_size: int, batch: 
 def cpu_benchmark(a) -> dict:
     torch.set_num_threads(a.threads)
     tmp = Path(tempfile.mkdtemp(prefix="train_bench_"))
-    common = ["--images", str(a.images), "--method", a.method, "--backbone", a.backbone, "--image-size",
-              str(a.image_size), "--batch-size", str(a.batch_size), "--max-steps", str(a.steps),
-              "--num-workers", str(a.workers), "--accelerator", "cpu", "--log-every", "5"]
+    common = [
+        "--images",
+        str(a.images),
+        "--method",
+        a.method,
+        "--backbone",
+        a.backbone,
+        "--image-size",
+        str(a.image_size),
+        "--batch-size",
+        str(a.batch_size),
+        "--max-steps",
+        str(a.steps),
+        "--num-workers",
+        str(a.workers),
+        "--accelerator",
+        "cpu",
+        "--log-every",
+        "5",
+    ]
     results: dict = {}
     lit = run_rsbench(common, tmp / "rsbench", a.threads)
     lit_step = steady_step_s(tmp / "rsbench", a.warmup)
     bare = bare_loop(a.images, a.method, a.backbone, a.image_size, a.batch_size, a.steps, a.workers, a.warmup)
     results["overhead"] = {
-        "rsbench_images_per_s": round(a.batch_size / lit_step, 2), "bare_loop_images_per_s": round(bare["images_per_s"], 2),
-        "overhead_pct": round(100 * (lit_step / bare["step_s"] - 1), 1), "goal_pct": 10,
-        "rsbench_run_json_images_per_s": lit["images_per_s"], "rsbench_data_wait_fraction": lit["data_wait_fraction"],
-        "rsbench_flops_per_image": lit["flops"]["per_image"], "process_wall_s": round(lit["process_wall_s"], 1),
+        "rsbench_images_per_s": round(a.batch_size / lit_step, 2),
+        "bare_loop_images_per_s": round(bare["images_per_s"], 2),
+        "overhead_pct": round(100 * (lit_step / bare["step_s"] - 1), 1),
+        "goal_pct": 10,
+        "rsbench_run_json_images_per_s": lit["images_per_s"],
+        "rsbench_data_wait_fraction": lit["data_wait_fraction"],
+        "rsbench_flops_per_image": lit["flops"]["per_image"],
+        "process_wall_s": round(lit["process_wall_s"], 1),
     }
     print(json.dumps(results["overhead"]), flush=True)
     scaling = {}
-    for name, extra, threads in (("1 process x 1 thread", [], 1), ("2 DDP processes x 1 thread", ["--devices", "2"], 1),
-                                 ("1 process x 2 threads", [], 2)):
+    for name, extra, threads in (
+        ("1 process x 1 thread", [], 1),
+        ("2 DDP processes x 1 thread", ["--devices", "2"], 1),
+        ("1 process x 2 threads", [], 2),
+    ):
         out = tmp / name.replace(" ", "_")
         run = run_rsbench(common + extra, out, threads)
         step = steady_step_s(out, a.warmup)
-        scaling[name] = {"images_per_s": round(a.batch_size / step, 2), "step_s": round(step, 4),
-                         "data_wait_fraction": run["data_wait_fraction"], "device_hours": run["device_hours"]}
+        scaling[name] = {
+            "images_per_s": round(a.batch_size / step, 2),
+            "step_s": round(step, 4),
+            "data_wait_fraction": run["data_wait_fraction"],
+            "device_hours": run["device_hours"],
+        }
         print(name, json.dumps(scaling[name]), flush=True)
     base = scaling["1 process x 1 thread"]["images_per_s"]
     scaling["ddp_speedup_vs_1_process"] = round(scaling["2 DDP processes x 1 thread"]["images_per_s"] / base, 3)
@@ -126,10 +162,31 @@ def gpu_benchmark(a) -> dict:
         for compiled in (False, True):
             name = f"{method} {backbone} {size}px batch {batch} {a.precision}{' compile' if compiled else ''}"
             out = tmp / name.replace(" ", "_")
-            args = ["--images", str(a.images), "--method", method, "--backbone", backbone, "--image-size", size,
-                    "--batch-size", batch, "--max-steps", str(a.steps), "--num-workers", str(a.workers),
-                    "--accelerator", "gpu", "--precision", a.precision, "--log-every", "10",
-                    "--checkpoint-every", str(10 * a.steps), *(["--compile"] if compiled else [])]
+            args = [
+                "--images",
+                str(a.images),
+                "--method",
+                method,
+                "--backbone",
+                backbone,
+                "--image-size",
+                size,
+                "--batch-size",
+                batch,
+                "--max-steps",
+                str(a.steps),
+                "--num-workers",
+                str(a.workers),
+                "--accelerator",
+                "gpu",
+                "--precision",
+                a.precision,
+                "--log-every",
+                "10",
+                "--checkpoint-every",
+                str(10 * a.steps),
+                *(["--compile"] if compiled else []),
+            ]
             try:
                 run = run_rsbench(args, out, None)
             except RuntimeError as e:
@@ -139,12 +196,17 @@ def gpu_benchmark(a) -> dict:
             step = steady_step_s(out, a.warmup)
             flops = run["flops"]
             results[name] = {
-                "images_per_s": round(int(batch) / step, 1), "step_s": round(step, 4),
+                "images_per_s": round(int(batch) / step, 1),
+                "step_s": round(step, 4),
                 "mfu": round(flops["per_step"] / step / flops["peak_per_device"], 4)
-                if flops.get("per_step") and flops.get("peak_per_device") else None,
-                "flops_per_image": flops.get("per_image"), "peak_memory": run["peak_memory"],
-                "data_wait_fraction": run["data_wait_fraction"], "gpu": run.get("gpu"),
-                "device_name": run["device_name"], "process_wall_s": round(run["process_wall_s"], 1),
+                if flops.get("per_step") and flops.get("peak_per_device")
+                else None,
+                "flops_per_image": flops.get("per_image"),
+                "peak_memory": run["peak_memory"],
+                "data_wait_fraction": run["data_wait_fraction"],
+                "gpu": run.get("gpu"),
+                "device_name": run["device_name"],
+                "process_wall_s": round(run["process_wall_s"], 1),
             }
             print(name, json.dumps(results[name]), flush=True)
     return results
@@ -174,10 +236,16 @@ def main() -> None:
     else:
         results = cpu_benchmark(a)
     record = {
-        "benchmark": "train_bench", "device": a.device, "settings": {k: str(v) for k, v in vars(a).items()},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-                    "load_average_1m_at_end": os.getloadavg()[0]},
+        "benchmark": "train_bench",
+        "device": a.device,
+        "settings": {k: str(v) for k, v in vars(a).items()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "load_average_1m_at_end": os.getloadavg()[0],
+        },
         "results": results,
     }
     existing = json.loads(a.out.read_text()) if a.out.exists() else {}

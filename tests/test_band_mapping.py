@@ -33,8 +33,21 @@ NAIP = "naip_m_4709963_se_14_1_20190904_rgbn_5m.tif"  # R, G, B, NIR, no descrip
 L7 = "landsat7_etm_RGB.byte.tif"  # 3 bands, no descriptions
 
 S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
-S2_CANON = ["coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "rededge4",
-            "water_vapour", "cirrus", "swir1", "swir2"]
+S2_CANON = [
+    "coastal",
+    "blue",
+    "green",
+    "red",
+    "rededge1",
+    "rededge2",
+    "rededge3",
+    "nir",
+    "rededge4",
+    "water_vapour",
+    "cirrus",
+    "swir1",
+    "swir2",
+]
 L8_BANDS = [f"B{i}" for i in range(1, 12)]
 L8_CANON = ["coastal", "blue", "green", "red", "nir", "swir1", "swir2", "pan", "cirrus", "tir1", "tir2"]
 L7_BANDS = [f"B{i}" for i in range(1, 9)]
@@ -46,14 +59,20 @@ def descriptions(path: Path) -> list[str | None]:
         return list(src.descriptions)
 
 
-@pytest.mark.parametrize("sensor,bands,expected", [
-    ("sentinel2", S2_BANDS, S2_CANON),
-    ("sentinel2", ["B1", "B2", "B3", "B4", "B8", "b8a", "B08A", "B11"],
-     ["coastal", "blue", "green", "red", "nir", "rededge4", "rededge4", "swir1"]),
-    ("landsat8", L8_BANDS, L8_CANON),
-    ("landsat9", ["SR_B2", "SR_B3", "SR_B4", "SR_B5"], ["blue", "green", "red", "nir"]),
-    ("landsat7", L7_BANDS, L7_CANON),
-])
+@pytest.mark.parametrize(
+    "sensor,bands,expected",
+    [
+        ("sentinel2", S2_BANDS, S2_CANON),
+        (
+            "sentinel2",
+            ["B1", "B2", "B3", "B4", "B8", "b8a", "B08A", "B11"],
+            ["coastal", "blue", "green", "red", "nir", "rededge4", "rededge4", "swir1"],
+        ),
+        ("landsat8", L8_BANDS, L8_CANON),
+        ("landsat9", ["SR_B2", "SR_B3", "SR_B4", "SR_B5"], ["blue", "green", "red", "nir"]),
+        ("landsat7", L7_BANDS, L7_CANON),
+    ],
+)
 def test_canonical_names_of_sensor_band_lists(sensor, bands, expected):
     assert [canonical_band(b, sensor) for b in bands] == expected
     assert set(expected) <= set(CANONICAL_BANDS)
@@ -70,14 +89,34 @@ def test_band_4_is_ambiguous_without_a_sensor():
         canonical_band("B4", "landsat6")
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("red", "red"), ("R", "red"), ("Red", "red"), ("G", "green"), ("b", "blue"), ("NIR", "nir"),
-    ("B4_red", "red"), ("Band 4 (red)", "red"), ("red (B4)", "red"), ("B04 - Red", "red"),
-    ("Red Edge 1", "rededge1"), ("B05_rededge1", "rededge1"), ("B8A_narrownir", "rededge4"),
-    ("Band 8A (narrow NIR)", "rededge4"), ("near-infrared", "nir"), ("SWIR 1", "swir1"), ("swir16", "swir1"),
-    ("swir22", "swir2"), ("Coastal aerosol", "coastal"), ("panchromatic", "pan"),
-    ("VV", None), ("elevation", None), ("", None),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("red", "red"),
+        ("R", "red"),
+        ("Red", "red"),
+        ("G", "green"),
+        ("b", "blue"),
+        ("NIR", "nir"),
+        ("B4_red", "red"),
+        ("Band 4 (red)", "red"),
+        ("red (B4)", "red"),
+        ("B04 - Red", "red"),
+        ("Red Edge 1", "rededge1"),
+        ("B05_rededge1", "rededge1"),
+        ("B8A_narrownir", "rededge4"),
+        ("Band 8A (narrow NIR)", "rededge4"),
+        ("near-infrared", "nir"),
+        ("SWIR 1", "swir1"),
+        ("swir16", "swir1"),
+        ("swir22", "swir2"),
+        ("Coastal aerosol", "coastal"),
+        ("panchromatic", "pan"),
+        ("VV", None),
+        ("elevation", None),
+        ("", None),
+    ],
+)
 def test_names_and_descriptions_resolve_by_the_word(name, expected):
     # The word decides, whatever the sensor: Landsat 7's B4 would be near-infrared.
     assert canonical_band(name) == expected
@@ -111,26 +150,34 @@ def test_rgb_indices_from_names_and_rgb_bands():
     assert rgb_indices(["B02", "B03", "B04", "B08"], ["red", "green", "blue"]) == (2, 1, 0)
     assert rgb_indices(["nir", "red", "green"], ["1", "2", "3"]) == (0, 1, 2)  # false colour, on purpose
     # 3 unnamed bands: RGB, recorded as an assumption.
-    assert imagenet_band_mapping(3) == {"red": 0, "green": 1, "blue": 2, "others": "mean RGB filter",
-                                        "source": "assumed RGB order (3 unnamed bands)"}
+    assert imagenet_band_mapping(3) == {
+        "red": 0,
+        "green": 1,
+        "blue": 2,
+        "others": "mean RGB filter",
+        "source": "assumed RGB order (3 unnamed bands)",
+    }
     s2 = imagenet_band_mapping(4, ["B02", "B03", "B04", "B08"])
     assert s2["sensor"] == "sentinel2 (inferred from the band names)"
     assert imagenet_band_mapping(1)["red"] is None
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"in_chans": 6, "bands": "S2"}, "no band is red"),
-    ({"in_chans": 4}, "4 unnamed bands"),
-    ({"in_chans": 4, "bands": ["B4", "B3", "B2", "B5"]}, "bare band number"),
-    ({"in_chans": 4, "bands": ["red", "red", "green", "blue"]}, "are all red"),
-    ({"in_chans": 3, "bands": ["nir", "red", "green"]}, "no band is blue"),
-    ({"in_chans": 4, "bands": ["red", "green", "blue"]}, "names 3 band"),
-    ({"in_chans": 4, "rgb_bands": ["5", "3", "2"]}, "out of range"),
-    ({"in_chans": 4, "rgb_bands": ["4", "3"]}, "exactly 3"),
-    ({"in_chans": 4, "rgb_bands": ["2", "2", "1"]}, "same band twice"),
-    ({"in_chans": 4, "rgb_bands": ["B04", "B03", "B02"]}, "not named"),
-    ({"in_chans": 4, "bands": ["B02", "B03", "B04", "B08"], "rgb_bands": ["B05", "B03", "B02"]}, "not among"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"in_chans": 6, "bands": "S2"}, "no band is red"),
+        ({"in_chans": 4}, "4 unnamed bands"),
+        ({"in_chans": 4, "bands": ["B4", "B3", "B2", "B5"]}, "bare band number"),
+        ({"in_chans": 4, "bands": ["red", "red", "green", "blue"]}, "are all red"),
+        ({"in_chans": 3, "bands": ["nir", "red", "green"]}, "no band is blue"),
+        ({"in_chans": 4, "bands": ["red", "green", "blue"]}, "names 3 band"),
+        ({"in_chans": 4, "rgb_bands": ["5", "3", "2"]}, "out of range"),
+        ({"in_chans": 4, "rgb_bands": ["4", "3"]}, "exactly 3"),
+        ({"in_chans": 4, "rgb_bands": ["2", "2", "1"]}, "same band twice"),
+        ({"in_chans": 4, "rgb_bands": ["B04", "B03", "B02"]}, "not named"),
+        ({"in_chans": 4, "bands": ["B02", "B03", "B04", "B08"], "rgb_bands": ["B05", "B03", "B02"]}, "not among"),
+    ],
+)
 def test_rgb_errors_are_one_line_naming_the_fix(rasters_dir, kwargs, match):
     if kwargs.get("bands") == "S2":
         kwargs = {**kwargs, "bands": descriptions(rasters_dir / S2)}
@@ -142,13 +189,20 @@ def test_rgb_errors_are_one_line_naming_the_fix(rasters_dir, kwargs, match):
 # ---------------------------------------------------------------- GeoTIFF chips of the shared rasters
 
 
-def write_chips(src_path: Path, root: Path, per_class: int = 6, size: int = 32,
-                names: list[str] | None | str = "keep") -> Path:
+def write_chips(
+    src_path: Path, root: Path, per_class: int = 6, size: int = 32, names: list[str] | None | str = "keep"
+) -> Path:
     """An ImageFolder of `size` px GeoTIFF chips: class 'a' from the raster's top rows, 'b' from further down.
     names: 'keep' the raster's band descriptions, a list to write, or None to write none."""
     with rasterio.open(src_path) as src:
-        profile = {"driver": "GTiff", "width": size, "height": size, "count": src.count, "dtype": src.dtypes[0],
-                   "crs": src.crs}
+        profile = {
+            "driver": "GTiff",
+            "width": size,
+            "height": size,
+            "count": src.count,
+            "dtype": src.dtypes[0],
+            "crs": src.crs,
+        }
         desc = list(src.descriptions) if names == "keep" else names
         for c, row in (("a", 100), ("b", 400)):
             (root / c).mkdir(parents=True, exist_ok=True)
@@ -189,16 +243,29 @@ def test_imagenet_on_landsat8_chips_maps_rgb_by_the_band_descriptions(rasters_di
     plain = write_chips(rasters_dir / L8, tmp_path / "plain", names=None)
     kw = {"init": "imagenet", "weights": tmp_path / "in1k.pth", "image_size": 32, "protocol": ["knn"], "seeds": [0]}
     by_names = evaluate(EvaluateConfig(data=named, out=tmp_path / "o1", **kw), console=quiet())
-    by_flag = evaluate(EvaluateConfig(data=plain, out=tmp_path / "o2", rgb_bands=["4", "3", "2"], **kw),
-                       console=quiet())
+    by_flag = evaluate(
+        EvaluateConfig(data=plain, out=tmp_path / "o2", rgb_bands=["4", "3", "2"], **kw), console=quiet()
+    )
     first3 = evaluate(EvaluateConfig(data=plain, out=tmp_path / "o3", rgb_bands=["1", "2", "3"], **kw), console=quiet())
     a, b, c = (features(tmp_path / o, r[0]) for o, r in (("o1", by_names), ("o2", by_flag), ("o3", first3)))
     assert torch.equal(a, b) and not torch.allclose(a, c, atol=1e-3)
     assert by_names[0]["band_mapping"] == imagenet_band_mapping(7, descriptions(rasters_dir / L8))
     assert by_flag[0]["band_mapping"]["source"] == "--rgb-bands"
 
-    res = CliRunner().invoke(app, ["evaluate", "--data", str(plain), "--init", "imagenet", "--weights",
-                                   str(tmp_path / "in1k.pth"), "--out", str(tmp_path / "o4")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--data",
+            str(plain),
+            "--init",
+            "imagenet",
+            "--weights",
+            str(tmp_path / "in1k.pth"),
+            "--out",
+            str(tmp_path / "o4"),
+        ],
+    )
     lines = res.stderr.strip().splitlines()
     assert res.exit_code == 1 and len(lines) == 1, res.output
     assert "7 unnamed bands" in lines[0] and "--bands" in lines[0] and "--rgb-bands 4,3,2" in lines[0]
@@ -213,8 +280,14 @@ def test_naip_rgbn_needs_its_band_names(rasters_dir, tmp_path):
     with pytest.raises(ConfigError, match="4 unnamed bands"):
         resolve_init(EvaluateConfig(**base), 4, quiet())
     init = resolve_init(EvaluateConfig(**base, bands=["red", "green", "blue", "nir"]), 4, quiet())
-    assert init.band_mapping == {"red": 0, "green": 1, "blue": 2, "others": "mean RGB filter", "source": "band names",
-                                 "bands": ["red", "green", "blue", "nir"]}
+    assert init.band_mapping == {
+        "red": 0,
+        "green": 1,
+        "blue": 2,
+        "others": "mean RGB filter",
+        "source": "band names",
+        "bands": ["red", "green", "blue", "nir"],
+    }
     # The Landsat 7 colour composite: 3 unnamed bands, taken as RGB (and recorded as an assumption).
     l7 = write_chips(rasters_dir / L7, tmp_path / "l7", per_class=3, names=None)
     cfg = EvaluateConfig(**{**base, "data": l7})

@@ -41,20 +41,30 @@ def write(path: Path, doc: dict) -> Path:
 
 def experiment(tmp_path: Path, **over) -> dict:
     doc = {
-        "name": "unit", "out": str(tmp_path / "bench"), "code_version": "pinned",
-        "pretrain": {"defaults": {"images": "${RSBENCH_SHARED_DATA}/classification/eurosat_rgb", "image_size": 32,
-                                  "max_steps": 4},
-                     "grid": {"method": ["simclr", "mocov2"]}},
+        "name": "unit",
+        "out": str(tmp_path / "bench"),
+        "code_version": "pinned",
+        "pretrain": {
+            "defaults": {
+                "images": "${RSBENCH_SHARED_DATA}/classification/eurosat_rgb",
+                "image_size": 32,
+                "max_steps": 4,
+            },
+            "grid": {"method": ["simclr", "mocov2"]},
+        },
         "baselines": ["random"],
         "tasks": [{"name": "eurosat", "data": "${RSBENCH_SHARED_DATA}/classification/eurosat_rgb"}],
-        "protocols": ["knn", "linear"], "seeds": [0, 1],
+        "protocols": ["knn", "linear"],
+        "seeds": [0, 1],
     }
     doc.update(over)
     return doc
 
 
 def test_expansion_counts_dependencies_and_order(tmp_path, shared_data):
-    exp = load_experiment(write(tmp_path / "e.yaml", experiment(tmp_path, checkpoints={"every_steps": 2, "seeds": [0]})))
+    exp = load_experiment(
+        write(tmp_path / "e.yaml", experiment(tmp_path, checkpoints={"every_steps": 2, "seeds": [0]}))
+    )
     cells = expand(exp)
     pre = [c for c in cells if c.kind == "pretrain"]
     evals = [c for c in cells if c.kind == "eval"]
@@ -90,31 +100,48 @@ def test_ids_are_stable_across_processes_and_ignore_names(tmp_path, shared_data)
     path = write(tmp_path / "e.yaml", experiment(tmp_path))
     ids = [c.id for c in expand(load_experiment(path))]
     assert ids == [c.id for c in expand(load_experiment(path))]
-    code = ("import sys; from rsbench.benchmark import expand, load_experiment; "
-            f"print(' '.join(c.id for c in expand(load_experiment({str(path)!r}))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PATH": "/usr/bin:/bin", "RSBENCH_SHARED_DATA": str(shared_data), "PYTHONHASHSEED": "123"})
+    code = (
+        "import sys; from rsbench.benchmark import expand, load_experiment; "
+        f"print(' '.join(c.id for c in expand(load_experiment({str(path)!r}))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "RSBENCH_SHARED_DATA": str(shared_data), "PYTHONHASHSEED": "123"},
+    )
     assert out.stdout.split() == ids
     # Display names do not change ids; an option, a seed or the code version does.
-    renamed = experiment(tmp_path, tasks=[{"name": "other", "data": "${RSBENCH_SHARED_DATA}/classification/eurosat_rgb"}])
+    renamed = experiment(
+        tmp_path, tasks=[{"name": "other", "data": "${RSBENCH_SHARED_DATA}/classification/eurosat_rgb"}]
+    )
     assert [c.id for c in expand(load_experiment(write(tmp_path / "r.yaml", renamed)))] == ids
     changed = experiment(tmp_path)
     changed["pretrain"]["defaults"]["max_steps"] = 5
     new = [c.id for c in expand(load_experiment(write(tmp_path / "c.yaml", changed)))]
-    assert new != ids and set(new) & set(ids) == {c.id for c in expand(load_experiment(path)) if c.init_label == "random"}
+    assert new != ids and set(new) & set(ids) == {
+        c.id for c in expand(load_experiment(path)) if c.init_label == "random"
+    }
     bumped = [c.id for c in expand(load_experiment(write(tmp_path / "v.yaml", experiment(tmp_path, code_version="2"))))]
     assert not set(bumped) & set(ids)
 
 
-@pytest.mark.parametrize("patch, key", [
-    ({"seedz": [1]}, "'seedz'"),
-    ({"pretrain": {"runs": [{"methd": "simclr", "images": "/x"}]}}, "'pretrain.runs.0.methd'"),
-    ({"tasks": [{"data": "/x", "batch_sise": 2}]}, "'tasks.0.batch_sise'"),
-    ({"evaluate": {"knn_k": "many"}}, "'evaluate.knn_k'"),
-    ({"pretrain": {"runs": [{"method": "simclrr", "images": "/x"}]}}, "'pretrain.runs.0.method'"),
-    ({"evaluate": {"seeds": [3]}}, "'evaluate.seeds'"),
-    ({"executor": {"kind": "slurm", "slurm": {"parameters": {"slurm_partitio": "gpu"}}}}, "'executor.slurm.parameters'"),
-])
+@pytest.mark.parametrize(
+    "patch, key",
+    [
+        ({"seedz": [1]}, "'seedz'"),
+        ({"pretrain": {"runs": [{"methd": "simclr", "images": "/x"}]}}, "'pretrain.runs.0.methd'"),
+        ({"tasks": [{"data": "/x", "batch_sise": 2}]}, "'tasks.0.batch_sise'"),
+        ({"evaluate": {"knn_k": "many"}}, "'evaluate.knn_k'"),
+        ({"pretrain": {"runs": [{"method": "simclrr", "images": "/x"}]}}, "'pretrain.runs.0.method'"),
+        ({"evaluate": {"seeds": [3]}}, "'evaluate.seeds'"),
+        (
+            {"executor": {"kind": "slurm", "slurm": {"parameters": {"slurm_partitio": "gpu"}}}},
+            "'executor.slurm.parameters'",
+        ),
+    ],
+)
 def test_bad_experiment_key_is_one_line_naming_the_key(tmp_path, shared_data, patch, key):
     path = write(tmp_path / "bad.yaml", experiment(tmp_path, **patch))
     result = runner.invoke(app, ["benchmark", "run", str(path)])
@@ -153,8 +180,12 @@ def test_concurrent_claims_take_every_cell_exactly_once(tmp_path, shared_data):
     store = sync(plan)
     go = tmp_path / "sync" / "go"
     go.parent.mkdir()
-    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, plan.url, json.dumps(plan.ids), str(go)],
-                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, plan.url, json.dumps(plan.ids), str(go)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
     deadline = time.time() + 120
     while len(list(go.parent.glob("ready-*"))) < 4 and time.time() < deadline:
         time.sleep(0.05)
@@ -197,9 +228,21 @@ def test_dead_worker_is_reclaimed_and_lost_claim_cannot_write(tmp_path, shared_d
 
 
 def test_import_and_export_roundtrip(tmp_path):
-    rows = [{"task": "classification", "dataset": "d", "protocol": "knn", "init": "random-resnet18",
-             "init_kind": "random", "label_fraction": 1, "seed": s, "metric": "accuracy", "value": 0.5 + s / 10,
-             "normalization": {"mean": [1.0], "std": [2.0]}} for s in range(3)]
+    rows = [
+        {
+            "task": "classification",
+            "dataset": "d",
+            "protocol": "knn",
+            "init": "random-resnet18",
+            "init_kind": "random",
+            "label_fraction": 1,
+            "seed": s,
+            "metric": "accuracy",
+            "value": 0.5 + s / 10,
+            "normalization": {"mean": [1.0], "std": [2.0]},
+        }
+        for s in range(3)
+    ]
     src = tmp_path / "results.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     db = tmp_path / "r.db"
@@ -270,8 +313,10 @@ def test_evaluation_waits_for_its_pretraining_cell(tmp_path):
     assert len(freed) == 4 and {c["depends_on"] for c in freed} == {pre[0]["id"]}
 
 
-@pytest.mark.parametrize("cmd", [["benchmark"], ["benchmark", "run"], ["benchmark", "status"], ["benchmark", "export"],
-                                 ["benchmark", "import"]])
+@pytest.mark.parametrize(
+    "cmd",
+    [["benchmark"], ["benchmark", "run"], ["benchmark", "status"], ["benchmark", "export"], ["benchmark", "import"]],
+)
 def test_help_everywhere(cmd):
     result = runner.invoke(app, [*cmd, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
@@ -302,4 +347,7 @@ def test_interrupted_cell_is_released_and_a_failure_is_recorded(tmp_path, monkey
     assert execute.run_claimed(store, cell, me) is False
     [after] = store.cells([cell["id"]])
     assert (after["status"], after["error"]) == (FAILED, "ValueError: bad value")
-    assert "Traceback" in Path(after["log_path"]).read_text() and "=== failed: ValueError" in Path(after["log_path"]).read_text()
+    assert (
+        "Traceback" in Path(after["log_path"]).read_text()
+        and "=== failed: ValueError" in Path(after["log_path"]).read_text()
+    )

@@ -35,11 +35,25 @@ def write(path: Path, doc: dict) -> Path:
 
 def vit_experiment(tmp_path: Path, baselines: list, runs: list[dict] | None = None, **over) -> dict:
     """A ViT-Tiny/8 run at 64 px (64 tokens; the architecture's own patch is 16)."""
-    run = {"name": "mocov3-vit", "method": "mocov3", "images": DATA, "backbone": "vit_tiny_patch16_224",
-           "patch_size": 8, "image_size": 64, "max_steps": 4}
-    doc = {"name": "fair", "out": str(tmp_path / "bench"), "code_version": "pinned",
-           "pretrain": {"runs": runs if runs is not None else [run]}, "baselines": baselines,
-           "tasks": [{"name": "eurosat", "data": DATA}], "protocols": ["knn"], "seeds": [0]}
+    run = {
+        "name": "mocov3-vit",
+        "method": "mocov3",
+        "images": DATA,
+        "backbone": "vit_tiny_patch16_224",
+        "patch_size": 8,
+        "image_size": 64,
+        "max_steps": 4,
+    }
+    doc = {
+        "name": "fair",
+        "out": str(tmp_path / "bench"),
+        "code_version": "pinned",
+        "pretrain": {"runs": runs if runs is not None else [run]},
+        "baselines": baselines,
+        "tasks": [{"name": "eurosat", "data": DATA}],
+        "protocols": ["knn"],
+        "seeds": [0],
+    }
     doc.update(over)
     return doc
 
@@ -84,7 +98,8 @@ def test_baseline_with_another_image_size_fails_before_any_work(tmp_path):
     assert one_error_line(result) == (
         "error: leaderboard eurosat/knn compares inits at different input shapes: mocov3-vit (64 px, patch 8, 64 "
         "tokens) vs random-vit_tiny_patch16_224 (32 px, patch 8, 16 tokens); set image_size/patch_size on the "
-        "baseline or let it inherit them")
+        "baseline or let it inherit them"
+    )
     # Without --dry-run too, and nothing is written: no benchmark folder, no store, no rows.
     result = runner.invoke(app, ["benchmark", "run", str(tmp_path / "e.yaml")])
     assert one_error_line(result).startswith("error: leaderboard eurosat/knn compares inits at different input shapes")
@@ -92,11 +107,13 @@ def test_baseline_with_another_image_size_fails_before_any_work(tmp_path):
 
 
 def test_baseline_with_another_patch_size_fails(tmp_path):
-    doc = vit_experiment(tmp_path, [{"init": "imagenet", "backbone": "vit_tiny_patch16_224",
-                                     "options": {"patch_size": 16}}])
+    doc = vit_experiment(
+        tmp_path, [{"init": "imagenet", "backbone": "vit_tiny_patch16_224", "options": {"patch_size": 16}}]
+    )
     line = one_error_line(dry_run(write(tmp_path / "e.yaml", doc)))
-    assert ("mocov3-vit (64 px, patch 8, 64 tokens) vs imagenet-vit_tiny_patch16_224 (64 px, patch 16, 16 tokens)"
-            in line)
+    assert (
+        "mocov3-vit (64 px, patch 8, 64 tokens) vs imagenet-vit_tiny_patch16_224 (64 px, patch 16, 16 tokens)" in line
+    )
     assert not (tmp_path / "bench").exists()
 
 
@@ -104,9 +121,11 @@ def test_runs_at_two_image_sizes_on_one_task_fail(tmp_path):
     doc = vit_experiment(tmp_path, ["random"], runs=[])
     doc["pretrain"] = {"defaults": {"images": DATA, "max_steps": 4}, "grid": {"image_size": [32, 64]}}
     path = write(tmp_path / "e.yaml", doc)
-    expected = ("error: leaderboard eurosat/knn compares inits at different input shapes: simclr-image_size32 "
-                "(32 px) vs simclr-image_size64 (64 px); pretrain the runs at one image_size/patch_size or "
-                "compare them in separate experiments")
+    expected = (
+        "error: leaderboard eurosat/knn compares inits at different input shapes: simclr-image_size32 "
+        "(32 px) vs simclr-image_size64 (64 px); pretrain the runs at one image_size/patch_size or "
+        "compare them in separate experiments"
+    )
     assert one_error_line(dry_run(path)) == expected
     assert one_error_line(runner.invoke(app, ["benchmark", "status", str(path)])) == expected  # status plans too
     assert not (tmp_path / "bench").exists()
@@ -114,15 +133,26 @@ def test_runs_at_two_image_sizes_on_one_task_fail(tmp_path):
 
 def test_cnn_and_vit_runs_share_a_leaderboard_at_one_image_size(tmp_path):
     """Token counts are compared between ViTs only; a bare baseline is one init per run backbone."""
-    vit = {"name": "mocov3-vit", "method": "mocov3", "images": DATA, "backbone": "vit_tiny_patch16_224",
-           "patch_size": 8, "max_steps": 4}
+    vit = {
+        "name": "mocov3-vit",
+        "method": "mocov3",
+        "images": DATA,
+        "backbone": "vit_tiny_patch16_224",
+        "patch_size": 8,
+        "max_steps": 4,
+    }
     cnn = {"name": "simclr", "method": "simclr", "images": DATA, "max_steps": 4}
     path = write(tmp_path / "e.yaml", vit_experiment(tmp_path, ["random"], runs=[cnn, vit]))
     assert dry_run(path).exit_code == 0
     inits = {c.init_label: c.config["init"] for c in baseline_cells(path)}
     # The ResNet baseline's entry is exactly what it was before inheritance existed: its cell ids are kept.
-    assert inits["random"] == {"kind": "baseline", "init": "random", "backbone": None, "image_size": None,
-                               "weights": None}
+    assert inits["random"] == {
+        "kind": "baseline",
+        "init": "random",
+        "backbone": None,
+        "image_size": None,
+        "weights": None,
+    }
     assert inits["random-vit_tiny_patch16_224"]["patch_size"] == 8
 
 
@@ -140,8 +170,12 @@ def test_dense_task_baselines_take_the_crop_size_runs_are_evaluated_at(tmp_path)
     """Segmentation evaluates every run at the task's image_size (crop): the baseline follows it there,
     and the run's own size on classification."""
     seg = {"name": "dubai", "task_spec": str(REPO / "examples" / "tasks" / "dubai.yaml")}  # image_size: 256
-    doc = vit_experiment(tmp_path, ["random"], runs=[{"images": DATA, "image_size": 32, "max_steps": 4}],
-                         tasks=[{"name": "eurosat", "data": DATA}, seg])
+    doc = vit_experiment(
+        tmp_path,
+        ["random"],
+        runs=[{"images": DATA, "image_size": 32, "max_steps": 4}],
+        tasks=[{"name": "eurosat", "data": DATA}, seg],
+    )
     del doc["protocols"]
     cells = [c for c in expand(load_experiment(write(tmp_path / "e.yaml", doc))) if c.init_label == "random"]
     assert {c.task: c.config["init"]["image_size"] for c in cells} == {"eurosat": 32, "dubai": 256}
@@ -155,17 +189,29 @@ def test_explicit_baseline_backbone_inherits_image_size(tmp_path):
     assert (cell.config["init"]["backbone"], cell.config["init"]["image_size"]) == ("resnet50", 32)
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"baselines": [{"init": "random", "options": {"bands": ["B08", "B04", "B03"]}}]},
-     "compares inits with different band selections: simclr (bands B04,B03,B02) vs random (bands B08,B04,B03)"),
-    ({"runs": [{"name": "a", "images": DATA, "bands": 3, "max_steps": 4},
-               {"name": "b", "images": DATA, "bands": 4, "max_steps": 4}]},
-     "compares inits with different band selections: a (3-band corpus group) vs b (4-band corpus group)"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (
+            {"baselines": [{"init": "random", "options": {"bands": ["B08", "B04", "B03"]}}]},
+            "compares inits with different band selections: simclr (bands B04,B03,B02) vs random (bands B08,B04,B03)",
+        ),
+        (
+            {
+                "runs": [
+                    {"name": "a", "images": DATA, "bands": 3, "max_steps": 4},
+                    {"name": "b", "images": DATA, "bands": 4, "max_steps": 4},
+                ]
+            },
+            "compares inits with different band selections: a (3-band corpus group) vs b (4-band corpus group)",
+        ),
+    ],
+)
 def test_different_band_selections_fail(tmp_path, change, expected):
     runs = change.get("runs", [{"name": "simclr", "method": "simclr", "images": DATA, "max_steps": 4}])
-    doc = vit_experiment(tmp_path, change.get("baselines", ["random"]), runs=runs,
-                         evaluate={"bands": ["B04", "B03", "B02"]})
+    doc = vit_experiment(
+        tmp_path, change.get("baselines", ["random"]), runs=runs, evaluate={"bands": ["B04", "B03", "B02"]}
+    )
     with pytest.raises(ConfigError, match=re.escape(f"leaderboard eurosat/knn {expected}")):
         expand(load_experiment(write(tmp_path / "e.yaml", doc)))
 
@@ -182,12 +228,20 @@ def test_plan_time_defaults_mirror_the_stages():
     fields = PretrainConfig.model_fields
     assert shapes.PRETRAIN_METHOD == fields["method"].default
     assert shapes.PRETRAIN_IMAGE_SIZE == fields["image_size"].default
-    assert {name: shapes.run_arch({"method": name}) for name in METHODS} == \
-        {name: cls.default_backbone for name, cls in METHODS.items()}
+    assert {name: shapes.run_arch({"method": name}) for name in METHODS} == {
+        name: cls.default_backbone for name, cls in METHODS.items()
+    }
     assert (shapes.EVAL_BACKBONE, shapes.EVAL_IMAGE_SIZE) == (DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE)
     assert set(shapes.NETWORK_FREE) == set(BASELINES)
-    for arch in ("resnet18", "vit_tiny_patch16_224", "deit_small_patch16_224", "eva02_tiny_patch14_224",
-                 "beit_base_patch16_224", "convnext_tiny", "efficientnet_b0"):
+    for arch in (
+        "resnet18",
+        "vit_tiny_patch16_224",
+        "deit_small_patch16_224",
+        "eva02_tiny_patch14_224",
+        "beit_base_patch16_224",
+        "convnext_tiny",
+        "efficientnet_b0",
+    ):
         assert shapes.is_vit(arch) == _is_vit(arch)
     assert shapes.default_patch("vit_small_patch8_224") == 8 and shapes.default_patch("resnet18") is None
 
@@ -196,8 +250,10 @@ def test_run_directory_baseline_is_checked_by_its_backbone_json(tmp_path):
     """A finished run given as a baseline keeps its own shape (read from backbone.json at plan time)."""
     run_dir = tmp_path / "big-run"
     run_dir.mkdir()
-    (run_dir / "backbone.json").write_text('{"arch": "vit_tiny_patch16_224", "in_chans": 3, "image_size": 64, '
-                                           '"timm_kwargs": {"img_size": 64, "patch_size": 16}}')
+    (run_dir / "backbone.json").write_text(
+        '{"arch": "vit_tiny_patch16_224", "in_chans": 3, "image_size": 64, '
+        '"timm_kwargs": {"img_size": 64, "patch_size": 16}}'
+    )
     doc = vit_experiment(tmp_path, [{"init": str(run_dir), "name": "big-run"}])
     line = one_error_line(dry_run(write(tmp_path / "e.yaml", doc)))
     assert "mocov3-vit (64 px, patch 8, 64 tokens) vs big-run (64 px, patch 16, 16 tokens)" in line

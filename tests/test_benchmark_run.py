@@ -28,20 +28,35 @@ KEY = ("task", "dataset", "protocol", "init", "label_fraction", "seed", "metric"
 
 def bench_doc(out: Path, data: Path, *, pretrain: bool = True, seeds=(0, 1), protocols=("knn", "linear")) -> dict:
     doc = {
-        "name": out.name, "out": str(out), "code_version": "test",
+        "name": out.name,
+        "out": str(out),
+        "code_version": "test",
         "baselines": [{"init": "random", "backbone": "resnet18", "image_size": 32}],
         "evaluate": {"batch_size": 100},
         "tasks": [{"name": "eurosat_small", "data": str(data)}],
-        "protocols": list(protocols), "seeds": list(seeds),
+        "protocols": list(protocols),
+        "seeds": list(seeds),
         "executor": {"max_parallel": 2},
     }
     if pretrain:
         doc["pretrain"] = {
-            "defaults": {"images": str(data), "backbone": "resnet18", "image_size": 32, "batch_size": 16,
-                         "max_steps": 4, "num_workers": 0, "log_every": 1},
-            "runs": [{"name": "simclr", "method": "simclr", "checkpoints": {"every_steps": 2, "protocols": ["knn"],
-                                                                           "seeds": [0]}},
-                     {"name": "mocov2", "method": "mocov2", "recipe": {"extra": {"queue_size": 64}}}],
+            "defaults": {
+                "images": str(data),
+                "backbone": "resnet18",
+                "image_size": 32,
+                "batch_size": 16,
+                "max_steps": 4,
+                "num_workers": 0,
+                "log_every": 1,
+            },
+            "runs": [
+                {
+                    "name": "simclr",
+                    "method": "simclr",
+                    "checkpoints": {"every_steps": 2, "protocols": ["knn"], "seeds": [0]},
+                },
+                {"name": "mocov2", "method": "mocov2", "recipe": {"extra": {"queue_size": 64}}},
+            ],
         }
     return doc
 
@@ -153,14 +168,20 @@ def test_killed_runner_rerun_finishes_without_duplicates(tmp_path, eurosat_small
     doc["pretrain"]["runs"] = doc["pretrain"]["runs"][:1]  # simclr, with its checkpoint cell
     path = write(tmp_path / "kill.yaml", doc)
     plan = load_plan(path)
-    proc = subprocess.Popen([*RSBENCH, "benchmark", "run", str(path)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [*RSBENCH, "benchmark", "run", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
+
         def mid_matrix():
             if not plan.out.joinpath("results.db").exists():
                 return False
             states = [c["status"] for c in stored(plan)[1]]
             return DONE in states and RUNNING in states
+
         wait_for(mid_matrix, 400, "some cells done and some running")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the runner and its workers, mid-cell
@@ -182,8 +203,16 @@ def test_two_concurrent_runners_run_every_cell_once(tmp_path, eurosat_small):
     doc["baselines"].append({"name": "random-r10t", "init": "random", "backbone": "resnet10t", "image_size": 32})
     path = write(tmp_path / "twice.yaml", doc)
     env = {**os.environ}
-    procs = [subprocess.Popen([*RSBENCH, "benchmark", "run", str(path), "--max-parallel", "1"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [*RSBENCH, "benchmark", "run", str(path), "--max-parallel", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     plan = load_plan(path)
@@ -214,16 +243,21 @@ def test_slurm_jobs_depend_on_their_pretraining_job(tmp_path, eurosat_small, mon
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
     # A stand-in sbatch: keeps each submitted script and answers like SLURM does.
     (bin_dir / "sbatch").write_text(
-        "#!/bin/sh\nn=$(($(cat \"$SBATCH_LOG/count\" 2>/dev/null || echo 1000) + 1))\necho $n > \"$SBATCH_LOG/count\"\n"
-        "cp \"$1\" \"$SBATCH_LOG/job-$n.sh\"\necho \"Submitted batch job $n\"\n")
+        '#!/bin/sh\nn=$(($(cat "$SBATCH_LOG/count" 2>/dev/null || echo 1000) + 1))\necho $n > "$SBATCH_LOG/count"\n'
+        'cp "$1" "$SBATCH_LOG/job-$n.sh"\necho "Submitted batch job $n"\n'
+    )
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("SBATCH_LOG", str(tmp_path))
     doc = bench_doc(tmp_path / "slurm", eurosat_small, seeds=[0], protocols=["knn"])
-    doc["executor"] = {"kind": "slurm", "slurm": {
-        "parameters": {"timeout_min": 60, "slurm_partition": "gpu", "gpus_per_node": 1},
-        "pretrain": {"timeout_min": 600, "slurm_additional_parameters": {"mail-type": "END"}}}}
+    doc["executor"] = {
+        "kind": "slurm",
+        "slurm": {
+            "parameters": {"timeout_min": 60, "slurm_partition": "gpu", "gpus_per_node": 1},
+            "pretrain": {"timeout_min": 600, "slurm_additional_parameters": {"mail-type": "END"}},
+        },
+    }
     path = write(tmp_path / "slurm.yaml", doc)
     plan = load_plan(path, check=True)
     jobs = submit(plan, log=lambda m: None)
@@ -243,8 +277,17 @@ def test_slurm_jobs_depend_on_their_pretraining_job(tmp_path, eurosat_small, mon
     assert {c["status"] for c in cells} == {PENDING}, "submission alone runs nothing"
 
 
-CHROMIUM = ["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM = [
+    "/usr/bin/chromium",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def test_report_from_benchmark_db_renders_in_headless_chromium(finished, tmp_path, eurosat_small):
@@ -258,9 +301,15 @@ def test_report_from_benchmark_db_renders_in_headless_chromium(finished, tmp_pat
     html = out.read_text(encoding="utf-8")
     for name in ("simclr", "mocov2", "random-resnet18", eurosat_small.name, "knn", "linear"):
         assert name in html, name
-    for heading in ("Summary: normalized score across tasks", "Paired comparison with random-resnet18",
-                    "Init × task heatmap", "Cost and throughput", "Downstream score over pretraining",
-                    "Pretraining curves", "Pretraining data"):
+    for heading in (
+        "Summary: normalized score across tasks",
+        "Paired comparison with random-resnet18",
+        "Init × task heatmap",
+        "Cost and throughput",
+        "Downstream score over pretraining",
+        "Pretraining curves",
+        "Pretraining data",
+    ):
         assert heading in html, heading
     assert "no ImageNet baseline" in html and "based on 2 seeds" in html
     assert "http://" not in html and "https://" not in html, "self-contained: no external assets"
@@ -269,10 +318,15 @@ def test_report_from_benchmark_db_renders_in_headless_chromium(finished, tmp_pat
 
     shot = tmp_path / "shot.png"
     common = [*CHROMIUM, f"--user-data-dir={tmp_path / 'chrome'}"]
-    subprocess.run([*common, f"--screenshot={shot}", "--window-size=1280,2000", out.as_uri()],
-                   capture_output=True, timeout=180, check=True)
+    subprocess.run(
+        [*common, f"--screenshot={shot}", "--window-size=1280,2000", out.as_uri()],
+        capture_output=True,
+        timeout=180,
+        check=True,
+    )
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.shape == (2000, 1280) and pixels.std() > 20, "the screenshot is not blank"
-    dom = subprocess.run([*common, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=180,
-                         check=True).stdout
+    dom = subprocess.run(
+        [*common, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=180, check=True
+    ).stdout
     assert "Summary: normalized score across tasks" in dom and "mocov2" in dom and dom.count("<img") >= 8

@@ -62,7 +62,8 @@ def test_corrupt_image_named(tmp_path):
 
 def test_installed_entry_point_exits_non_zero(tmp_path):
     exe = Path(sys.executable).parent / "rsbench"
-    proc = subprocess.run([str(exe), "evaluate", "--data", str(tmp_path / "missing"), "--init", "random"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(exe), "evaluate", "--data", str(tmp_path / "missing"), "--init", "random"], capture_output=True, text=True
+    )
     assert proc.returncode != 0
     assert "missing" in proc.stderr and "Traceback" not in proc.stderr

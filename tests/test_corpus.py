@@ -34,7 +34,9 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, rasters_dir):
     out = tmp_path_factory.mktemp("corpus") / "c"
-    info = build_corpus(CorpusBuildConfig(inputs=[str(rasters_dir)], out=str(out), tile_size=T, shard_size=40, workers=1))
+    info = build_corpus(
+        CorpusBuildConfig(inputs=[str(rasters_dir)], out=str(out), tile_size=T, shard_size=40, workers=1)
+    )
     return out, info, pq.read_table(out / "manifest.parquet").to_pylist()
 
 
@@ -113,7 +115,11 @@ def test_corpus_json_consistent_with_manifest_and_shards(corpus):
     out, info, rows = corpus
     kept = [r for r in rows if r["kept"]]
     assert info["counts"] == {
-        "rasters": 5, "rasters_failed": 0, "rasters_skipped": 0, "tiles_total": len(rows), "tiles_kept": len(kept),
+        "rasters": 5,
+        "rasters_failed": 0,
+        "rasters_skipped": 0,
+        "tiles_total": len(rows),
+        "tiles_kept": len(kept),
         "rejected": {reason: sum(r["reject_reason"] == reason for r in rows) for reason in REASONS},
     }
     assert all((r["reject_reason"] is None) == r["kept"] and (r["shard"] is None) != r["kept"] for r in rows)
@@ -133,7 +139,10 @@ def test_corpus_json_consistent_with_manifest_and_shards(corpus):
         assert {in_shards[r["key"]] for r in kept if r["bands"] == int(bands)} == set(group["shards"])
     for raster in info["rasters"]:
         mine = by_name(rows, Path(raster["path"]).name)
-        assert (raster["tiles_kept"], raster["tiles_rejected"]) == (sum(r["kept"] for r in mine), sum(not r["kept"] for r in mine))
+        assert (raster["tiles_kept"], raster["tiles_rejected"]) == (
+            sum(r["kept"] for r in mine),
+            sum(not r["kept"] for r in mine),
+        )
 
 
 def _valid_pixels(rows, bands):
@@ -178,7 +187,10 @@ def _cli(*args):
 
 
 def _mtimes(out: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in [out / "corpus.json", out / "manifest.parquet", *(out / "shards").iterdir()]}
+    return {
+        p.name: p.stat().st_mtime_ns
+        for p in [out / "corpus.json", out / "manifest.parquet", *(out / "shards").iterdir()]
+    }
 
 
 def test_rerun_is_noop_and_changed_settings_need_overwrite(tmp_path, rasters_dir):

@@ -143,7 +143,12 @@ def test_duplicates_across_and_within_rasters(tmp_path, rasters_dir):
     # (not byte-identical: a near-duplicate).
     with rasterio.open(rasters_dir / L8) as src:
         patch = src.read(window=Window(0, 448, 128, 128))
-        profile = {**src.profile, "width": 256, "height": 128, "transform": src.window_transform(Window(0, 448, 256, 128))}
+        profile = {
+            **src.profile,
+            "width": 256,
+            "height": 128,
+            "transform": src.window_transform(Window(0, 448, 256, 128)),
+        }
     twin = tmp_path / "twin.tif"
     with rasterio.open(twin, "w", **profile) as dst:
         dst.write(np.concatenate([patch, patch + 1], axis=2))
@@ -177,8 +182,14 @@ def _eval_raster_in_wgs84(src_path, dst_path, window):
         transform, w, h = calculate_default_transform(src.crs, "EPSG:4326", window.width, window.height, *bounds)
         profile = {**src.profile, "crs": "EPSG:4326", "transform": transform, "width": w, "height": h, "count": 1}
         with rasterio.open(dst_path, "w", **profile) as dst:
-            reproject(src.read(1, window=window), rasterio.band(dst, 1), src_transform=src.window_transform(window),
-                      src_crs=src.crs, dst_transform=transform, dst_crs="EPSG:4326")
+            reproject(
+                src.read(1, window=window),
+                rasterio.band(dst, 1),
+                src_transform=src.window_transform(window),
+                src_crs=src.crs,
+                dst_transform=transform,
+                dst_crs="EPSG:4326",
+            )
 
 
 def _overlaps(rows, footprint_lonlat, crs):
@@ -190,7 +201,9 @@ def _overlaps(rows, footprint_lonlat, crs):
     out = []
     for r in rows:
         x0, y0 = r["center_x"] - r["gsd"] * T / 2, r["center_y"] - r["gsd"] * T / 2
-        ring = [(x0 + dx * r["gsd"] * T / 8, y0) for dx in range(9)] + [(x0 + r["gsd"] * T, y0 + dy * r["gsd"] * T / 8) for dy in range(9)]
+        ring = [(x0 + dx * r["gsd"] * T / 8, y0) for dx in range(9)] + [
+            (x0 + r["gsd"] * T, y0 + dy * r["gsd"] * T / 8) for dy in range(9)
+        ]
         ring += [(x0 + r["gsd"] * T - dx * r["gsd"] * T / 8, y0 + r["gsd"] * T) for dx in range(9)]
         ring += [(x0, y0 + r["gsd"] * T - dy * r["gsd"] * T / 8) for dy in range(9)]
         tile = shapely.Polygon([to_ll.transform(x, y) for x, y in ring])
@@ -217,8 +230,17 @@ def test_exclude_raster_footprint_and_vector_file(tmp_path, rasters_dir):
     poly = shapely.Point(centre["lon"], centre["lat"]).buffer(0.02)
     far = shapely.box(10, 10, 11, 11)
     geojson = tmp_path / "test_areas.geojson"
-    geojson.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"name": n}, "geometry": shapely.geometry.mapping(g)} for n, g in (("a", poly), ("b", far))]}))
+    geojson.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {"type": "Feature", "properties": {"name": n}, "geometry": shapely.geometry.mapping(g)}
+                    for n, g in (("a", poly), ("b", far))
+                ],
+            }
+        )
+    )
     info, rows = build(tmp_path / "c", [rasters_dir / L8], exclude=[str(geojson)])
     expected = _overlaps(rows, poly, rows[0]["crs"])
     assert [r["reject_reason"] == "overlaps_eval" for r in rows] == expected and 4 <= sum(expected) <= 16
@@ -253,12 +275,19 @@ def test_gsd_resampling_matches_gdal_warp(tmp_path, rasters_dir):
     assert len(rows) == (raster["width"] // T) * (raster["height"] // T) == 7 * 7
     with rasterio.open(rasters_dir / S2) as src:
         dst = np.zeros((6, raster["height"], raster["width"]), np.uint16)
-        reproject(src.read(), dst, src_transform=src.transform, src_crs=src.crs, dst_crs=src.crs,
-                  dst_transform=rasterio.Affine(*raster["transform"]), resampling=Resampling.bilinear)
+        reproject(
+            src.read(),
+            dst,
+            src_transform=src.transform,
+            src_crs=src.crs,
+            dst_crs=src.crs,
+            dst_transform=rasterio.Affine(*raster["transform"]),
+            resampling=Resampling.bilinear,
+        )
     for row in [r for r in rows if r["kept"]][::7]:
         with tarfile.open(tmp_path / "c" / row["shard"]) as tar:
             arr = np.load(io.BytesIO(tar.extractfile(f"{row['key']}.npy").read()))
-        ref = dst[:, row["row_off"]:row["row_off"] + T, row["col_off"]:row["col_off"] + T]
+        ref = dst[:, row["row_off"] : row["row_off"] + T, row["col_off"] : row["col_off"] + T]
         assert np.abs(arr.astype(int) - ref.astype(int)).max() <= 1
 
 
@@ -272,10 +301,16 @@ def test_batched_phash_matches_imagehash_on_real_images(eurosat_dir, rasters_dir
     greys = [np.asarray(Image.open(p).convert("L")) for p in sorted(eurosat_dir.rglob("*.jpg"))[::8]]
     with rasterio.open(rasters_dir / "naip_m_4709963_se_14_1_20190904_rgbn_5m.tif") as src:  # 4-band uint8 aerial
         block = src.read(1, window=Window(0, 0, 640, 640))
-    greys += [np.ascontiguousarray(block[r:r + 64, c:c + 64]) for r in range(0, 640, 64) for c in range(0, 640, 64)]
+    greys += [np.ascontiguousarray(block[r : r + 64, c : c + 64]) for r in range(0, 640, 64) for c in range(0, 640, 64)]
     smalls = np.stack([hash_quicklook(g) for g in greys])
     ours = perceptual_hashes(smalls)
-    ref = [int.from_bytes(np.packbits(imagehash.phash(Image.fromarray(g).resize((32, 32), Image.BOX)).hash.ravel())
-                          .tobytes(), "big", signed=True) for g in greys]
+    ref = [
+        int.from_bytes(
+            np.packbits(imagehash.phash(Image.fromarray(g).resize((32, 32), Image.BOX)).hash.ravel()).tobytes(),
+            "big",
+            signed=True,
+        )
+        for g in greys
+    ]
     assert len(ref) > 300 and ours.dtype == np.int64
     assert ours.tolist() == ref

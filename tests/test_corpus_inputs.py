@@ -98,9 +98,19 @@ def _bad_inputs(folder: Path, rasters_dir: Path) -> dict[str, Path]:
             dst.write(src.read())
     # A GeoPackage holding two raster tables opens as a dataset with zero bands (two subdatasets).
     for i, table in enumerate(("a", "b")):
-        with rasterio.open(folder / "zero_bands.gpkg", "w", driver="GPKG", width=256, height=256, count=3, dtype="uint8",
-                           crs="EPSG:3857", transform=rasterio.transform.from_origin(0, 256, 1, 1), RASTER_TABLE=table,
-                           **({"APPEND_SUBDATASET": "YES"} if i else {})) as dst:
+        with rasterio.open(
+            folder / "zero_bands.gpkg",
+            "w",
+            driver="GPKG",
+            width=256,
+            height=256,
+            count=3,
+            dtype="uint8",
+            crs="EPSG:3857",
+            transform=rasterio.transform.from_origin(0, 256, 1, 1),
+            RASTER_TABLE=table,
+            **({"APPEND_SUBDATASET": "YES"} if i else {}),
+        ) as dst:
             dst.write(np.full((3, 256, 256), i + 1, np.uint8))
     return {p.name: p for p in folder.iterdir()}
 
@@ -114,7 +124,11 @@ def test_bad_inputs_are_reported_and_skipped(tmp_path, rasters_dir):
     reasons = {Path(f["path"]).name: f["reason"] for f in info["failures"]}
     assert sorted(reasons) == sorted(bad)
     assert all(r and "\n" not in r for r in reasons.values())
-    assert "no CRS" in reasons["no_crs.tif"] and "zero bands" in reasons["zero_bands.gpkg"] and "GPKG:" in reasons["zero_bands.gpkg"]
+    assert (
+        "no CRS" in reasons["no_crs.tif"]
+        and "zero bands" in reasons["zero_bands.gpkg"]
+        and "GPKG:" in reasons["zero_bands.gpkg"]
+    )
     assert "TIFFRead" in reasons["truncated.tif"] or "failed" in reasons["truncated.tif"].lower()
     assert info["counts"]["rasters"] == 1 and info["counts"]["rasters_failed"] == len(bad)
     # The truncated raster produced tiles before failing; none of them survives.

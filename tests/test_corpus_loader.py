@@ -21,7 +21,9 @@ T = 64
 def corpus(tmp_path_factory, rasters_dir):
     out = tmp_path_factory.mktemp("corpus") / "c"
     # Small shards so that every band group spans several shards (needed for the rank split).
-    info = build_corpus(CorpusBuildConfig(inputs=[str(rasters_dir)], out=str(out), tile_size=T, shard_size=40, workers=1))
+    info = build_corpus(
+        CorpusBuildConfig(inputs=[str(rasters_dir)], out=str(out), tile_size=T, shard_size=40, workers=1)
+    )
     return out, info, pq.read_table(out / "manifest.parquet").to_pylist()
 
 

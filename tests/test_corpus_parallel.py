@@ -3,9 +3,9 @@ SIGKILL + re-run equals an uninterrupted build, --max-tiles balancing, diversity
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import json
 import signal
 import subprocess
 import sys
@@ -27,8 +27,9 @@ RSBENCH = str(Path(sys.executable).parent / "rsbench")
 def client():
     # Threads, not processes: starts in a fraction of a second; still real Dask scheduling,
     # out-of-order completion and (de)serialisation of tasks.
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None, silence_logs=logging.ERROR
+    ) as cluster:
         with Client(cluster) as c:
             yield c
 
@@ -60,7 +61,10 @@ def _cfg(rasters_dir, out, **kw):
 def test_one_and_two_workers_give_identical_corpora(tmp_path, rasters_dir, client, reference):
     ref, one = reference
     build_corpus(_cfg(rasters_dir, tmp_path / "two", task_tiles=97), client=client)
-    assert one["counts"]["tiles_total"] == 24 * 22 + 19 * 18 + 30 * 30 + 29 * 22 + 9 * 9 and one["counts"]["tiles_kept"] > 1500
+    assert (
+        one["counts"]["tiles_total"] == 24 * 22 + 19 * 18 + 30 * 30 + 29 * 22 + 9 * 9
+        and one["counts"]["tiles_kept"] > 1500
+    )
     assert len(one["shards"]) > 8
     _same_corpus(ref, tmp_path / "two")
 
@@ -74,11 +78,26 @@ def test_scheduler_address_and_slurm_options(tmp_path, rasters_dir, client, refe
     build_corpus(_cfg(rasters_dir, tmp_path / "s", scheduler=client.scheduler.address))
     _same_corpus(reference[0], tmp_path / "s")
     # --slurm: the job script dask-jobqueue would submit carries the queue/account/walltime options.
-    cfg = _cfg(rasters_dir, tmp_path / "x", slurm=True, slurm_queue="cpu", slurm_account="rs42",
-               slurm_walltime="02:30:00", slurm_memory="8GB", slurm_cores=3, slurm_jobs=4)
+    cfg = _cfg(
+        rasters_dir,
+        tmp_path / "x",
+        slurm=True,
+        slurm_queue="cpu",
+        slurm_account="rs42",
+        slurm_walltime="02:30:00",
+        slurm_memory="8GB",
+        slurm_cores=3,
+        slurm_jobs=4,
+    )
     with SLURMCluster(**slurm_options(cfg)) as cluster:
         script = cluster.job_script()
-    for line in ("#SBATCH -p cpu", "#SBATCH -A rs42", "#SBATCH -t 02:30:00", "#SBATCH --cpus-per-task=3", "--nworkers 3"):
+    for line in (
+        "#SBATCH -p cpu",
+        "#SBATCH -A rs42",
+        "#SBATCH -t 02:30:00",
+        "#SBATCH --cpus-per-task=3",
+        "--nworkers 3",
+    ):
         assert line in script
     # Without --workers, a small job stays in-process (no cluster start).
     with Runner(_cfg(rasters_dir, tmp_path / "y")) as runner:
@@ -122,8 +141,19 @@ class _Progress:
 
 def test_resume_after_sigkill_equals_uninterrupted_build(tmp_path, rasters_dir, reference):
     out = tmp_path / "killed"
-    args = [str(rasters_dir), "--out", str(out), "--tile-size", str(T), "--shard-size", "150",
-            "--task-tiles", "60", "--workers", "1"]
+    args = [
+        str(rasters_dir),
+        "--out",
+        str(out),
+        "--tile-size",
+        str(T),
+        "--shard-size",
+        "150",
+        "--task-tiles",
+        "60",
+        "--workers",
+        "1",
+    ]
     finished_before_kill = _kill_mid_build([RSBENCH, "corpus", "build", *args], out / ".staging", out)
     plan_parts = len(json.loads((out / ".staging" / "plan.json").read_text())["parts"])
     assert 4 <= finished_before_kill < plan_parts

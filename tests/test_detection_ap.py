@@ -77,8 +77,9 @@ def make_preds(gt_images, seed: int, integer: bool = False, decimals: int | None
         scores = np.asarray(scores)
         scores = np.round(scores, decimals) if decimals is not None else scores
         perm = rng.permutation(len(boxes))
-        preds.append((boxes[perm].astype(np.float32), scores[perm].astype(np.float32),
-                      np.asarray(labels, np.int64)[perm]))
+        preds.append(
+            (boxes[perm].astype(np.float32), scores[perm].astype(np.float32), np.asarray(labels, np.int64)[perm])
+        )
     preds[-2] = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))  # image w/o preds
     return preds
 
@@ -86,13 +87,20 @@ def make_preds(gt_images, seed: int, integer: bool = False, decimals: int | None
 def torchmetrics_ap(preds, gt_images, max_detection_thresholds=(1, 10, 100)) -> dict[str, float]:
     from torchmetrics.detection import MeanAveragePrecision
 
-    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools",
-                                  max_detection_thresholds=list(max_detection_thresholds))
+    metric = MeanAveragePrecision(
+        box_format="xyxy",
+        iou_type="bbox",
+        backend="pycocotools",
+        max_detection_thresholds=list(max_detection_thresholds),
+    )
     metric.warn_on_many_detections = False
-    metric.update([{"boxes": torch.from_numpy(b), "scores": torch.from_numpy(s), "labels": torch.from_numpy(lab)}
-                   for b, s, lab in preds],
-                  [{"boxes": torch.from_numpy(b), "labels": torch.from_numpy(np.asarray(lab, np.int64))}
-                   for b, lab in gt_images])
+    metric.update(
+        [
+            {"boxes": torch.from_numpy(b), "scores": torch.from_numpy(s), "labels": torch.from_numpy(lab)}
+            for b, s, lab in preds
+        ],
+        [{"boxes": torch.from_numpy(b), "labels": torch.from_numpy(np.asarray(lab, np.int64))} for b, lab in gt_images],
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = metric.compute()
@@ -108,8 +116,9 @@ def test_thresholds_are_torchmetrics_float32_linspace():
     assert REC_THRESHOLDS.tolist() == torch.linspace(0.0, 1.0, 101).tolist()
 
 
-@pytest.mark.parametrize("integer,decimals,mdt", [(False, None, (1, 10, 100)), (True, 2, (1, 10, 100)),
-                                                  (True, 1, (1, 100, 1000))])
+@pytest.mark.parametrize(
+    "integer,decimals,mdt", [(False, None, (1, 10, 100)), (True, 2, (1, 10, 100)), (True, 1, (1, 100, 1000))]
+)
 def test_matches_torchmetrics(gt_images, integer, decimals, mdt):
     preds = make_preds(gt_images, seed=1 + mdt[-1], integer=integer, decimals=decimals)
     assert (preds[0][2] == 1).sum() > 100 and len(preds[0][2]) > 200
@@ -132,7 +141,8 @@ def test_matches_torchmetrics(gt_images, integer, decimals, mdt):
     assert list(got["classes"]) == [1, 2, 3] and (got["ap_class"] > 0).all()
     # the cap matters: without it the numbers move
     assert coco_ap(outcomes(preds, gt_images, 10_000), max_dets=None)["map_50_95"] != pytest.approx(
-        got["map_50_95"], abs=1e-6)
+        got["map_50_95"], abs=1e-6
+    )
 
 
 def _repeat(images, w):
@@ -158,8 +168,11 @@ def test_weights_equal_physical_repetition(gt_images):
     tied = outcomes(make_preds(gt_images, seed=7, integer=True, decimals=1), gt_images)
     assert _within_image_mixed_ties(tied) > 5
     smooth = outcomes(make_preds(gt_images, seed=8), gt_images)
-    ws = [rng.multinomial(n, np.full(n, 1 / n)) for _ in range(4)] + [rng.poisson(1.0, n), np.zeros(n, int),
-                                                                      np.eye(n, dtype=int)[3] * 3]
+    ws = [rng.multinomial(n, np.full(n, 1 / n)) for _ in range(4)] + [
+        rng.poisson(1.0, n),
+        np.zeros(n, int),
+        np.eye(n, dtype=int)[3] * 3,
+    ]
     ws[1][:5] = 0
     for images in (tied, smooth):
         for w in ws:

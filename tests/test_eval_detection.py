@@ -72,9 +72,16 @@ def test_coco_json_and_renamed_csv_columns(neon: Path, tmp_path: Path):
     rows = [["Label", "X_Max", "Y_Min", "Image", "X_Min", "Y_Max"]]  # other names, other order
     for i, it in enumerate(voc.items):
         coco["images"].append({"id": i, "file_name": it.image.name, "width": 0, "height": 0})
-        for j, ((x0, y0, x1, y1), lab) in enumerate(zip(it.boxes.tolist(), it.labels)):
-            coco["annotations"].append({"id": len(coco["annotations"]), "image_id": i, "category_id": cats[lab],
-                                        "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0})
+        for (x0, y0, x1, y1), lab in zip(it.boxes.tolist(), it.labels):
+            coco["annotations"].append(
+                {
+                    "id": len(coco["annotations"]),
+                    "image_id": i,
+                    "category_id": cats[lab],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "iscrowd": 0,
+                }
+            )
             rows.append([lab, x1, y0, it.image.name, x0, y1])
     (tmp_path / "coco.json").write_text(json.dumps(coco))
     with open(tmp_path / "boxes.csv", "w", newline="") as f:
@@ -132,13 +139,17 @@ def test_tiling_and_merging_round_trip_real_boxes(neon: Path):
     windows = grid_windows(height, width, size, overlap_stride(size))
     cover = np.zeros((height, width), dtype=bool)
     for w in windows:
-        cover[w.row:w.row + w.height, w.col:w.col + w.width] = True
+        cover[w.row : w.row + w.height, w.col : w.col + w.width] = True
     assert cover.all()
     # A perfect detector sees every crown that lies wholly inside a tile, in tile coordinates.
     tiles, seen = [], np.zeros(len(boxes), dtype=bool)
     for w in windows:
-        inside = ((boxes[:, 0] >= w.col) & (boxes[:, 2] <= w.col + w.width)
-                  & (boxes[:, 1] >= w.row) & (boxes[:, 3] <= w.row + w.height))
+        inside = (
+            (boxes[:, 0] >= w.col)
+            & (boxes[:, 2] <= w.col + w.width)
+            & (boxes[:, 1] >= w.row)
+            & (boxes[:, 3] <= w.row + w.height)
+        )
         seen |= inside
         local = torch.from_numpy(boxes[inside] - np.array([w.col, w.row, w.col, w.row], dtype=np.float32))
         tiles.append((w, local, torch.ones(len(local)), torch.ones(len(local), dtype=torch.int64)))
@@ -147,8 +158,9 @@ def test_tiling_and_merging_round_trip_real_boxes(neon: Path):
     got = sorted(map(tuple, merged.numpy().round(3).tolist()))
     assert got == sorted(map(tuple, boxes[seen].round(3).tolist()))  # each crown once, in place
     # Clipping: a box half outside a window keeps its inside part; a sliver is dropped.
-    b, lab = clip_boxes(np.array([[90, 10, 130, 30], [98, 40, 140, 60]], dtype=np.float32), np.array([3, 4]),
-                        Window(0, 0, 100, 100))
+    b, lab = clip_boxes(
+        np.array([[90, 10, 130, 30], [98, 40, 140, 60]], dtype=np.float32), np.array([3, 4]), Window(0, 0, 100, 100)
+    )
     np.testing.assert_array_equal(b, [[90, 10, 100, 30]])
     assert lab.tolist() == [3]
 
@@ -171,13 +183,22 @@ def test_detection_metrics_against_hand_values():
 
     gt = [{"boxes": torch.tensor([[0.0, 0.0, 100.0, 100.0]]), "labels": torch.tensor([1])}]
     perfect = [{"boxes": gt[0]["boxes"], "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}]
-    assert metrics(perfect, gt) == {"map_50_95": pytest.approx(1.0), "ap50": pytest.approx(1.0),
-                                    "ap75": pytest.approx(1.0), "map_50_95_maxdet1000": pytest.approx(1.0)}
+    assert metrics(perfect, gt) == {
+        "map_50_95": pytest.approx(1.0),
+        "ap50": pytest.approx(1.0),
+        "ap75": pytest.approx(1.0),
+        "map_50_95_maxdet1000": pytest.approx(1.0),
+    }
     # IoU 0.72 passes the thresholds .50-.70 (5 of 10): mAP@[.5:.95] = 0.5, AP50 = 1, AP75 = 0.
-    shifted = [{"boxes": torch.tensor([[0.0, 0.0, 100.0, 72.0]]), "scores": torch.tensor([0.9]),
-                "labels": torch.tensor([1])}]
-    assert metrics(shifted, gt) == {"map_50_95": pytest.approx(0.5), "ap50": pytest.approx(1.0),
-                                    "ap75": pytest.approx(0.0), "map_50_95_maxdet1000": pytest.approx(0.5)}
+    shifted = [
+        {"boxes": torch.tensor([[0.0, 0.0, 100.0, 72.0]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}
+    ]
+    assert metrics(shifted, gt) == {
+        "map_50_95": pytest.approx(0.5),
+        "ap50": pytest.approx(1.0),
+        "ap75": pytest.approx(0.0),
+        "map_50_95_maxdet1000": pytest.approx(0.5),
+    }
     wrong_class = [{**shifted[0], "labels": torch.tensor([2])}]
     assert metrics(wrong_class, gt)["ap50"] == pytest.approx(0.0)
 
@@ -197,9 +218,20 @@ def metrics_of(preds, targets):
 
 
 def test_frozen_faster_rcnn_short_run(neon2: Path, tmp_path: Path):
-    cfg = EvaluateConfig(task="detection", data=neon2, out=tmp_path / "out", init="random", image_size=128,
-                         seeds=[0], protocol=["frozen"], epochs=1, batch_size=8, lr=1e-3,
-                         options={"single_class": "Tree"}, metric="ap50")
+    cfg = EvaluateConfig(
+        task="detection",
+        data=neon2,
+        out=tmp_path / "out",
+        init="random",
+        image_size=128,
+        seeds=[0],
+        protocol=["frozen"],
+        epochs=1,
+        batch_size=8,
+        lr=1e-3,
+        options={"single_class": "Tree"},
+        metric="ap50",
+    )
     rows = evaluate(cfg, console=quiet())
     assert {r["metric"] for r in rows} == {"map_50_95", "ap50", "ap75", "map_50_95_maxdet1000"}
     assert [r["headline"] for r in rows] == [r["metric"] == "ap50" for r in rows]

@@ -28,9 +28,18 @@ from rsbench.evaluate.segmentation import segmentation_metrics
 from rsbench.io import read_jsonl
 
 # The colours that occur in the Dubai masks (shared/data/segmentation/SOURCE.md), written out independently.
-DUBAI = {"Building": (60, 16, 152), "Land (unpaved area)": (132, 41, 246), "Road": (110, 193, 228),
-         "Vegetation": (254, 221, 58), "Water": (226, 169, 41), "Unlabeled": (155, 155, 155)}
-DUBAI_OPTIONS = {"colors": {k: "#%02X%02X%02X" % v for k, v in DUBAI.items()}, "ignore_colors": ["#000000"]}
+DUBAI = {
+    "Building": (60, 16, 152),
+    "Land (unpaved area)": (132, 41, 246),
+    "Road": (110, 193, 228),
+    "Vegetation": (254, 221, 58),
+    "Water": (226, 169, 41),
+    "Unlabeled": (155, 155, 155),
+}
+DUBAI_OPTIONS = {
+    "colors": {k: "#{:02X}{:02X}{:02X}".format(*v) for k, v in DUBAI.items()},
+    "ignore_colors": ["#000000"],
+}
 SPACENET = "segmentation/spacenet4_atlanta_sample"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,9 +61,11 @@ def dubai_tiny(tmp_path_factory, dubai: Path) -> Path:
     (root / "masks").mkdir()
     for i in ("001", "002", "003"):
         Image.open(dubai / "tile_1" / "images" / f"image_part_{i}.jpg").crop((0, 0, 192, 160)).save(
-            root / "images" / f"{i}.png")
+            root / "images" / f"{i}.png"
+        )
         Image.open(dubai / "tile_1" / "masks" / f"image_part_{i}.png").crop((0, 0, 192, 160)).save(
-            root / "masks" / f"{i}.png")
+            root / "masks" / f"{i}.png"
+        )
     return root.parent
 
 
@@ -168,7 +179,7 @@ def test_splits_are_seeded_disjoint_and_cover():
     assert "grid regions" in how and len(train) + len(test) == 16 and len(test) == 3
     covered = np.zeros((900, 900), dtype=int)
     for r in train + test:
-        covered[r.window.row:r.window.row + r.window.height, r.window.col:r.window.col + r.window.width] += 1
+        covered[r.window.row : r.window.row + r.window.height, r.window.col : r.window.col + r.window.width] += 1
     assert (covered == 1).all()
     assert split_regions([(900, 900)], 0.2, seed=0, crop=64)[1] == test
     assert split_regions([(900, 900)], 0.2, seed=1, crop=64)[1] != test
@@ -197,8 +208,14 @@ def test_dense_encoder_carries_the_init_weights():
         enc = build_dense_encoder(init, 64).eval()
         with torch.no_grad():
             torch.testing.assert_close(enc(x)[-1], pooled.forward_features(x))
-    cfg = EvaluateConfig(task="segmentation", data=Path("."), init="random", backbone="vit_tiny_patch16_224",
-                         image_size=32, protocol=["frozen"])
+    cfg = EvaluateConfig(
+        task="segmentation",
+        data=Path("."),
+        init="random",
+        backbone="vit_tiny_patch16_224",
+        image_size=32,
+        protocol=["frozen"],
+    )
     enc = build_dense_encoder(resolve_dense_init(cfg, 3, quiet()), 64).freeze()
     backbone_params, neck_params = enc.trainable_groups()
     assert backbone_params == [] and len(neck_params) > 0
@@ -210,8 +227,16 @@ def test_dense_encoder_carries_the_init_weights():
 
 
 def _cfg(data: Path, out: Path, **kw) -> EvaluateConfig:
-    base = {"task": "segmentation", "data": data, "out": out, "init": "random", "image_size": 64, "seeds": [0],
-            "epochs": 1, "batch_size": 16}
+    base = {
+        "task": "segmentation",
+        "data": data,
+        "out": out,
+        "init": "random",
+        "image_size": 64,
+        "seeds": [0],
+        "epochs": 1,
+        "batch_size": 16,
+    }
     return EvaluateConfig(**{**base, **kw})
 
 
@@ -244,9 +269,18 @@ def test_dubai_frozen_and_finetune_runs(dubai_tiny: Path, tmp_path: Path):
 
 
 def test_spacenet_vector_labels_run_with_fraction(shared_data: Path, tmp_path: Path):
-    cfg = _cfg(shared_data / SPACENET, tmp_path, adapter="vector", classes=["background", "building"],
-               options={"images": "spacenet4_atlanta_pan_0.5m.tif", "labels": "spacenet4_atlanta_buildings.geojson"},
-               protocol=["frozen"], fractions=[0.3], decoder="linear", batch_size=32, metric="iou_building")
+    cfg = _cfg(
+        shared_data / SPACENET,
+        tmp_path,
+        adapter="vector",
+        classes=["background", "building"],
+        options={"images": "spacenet4_atlanta_pan_0.5m.tif", "labels": "spacenet4_atlanta_buildings.geojson"},
+        protocol=["frozen"],
+        fractions=[0.3],
+        decoder="linear",
+        batch_size=32,
+        metric="iou_building",
+    )
     rows = evaluate(cfg, console=quiet())
     metrics = {r["metric"]: r["value"] for r in rows}
     assert {"miou", "pixel_accuracy", "iou_background"} <= set(metrics)
@@ -294,8 +328,22 @@ def test_cli_reports_bad_masks_in_one_line(dubai: Path, tmp_path: Path):
 
     from rsbench.cli import app
 
-    res = CliRunner().invoke(app, ["evaluate", "--task", "segmentation", "--data", str(dubai), "--init", "random",
-                                   "--protocol", "frozen", "--out", str(tmp_path)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--task",
+            "segmentation",
+            "--data",
+            str(dubai),
+            "--init",
+            "random",
+            "--protocol",
+            "frozen",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert res.exit_code == 1
     lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "tile_1/masks/image_part_001.png" in lines[0] and "colour (" in lines[0]

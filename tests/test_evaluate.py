@@ -20,21 +20,56 @@ from typer.testing import CliRunner
 import rsbench.evaluate.images as images_mod
 from rsbench.cli import app
 from rsbench.contracts.predictions import read_predictions
-from rsbench.report.recompute import metric_on_examples
 from rsbench.errors import DataError
 from rsbench.evaluate import RESULT_FIELDS, EvaluateConfig, evaluate
 from rsbench.evaluate.probes import classification_metrics, fit_logistic_probe, knn_classify
 from rsbench.evaluate.splits import stratified_split
 from rsbench.io import read_jsonl
+from rsbench.report.recompute import metric_on_examples
 from rsbench.ssl.backbones import create_backbone
 
 # The schema that `rsbench report` and the results DB read; changing it must be deliberate.
 SCHEMA = [  # result rows, schema version 2 (README: Architecture, Results)
-    "schema_version", "task", "dataset", "protocol", "init", "init_kind", "init_path", "backbone", "label_fraction",
-    "seed", "metric", "value", "headline", "image_size", "patch_size", "n_train", "n_test", "num_classes",
-    "feature_dim", "normalization", "band_mapping", "resize", "split", "test_split_id", "k", "temperature",
-    "weight_decay", "hparams", "probe_path", "predictions_path", "extract_time_s", "fit_time_s", "eval_time_s",
-    "eval_images_per_s", "features_cached", "features_key", "data", "test_data", "rsbench_version", "created",
+    "schema_version",
+    "task",
+    "dataset",
+    "protocol",
+    "init",
+    "init_kind",
+    "init_path",
+    "backbone",
+    "label_fraction",
+    "seed",
+    "metric",
+    "value",
+    "headline",
+    "image_size",
+    "patch_size",
+    "n_train",
+    "n_test",
+    "num_classes",
+    "feature_dim",
+    "normalization",
+    "band_mapping",
+    "resize",
+    "split",
+    "test_split_id",
+    "k",
+    "temperature",
+    "weight_decay",
+    "hparams",
+    "probe_path",
+    "predictions_path",
+    "extract_time_s",
+    "fit_time_s",
+    "eval_time_s",
+    "eval_images_per_s",
+    "features_cached",
+    "features_key",
+    "data",
+    "test_data",
+    "rsbench_version",
+    "created",
 ]
 
 
@@ -80,6 +115,7 @@ def cached_features(out: Path, row: dict) -> torch.Tensor:
 
 def reference_knn(bank, bank_labels, queries, num_classes, k, t):
     """Plain-Python temperature-weighted cosine kNN."""
+
     def unit(v):
         n = math.sqrt(sum(a * a for a in v))
         return [a / n for a in v]
@@ -168,13 +204,24 @@ def test_knn_and_linear_on_real_data(random_run, eurosat_small):
     out, rows = random_run
     rows = [r for r in rows if r["seed"] == 0]
     assert [(r["protocol"], r["metric"]) for r in rows] == [
-        ("knn", "accuracy"), ("knn", "f1_macro"), ("linear", "accuracy"), ("linear", "f1_macro"), ("linear", "ece")]
+        ("knn", "accuracy"),
+        ("knn", "f1_macro"),
+        ("linear", "accuracy"),
+        ("linear", "f1_macro"),
+        ("linear", "ece"),
+    ]
     assert [r["headline"] for r in rows] == [True, False, True, False, False]
     for r in rows:
         assert list(r) == SCHEMA == list(RESULT_FIELDS)
         assert 0.0 <= r["value"] <= 1.0 and r["schema_version"] == 2
         assert (r["task"], r["dataset"], r["init"], r["init_kind"], r["init_path"], r["backbone"]) == (
-            "classification", eurosat_small.name, "random-resnet18", "random", None, "resnet18")
+            "classification",
+            eurosat_small.name,
+            "random-resnet18",
+            "random",
+            None,
+            "resnet18",
+        )
         sizes = [r[k] for k in ("n_train", "n_test", "num_classes", "feature_dim", "image_size")]
         assert sizes == [160, 40, 10, 512, 64]
         assert r["resize"] == "none (64x64)" and r["label_fraction"] == 1.0
@@ -257,7 +304,12 @@ def test_run_dir_init(eurosat_small, tmp_path):
     assert "--backbone resnet50 ignored" in warnings and "--image-size 48 ignored" in warnings
     r = rows[0]
     assert (r["init"], r["init_kind"], r["init_path"], r["backbone"], r["image_size"]) == (
-        "simclr-resnet18 (run1)", "run", str(run.resolve()), "resnet18", 32)
+        "simclr-resnet18 (run1)",
+        "run",
+        str(run.resolve()),
+        "resnet18",
+        32,
+    )
     # The same weights given as a state_dict file yield bit-identical features: the run's weights were used.
     rows_w = evaluate(cfg(eurosat_small, out, init=str(run / "backbone.pt"), image_size=32), console=quiet())
     assert rows_w[0]["resize"] == "bilinear antialias 64x64 -> 32x32"
@@ -280,8 +332,22 @@ def test_imagenet_without_weights_fails_offline(eurosat_small, tmp_path):
 def test_imagenet_with_weights_file(eurosat_small, tmp_path):
     full = timm.create_model("resnet18")  # a 1000-class ImageNet-style checkpoint, head included
     torch.save(full.state_dict(), tmp_path / "r18.pth")
-    res = cli("--data", eurosat_small, "--init", "imagenet", "--weights", tmp_path / "r18.pth", "--image-size", 32,
-              "--protocol", "knn", "--seeds", "0", "--out", tmp_path / "out")
+    res = cli(
+        "--data",
+        eurosat_small,
+        "--init",
+        "imagenet",
+        "--weights",
+        tmp_path / "r18.pth",
+        "--image-size",
+        32,
+        "--protocol",
+        "knn",
+        "--seeds",
+        "0",
+        "--out",
+        tmp_path / "out",
+    )
     assert res.exit_code == 0, res.output
     r = read_jsonl(tmp_path / "out" / "results.jsonl")[0]
     assert (r["init"], r["init_kind"], r["init_path"]) == ("imagenet-resnet18", "imagenet", str(tmp_path / "r18.pth"))
@@ -334,16 +400,19 @@ def bad_inputs(tmp_path, eurosat_small) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("option, value, expected", [
-    ("--data", "{tmp}/nope", "dataset folder not found: {tmp}/nope"),
-    ("--config", "{tmp}/bad.yaml", "invalid config key 'bogus_key' in config file {tmp}/bad.yaml"),
-    ("--protocol", "knn,svm", "unknown protocol 'svm'"),
-    ("--task", "captioning", "unknown task 'captioning'"),
-    ("--backbone", "nope_net", "unknown backbone 'nope_net'"),
-    ("--data", "{tmp}/empty", "{tmp}/empty has no class sub-folders"),
-    ("--data", "{tmp}/corrupt", "cannot read image {tmp}/corrupt/b/zz_broken.jpg"),
-    ("--init", "{tmp}/no_such_run", "--init '{tmp}/no_such_run' is not a run directory"),
-])
+@pytest.mark.parametrize(
+    "option, value, expected",
+    [
+        ("--data", "{tmp}/nope", "dataset folder not found: {tmp}/nope"),
+        ("--config", "{tmp}/bad.yaml", "invalid config key 'bogus_key' in config file {tmp}/bad.yaml"),
+        ("--protocol", "knn,svm", "unknown protocol 'svm'"),
+        ("--task", "captioning", "unknown task 'captioning'"),
+        ("--backbone", "nope_net", "unknown backbone 'nope_net'"),
+        ("--data", "{tmp}/empty", "{tmp}/empty has no class sub-folders"),
+        ("--data", "{tmp}/corrupt", "cannot read image {tmp}/corrupt/b/zz_broken.jpg"),
+        ("--init", "{tmp}/no_such_run", "--init '{tmp}/no_such_run' is not a run directory"),
+    ],
+)
 def test_cli_errors(option, value, expected, eurosat_small, bad_inputs):
     args = {"--data": eurosat_small, "--init": "random", "--out": bad_inputs / "out", "--protocol": "knn"}
     res = cli(*[x for kv in {**args, option: value.format(tmp=bad_inputs)}.items() for x in kv])
@@ -359,12 +428,29 @@ def test_task_spec_headline_metric_is_written_first(tmp_path, monkeypatch):
     from rsbench.evaluate.results import make_row
 
     def fake_task(cfg, console):
-        return [make_row(**{**dict.fromkeys(RESULT_FIELDS), "task": "fake", "dataset": "d", "protocol": "frozen",
-                            "init": "random", "metric": m, "value": v, "seed": 0, "label_fraction": 1.0})
-                for m, v in (("miou", 0.5), ("pixel_accuracy", 0.8), ("iou_building", 0.7))]
+        return [
+            make_row(
+                **{
+                    **dict.fromkeys(RESULT_FIELDS),
+                    "task": "fake",
+                    "dataset": "d",
+                    "protocol": "frozen",
+                    "init": "random",
+                    "metric": m,
+                    "value": v,
+                    "seed": 0,
+                    "label_fraction": 1.0,
+                }
+            )
+            for m, v in (("miou", 0.5), ("pixel_accuracy", 0.8), ("iou_building", 0.7))
+        ]
 
     monkeypatch.setitem(tasks._TASKS, "fake", tasks.Task("fake", ("frozen",), fake_task))
-    rows = evaluate(EvaluateConfig(task="fake", data=tmp_path, init="random", protocol=["frozen"],
-                                   metric="iou_building", out=tmp_path / "out"), Console(file=io.StringIO()))
+    rows = evaluate(
+        EvaluateConfig(
+            task="fake", data=tmp_path, init="random", protocol=["frozen"], metric="iou_building", out=tmp_path / "out"
+        ),
+        Console(file=io.StringIO()),
+    )
     written = [json.loads(line)["metric"] for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert written == [r["metric"] for r in rows] == ["iou_building", "miou", "pixel_accuracy"]

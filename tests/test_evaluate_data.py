@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 import torch
 from PIL import Image
+from rasterio.transform import from_origin
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -45,8 +45,17 @@ def eurosat_tif(tmp_path_factory, eurosat_small) -> Path:
         for f in sorted(cls.iterdir())[:10]:
             rgb = np.asarray(Image.open(f)).transpose(2, 0, 1).astype(np.uint16)
             arr = np.concatenate([rgb, rgb.sum(0, keepdims=True) * 4 // 3])
-            with rasterio.open(root / cls.name / f"{f.stem}.tif", "w", driver="GTiff", width=64, height=64, count=4,
-                               dtype="uint16", crs="EPSG:32632", transform=from_origin(500000, 5000640, 10, 10)) as dst:
+            with rasterio.open(
+                root / cls.name / f"{f.stem}.tif",
+                "w",
+                driver="GTiff",
+                width=64,
+                height=64,
+                count=4,
+                dtype="uint16",
+                crs="EPSG:32632",
+                transform=from_origin(500000, 5000640, 10, 10),
+            ) as dst:
                 dst.write(arr)
     return root
 
@@ -59,8 +68,11 @@ def write_csv(path: Path, rows: list[list[str]]) -> Path:
 def test_csv_equals_imagefolder_on_multiband_geotiffs(eurosat_tif, tmp_path):
     index = index_image_folder(eurosat_tif)
     # Columns in another order, capitalised, with an extra one: they are found by name. Paths are relative.
-    csv = write_csv(tmp_path / "labels.csv", [["Label", "note", "image_path"]] + [
-        [index.classes[y], "x", os.path.relpath(p, tmp_path)] for p, y in zip(index.paths, index.labels)])
+    csv = write_csv(
+        tmp_path / "labels.csv",
+        [["Label", "note", "image_path"]]
+        + [[index.classes[y], "x", os.path.relpath(p, tmp_path)] for p, y in zip(index.paths, index.labels)],
+    )
     kw = {"init": "random", "image_size": 32, "seeds": [0, 1], "protocol": ["knn", "linear"]}
     folder_rows = evaluate(EvaluateConfig(data=eurosat_tif, out=tmp_path / "a", **kw), console=quiet())
     csv_rows = evaluate(EvaluateConfig(data=csv, out=tmp_path / "b", **kw), console=quiet())
@@ -88,8 +100,10 @@ def test_task_spec_run_and_precedence(eurosat_small, tmp_path):
     spec = tmp_path / "specs" / "small.yaml"
     spec.parent.mkdir()
     rel = os.path.relpath(eurosat_small, spec.parent)  # relative to the spec file, not the working directory
-    spec.write_text(f"name: eurosat_small_spec\ntask: classification\nadapter: imagefolder\ndata: {rel}\n"
-                    f"metric: f1_macro\nimage_size: 48\noptions: {{}}\n")
+    spec.write_text(
+        f"name: eurosat_small_spec\ntask: classification\nadapter: imagefolder\ndata: {rel}\n"
+        f"metric: f1_macro\nimage_size: 48\noptions: {{}}\n"
+    )
     conf = tmp_path / "run.yaml"
     conf.write_text("protocol: knn\nseeds: 0\nimage_size: 40\n")
     res = cli("--task-spec", spec, "--config", conf, "--init", "random", "--out", tmp_path / "out")
@@ -115,29 +129,40 @@ def bad(tmp_path, eurosat_small) -> Path:
     write_csv(tmp_path / "header_only.csv", [["path", "label"]])
     write_csv(tmp_path / "ok.csv", good)
     (tmp_path / "empty").mkdir()
-    (tmp_path / "classes.yaml").write_text(f"name: t\ndata: {tmp_path / 'unknown_class.csv'}\nclasses: [Forest, River]\n")
+    (tmp_path / "classes.yaml").write_text(
+        f"name: t\ndata: {tmp_path / 'unknown_class.csv'}\nclasses: [Forest, River]\n"
+    )
     (tmp_path / "bogus.yaml").write_text(f"name: t\ndata: {tmp_path / 'ok.csv'}\nsplits: 3\n")
     (tmp_path / "metric.yaml").write_text(f"name: t\ndata: {tmp_path / 'ok.csv'}\nmetric: miou\n")
     (tmp_path / "options.yaml").write_text(f"name: t\ndata: {tmp_path / 'ok.csv'}\noptions: {{colors: x.json}}\n")
     return tmp_path
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--task-spec", "{tmp}/classes.yaml"], "CSV file {tmp}/unknown_class.csv line 8: unknown class 'Lava'"),
-    (["--data", "{tmp}/missing_file.csv"], "CSV file {tmp}/missing_file.csv line 4: image not found: {tmp}/nope/ghost.jpg"),
-    (["--data", "{tmp}/no_label.csv"], "CSV file {tmp}/no_label.csv needs an image column"),
-    (["--data", "{tmp}/header_only.csv"], "CSV file {tmp}/header_only.csv has a header but no rows"),
-    (["--data", "{tmp}/nothing.csv"], "CSV file not found: {tmp}/nothing.csv"),
-    (["--data", "{tmp}/empty"], "{tmp}/empty has no class sub-folders"),
-    (["--task-spec", "{tmp}/bogus.yaml"], "invalid config key 'splits' in task spec {tmp}/bogus.yaml: unknown key"),
-    (["--task-spec", "{tmp}/nope.yaml"], "config file not found: {tmp}/nope.yaml"),
-    (["--task-spec", "{tmp}/metric.yaml"], "'miou' is not reported for single-label classification"),
-    (["--task-spec", "{tmp}/options.yaml"], "invalid config key 'options.colors': adapter 'csv' takes no options"),
-    (["--data", "{tmp}/ok.csv", "--adapter", "coco"], "unknown adapter 'coco' for task 'classification'"),
-    (["--data", "{tmp}/ok.csv", "--fractions", "0.5,1.5"], "label fractions must be in (0, 1], got 1.5"),
-    (["--data", "{tmp}/ok.csv", "--init", "bandstats", "--protocol", "finetune"], "protocol 'finetune' needs a network"),
-    (["--data", "{tmp}/ok.csv", "--init", "pixels", "--weights", "{tmp}/ok.csv"], "--weights only applies to"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--task-spec", "{tmp}/classes.yaml"], "CSV file {tmp}/unknown_class.csv line 8: unknown class 'Lava'"),
+        (
+            ["--data", "{tmp}/missing_file.csv"],
+            "CSV file {tmp}/missing_file.csv line 4: image not found: {tmp}/nope/ghost.jpg",
+        ),
+        (["--data", "{tmp}/no_label.csv"], "CSV file {tmp}/no_label.csv needs an image column"),
+        (["--data", "{tmp}/header_only.csv"], "CSV file {tmp}/header_only.csv has a header but no rows"),
+        (["--data", "{tmp}/nothing.csv"], "CSV file not found: {tmp}/nothing.csv"),
+        (["--data", "{tmp}/empty"], "{tmp}/empty has no class sub-folders"),
+        (["--task-spec", "{tmp}/bogus.yaml"], "invalid config key 'splits' in task spec {tmp}/bogus.yaml: unknown key"),
+        (["--task-spec", "{tmp}/nope.yaml"], "config file not found: {tmp}/nope.yaml"),
+        (["--task-spec", "{tmp}/metric.yaml"], "'miou' is not reported for single-label classification"),
+        (["--task-spec", "{tmp}/options.yaml"], "invalid config key 'options.colors': adapter 'csv' takes no options"),
+        (["--data", "{tmp}/ok.csv", "--adapter", "coco"], "unknown adapter 'coco' for task 'classification'"),
+        (["--data", "{tmp}/ok.csv", "--fractions", "0.5,1.5"], "label fractions must be in (0, 1], got 1.5"),
+        (
+            ["--data", "{tmp}/ok.csv", "--init", "bandstats", "--protocol", "finetune"],
+            "protocol 'finetune' needs a network",
+        ),
+        (["--data", "{tmp}/ok.csv", "--init", "pixels", "--weights", "{tmp}/ok.csv"], "--weights only applies to"),
+    ],
+)
 def test_bad_inputs_give_one_line_errors(args, expected, bad):
     base = {"--init": "random", "--protocol": "knn", "--out": str(bad / "out")}
     given = [a.format(tmp=bad) for a in args]

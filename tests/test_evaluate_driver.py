@@ -23,8 +23,13 @@ class FakeTask:
 
     def split(self, seed):
         self.calls.append(("split", seed))
-        return SeedSplit(list(range(10)), list(range(10, 14)), f"fake split {seed}",
-                         {"normalization": {"seed": seed}, "test_split_id": f"t{seed}"}, {"offset": seed * 100})
+        return SeedSplit(
+            list(range(10)),
+            list(range(10, 14)),
+            f"fake split {seed}",
+            {"normalization": {"seed": seed}, "test_split_id": f"t{seed}"},
+            {"offset": seed * 100},
+        )
 
     def subset(self, split, fraction, seed):
         self.calls.append(("subset", seed, fraction))
@@ -33,11 +38,19 @@ class FakeTask:
     def run(self, protocol, split, train, seed, fields):
         self.calls.append(("run", seed, fields["label_fraction"], protocol))
         assert fields["seed"] == seed and fields["protocol"] == protocol and fields["n_train"] == len(train)
-        columns = {"index": np.asarray(split.test), "path": [f"img{i}" for i in split.test],
-                   "y_true": np.zeros(4, dtype=np.int64), "y_pred": np.ones(4, dtype=np.int64)}
+        columns = {
+            "index": np.asarray(split.test),
+            "path": [f"img{i}" for i in split.test],
+            "y_true": np.zeros(4, dtype=np.int64),
+            "y_pred": np.ones(4, dtype=np.int64),
+        }
         state = {"w": torch.full((2,), float(split.context["offset"]))} if protocol == "fit" else None
-        return CellResult({"accuracy": 0.5 + seed, "f1_macro": 0.25}, {"k": 5 if protocol == "knn" else None},
-                          state, Predictions("classification", columns, {"note": protocol}))
+        return CellResult(
+            {"accuracy": 0.5 + seed, "f1_macro": 0.25},
+            {"k": 5 if protocol == "knn" else None},
+            state,
+            Predictions("classification", columns, {"note": protocol}),
+        )
 
 
 def test_run_cells_loops_writes_files_and_flags_headline(tmp_path: Path):
@@ -47,13 +60,24 @@ def test_run_cells_loops_writes_files_and_flags_headline(tmp_path: Path):
     rows = run_cells(cfg, task, base, "accuracy", CLASSES)
 
     assert task.calls == [
-        ("split", 0), ("subset", 0, 0.5), ("run", 0, 0.5, "knn"), ("run", 0, 0.5, "fit"),
-        ("subset", 0, 1.0), ("run", 0, 1.0, "knn"), ("run", 0, 1.0, "fit"),
-        ("split", 1), ("subset", 1, 0.5), ("run", 1, 0.5, "knn"), ("run", 1, 0.5, "fit"),
-        ("subset", 1, 1.0), ("run", 1, 1.0, "knn"), ("run", 1, 1.0, "fit"),
+        ("split", 0),
+        ("subset", 0, 0.5),
+        ("run", 0, 0.5, "knn"),
+        ("run", 0, 0.5, "fit"),
+        ("subset", 0, 1.0),
+        ("run", 0, 1.0, "knn"),
+        ("run", 0, 1.0, "fit"),
+        ("split", 1),
+        ("subset", 1, 0.5),
+        ("run", 1, 0.5, "knn"),
+        ("run", 1, 0.5, "fit"),
+        ("subset", 1, 1.0),
+        ("run", 1, 1.0, "knn"),
+        ("run", 1, 1.0, "fit"),
     ]
     assert [(r["seed"], r["label_fraction"], r["protocol"], r["metric"]) for r in rows] == [
-        (s, f, p, m) for s in (0, 1) for f in (0.5, 1.0) for p in ("knn", "fit") for m in ("accuracy", "f1_macro")]
+        (s, f, p, m) for s in (0, 1) for f in (0.5, 1.0) for p in ("knn", "fit") for m in ("accuracy", "f1_macro")
+    ]
     assert [r["headline"] for r in rows] == [True, False] * 8
 
     for r in rows:

@@ -55,9 +55,11 @@ def test_imagenet_init_on_more_bands_keeps_the_rgb_response(eurosat_small, tmp_p
     red, green, blue bands scaled by 3 / C and the RGB mean filter elsewhere. So a C-band model sees
     (R, G, B, 0, ...) as the RGB model sees 3/C (R, G, B), and an achromatic image (one band repeated) as
     the RGB model does. More than 3 bands must be named (or --rgb-bands given) to say where R, G, B are."""
-    models = {3: imagenet(eurosat_small, tmp_path, in1k, 3).build().eval(),
-              4: imagenet(eurosat_small, tmp_path, in1k, 4, bands=["red", "green", "blue", "nir"]).build().eval(),
-              6: imagenet(eurosat_small, tmp_path, in1k, 6, rgb_bands=["1", "2", "3"]).build().eval()}
+    models = {
+        3: imagenet(eurosat_small, tmp_path, in1k, 3).build().eval(),
+        4: imagenet(eurosat_small, tmp_path, in1k, 4, bands=["red", "green", "blue", "nir"]).build().eval(),
+        6: imagenet(eurosat_small, tmp_path, in1k, 6, rgb_bands=["1", "2", "3"]).build().eval(),
+    }
     g = torch.Generator().manual_seed(0)
     x, gray = torch.randn(2, 3, 32, 32, generator=g), torch.randn(2, 1, 32, 32, generator=g)
     with torch.no_grad():
@@ -75,9 +77,15 @@ def test_imagenet_filters_follow_the_sentinel2_band_order(eurosat_small, tmp_pat
     """Sentinel-2 order B02, B03, B04, B08: R goes to channel 2, G to 1, B to 0, the mean to B08."""
     rgb = imagenet(eurosat_small, tmp_path, in1k, 3)
     s2 = imagenet(eurosat_small, tmp_path, in1k, 4, bands=["B02", "B03", "B04", "B08"])
-    assert s2.band_mapping == {"red": 2, "green": 1, "blue": 0, "others": "mean RGB filter", "source": "band names",
-                               "bands": ["B02", "B03", "B04", "B08"],
-                               "sensor": "sentinel2 (inferred from the band names)"}
+    assert s2.band_mapping == {
+        "red": 2,
+        "green": 1,
+        "blue": 0,
+        "others": "mean RGB filter",
+        "source": "band names",
+        "bands": ["B02", "B03", "B04", "B08"],
+        "sensor": "sentinel2 (inferred from the band names)",
+    }
     assert rgb.band_mapping["source"] == "assumed RGB order (3 unnamed bands)"
     assert s2.identity["rgb"] == [2, 1, 0] and "rgb" not in rgb.identity  # keys their feature caches apart
     w = timm.create_model("resnet18", num_classes=0)
@@ -111,8 +119,10 @@ def test_imagenet_on_bgr_data_reorders_the_filters(eurosat_small, tmp_path, in1k
 def test_random_init_is_one_draw_per_seed(eurosat_small, tmp_path):
     init = resolve_init(cfg(eurosat_small, tmp_path), 3, quiet())
     s1, s2, again = init.for_seed(1), init.for_seed(2), init.for_seed(1)
-    w = {k: i.build().conv1.weight for k, i in (("base", init), ("s0", init.for_seed(0)), ("s1", s1), ("s2", s2),
-                                                 ("again", again))}
+    w = {
+        k: i.build().conv1.weight
+        for k, i in (("base", init), ("s0", init.for_seed(0)), ("s1", s1), ("s2", s2), ("again", again))
+    }
     assert not torch.allclose(w["s1"], w["s2"]) and not torch.allclose(w["s1"], w["base"])
     assert torch.equal(w["s1"], w["again"])
     assert torch.equal(w["s0"], w["base"])  # seed 0 is the draw of build(), as before per-seed draws
@@ -160,14 +170,22 @@ def test_torchgeo_init_from_the_hub_cache(eurosat_small, torch_home, tmp_path):
     path = write_weights(torch_home, "resnet18_sentinel2_rgb_moco-e3a335e3.pth", 3)
     init = resolve_init(cfg(eurosat_small, tmp_path, init=f"torchgeo:{RGB_MOCO}"), 3, quiet())
     assert init.image_size == 224 and init.path == str(path.resolve())  # the weights' crop size by default
-    assert init.band_mapping == {"weights_channels": [0, 1, 2], "weights_bands": ["B4", "B3", "B2"], "dropped": 0,
-                                 "source": "the data has the weights' bands"}
+    assert init.band_mapping == {
+        "weights_channels": [0, 1, 2],
+        "weights_bands": ["B4", "B3", "B2"],
+        "dropped": 0,
+        "source": "the data has the weights' bands",
+    }
 
     rows = evaluate(cfg(eurosat_small, tmp_path / "out", init=f"torchgeo:{RGB_MOCO}", image_size=32), console=quiet())
     r = rows[0]
     assert (r["init"], r["init_kind"], r["backbone"]) == (f"torchgeo-{RGB_MOCO}", "torchgeo", "resnet18")
-    assert r["normalization"] == {"mean": [0.0] * 3, "std": [10000.0] * 3, "source": f"torchgeo {RGB_MOCO} transforms",
-                                  "bands": ["B4", "B3", "B2"]}
+    assert r["normalization"] == {
+        "mean": [0.0] * 3,
+        "std": [10000.0] * 3,
+        "source": f"torchgeo {RGB_MOCO} transforms",
+        "bands": ["B4", "B3", "B2"],
+    }
     # Reference for image 0: plain timm + the file, preprocessing by the weights' own Normalize module.
     model = timm.create_model("resnet18", num_classes=0)
     model.load_state_dict({k: v for k, v in torch.load(path, weights_only=True).items() if not k.startswith("fc.")})
@@ -183,14 +201,23 @@ def test_torchgeo_init_from_the_hub_cache(eurosat_small, torch_home, tmp_path):
 def test_torchgeo_init_maps_named_bands_onto_the_weights(eurosat_small, torch_home, tmp_path):
     write_weights(torch_home, "resnet18_sentinel2_all_moco-59bfdff9.pth", 13)
     full = resolve_init(cfg(eurosat_small, tmp_path, init=f"torchgeo:{ALL_MOCO}"), 13, quiet()).build().eval()
-    init = resolve_init(cfg(eurosat_small, tmp_path, init=f"torchgeo:{ALL_MOCO}", bands=["B04", "B03", "B02"]), 3,
-                        quiet())
+    init = resolve_init(
+        cfg(eurosat_small, tmp_path, init=f"torchgeo:{ALL_MOCO}", bands=["B04", "B03", "B02"]), 3, quiet()
+    )
     assert init.bands == ["B4", "B3", "B2"] and init.normalization["std"] == [10000.0] * 3
-    assert init.band_mapping == {"weights_channels": [3, 2, 1], "weights_bands": ["B4", "B3", "B2"], "dropped": 10,
-                                 "source": "--bands matched to the weights' bands", "bands": ["B04", "B03", "B02"]}
+    assert init.band_mapping == {
+        "weights_channels": [3, 2, 1],
+        "weights_bands": ["B4", "B3", "B2"],
+        "dropped": 10,
+        "source": "--bands matched to the weights' bands",
+        "bands": ["B04", "B03", "B02"],
+    }
     # GeoTIFF band descriptions are matched by their band number.
-    described = resolve_init(cfg(eurosat_small, tmp_path, init=f"torchgeo:{ALL_MOCO}",
-                                 bands=["B04_red", "B03_green", "B02_blue"]), 3, quiet())
+    described = resolve_init(
+        cfg(eurosat_small, tmp_path, init=f"torchgeo:{ALL_MOCO}", bands=["B04_red", "B03_green", "B02_blue"]),
+        3,
+        quiet(),
+    )
     assert described.bands == ["B4", "B3", "B2"] and described.identity == init.identity
     rgb_model = init.build().eval()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -208,8 +235,10 @@ def test_torchgeo_init_maps_named_bands_onto_the_weights(eurosat_small, torch_ho
 
 
 def test_torchgeo_init_offline_without_file_is_one_line_error(eurosat_small, torch_home, tmp_path):
-    res = CliRunner().invoke(app, ["evaluate", "--data", str(eurosat_small), "--init", f"torchgeo:{RGB_MOCO}",
-                                   "--out", str(tmp_path / "out")])
+    res = CliRunner().invoke(
+        app,
+        ["evaluate", "--data", str(eurosat_small), "--init", f"torchgeo:{RGB_MOCO}", "--out", str(tmp_path / "out")],
+    )
     lines = res.stderr.strip().splitlines()
     assert res.exit_code == 1 and len(lines) == 1, res.output
     assert f"not found at {torch_home / 'resnet18_sentinel2_rgb_moco-e3a335e3.pth'}" in lines[0]
@@ -233,9 +262,17 @@ def fake_torchgeo_eurosat(root: Path, eurosat_small: Path) -> tuple[Path, Path]:
             (root / f"folder_{split}" / cls.name / f.name).symlink_to(f.resolve())
             arr = np.zeros((13, 64, 64), dtype=np.uint16)
             arr[[3, 2, 1]] = np.asarray(Image.open(f)).transpose(2, 0, 1)
-            with rasterio.open(tif_dir / cls.name / f"{f.stem}.tif", "w", driver="GTiff", width=64, height=64,
-                               count=13, dtype="uint16", crs="EPSG:32632",
-                               transform=from_origin(500000, 5000640, 10, 10)) as dst:
+            with rasterio.open(
+                tif_dir / cls.name / f"{f.stem}.tif",
+                "w",
+                driver="GTiff",
+                width=64,
+                height=64,
+                count=13,
+                dtype="uint16",
+                crs="EPSG:32632",
+                transform=from_origin(500000, 5000640, 10, 10),
+            ) as dst:
                 dst.write(arr)
     for split, names in splits.items():
         (root / f"eurosat-{split}.txt").write_text("\n".join(names) + "\n")  # torchgeo lists .jpg names
@@ -245,8 +282,16 @@ def fake_torchgeo_eurosat(root: Path, eurosat_small: Path) -> tuple[Path, Path]:
 def test_torchgeo_dataset_adapter_matches_imagefolder(eurosat_small, tmp_path):
     train, test = fake_torchgeo_eurosat(tmp_path / "eurosat", eurosat_small)
     kw = {"image_size": 32, "protocol": ["knn", "linear"]}
-    tg = evaluate(cfg(tmp_path / "eurosat", tmp_path / "a", adapter="torchgeo",
-                      options={"dataset": "EuroSAT", "bands": ["B04", "B03", "B02"]}, **kw), console=quiet())
+    tg = evaluate(
+        cfg(
+            tmp_path / "eurosat",
+            tmp_path / "a",
+            adapter="torchgeo",
+            options={"dataset": "EuroSAT", "bands": ["B04", "B03", "B02"]},
+            **kw,
+        ),
+        console=quiet(),
+    )
     folder = evaluate(cfg(train, tmp_path / "b", test_data=test, **kw), console=quiet())
     assert [r["value"] for r in tg] == [r["value"] for r in folder]
     assert (tg[0]["n_train"], tg[0]["n_test"], tg[0]["split"]) == (80, 20, "fixed (torchgeo test split)")
@@ -259,8 +304,10 @@ def test_torchgeo_dataset_adapter_matches_imagefolder(eurosat_small, tmp_path):
         evaluate(cfg(tmp_path, tmp_path / "c", adapter="torchgeo", options={"dataset": "EuroSet"}), console=quiet())
 
 
-@pytest.mark.parametrize("name", ["ResNet50_Weights.FMOW_RGB_GASSL", "ResNet18_Weights.SENTINEL2_ALL_MOCO",
-                                  "ViTSmall16_Weights.SENTINEL2_ALL_DINO"])
+@pytest.mark.parametrize(
+    "name",
+    ["ResNet50_Weights.FMOW_RGB_GASSL", "ResNet18_Weights.SENTINEL2_ALL_MOCO", "ViTSmall16_Weights.SENTINEL2_ALL_DINO"],
+)
 def test_weights_transforms_fold_into_one_normalization(name):
     """Chained Normalize steps (GASSL: /255 then ImageNet mean/std) == one per-band (x - mean) / std."""
     from torchgeo.models import get_weight

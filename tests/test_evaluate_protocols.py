@@ -16,9 +16,9 @@ from rich.console import Console
 from rsbench.data.images import index_image_folder
 from rsbench.evaluate import EvaluateConfig, evaluate
 from rsbench.evaluate.finetune import param_groups
-from rsbench.evaluate.training import TrainingModule
 from rsbench.evaluate.multilabel import knn_multilabel_scores, multilabel_metrics
 from rsbench.evaluate.splits import fraction_subset, stratified_split
+from rsbench.evaluate.training import TrainingModule
 
 
 def quiet() -> Console:
@@ -54,8 +54,9 @@ def test_fractions_are_stratified_nested_and_reproducible(eurosat_dir):
 
 
 def test_fraction_rows_reuse_one_feature_pass_per_seed(eurosat_small, tmp_path):
-    rows = evaluate(cfg(eurosat_small, tmp_path, protocol=["knn", "linear"], seeds=[0, 1], fractions=[1.0, 0.1]),
-                    console=quiet())
+    rows = evaluate(
+        cfg(eurosat_small, tmp_path, protocol=["knn", "linear"], seeds=[0, 1], fractions=[1.0, 0.1]), console=quiet()
+    )
     keys = [(r["seed"], r["label_fraction"], r["protocol"], r["metric"]) for r in rows]
     assert len(keys) == len(set(keys)) == 2 * 2 * (2 + 3)  # knn: accuracy, f1; linear: + ece
     assert {r["n_train"] for r in rows if r["label_fraction"] == 0.1} == {20}  # 16 train per class -> 2
@@ -85,8 +86,15 @@ def reference_ap(scores: list[float], target: list[int]) -> float:
 
 
 def test_multilabel_metrics_match_hand_computation():
-    scores = torch.tensor([[0.9, 0.2, 0.6, 0.1], [0.8, 0.7, 0.3, 0.2], [0.4, 0.1, 0.8, 0.3],
-                           [0.3, 0.6, 0.45, 0.15], [0.1, 0.55, 0.7, 0.05]])
+    scores = torch.tensor(
+        [
+            [0.9, 0.2, 0.6, 0.1],
+            [0.8, 0.7, 0.3, 0.2],
+            [0.4, 0.1, 0.8, 0.3],
+            [0.3, 0.6, 0.45, 0.15],
+            [0.1, 0.55, 0.7, 0.05],
+        ]
+    )
     target = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0]])
     # Label 3 has no positives: undefined AP/recall, so it is left out of both macro averages.
     aps = [reference_ap(scores[:, c].tolist(), target[:, c].tolist()) for c in range(3)]
@@ -120,8 +128,11 @@ def test_knn_multilabel_matches_plain_python():
         assert row == pytest.approx(expected, abs=1e-5)
 
 
-GROUPS = {"vegetation": {"AnnualCrop", "Forest", "HerbaceousVegetation", "Pasture", "PermanentCrop"},
-          "water": {"River", "SeaLake"}, "built": {"Highway", "Industrial", "Residential", "River"}}
+GROUPS = {
+    "vegetation": {"AnnualCrop", "Forest", "HerbaceousVegetation", "Pasture", "PermanentCrop"},
+    "water": {"River", "SeaLake"},
+    "built": {"Highway", "Industrial", "Residential", "River"},
+}
 
 
 def test_multilabel_csv_on_real_eurosat(eurosat_small, tmp_path):
@@ -131,10 +142,21 @@ def test_multilabel_csv_on_real_eurosat(eurosat_small, tmp_path):
         lines.append(f"{p},{';'.join(sorted(g for g, members in GROUPS.items() if p.parent.name in members))}")
     (tmp_path / "multi.csv").write_text("\n".join(lines) + "\n")
     rows = evaluate(cfg(tmp_path / "multi.csv", tmp_path / "out", protocol=["knn", "linear"]), console=quiet())
-    rows += evaluate(cfg(tmp_path / "multi.csv", tmp_path / "out", protocol=["finetune"], image_size=32, epochs=1,
-                         fractions=[0.1], batch_size=32), console=quiet())
+    rows += evaluate(
+        cfg(
+            tmp_path / "multi.csv",
+            tmp_path / "out",
+            protocol=["finetune"],
+            image_size=32,
+            epochs=1,
+            fractions=[0.1],
+            batch_size=32,
+        ),
+        console=quiet(),
+    )
     assert [(r["protocol"], r["metric"]) for r in rows] == [
-        (p, m) for p in ("knn", "linear", "finetune") for m in ("map", "map_micro", "f1_macro")]
+        (p, m) for p in ("knn", "linear", "finetune") for m in ("map", "map_micro", "f1_macro")
+    ]
     assert {r["num_classes"] for r in rows} == {3} and {r["dataset"] for r in rows} == {"multi"}
     assert all(r["split"].startswith("random test_fraction=0.2") and r["n_test"] == 40 for r in rows)
     assert rows[-1]["n_train"] == 16 and rows[-1]["label_fraction"] == 0.1
@@ -156,8 +178,9 @@ def test_multilabel_csv_on_real_eurosat(eurosat_small, tmp_path):
         meta, cols = read_predictions(r["predictions_path"])
         assert meta["kind"] == "multilabel" and cols["scores"].shape == (40, 3)
         present = cols["y_true"].sum(0) > 0
-        ref = np.mean([average_precision_score(cols["y_true"][:, c], cols["scores"][:, c])
-                       for c in np.flatnonzero(present)])
+        ref = np.mean(
+            [average_precision_score(cols["y_true"][:, c], cols["scores"][:, c]) for c in np.flatnonzero(present)]
+        )
         assert r["value"] == pytest.approx(ref, abs=1e-5)
         assert metric_on_examples(r["predictions_path"], "map").point() == pytest.approx(ref, abs=1e-5)
 
@@ -166,8 +189,10 @@ def test_multilabel_csv_on_real_eurosat(eurosat_small, tmp_path):
 
 
 def test_finetune_few_steps_on_real_eurosat(eurosat_small, tmp_path):
-    rows = evaluate(cfg(eurosat_small, tmp_path, protocol=["finetune"], image_size=32, epochs=1, batch_size=32,
-                        fractions=[0.5]), console=quiet())
+    rows = evaluate(
+        cfg(eurosat_small, tmp_path, protocol=["finetune"], image_size=32, epochs=1, batch_size=32, fractions=[0.5]),
+        console=quiet(),
+    )
     acc, f1, ece = rows
     assert ece["metric"] == "ece" and 0 <= ece["value"] <= 1 and not ece["headline"]
     assert (acc["metric"], f1["metric"]) == ("accuracy", "f1_macro") and 0 <= acc["value"] <= 1
@@ -194,15 +219,21 @@ def test_vit_finetune_uses_layer_wise_lr_decay():
     backbone = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32)
     head = torch.nn.Linear(backbone.num_features, 10)
     groups = param_groups(backbone, head, lr=1e-3, weight_decay=0.05, layer_decay=0.5)
-    module = TrainingModule(torch.nn.Sequential(backbone, head), lambda m, b: m(b).sum(), groups, total_steps=10,
-                            warmup_fraction=0.1, weight_decay=0.05)
+    module = TrainingModule(
+        torch.nn.Sequential(backbone, head),
+        lambda m, b: m(b).sum(),
+        groups,
+        total_steps=10,
+        warmup_fraction=0.1,
+        weight_decay=0.05,
+    )
     opt = module.configure_optimizers()["optimizer"]
     lrs = {g["lr"] for g in opt.param_groups}
     # Embedding 0.5 ** 12, block i 0.5 ** (11 - i), the last block and the head the full LR.
-    assert sorted(lrs) == pytest.approx(sorted(1e-3 * 0.5 ** i for i in range(13)))
+    assert sorted(lrs) == pytest.approx(sorted(1e-3 * 0.5**i for i in range(13)))
     by_name = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
-    assert by_name[id(backbone.patch_embed.proj.weight)] == pytest.approx(1e-3 * 0.5 ** 12)
-    assert by_name[id(backbone.blocks[0].attn.qkv.weight)] == pytest.approx(1e-3 * 0.5 ** 11)
+    assert by_name[id(backbone.patch_embed.proj.weight)] == pytest.approx(1e-3 * 0.5**12)
+    assert by_name[id(backbone.blocks[0].attn.qkv.weight)] == pytest.approx(1e-3 * 0.5**11)
     assert by_name[id(head.weight)] == pytest.approx(1e-3)
     assert all(g["weight_decay"] == 0 for g in opt.param_groups if any(p is backbone.pos_embed for p in g["params"]))
 
@@ -224,8 +255,9 @@ def test_bandstats_and_pixels_baselines(eurosat_small, tmp_path):
     assert len(caches) == 2
     norm = torch.load(caches[0], weights_only=True)["normalization"]
     first = sorted(sorted(p for p in eurosat_small.iterdir())[0].iterdir())[0]
-    x = (np.asarray(Image.open(first)).transpose(2, 0, 1).astype(np.float64)
-         - np.array(norm["mean"])[:, None, None]) / np.array(norm["std"])[:, None, None]
+    x = (
+        np.asarray(Image.open(first)).transpose(2, 0, 1).astype(np.float64) - np.array(norm["mean"])[:, None, None]
+    ) / np.array(norm["std"])[:, None, None]
     flat = x.reshape(3, -1)
     bandstats = np.concatenate([flat.mean(1), flat.std(1), *np.percentile(flat, [1, 50, 99], axis=1)])
     pixels = x.reshape(3, 8, 8, 8, 8).mean(axis=(2, 4)).reshape(-1)

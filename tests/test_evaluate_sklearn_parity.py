@@ -55,8 +55,25 @@ def test_knn5_and_linear_agree_with_sklearn_on_saved_features(eurosat_500: Path,
     from sklearn.neighbors import KNeighborsClassifier
 
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["evaluate", "--data", str(eurosat_500), "--init", "random", "--image-size", "32",
-                                   "--protocol", "knn5,linear", "--seeds", "0", "--save-features", "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--data",
+            str(eurosat_500),
+            "--init",
+            "random",
+            "--image-size",
+            "32",
+            "--protocol",
+            "knn5,linear",
+            "--seeds",
+            "0",
+            "--save-features",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = {r["protocol"]: r for r in read_jsonl(out / "results.jsonl") if r["metric"] == "accuracy"}
     [npz] = (out / "saved_features").glob("*.npz")  # one file: both probes of the cell saw these features
@@ -72,6 +89,10 @@ def test_knn5_and_linear_agree_with_sklearn_on_saved_features(eurosat_500: Path,
 
     preds, best_c = sklearn_logistic_sweep(f["train_x"].astype(np.float64), f["train_y"], f["test_x"], seed=0)
     sk_linear = float((preds == f["test_y"]).mean())
-    assert abs(rows["linear"]["value"] - sk_linear) <= 0.01, (rows["linear"]["value"], sk_linear, best_c,
-                                                              rows["linear"]["hparams"]["C"])
+    assert abs(rows["linear"]["value"] - sk_linear) <= 0.01, (
+        rows["linear"]["value"],
+        sk_linear,
+        best_c,
+        rows["linear"]["hparams"]["C"],
+    )
     assert rows["linear"]["hparams"]["c_grid"] == pytest.approx(list(C_GRID))

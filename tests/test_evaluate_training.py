@@ -17,8 +17,9 @@ TOTAL = EPOCHS * N // BATCH  # 12 steps
 
 def _loader() -> DataLoader:
     g = torch.Generator().manual_seed(0)
-    return DataLoader(TensorDataset(torch.randn(N, 2, generator=g), torch.randn(N, 1, generator=g)),
-                      batch_size=BATCH, shuffle=False)
+    return DataLoader(
+        TensorDataset(torch.randn(N, 2, generator=g), torch.randn(N, 1, generator=g)), batch_size=BATCH, shuffle=False
+    )
 
 
 def _mse(model, batch):
@@ -29,8 +30,18 @@ def _mse(model, batch):
 def _fit(warmup_fraction: float, loss_fn=_mse, **kw):
     torch.manual_seed(0)
     model = torch.nn.Linear(2, 1)
-    return fit(model, loss_fn, _loader(), [{"params": list(model.parameters()), "lr": LR}], EPOCHS,
-               torch.device("cpu"), warmup_fraction=warmup_fraction, weight_decay=1e-4, progress_bar=False, **kw)
+    return fit(
+        model,
+        loss_fn,
+        _loader(),
+        [{"params": list(model.parameters()), "lr": LR}],
+        EPOCHS,
+        torch.device("cpu"),
+        warmup_fraction=warmup_fraction,
+        weight_decay=1e-4,
+        progress_bar=False,
+        **kw,
+    )
 
 
 def test_plain_cosine_per_step_is_torch_cosine_annealing():

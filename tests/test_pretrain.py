@@ -34,8 +34,14 @@ def one_thread():
 def eurosat_run(tmp_path_factory, eurosat_small, one_thread) -> Path:
     out = tmp_path_factory.mktemp("runs") / "simclr"
     cfg = PretrainConfig(
-        images=eurosat_small, out=out, max_steps=40, batch_size=32, image_size=32, num_workers=0,
-        log_every=1, recipe={"optimizer": "sgd", "lr": 0.6},
+        images=eurosat_small,
+        out=out,
+        max_steps=40,
+        batch_size=32,
+        image_size=32,
+        num_workers=0,
+        log_every=1,
+        recipe={"optimizer": "sgd", "lr": 0.6},
     )
     return pretrain(cfg)
 
@@ -56,7 +62,9 @@ def _reference_flops(model: torch.nn.Module, views: list[torch.Tensor]) -> float
         macs = output.numel() * k
         total += 2 * macs * (3 if inputs[0].requires_grad else 2)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
     try:
         model.training_loss(views)
     finally:
@@ -86,7 +94,9 @@ def test_run_dir_artefacts(eurosat_run):
     assert run["images_per_s"] == pytest.approx(40 * 32 / run["train_time_s"], rel=0.01)
     assert run["device_hours"] == pytest.approx(run["wall_time_s"] / 3600, rel=0.01)
     assert 0 < run["data_wait_s"] + run["compute_s"] <= run["train_time_s"] * 1.01
-    assert run["data_wait_fraction"] == pytest.approx(run["data_wait_s"] / (run["data_wait_s"] + run["compute_s"]), abs=1e-3)
+    assert run["data_wait_fraction"] == pytest.approx(
+        run["data_wait_s"] / (run["data_wait_s"] + run["compute_s"]), abs=1e-3
+    )
     assert run["peak_memory"]["cpu_rss_peak_bytes"] > 100e6
     from rsbench.ssl import get_method
 
@@ -118,12 +128,19 @@ def test_rerun_is_noop_and_changed_config_is_an_error(eurosat_run, eurosat_small
 
 def test_pretrain_on_six_band_sentinel2_corpus(tmp_path, rasters_dir):
     corpus = tmp_path / "corpus"
-    build_corpus(CorpusBuildConfig(
-        inputs=[str(rasters_dir / "sentinel2_l1c_T18SVG_20160112_20m_6band.tif")], out=str(corpus), tile_size=32,
-        shard_size=300,
-    ))
-    run = pretrain(PretrainConfig(corpus=corpus, out=tmp_path / "run", max_steps=6, batch_size=16,
-                                  image_size=32, num_workers=0, log_every=1))
+    build_corpus(
+        CorpusBuildConfig(
+            inputs=[str(rasters_dir / "sentinel2_l1c_T18SVG_20160112_20m_6band.tif")],
+            out=str(corpus),
+            tile_size=32,
+            shard_size=300,
+        )
+    )
+    run = pretrain(
+        PretrainConfig(
+            corpus=corpus, out=tmp_path / "run", max_steps=6, batch_size=16, image_size=32, num_workers=0, log_every=1
+        )
+    )
     meta = json.loads((run / "backbone.json").read_text())
     assert meta["in_chans"] == 6 and meta["data"]["kind"] == "corpus" and meta["data"]["bands"] == 6
     info = json.loads((corpus / "corpus.json").read_text())

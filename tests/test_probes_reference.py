@@ -104,7 +104,7 @@ def test_knn5_equals_sklearn_on_real_features(full_split):
     np.testing.assert_array_equal(knn5_classify(xtr.float(), ytr, xte.float(), chunk=37)[0].numpy(), ref)
     # And the exact rule: stable sort of the exact distances, first 5, most frequent label (smallest on ties).
     a, b = xte.numpy(), xtr.numpy()
-    d = np.concatenate([((a[i:i + 20, None, :] - b[None]) ** 2).sum(-1) for i in range(0, len(a), 20)])
+    d = np.concatenate([((a[i : i + 20, None, :] - b[None]) ** 2).sum(-1) for i in range(0, len(a), 20)])
     nn = np.argsort(d, axis=1, kind="stable")[:, :5]
     votes = np.stack([np.bincount(row, minlength=NUM_CLASSES) for row in ytr.numpy()[nn]])
     np.testing.assert_array_equal(preds.numpy(), votes.argmax(1))
@@ -301,7 +301,8 @@ def test_per_class_metrics_match_sklearn(small_split):
     for y_true, y_pred, n in cases:
         ours = per_class_metrics(y_true, y_pred, n)
         p, r, f, s = precision_recall_fscore_support(
-            y_true.numpy(), y_pred.numpy(), labels=list(range(n)), zero_division=0)
+            y_true.numpy(), y_pred.numpy(), labels=list(range(n)), zero_division=0
+        )
         for key, ref in zip(("precision", "recall", "f1", "support"), (p, r, f, s)):
             assert len(ours[key]) == n
             np.testing.assert_allclose(ours[key], ref, atol=1e-12, err_msg=key)

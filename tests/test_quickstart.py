@@ -20,7 +20,9 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     assert meta["in_chans"] == 4 and meta["data"]["kind"] == "corpus"
     rows = [json.loads(line) for line in (tmp_path / "results" / "results.jsonl").read_text().splitlines()]
     assert {(r["init_kind"], r["protocol"], r["metric"]) for r in rows} == {
-        (kind, protocol, metric) for kind in ("run", "random") for protocol in ("knn", "linear")
+        (kind, protocol, metric)
+        for kind in ("run", "random")
+        for protocol in ("knn", "linear")
         for metric in ("accuracy", "f1_macro")
     } | {(kind, "linear", "ece") for kind in ("run", "random")}
     # A second run finds every stage done and produces the same results without retraining.

@@ -24,8 +24,17 @@ VOID = {"meta", "br", "img", "hr", "input", "link"}
 
 
 def row(init, protocol, seed, value, metric="accuracy", **extra):
-    return {"task": "classification", "dataset": "eurosat_rgb", "protocol": protocol, "init": init,
-            "label_fraction": 1.0, "seed": seed, "metric": metric, "value": value, **extra}
+    return {
+        "task": "classification",
+        "dataset": "eurosat_rgb",
+        "protocol": protocol,
+        "init": init,
+        "label_fraction": 1.0,
+        "seed": seed,
+        "metric": metric,
+        "value": value,
+        **extra,
+    }
 
 
 # 2 inits x 2 protocols x 3 seeds, hand-picked so rankings differ between protocols.
@@ -39,9 +48,20 @@ VALUES = {
 
 @pytest.fixture
 def rows():
-    return [row(i, p, s, v, init_kind="random" if i.startswith("random") else "run",
-                image_size=64, normalization={"mean": [0.0], "std": [1.0], "source": "dataset"}, resize="none")
-            for (i, p), vals in VALUES.items() for s, v in enumerate(vals)]
+    return [
+        row(
+            i,
+            p,
+            s,
+            v,
+            init_kind="random" if i.startswith("random") else "run",
+            image_size=64,
+            normalization={"mean": [0.0], "std": [1.0], "source": "dataset"},
+            resize="none",
+        )
+        for (i, p), vals in VALUES.items()
+        for s, v in enumerate(vals)
+    ]
 
 
 def write_jsonl(path: Path, rows, extra_lines=()):
@@ -80,8 +100,12 @@ def test_deduplicate_keeps_latest_created_in_any_order():
 
 def test_primary_metric_is_accuracy_for_classification():
     # Ranking by macro_f1 (listed first) would put "b" on top; accuracy must decide instead.
-    rows = [row("a", "knn", 0, 0.3, metric="macro_f1"), row("a", "knn", 0, 0.9),
-            row("b", "knn", 0, 0.8, metric="macro_f1"), row("b", "knn", 0, 0.5)]
+    rows = [
+        row("a", "knn", 0, 0.3, metric="macro_f1"),
+        row("a", "knn", 0, 0.9),
+        row("b", "knn", 0, 0.8, metric="macro_f1"),
+        row("b", "knn", 0, 0.5),
+    ]
     [section] = build_sections(rows)
     assert section.metrics == ["accuracy", "macro_f1"]
     assert [e.init for e in section.entries] == ["a", "b"]
@@ -104,10 +128,12 @@ def test_load_results_discovers_directories_recursively(tmp_path, rows):
 
 @pytest.mark.parametrize(
     "bad_line, expect",
-    [("{not json\n", "malformed JSON"),
-     (json.dumps({k: v for k, v in row("a", "knn", 0, 0.5).items() if k != "seed"}) + "\n", "seed"),
-     (json.dumps(row("a", "knn", 0, "high")) + "\n", "'value'"),
-     ("[1, 2]\n", "JSON object")],
+    [
+        ("{not json\n", "malformed JSON"),
+        (json.dumps({k: v for k, v in row("a", "knn", 0, 0.5).items() if k != "seed"}) + "\n", "seed"),
+        (json.dumps(row("a", "knn", 0, "high")) + "\n", "'value'"),
+        ("[1, 2]\n", "JSON object"),
+    ],
 )
 def test_bad_line_names_file_and_line(tmp_path, bad_line, expect):
     path = tmp_path / "results.jsonl"
@@ -176,9 +202,11 @@ def test_render_report_is_self_contained_ranked_and_escaped(tmp_path, rows):
     assert page.tables == [["simclr-run1", EVIL, "random-init"], ["random-init", "simclr-run1"]]
     assert page.row_classes == ["best", "", "baseline", "best baseline", ""]
     for protocol in ("knn", "linear"):
-        assert f"<span class=\"sep\">/</span>{protocol}<span" in html
+        assert f'<span class="sep">/</span>{protocol}<span' in html
     assert "<script>" not in html and "evil &lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;q&#34;" in html
-    assert f"{np.mean(VALUES[('simclr-run1', 'knn')]):.3f} ± {np.std(VALUES[('simclr-run1', 'knn')], ddof=1):.3f}" in html
+    assert (
+        f"{np.mean(VALUES[('simclr-run1', 'knn')]):.3f} ± {np.std(VALUES[('simclr-run1', 'knn')], ddof=1):.3f}" in html
+    )
     assert "based on 3 seeds, 9 evaluation cells, 9 results rows" in html
     assert "based on 3 seeds, 6 evaluation cells, 6 results rows" in html
     assert "Preprocessing" in html and ">dataset<" in html
@@ -216,6 +244,7 @@ def cli_app():
         # rsbench/cli/__init__.py imports stages not written yet: load our module without it,
         # then drop the stand-in so no other test sees a half-built rsbench.cli.
         import rsbench
+
         saved = {k: v for k, v in sys.modules.items() if k == "rsbench.cli" or k.startswith("rsbench.cli.")}
         for k in saved:
             del sys.modules[k]

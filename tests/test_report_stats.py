@@ -32,17 +32,32 @@ def test_pareto_front():
 
 
 def row(init, dataset, seed, value, kind="run", protocol="knn"):
-    return {"task": "classification", "dataset": dataset, "protocol": protocol, "init": init, "init_kind": kind,
-            "label_fraction": 1.0, "seed": seed, "metric": "accuracy", "value": value}
+    return {
+        "task": "classification",
+        "dataset": dataset,
+        "protocol": protocol,
+        "init": init,
+        "init_kind": kind,
+        "label_fraction": 1.0,
+        "seed": seed,
+        "metric": "accuracy",
+        "value": value,
+    }
 
 
 def test_analysis_normalizes_per_task_and_pairs_by_seed():
     # Task A: random 0.40/0.40, ssl 0.80/0.60. Task B: random 0.20, ssl 0.30 (seeds 0, 1). No per-example
     # outputs and no n_test: the intervals come from the seeds alone (and say so).
-    rows = [row("random-r18", "A", 0, 0.40, "random"), row("random-r18", "A", 1, 0.40, "random"),
-            row("ssl", "A", 0, 0.80), row("ssl", "A", 1, 0.60),
-            row("random-r18", "B", 0, 0.20, "random"), row("random-r18", "B", 1, 0.20, "random"),
-            row("ssl", "B", 0, 0.30), row("ssl", "B", 1, 0.30)]
+    rows = [
+        row("random-r18", "A", 0, 0.40, "random"),
+        row("random-r18", "A", 1, 0.40, "random"),
+        row("ssl", "A", 0, 0.80),
+        row("ssl", "A", 1, 0.60),
+        row("random-r18", "B", 0, 0.20, "random"),
+        row("random-r18", "B", 1, 0.20, "random"),
+        row("ssl", "B", 0, 0.30),
+        row("ssl", "B", 1, 0.30),
+    ]
     a = analyze(rows, n_boot=1000)
     [ta, tb] = a.tasks
     # Headroom score: random init is 0, the perfect metric (1.0) is 100, whoever else is in the report.
@@ -70,10 +85,15 @@ def test_analysis_normalizes_per_task_and_pairs_by_seed():
 def test_analysis_prefers_imagenet_reference_and_label_efficiency():
     rows = []
     for seed, (r, i, s) in enumerate([(0.3, 0.6, 0.5), (0.3, 0.7, 0.55)]):
-        rows += [row("random", "A", seed, r, "random"), row("imagenet-r18", "A", seed, i, "imagenet"),
-                 row("ssl", "A", seed, s)]
-        rows += [{**row("ssl", "A", seed, s - 0.2), "label_fraction": 0.1},
-                 {**row("random", "A", seed, r - 0.1, "random"), "label_fraction": 0.1}]
+        rows += [
+            row("random", "A", seed, r, "random"),
+            row("imagenet-r18", "A", seed, i, "imagenet"),
+            row("ssl", "A", seed, s),
+        ]
+        rows += [
+            {**row("ssl", "A", seed, s - 0.2), "label_fraction": 0.1},
+            {**row("random", "A", seed, r - 0.1, "random"), "label_fraction": 0.1},
+        ]
     a = analyze(rows, n_boot=1000)
     assert a.reference == "imagenet-r18"
     [p] = [d for d in a.paired if d["init"] == "ssl"]
@@ -85,5 +105,3 @@ def test_analysis_prefers_imagenet_reference_and_label_efficiency():
     [curve] = a.efficiency
     assert [pt[0] for pt in curve["lines"]["ssl"]] == [0.1, 1.0]
     assert curve["lines"]["ssl"][0][1] == pytest.approx(np.mean([0.3, 0.35]))
-
-

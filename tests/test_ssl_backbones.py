@@ -62,8 +62,9 @@ def test_band_adaptation_preserves_rgb_outputs_on_achromatic_input(rgb_weights, 
 
 def test_pretrained_vit_position_embeddings_are_resampled_to_the_image_size(rgb_weights):
     src = torch.load(rgb_weights["vit_tiny_patch16_224"], weights_only=True)["pos_embed"]  # 1 + 14x14
-    model = create_backbone("vit_tiny_patch16_224", 3, 64, pretrained=True,
-                            weights_file=rgb_weights["vit_tiny_patch16_224"])
+    model = create_backbone(
+        "vit_tiny_patch16_224", 3, 64, pretrained=True, weights_file=rgb_weights["vit_tiny_patch16_224"]
+    )
     pos = model.pos_embed.detach()
     assert pos.shape == (1, 1 + 4 * 4, 192)
     assert torch.equal(pos[:, :1], src[:, :1])  # the class token's embedding is kept
@@ -88,8 +89,9 @@ def test_exported_vit_loads_with_plain_timm_and_load_exported_backbone(tmp_path)
     model = create_backbone("vit_tiny_patch16_224", 4, 32, patch_size=8).eval()
     torch.save(model.state_dict(), tmp_path / "backbone.pt")
     kwargs = backbone_kwargs("vit_tiny_patch16_224", 32, 8)
-    (tmp_path / "backbone.json").write_text(json.dumps(
-        {"arch": "vit_tiny_patch16_224", "in_chans": 4, "image_size": 32, "timm_kwargs": kwargs}))
+    (tmp_path / "backbone.json").write_text(
+        json.dumps({"arch": "vit_tiny_patch16_224", "in_chans": 4, "image_size": 32, "timm_kwargs": kwargs})
+    )
     plain = timm.create_model("vit_tiny_patch16_224", in_chans=4, num_classes=0, **kwargs).eval()
     plain.load_state_dict(torch.load(tmp_path / "backbone.pt", weights_only=True), strict=True)
     loaded, meta = load_exported_backbone(tmp_path)

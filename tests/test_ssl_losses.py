@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from rsbench.ssl import get_method
-from rsbench.ssl.momentum import momentum_at
 from rsbench.ssl.mocov3 import mocov3_loss
+from rsbench.ssl.momentum import momentum_at
 
 T = torch.tensor
 
@@ -30,8 +30,15 @@ def _logsumexp(xs: list[float]) -> float:
 
 def _model(name: str, **recipe):
     arch = "resnet18" if name not in ("mae", "mocov3", "dino") else "vit_tiny_patch16_224"
-    return get_method(name)(arch=arch, in_chans=3, image_size=32, batch_size=4, max_steps=101, recipe=recipe,
-                            patch_size=8 if "vit" in arch else None)
+    return get_method(name)(
+        arch=arch,
+        in_chans=3,
+        image_size=32,
+        batch_size=4,
+        max_steps=101,
+        recipe=recipe,
+        patch_size=8 if "vit" in arch else None,
+    )
 
 
 Z0 = [[1.0, 2.0, 0.5], [-1.0, 0.5, 2.0], [0.3, -1.2, 0.7]]
@@ -115,7 +122,8 @@ def test_barlow_twins_loss_matches_hand_computation():
     bn = list(zip(*[_standardize([r[j] for r in b]) for j in range(d)]))
     c = [[sum(an[s][i] * bn[s][j] for s in range(n)) / n for j in range(d)] for i in range(d)]
     expected = sum((1 - c[i][i]) ** 2 for i in range(d)) + lam * sum(
-        c[i][j] ** 2 for i in range(d) for j in range(d) if i != j)
+        c[i][j] ** 2 for i in range(d) for j in range(d) if i != j
+    )
     assert model.criterion(T(a), T(b)).item() == pytest.approx(expected, rel=1e-4)
 
 
@@ -128,8 +136,10 @@ def test_vicreg_loss_matches_hand_computation():
     def var_cov(z):
         cols = [[r[j] for r in z] for j in range(d)]
         means = [sum(c) / n for c in cols]
-        cov = [[sum((cols[i][s] - means[i]) * (cols[j][s] - means[j]) for s in range(n)) / (n - 1)
-                for j in range(d)] for i in range(d)]
+        cov = [
+            [sum((cols[i][s] - means[i]) * (cols[j][s] - means[j]) for s in range(n)) / (n - 1) for j in range(d)]
+            for i in range(d)
+        ]
         variance = sum(max(0.0, 1 - math.sqrt(cov[j][j] + 1e-4)) for j in range(d)) / d
         covariance = sum(cov[i][j] ** 2 for i in range(d) for j in range(d) if i != j) / d
         return variance, covariance
@@ -217,7 +227,7 @@ def test_mae_masking_ratio_targets_and_patchify_round_trip():
     target = model.masked_targets(images, idx_mask)
     j = int(idx_mask[1, 4]) - 1
     r, c = divmod(j, 4)
-    patch = images[1, :, r * 8:(r + 1) * 8, c * 8:(c + 1) * 8].permute(1, 2, 0).reshape(-1)
+    patch = images[1, :, r * 8 : (r + 1) * 8, c * 8 : (c + 1) * 8].permute(1, 2, 0).reshape(-1)
     assert torch.equal(target[1, 4], patch)
     model.recipe.extra["norm_pix_loss"] = True
     normed = model.masked_targets(images, idx_mask)[1, 4]

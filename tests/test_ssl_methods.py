@@ -25,13 +25,21 @@ from rsbench.train.data import ImageFilesDataset, collate_views, image_folder_so
 STEPS, BATCH, SIZE = 30, 16, 32
 FAST = {"optimizer": "adamw", "lr": 0.008, "weight_decay": 1e-4, "warmup_fraction": 0.2, "weight_decay_end": None}
 SMALL = {
-    "simclr": {}, "mocov2": {},
+    "simclr": {},
+    "mocov2": {},
     "mocov3": {"hidden_dim": 512, "momentum_start": 0.99},
     "byol": {"hidden_dim": 512, "momentum_start": 0.99},
-    "dino": {"out_dim": 256, "hidden_dim": 512, "bottleneck_dim": 64, "momentum_start": 0.99,
-             "lr": 0.032, "warmup_fraction": 0.0},  # the early fit of the teacher shows at once
+    "dino": {
+        "out_dim": 256,
+        "hidden_dim": 512,
+        "bottleneck_dim": 64,
+        "momentum_start": 0.99,
+        "lr": 0.032,
+        "warmup_fraction": 0.0,
+    },  # the early fit of the teacher shows at once
     "mae": {"decoder_dim": 64, "decoder_depth": 1, "decoder_heads": 4},
-    "barlowtwins": {"proj_dim": 512}, "vicreg": {"proj_dim": 512},
+    "barlowtwins": {"proj_dim": 512},
+    "vicreg": {"proj_dim": 512},
 }
 VIT = ("mocov3", "dino", "mae")
 DINO_WINDOW = range(1, 10)
@@ -76,8 +84,14 @@ def eurosat(eurosat_small):
 @pytest.fixture(scope="module")
 def sentinel2_corpus(tmp_path_factory, rasters_dir):
     out = tmp_path_factory.mktemp("s2") / "corpus"
-    build_corpus(CorpusBuildConfig(inputs=[str(rasters_dir / "sentinel2_l1c_T18SVG_20160112_20m_6band.tif")],
-                                   out=str(out), tile_size=SIZE, shard_size=300))
+    build_corpus(
+        CorpusBuildConfig(
+            inputs=[str(rasters_dir / "sentinel2_l1c_T18SVG_20160112_20m_6band.tif")],
+            out=str(out),
+            tile_size=SIZE,
+            shard_size=300,
+        )
+    )
     return out
 
 
@@ -94,21 +108,42 @@ def train(name: str, data: tuple[Dataset, int], **recipe):
     dataset, bands = data
     cls = get_method(name)
     arch, patch = ("vit_tiny_patch16_224", 8) if name in VIT else ("resnet18", None)
-    dataset.transform = cls.view_transform(SIZE, bands, None, **({"n_local": 2, "patch_size": 8} if name == "dino" else {}))
+    dataset.transform = cls.view_transform(
+        SIZE, bands, None, **({"n_local": 2, "patch_size": 8} if name == "dino" else {})
+    )
     models = []
     for _ in range(2):  # the model and its untrained twin (identical initial weights)
         L.seed_everything(0, verbose=False)
-        models.append(cls(arch=arch, in_chans=bands, image_size=SIZE, batch_size=BATCH, max_steps=STEPS,
-                          recipe={**FAST, **SMALL[name], **recipe}, patch_size=patch))
+        models.append(
+            cls(
+                arch=arch,
+                in_chans=bands,
+                image_size=SIZE,
+                batch_size=BATCH,
+                max_steps=STEPS,
+                recipe={**FAST, **SMALL[name], **recipe},
+                patch_size=patch,
+            )
+        )
     window = DINO_WINDOW if name == "dino" else range(STEPS - STEPS // 3, STEPS)
     model, losses = models[0], Losses(models[1], window)
-    trainer = L.Trainer(max_steps=STEPS, max_epochs=-1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[losses], log_every_n_steps=5)
+    trainer = L.Trainer(
+        max_steps=STEPS,
+        max_epochs=-1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[losses],
+        log_every_n_steps=5,
+    )
     L.seed_everything(0, verbose=False)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        trainer.fit(model, DataLoader(dataset, batch_size=BATCH, shuffle=True, drop_last=True,
-                                      collate_fn=collate_views))
+        trainer.fit(
+            model, DataLoader(dataset, batch_size=BATCH, shuffle=True, drop_last=True, collate_fn=collate_views)
+        )
     RUNS[(name, bands)] = model, trainer, losses
     return model, trainer, losses
 
@@ -122,7 +157,7 @@ def _check_learns(name: str, record: Losses) -> None:
         # towards log K (Caron et al. 2021, Sec. 5.3, Fig. 7); only long runs see the loss fall again.
         # So the check is on the first steps: below the start, and below the untrained twin (medians:
         # a ViT-Tiny at this LR has single-step spikes).
-        early = losses[DINO_WINDOW.start:DINO_WINDOW.stop]
+        early = losses[DINO_WINDOW.start : DINO_WINDOW.stop]
         assert min(early) < losses[0] - 0.3, losses
         assert statistics.median(early) < statistics.median(record.control_values) - 0.2, (early, record.control_values)
         return
@@ -132,7 +167,8 @@ def _check_learns(name: str, record: Losses) -> None:
     # ... because of training: the untrained twin scores worse on the same last batches.
     control = sum(record.control_values) / len(record.control_values)
     assert len(record.control_values) == third and last < control - 0.02 * abs(control), (
-        f"{name}: trained {last:.4f} vs untrained {control:.4f} on the same batches")
+        f"{name}: trained {last:.4f} vs untrained {control:.4f} on the same batches"
+    )
 
 
 def _check_monitoring_and_export(model, trainer, bands: int) -> None:
@@ -157,8 +193,12 @@ def test_method_learns_on_eurosat(name, eurosat):
     model, trainer, record = train(name, eurosat)
     _check_learns(name, record)
     _check_monitoring_and_export(model, trainer, 3)
-    teacher = {"mocov2": "key_backbone", "mocov3": "key_backbone", "byol": "target_backbone",
-               "dino": "teacher_backbone"}.get(name)
+    teacher = {
+        "mocov2": "key_backbone",
+        "mocov3": "key_backbone",
+        "byol": "target_backbone",
+        "dino": "teacher_backbone",
+    }.get(name)
     if teacher:  # the EMA teacher followed the student, slowly
         first = next(model.backbone.parameters())
         t = next(getattr(model, teacher).parameters())
@@ -196,8 +236,15 @@ def test_collapse_is_flagged_and_warned(eurosat):
     dataset, bands = eurosat
     dataset.transform = Collapsed.view_transform(SIZE, bands)
     model = Collapsed(arch="resnet18", in_chans=3, image_size=SIZE, batch_size=8, max_steps=6, recipe=FAST)
-    trainer = L.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
+    trainer = L.Trainer(
+        max_steps=6,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
     with pytest.warns(UserWarning, match="representation collapse at step 4"):
         trainer.fit(model, DataLoader(dataset, batch_size=8, shuffle=True, drop_last=True, collate_fn=collate_views))
     assert float(trainer.callback_metrics["train/collapse"]) == 1.0
@@ -205,10 +252,20 @@ def test_collapse_is_flagged_and_warned(eurosat):
 
 
 def test_pretrain_entry_point_runs_a_vit_method_on_the_corpus(sentinel2_corpus, tmp_path):
-    run = pretrain(PretrainConfig(
-        method="mae", corpus=sentinel2_corpus, backbone="vit_tiny_patch16_224", out=tmp_path / "mae", max_steps=4,
-        batch_size=16, image_size=SIZE, num_workers=0, log_every=1, recipe=SMALL["mae"],
-    ))
+    run = pretrain(
+        PretrainConfig(
+            method="mae",
+            corpus=sentinel2_corpus,
+            backbone="vit_tiny_patch16_224",
+            out=tmp_path / "mae",
+            max_steps=4,
+            batch_size=16,
+            image_size=SIZE,
+            num_workers=0,
+            log_every=1,
+            recipe=SMALL["mae"],
+        )
+    )
     meta = json.loads((run / "backbone.json").read_text())
     assert meta["method"] == "mae" and meta["in_chans"] == 6 and meta["recipe"]["extra"]["mask_ratio"] == 0.75
     kwargs = meta.get("timm_kwargs", {"img_size": meta["image_size"]})

@@ -20,15 +20,28 @@ NAMES = ["simclr", "mocov2", "mocov3", "byol", "dino", "mae", "barlowtwins", "vi
 def test_registry_names_and_paper_defaults():
     assert sorted(METHODS) == sorted(NAMES)
     r = resolve_recipe("mocov2", {})
-    assert (r.optimizer, r.lr, r["queue_size"], r["temperature"], r["momentum_start"]) == ("sgd", 0.03, 65536, 0.2, 0.999)
+    assert (r.optimizer, r.lr, r["queue_size"], r["temperature"], r["momentum_start"]) == (
+        "sgd",
+        0.03,
+        65536,
+        0.2,
+        0.999,
+    )
     r = resolve_recipe("mae", {})
     assert (r.lr, r.weight_decay, r.betas, r["mask_ratio"]) == (1.5e-4, 0.05, (0.9, 0.95), 0.75)
     r = resolve_recipe("dino", {})
-    assert (r["warmup_teacher_temp"], r["teacher_temp"], r["student_temp"], r["momentum_start"]) == (0.04, 0.07, 0.1, 0.996)
+    assert (r["warmup_teacher_temp"], r["teacher_temp"], r["student_temp"], r["momentum_start"]) == (
+        0.04,
+        0.07,
+        0.1,
+        0.996,
+    )
     assert resolve_recipe("barlowtwins", {})["lambda_param"] == 5e-3
     r = resolve_recipe("vicreg", {})
     assert (r["lambda_param"], r["mu_param"], r["nu_param"]) == (25, 25, 1)
-    assert get_method("mocov3").default_backbone.startswith("vit") and get_method("mae").default_backbone.startswith("vit")
+    assert get_method("mocov3").default_backbone.startswith("vit") and get_method("mae").default_backbone.startswith(
+        "vit"
+    )
 
 
 def test_lr_scaling_rules():
@@ -45,15 +58,18 @@ def test_overrides_flat_or_nested_merge_with_method_keys():
     assert resolve_recipe("dino", {"weight_decay_end": None}).weight_decay_end is None
 
 
-@pytest.mark.parametrize("overrides,match", [
-    ({"temprature": 0.1}, "unknown recipe key 'temprature' for method 'simclr'"),
-    ({"extra": {"queue_size": 10}}, "unknown recipe key 'queue_size' for method 'simclr'"),
-    ({"lr": "fast"}, "recipe key 'lr' of method 'simclr' must be a number"),
-    ({"temperature": True}, "recipe key 'temperature' of method 'simclr' must be a number"),
-    ({"optimizer": "adam"}, "'optimizer' must be one of lars, sgd, adamw"),
-    ({"lr_scaling": "cubic"}, "'lr_scaling' must be one of linear, sqrt, none"),
-    ({"betas": [0.9]}, "recipe key 'betas' of method 'simclr' must be a list of 2 numbers"),
-])
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"temprature": 0.1}, "unknown recipe key 'temprature' for method 'simclr'"),
+        ({"extra": {"queue_size": 10}}, "unknown recipe key 'queue_size' for method 'simclr'"),
+        ({"lr": "fast"}, "recipe key 'lr' of method 'simclr' must be a number"),
+        ({"temperature": True}, "recipe key 'temperature' of method 'simclr' must be a number"),
+        ({"optimizer": "adam"}, "'optimizer' must be one of lars, sgd, adamw"),
+        ({"lr_scaling": "cubic"}, "'lr_scaling' must be one of linear, sqrt, none"),
+        ({"betas": [0.9]}, "recipe key 'betas' of method 'simclr' must be a list of 2 numbers"),
+    ],
+)
 def test_bad_overrides_name_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):
         resolve_recipe("simclr", overrides)

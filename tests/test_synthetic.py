@@ -13,7 +13,6 @@ from rasterio.enums import Compression
 from rasterio.transform import from_origin
 
 from rsbench.data import index_image_folder, read_image
-from rsbench.errors import ConfigError
 from rsbench.data.synthetic import (
     CLASS_NAMES,
     LAND_COVER_CLASSES,
@@ -23,6 +22,7 @@ from rsbench.data.synthetic import (
     render_chip,
     render_scene,
 )
+from rsbench.errors import ConfigError
 
 
 def _read(path: Path) -> np.ndarray:
@@ -39,8 +39,13 @@ def _frame(size: int, border: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_scene(
-        tmp_path_factory.mktemp("scene") / "s.tif", size=128, seed=3, nodata_border=8,
-        crs="EPSG:32633", origin=(400000.0, 5000000.0), gsd=20.0,
+        tmp_path_factory.mktemp("scene") / "s.tif",
+        size=128,
+        seed=3,
+        nodata_border=8,
+        crs="EPSG:32633",
+        origin=(400000.0, 5000000.0),
+        gsd=20.0,
     )
 
 
@@ -140,6 +145,7 @@ def test_class_textures_differ() -> None:
     # Urban blocks: streets are much darker than roofs, so a chip spans a wide range of values.
     u = _chips("urban")
     assert (np.percentile(u[:, 0], 95, axis=(1, 2)) / np.percentile(u[:, 0], 5, axis=(1, 2))).mean() > 1.5
+
     # Cropland rows are oriented: the NIR gradient structure tensor is anisotropic, unlike the other
     # textures (centred differences, so that white sensor noise alone scores ~0).
     def anisotropy(name: str) -> float:

@@ -21,10 +21,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 import lightning as L
+import pytest
 import torch
-
 from typer.testing import CliRunner
 
 from rsbench.cli import app
@@ -34,7 +33,7 @@ from rsbench.ssl import get_method
 RSBENCH = str(Path(sys.executable).with_name("rsbench"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # 2 cores: one thread per process, no oversubscription
 
-NO_BN_SCRIPT = textwrap.dedent('''
+NO_BN_SCRIPT = textwrap.dedent("""
     import sys
     from lightly.models.modules import SimCLRProjectionHead
     from rsbench.ssl import METHODS
@@ -50,7 +49,7 @@ NO_BN_SCRIPT = textwrap.dedent('''
     METHODS[SimCLRNoBN.name] = SimCLRNoBN
     from rsbench.cli import app
     app(sys.argv[1:])
-''')
+""")
 
 
 def _run(cmd: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
@@ -66,14 +65,47 @@ def _losses(run: Path) -> list[float]:
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, eurosat_small):
     script = tmp_path / "nobn.py"
     script.write_text(NO_BN_SCRIPT)
-    args = [sys.executable, str(script), "pretrain", "--images", str(eurosat_small), "--method", "simclr_nobn",
-            "--backbone", "test_vit", "--max-steps", "4", "--batch-size", "8", "--image-size", "32",
-            "--num-workers", "0", "--log-every", "1", "--accelerator", "cpu", "--deterministic"]
+    args = [
+        sys.executable,
+        str(script),
+        "pretrain",
+        "--images",
+        str(eurosat_small),
+        "--method",
+        "simclr_nobn",
+        "--backbone",
+        "test_vit",
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--image-size",
+        "32",
+        "--num-workers",
+        "0",
+        "--log-every",
+        "1",
+        "--accelerator",
+        "cpu",
+        "--deterministic",
+    ]
     # Concurrently: each run is mostly interpreter start-up on a busy 2-core machine.
-    procs = [subprocess.Popen([*args, "--out", str(tmp_path / "one")], env=ENV, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True),
-             subprocess.Popen([*args, "--out", str(tmp_path / "two"), "--devices", "2"], env=ENV,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
+    procs = [
+        subprocess.Popen(
+            [*args, "--out", str(tmp_path / "one")],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        ),
+        subprocess.Popen(
+            [*args, "--out", str(tmp_path / "two"), "--devices", "2"],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        ),
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]
@@ -85,7 +117,9 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     # The tolerance is far below what 4 steps of training changed (the comparison is not vacuous):
     # the initial backbone is what seed 0 builds before training.
     L.seed_everything(0, verbose=False)
-    init = get_method("simclr")(arch="test_vit", in_chans=3, image_size=32, batch_size=8, max_steps=4).backbone.state_dict()
+    init = get_method("simclr")(
+        arch="test_vit", in_chans=3, image_size=32, batch_size=8, max_steps=4
+    ).backbone.state_dict()
     change = max((one[k] - init[k]).abs().max().item() for k in one)
     assert change > 1e-3, change
     run_one = json.loads((tmp_path / "one" / "run.json").read_text())
@@ -101,14 +135,45 @@ def test_corpus_stream_under_ddp_gives_every_rank_the_same_number_of_batches(tmp
     (which would leave rank 0 waiting in an all-reduce forever). Two epochs: the second starts
     cleanly on both ranks."""
     corpus = tmp_path / "corpus"
-    build_corpus(CorpusBuildConfig(inputs=[str(rasters_dir / "spacenet6_rotterdam_ms1_4band.tif")], out=str(corpus),
-                                   tile_size=32, shard_size=12, workers=1))
+    build_corpus(
+        CorpusBuildConfig(
+            inputs=[str(rasters_dir / "spacenet6_rotterdam_ms1_4band.tif")],
+            out=str(corpus),
+            tile_size=32,
+            shard_size=12,
+            workers=1,
+        )
+    )
     info = json.loads((corpus / "corpus.json").read_text())
     assert info["band_groups"]["4"]["tiles"] == 81 and len(info["band_groups"]["4"]["shards"]) == 7
     out = tmp_path / "run"
-    _run([RSBENCH, "pretrain", "--corpus", str(corpus), "--out", str(out), "--backbone", "test_resnet",
-          "--epochs", "2", "--batch-size", "8", "--image-size", "32", "--num-workers", "0", "--log-every", "1",
-          "--accelerator", "cpu", "--devices", "2"], timeout=300)
+    _run(
+        [
+            RSBENCH,
+            "pretrain",
+            "--corpus",
+            str(corpus),
+            "--out",
+            str(out),
+            "--backbone",
+            "test_resnet",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--image-size",
+            "32",
+            "--num-workers",
+            "0",
+            "--log-every",
+            "1",
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+        ],
+        timeout=300,
+    )
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "finished" and run["steps"] == 2 * (81 // 8) and run["world_size"] == 2
     assert len(_losses(out)) == 20
@@ -118,8 +183,21 @@ def test_corpus_stream_under_ddp_gives_every_rank_the_same_number_of_batches(tmp
 
 @pytest.mark.parametrize("bad", [["--strategy", "fsdp", "--accelerator", "cpu"], ["--devices", "3"]])
 def test_impossible_layouts_are_clear_errors(tmp_path, eurosat_small, bad):
-    result = CliRunner().invoke(app, ["pretrain", "--images", str(eurosat_small), "--out", str(tmp_path / "r"),
-                                      "--batch-size", "8", "--max-steps", "1", *bad])
+    result = CliRunner().invoke(
+        app,
+        [
+            "pretrain",
+            "--images",
+            str(eurosat_small),
+            "--out",
+            str(tmp_path / "r"),
+            "--batch-size",
+            "8",
+            "--max-steps",
+            "1",
+            *bad,
+        ],
+    )
     assert result.exit_code == 1
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr

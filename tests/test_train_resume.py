@@ -29,9 +29,28 @@ METHOD = "mocov2" if "mocov2" in METHODS else "simclr"
 
 
 def _args(images: Path, out: Path, *extra: str) -> list[str]:
-    return [RSBENCH, "pretrain", "--images", str(images), "--out", str(out), "--method", METHOD,
-            "--backbone", "test_resnet", "--batch-size", "8", "--image-size", "32", "--num-workers", "0",
-            "--log-every", "1", "--deterministic", *extra]
+    return [
+        RSBENCH,
+        "pretrain",
+        "--images",
+        str(images),
+        "--out",
+        str(out),
+        "--method",
+        METHOD,
+        "--backbone",
+        "test_resnet",
+        "--batch-size",
+        "8",
+        "--image-size",
+        "32",
+        "--num-workers",
+        "0",
+        "--log-every",
+        "1",
+        "--deterministic",
+        *extra,
+    ]
 
 
 def _start(cmd: list[str]) -> subprocess.Popen:
@@ -53,7 +72,9 @@ def _wait_for(run: Path, proc: subprocess.Popen, ready, timeout: float = 240) ->
 
 
 def _losses(run: Path) -> dict[int, str]:
-    return {int(r["step"]): r["train/loss"] for r in csv.DictReader((run / "metrics.csv").open()) if r.get("train/loss")}
+    return {
+        int(r["step"]): r["train/loss"] for r in csv.DictReader((run / "metrics.csv").open()) if r.get("train/loss")
+    }
 
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, eurosat_small):
@@ -129,8 +150,17 @@ def unfinished_run(tmp_path, eurosat_small) -> PretrainConfig:
     """A short real run, made unfinished again (no export) so that it would resume."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a shared 2-core machine: two threads oversubscribe
-    cfg = PretrainConfig(images=eurosat_small, out=tmp_path / "run", method="simclr", backbone="test_resnet",
-                         max_steps=2, batch_size=8, image_size=32, num_workers=0, log_every=1)
+    cfg = PretrainConfig(
+        images=eurosat_small,
+        out=tmp_path / "run",
+        method="simclr",
+        backbone="test_resnet",
+        max_steps=2,
+        batch_size=8,
+        image_size=32,
+        num_workers=0,
+        log_every=1,
+    )
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
     pretrain(cfg)
     assert {s: signal.getsignal(s) for s in handlers} == handlers, "signal handlers must be given back"
@@ -158,8 +188,10 @@ def test_bad_checkpoints_are_one_line_errors_and_change_nothing(unfinished_run, 
         "unreadable checkpoint": good[: len(good) // 2],  # truncated, as if a copy was cut short
         "not a Lightning training checkpoint": {"conv1.weight": torch.zeros(1)},
         "belongs to another model": {**other, "state_dict": {"other.weight": torch.zeros(3)}},
-        "has shape": {**other, "state_dict": {k: (torch.zeros(7) if k == first_weight else v)
-                                              for k, v in other["state_dict"].items()}},
+        "has shape": {
+            **other,
+            "state_dict": {k: (torch.zeros(7) if k == first_weight else v) for k, v in other["state_dict"].items()},
+        },
         "unreadable checkpoint ": {"x": _NotAllowed()},
     }
     for expected, content in cases.items():

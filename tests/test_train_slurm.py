@@ -21,18 +21,52 @@ runner = CliRunner()
 
 def test_dry_run_prints_the_sbatch_script(tmp_path, eurosat_small):
     out = tmp_path / "runs" / "moco"
-    result = runner.invoke(app, [
-        "pretrain", "--images", str(eurosat_small), "--out", str(out), "--method", "mocov2", "--batch-size", "256",
-        "--nodes", "2", "--slurm", "--partition", "gpu_p5", "--account", "abc@a100", "--gpus-per-node", "8",
-        "--cpus-per-task", "8", "--time", "20:00:00", "--qos", "qos_gpu-t3", "--dry-run",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "pretrain",
+            "--images",
+            str(eurosat_small),
+            "--out",
+            str(out),
+            "--method",
+            "mocov2",
+            "--batch-size",
+            "256",
+            "--nodes",
+            "2",
+            "--slurm",
+            "--partition",
+            "gpu_p5",
+            "--account",
+            "abc@a100",
+            "--gpus-per-node",
+            "8",
+            "--cpus-per-task",
+            "8",
+            "--time",
+            "20:00:00",
+            "--qos",
+            "qos_gpu-t3",
+            "--dry-run",
+        ],
+    )
     assert result.exit_code == 0, result.output
     script = result.stdout
     lines = script.splitlines()
     assert lines[0] == "#!/bin/bash"
-    for flag in ("--partition=gpu_p5", "--account=abc@a100", "--qos=qos_gpu-t3", "--nodes=2",
-                 "--gpus-per-node=8", "--ntasks-per-node=8", "--cpus-per-task=8", "--time=1200",
-                 "--signal=USR2@120", "--job-name=rsbench-moco"):
+    for flag in (
+        "--partition=gpu_p5",
+        "--account=abc@a100",
+        "--qos=qos_gpu-t3",
+        "--nodes=2",
+        "--gpus-per-node=8",
+        "--ntasks-per-node=8",
+        "--cpus-per-task=8",
+        "--time=1200",
+        "--signal=USR2@120",
+        "--job-name=rsbench-moco",
+    ):
         assert f"#SBATCH {flag}" in lines, flag
     srun = [ln for ln in lines if ln.startswith("srun ")]
     assert len(srun) == 1 and "-m submitit.core._submit" in srun[0] and str(out.resolve() / "slurm") in srun[0]
@@ -40,11 +74,26 @@ def test_dry_run_prints_the_sbatch_script(tmp_path, eurosat_small):
 
 
 def test_slurm_options_are_checked(tmp_path, eurosat_small):
-    result = runner.invoke(app, ["pretrain", "--images", str(eurosat_small), "--out", str(tmp_path / "r"),
-                                 "--partition", "p"])
+    result = runner.invoke(
+        app, ["pretrain", "--images", str(eurosat_small), "--out", str(tmp_path / "r"), "--partition", "p"]
+    )
     assert result.exit_code == 1 and "error: --partition only applies with --slurm" in result.stderr
-    result = runner.invoke(app, ["pretrain", "--images", str(eurosat_small), "--out", str(tmp_path / "r"),
-                                 "--batch-size", "100", "--slurm", "--gpus-per-node", "8", "--dry-run"])
+    result = runner.invoke(
+        app,
+        [
+            "pretrain",
+            "--images",
+            str(eurosat_small),
+            "--out",
+            str(tmp_path / "r"),
+            "--batch-size",
+            "100",
+            "--slurm",
+            "--gpus-per-node",
+            "8",
+            "--dry-run",
+        ],
+    )
     assert result.exit_code == 1 and "not a multiple of devices x nodes x accumulate = 8 x 1 x 1" in result.stderr
     assert SlurmOptions(time="1-02:30:00").time == 26 * 60 + 30
     cfg = PretrainConfig(images=eurosat_small, out=tmp_path / "r", devices=4, slurm=SlurmOptions(gpus_per_node=8))
@@ -53,8 +102,9 @@ def test_slurm_options_are_checked(tmp_path, eurosat_small):
 
 
 def test_job_checkpoint_resubmits_the_same_run(tmp_path, eurosat_small):
-    cfg = PretrainConfig(images=eurosat_small, out=tmp_path / "r", slurm=SlurmOptions(gpus_per_node=4),
-                         batch_size=64, resume=False)
+    cfg = PretrainConfig(
+        images=eurosat_small, out=tmp_path / "r", slurm=SlurmOptions(gpus_per_node=4), batch_size=64, resume=False
+    )
     job_cfg = job_config(cfg)
     assert job_cfg.devices == 4 and job_cfg.accelerator == "gpu" and job_cfg.resume is None  # auto-resume
     assert job_cfg.out.is_absolute() and job_cfg.identity() == cfg.identity()
@@ -65,8 +115,16 @@ def test_job_checkpoint_resubmits_the_same_run(tmp_path, eurosat_small):
 
 def test_local_executor_runs_a_pretrain_job_end_to_end(tmp_path, eurosat_small, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    cfg = PretrainConfig(images=eurosat_small, out=tmp_path / "run", backbone="test_resnet", max_steps=3,
-                         batch_size=8, image_size=32, num_workers=0, log_every=1)
+    cfg = PretrainConfig(
+        images=eurosat_small,
+        out=tmp_path / "run",
+        backbone="test_resnet",
+        max_steps=3,
+        batch_size=8,
+        image_size=32,
+        num_workers=0,
+        log_every=1,
+    )
     job = submit(cfg, cluster="local")
     assert job.result() == str(cfg.out.resolve())
     run = json.loads((cfg.out / "run.json").read_text())

@@ -23,14 +23,16 @@ SN6 = "spacenet6_rotterdam_ms1_4band.tif"
 def small_corpus(tmp_path_factory, rasters_dir) -> Path:
     """81 real 32-px tiles of the SpaceNet-6 chip in 7 shards (six of 12 tiles, one of 9)."""
     out = tmp_path_factory.mktemp("train_corpus") / "corpus"
-    build_corpus(CorpusBuildConfig(inputs=[str(rasters_dir / SN6)], out=str(out), tile_size=32, shard_size=12, workers=1))
+    build_corpus(
+        CorpusBuildConfig(inputs=[str(rasters_dir / SN6)], out=str(out), tile_size=32, shard_size=12, workers=1)
+    )
     return out
 
 
 def _epoch(sampler: EpochSampler) -> list[list[int]]:
     items = list(sampler)
     p = sampler.per_device
-    return [[i for i, _ in items[k:k + p]] for k in range(0, len(items), p)]
+    return [[i for i, _ in items[k : k + p]] for k in range(0, len(items), p)]
 
 
 def test_sampler_ranks_see_the_single_process_batches_and_resume_skips_exactly():
@@ -75,7 +77,9 @@ def _stream_batches(corpus: Path, workers: int, n: int, skip: tuple[int, int] | 
     stream = CorpusStream(CorpusDataset(corpus, shuffle=True, seed=5), views, seed=5, per_device=4, micro_batches=n)
     if skip:
         stream.resume_at(*skip)
-    loader = DataLoader(stream, batch_size=4, num_workers=workers, collate_fn=lambda b: [torch.stack([v[0] for v in b])])
+    loader = DataLoader(
+        stream, batch_size=4, num_workers=workers, collate_fn=lambda b: [torch.stack([v[0] for v in b])]
+    )
     out = []
     for batch in loader:
         out.append(batch[0])
@@ -127,7 +131,10 @@ def test_run_identity_ignores_execution_settings_and_batch_must_split(tmp_path):
     b = a.model_copy(update={"devices": 4, "num_workers": 8, "precision": "bf16-mixed", "out": tmp_path / "moved"})
     assert a.identity() == b.identity()
     assert a.identity() != a.model_copy(update={"accumulate": 2}).identity()
-    assert PretrainConfig(images=tmp_path, out=tmp_path, batch_size=64, devices=2, nodes=2, accumulate=2).per_device_batch == 8
+    assert (
+        PretrainConfig(images=tmp_path, out=tmp_path, batch_size=64, devices=2, nodes=2, accumulate=2).per_device_batch
+        == 8
+    )
     with pytest.raises(ValueError, match="not a multiple of devices x nodes x accumulate"):
         PretrainConfig(images=tmp_path, out=tmp_path, batch_size=64, devices=3)
     json.dumps(a.identity())  # identity is plain data (compared against config.yaml)
@@ -159,12 +166,30 @@ def test_runs_lists_status_progress_and_cost(tmp_path):
     dead.wait()
     now = datetime.now(timezone.utc)
     runs = {
-        "a/done": {"status": "finished", "step": 100, "max_steps": 100, "images_per_s": 512.5, "gpu_hours": 1.25,
-                   "device_hours": 1.25, "loss": 0.5, "updated_at": now.isoformat()},
-        "a/dead": {"status": "running", "step": 10, "max_steps": 100, "updated_at": now.isoformat(),
-                   "segments": [{"host": __import__("socket").gethostname(), "pid": dead.pid}]},
-        "b/old": {"status": "running", "step": 50, "max_steps": 200, "segments": [{"host": "elsewhere", "pid": 1}],
-                  "updated_at": (now - timedelta(hours=2)).isoformat()},
+        "a/done": {
+            "status": "finished",
+            "step": 100,
+            "max_steps": 100,
+            "images_per_s": 512.5,
+            "gpu_hours": 1.25,
+            "device_hours": 1.25,
+            "loss": 0.5,
+            "updated_at": now.isoformat(),
+        },
+        "a/dead": {
+            "status": "running",
+            "step": 10,
+            "max_steps": 100,
+            "updated_at": now.isoformat(),
+            "segments": [{"host": __import__("socket").gethostname(), "pid": dead.pid}],
+        },
+        "b/old": {
+            "status": "running",
+            "step": 50,
+            "max_steps": 200,
+            "segments": [{"host": "elsewhere", "pid": 1}],
+            "updated_at": (now - timedelta(hours=2)).isoformat(),
+        },
         "b/pre": {"status": "preempted", "step": 30, "max_steps": 120, "updated_at": now.isoformat()},
     }
     for name, run in runs.items():
@@ -177,7 +202,9 @@ def test_runs_lists_status_progress_and_cost(tmp_path):
     assert rows["a/done"]["status"] == "finished" and rows["a/done"]["device_hours"] == 1.25
     assert rows["a/dead"]["status"] == "killed"  # its process is gone
     assert rows["b/old"]["status"].startswith("stalled")  # no news for 2 hours
-    assert rows["b/pre"]["status"] == "preempted" and rows["b/pre"]["loss"] == 1.25 and rows["b/pre"]["progress"] == 0.25
+    assert (
+        rows["b/pre"]["status"] == "preempted" and rows["b/pre"]["loss"] == 1.25 and rows["b/pre"]["progress"] == 0.25
+    )
     table = CliRunner().invoke(app, ["runs", str(tmp_path / "a")])
     assert table.exit_code == 0 and "100/100 (100%)" in table.stdout and "512.5" in table.stdout
     missing = CliRunner().invoke(app, ["runs", str(tmp_path / "nope")])
@@ -228,9 +255,16 @@ def test_dino_exports_its_teacher_and_snapshots_follow(tmp_path):
     norm = {"mean": [0.0] * 3, "std": [1.0] * 3}
     exported = {}
     for name in ("dino", "byol"):
-        model = get_method(name)(arch="resnet18", in_chans=3, image_size=32, batch_size=8, max_steps=10,
-                                 recipe={"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16} if name == "dino" else
-                                 {"hidden_dim": 32, "proj_dim": 16})
+        model = get_method(name)(
+            arch="resnet18",
+            in_chans=3,
+            image_size=32,
+            batch_size=8,
+            max_steps=10,
+            recipe={"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16}
+            if name == "dino"
+            else {"hidden_dim": 32, "proj_dim": 16},
+        )
         with torch.no_grad():  # student and teacher differ, as after any training step
             for p in model.backbone.parameters():
                 p.add_(1.0)
@@ -243,7 +277,9 @@ def test_dino_exports_its_teacher_and_snapshots_follow(tmp_path):
         exported[name] = json.loads((cfg.out / "backbone.json").read_text())["exported_module"]
         # A checkpoint of step 4 becomes a snapshot holding the same module.
         (cfg.out / "checkpoints").mkdir()
-        torch.save({"global_step": 4, "epoch": 0, "state_dict": model.state_dict()}, cfg.out / "checkpoints" / "s4.ckpt")
+        torch.save(
+            {"global_step": 4, "epoch": 0, "state_dict": model.state_dict()}, cfg.out / "checkpoints" / "s4.ckpt"
+        )
         snap = export_snapshots(cfg.out, [4])[4]
         assert torch.equal(torch.load(snap / "backbone.pt", weights_only=True)["conv1.weight"], expected.conv1.weight)
     assert exported == {"dino": "teacher_backbone", "byol": "backbone"}

@@ -16,9 +16,19 @@ from rsbench.report.uncertainty import holm, iqm, mcnemar
 
 
 def row(init, dataset, seed, value, kind=None, **extra):
-    return {"task": "classification", "dataset": dataset, "protocol": "knn", "init": init, "init_kind": kind,
-            "backbone": "resnet18", "label_fraction": 1.0, "seed": seed, "metric": "accuracy", "value": value,
-            **extra}
+    return {
+        "task": "classification",
+        "dataset": dataset,
+        "protocol": "knn",
+        "init": init,
+        "init_kind": kind,
+        "backbone": "resnet18",
+        "label_fraction": 1.0,
+        "seed": seed,
+        "metric": "accuracy",
+        "value": value,
+        **extra,
+    }
 
 
 def report(tmp_path, rows, *args):
@@ -35,10 +45,14 @@ def report(tmp_path, rows, *args):
 def test_task_where_random_wins_stays_in_every_aggregate(tmp_path):
     rows = []
     for seed in range(3):
-        rows += [row("random-resnet18", "easy", seed, 0.60, "random"), row("ssl", "easy", seed, 0.90),
-                 row("imagenet-resnet18", "easy", seed, 0.80, "imagenet"),
-                 row("random-resnet18", "hard", seed, 0.70, "random"), row("ssl", "hard", seed, 0.50),
-                 row("imagenet-resnet18", "hard", seed, 0.65, "imagenet")]
+        rows += [
+            row("random-resnet18", "easy", seed, 0.60, "random"),
+            row("ssl", "easy", seed, 0.90),
+            row("imagenet-resnet18", "easy", seed, 0.80, "imagenet"),
+            row("random-resnet18", "hard", seed, 0.70, "random"),
+            row("ssl", "hard", seed, 0.50),
+            row("imagenet-resnet18", "hard", seed, 0.65, "imagenet"),
+        ]
     html, summary = report(tmp_path, rows)
     ssl = next(i for i in summary["inits"] if i["init"] == "ssl")
     assert ssl["n_tasks"] == 2 and sorted(ssl["tasks"]) == ["easy · knn", "hard · knn"]
@@ -64,9 +78,11 @@ def test_fixed_test_split_gets_test_set_error_not_zero_width(tmp_path):
     n = 2700
     rows = []
     for seed in range(3):
-        rows += [row("imagenet-resnet18", "eurosat", seed, 0.900, "imagenet", n_test=n, test_split_id="fixed"),
-                 row("ssl", "eurosat", seed, 0.901, n_test=n, test_split_id="fixed"),
-                 row("random-resnet18", "eurosat", seed, 0.5, "random", n_test=n, test_split_id="fixed")]
+        rows += [
+            row("imagenet-resnet18", "eurosat", seed, 0.900, "imagenet", n_test=n, test_split_id="fixed"),
+            row("ssl", "eurosat", seed, 0.901, n_test=n, test_split_id="fixed"),
+            row("random-resnet18", "eurosat", seed, 0.5, "random", n_test=n, test_split_id="fixed"),
+        ]
     html, summary = report(tmp_path, rows)
     [d] = [p for p in summary["paired"] if p["init"] == "ssl"]
     assert d["reference"] == "imagenet-resnet18"
@@ -82,8 +98,12 @@ def test_fixed_test_split_gets_test_set_error_not_zero_width(tmp_path):
 
 
 def test_nan_metric_is_kept_shown_and_left_out(tmp_path):
-    rows = [row("random-resnet18", "t", 0, 0.5, "random"), row("ssl", "t", 0, 0.7), row("ssl", "t", 1, math.nan),
-            row("random-resnet18", "t", 1, 0.5, "random")]
+    rows = [
+        row("random-resnet18", "t", 0, 0.5, "random"),
+        row("ssl", "t", 0, 0.7),
+        row("ssl", "t", 1, math.nan),
+        row("random-resnet18", "t", 1, 0.5, "random"),
+    ]
     html, summary = report(tmp_path, rows)
     assert any("NaN" in w for w in summary["warnings"])
     ssl = next(i for i in summary["inits"] if i["init"] == "ssl")
@@ -93,8 +113,10 @@ def test_nan_metric_is_kept_shown_and_left_out(tmp_path):
 def test_one_init_at_two_image_sizes_is_two_results(tmp_path):
     rows = []
     for size, value in ((32, 0.6), (64, 0.7)):
-        rows += [row("ssl", "t", 0, value, image_size=size), row("random-resnet18", "t", 0, 0.5, "random",
-                                                                 image_size=size)]
+        rows += [
+            row("ssl", "t", 0, value, image_size=size),
+            row("random-resnet18", "t", 0, 0.5, "random", image_size=size),
+        ]
     _, summary = report(tmp_path, rows)
     inits = {i["init"] for i in summary["inits"]}
     assert {"ssl (32 px)", "ssl (64 px)"} <= inits
@@ -104,17 +126,33 @@ def test_per_example_outputs_give_paired_intervals_and_mcnemar(tmp_path):
     rng = np.random.default_rng(0)
     n = 400
     y = rng.integers(0, 4, n)
-    preds = {"imagenet-resnet18": np.where(rng.random(n) < 0.70, y, (y + 1) % 4),
-             "ssl": np.where(rng.random(n) < 0.80, y, (y + 1) % 4),
-             "random-resnet18": np.where(rng.random(n) < 0.4, y, (y + 1) % 4)}
+    preds = {
+        "imagenet-resnet18": np.where(rng.random(n) < 0.70, y, (y + 1) % 4),
+        "ssl": np.where(rng.random(n) < 0.80, y, (y + 1) % 4),
+        "random-resnet18": np.where(rng.random(n) < 0.4, y, (y + 1) % 4),
+    }
     kinds = {"imagenet-resnet18": "imagenet", "random-resnet18": "random", "ssl": None}
     rows = []
     for init, p in preds.items():
-        path = write_predictions(tmp_path / "res" / "predictions" / f"{init}.parquet", "classification",
-                                 {"index": np.arange(n), "path": [f"img{i}" for i in range(n)], "y_true": y,
-                                  "y_pred": p}, ["a", "b", "c", "d"])
-        rows.append(row(init, "t", 0, float((p == y).mean()), kinds[init], n_test=n, test_split_id="s",
-                        predictions_path=str(path), headline=True))
+        path = write_predictions(
+            tmp_path / "res" / "predictions" / f"{init}.parquet",
+            "classification",
+            {"index": np.arange(n), "path": [f"img{i}" for i in range(n)], "y_true": y, "y_pred": p},
+            ["a", "b", "c", "d"],
+        )
+        rows.append(
+            row(
+                init,
+                "t",
+                0,
+                float((p == y).mean()),
+                kinds[init],
+                n_test=n,
+                test_split_id="s",
+                predictions_path=str(path),
+                headline=True,
+            )
+        )
     _, summary = report(tmp_path, rows)
     [d] = [p for p in summary["paired"] if p["init"] == "ssl"]
     [pt] = d["per_task"]
@@ -145,8 +183,11 @@ def test_holm_and_iqm_against_hand_computation():
 
 
 def test_frozen_normalizer_and_bandstats_reference(tmp_path):
-    rows = [row("random-resnet18", "t", 0, 0.5, "random"), row("bandstats", "t", 0, 0.4, "bandstats"),
-            row("ssl", "t", 0, 0.7)]
+    rows = [
+        row("random-resnet18", "t", 0, 0.5, "random"),
+        row("bandstats", "t", 0, 0.4, "bandstats"),
+        row("ssl", "t", 0, 0.7),
+    ]
     norm = tmp_path / "normalizer.json"
     norm.write_text(json.dumps({"version": "1", "datasets": {"t": {"min": 0.3, "max": 0.8}}}))
     _, summary = report(tmp_path, rows, "--normalizer", str(norm))
@@ -154,8 +195,9 @@ def test_frozen_normalizer_and_bandstats_reference(tmp_path):
     _, summary = report(tmp_path, rows, "--score-reference", "bandstats")
     assert {i["init"]: i["score"] for i in summary["inits"]}["ssl"] == pytest.approx(50.0)  # (0.7-0.4)/0.6
     norm.write_text(json.dumps({"datasets": {"t": {"min": 0.9, "max": 0.8}}}))
-    res = CliRunner().invoke(app, ["report", str(tmp_path / "res"), "--out", str(tmp_path / "r.html"),
-                                   "--normalizer", str(norm)])
+    res = CliRunner().invoke(
+        app, ["report", str(tmp_path / "res"), "--out", str(tmp_path / "r.html"), "--normalizer", str(norm)]
+    )
     assert res.exit_code != 0 and "error:" in res.output and "min < max" in res.output
 
 
@@ -163,8 +205,10 @@ def test_protocol_parity_and_noise_level_are_flagged(tmp_path):
     n = 200
     rows = []
     for seed in range(3):
-        rows += [row("random-resnet18", "t", seed, 0.70, "random", n_test=n, k=20, test_split_id="f"),
-                 row("ssl", "t", seed, 0.705, n_test=n, k=5, test_split_id="f")]
+        rows += [
+            row("random-resnet18", "t", seed, 0.70, "random", n_test=n, k=20, test_split_id="f"),
+            row("ssl", "t", seed, 0.705, n_test=n, k=5, test_split_id="f"),
+        ]
     html, summary = report(tmp_path, rows)
     assert any("inits differ in k" in w and "ssl" in w for w in summary["parity"])
     assert "protocol parity: t · knn: inits differ in k" in html

@@ -7,9 +7,9 @@ as a user would chain the CLI commands, and every stage skips work that is alrea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from rsbench.corpus import CorpusBuildConfig, build_corpus
 from rsbench.data.synthetic import generate_classification_set, generate_scenes
@@ -34,13 +34,17 @@ class QuickstartSettings:
     # Short CPU schedules with small batches learn faster with AdamW than with the paper's LARS
     # (measured on EuroSAT, see benchmarks/foundation_real_data.py); LR is per 256 images, scaled.
     recipe: tuple[tuple[str, object], ...] = (
-        ("optimizer", "adamw"), ("lr", 0.004), ("weight_decay", 0.05), ("extra", {"temperature": 0.2}),
+        ("optimizer", "adamw"),
+        ("lr", 0.004),
+        ("weight_decay", 0.05),
+        ("extra", {"temperature": 0.2}),
     )
     seeds: tuple[int, ...] = (0, 1, 2)
 
 
-def run_quickstart(out: Path, settings: QuickstartSettings = QuickstartSettings(),
-                   log: Callable[[str], None] = print) -> Path:
+def run_quickstart(
+    out: Path, settings: QuickstartSettings = QuickstartSettings(), log: Callable[[str], None] = print
+) -> Path:
     """Run the whole pipeline into `out`; returns the path of report.html."""
     out = Path(out)
     scenes_dir, labelled_dir = out / "data" / "scenes", out / "data" / "landcover"
@@ -52,22 +56,40 @@ def run_quickstart(out: Path, settings: QuickstartSettings = QuickstartSettings(
 
     log("[2/5] corpus build")
     corpus_dir = out / "corpus"
-    build_corpus(CorpusBuildConfig(inputs=[str(scenes_dir)], out=str(corpus_dir), tile_size=settings.tile_size), log=log)
+    build_corpus(
+        CorpusBuildConfig(inputs=[str(scenes_dir)], out=str(corpus_dir), tile_size=settings.tile_size), log=log
+    )
 
     log(f"[3/5] pretraining SimCLR/{settings.backbone} for {settings.epochs} epochs on the corpus")
-    run_dir = pretrain(PretrainConfig(
-        method="simclr", corpus=corpus_dir, backbone=settings.backbone, out=out / "runs" / "simclr",
-        epochs=settings.epochs, batch_size=settings.batch_size, image_size=settings.tile_size, num_workers=1,
-        min_scale=settings.min_scale, recipe=dict(settings.recipe),
-    ))
+    run_dir = pretrain(
+        PretrainConfig(
+            method="simclr",
+            corpus=corpus_dir,
+            backbone=settings.backbone,
+            out=out / "runs" / "simclr",
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            image_size=settings.tile_size,
+            num_workers=1,
+            min_scale=settings.min_scale,
+            recipe=dict(settings.recipe),
+        )
+    )
 
     log("[4/5] evaluating the SSL backbone and a random-init baseline (kNN + linear probe)")
     results_dir = out / "results"
     for init in (str(run_dir), "random"):
-        evaluate(EvaluateConfig(
-            data=labelled_dir, init=init, backbone=settings.backbone, image_size=settings.chip_size,
-            protocol=["knn", "linear"], seeds=list(settings.seeds), out=results_dir,
-        ))
+        evaluate(
+            EvaluateConfig(
+                data=labelled_dir,
+                init=init,
+                backbone=settings.backbone,
+                image_size=settings.chip_size,
+                protocol=["knn", "linear"],
+                seeds=list(settings.seeds),
+                out=results_dir,
+            )
+        )
 
     log("[5/5] rendering the report")
     report = render_report(load_results([results_dir]), out / "report.html", title="rsbench quickstart")

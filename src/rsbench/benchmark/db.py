@@ -14,11 +14,26 @@ from __future__ import annotations
 import functools
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
-from sqlalchemy import (JSON, Column, Engine, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
-                        UniqueConstraint, create_engine, event)
+from sqlalchemy import (
+    JSON,
+    Column,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from rsbench.errors import ConfigError, DataError
@@ -29,7 +44,8 @@ T = TypeVar("T")
 metadata = MetaData()
 
 cells = Table(
-    "cells", metadata,
+    "cells",
+    metadata,
     Column("id", String(40), primary_key=True),
     Column("benchmark", String(200), nullable=False),
     Column("kind", String(16), nullable=False),
@@ -55,7 +71,8 @@ cells = Table(
 )
 
 runs = Table(
-    "runs", metadata,
+    "runs",
+    metadata,
     Column("cell_id", String(40), ForeignKey("cells.id"), primary_key=True),
     Column("label", Text, nullable=False),
     Column("run_dir", Text, nullable=False),
@@ -77,7 +94,8 @@ runs = Table(
 )
 
 results = Table(
-    "results", metadata,
+    "results",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("source", String(1000), nullable=False),
     Column("cell_id", String(40), ForeignKey("cells.id")),
@@ -93,8 +111,9 @@ results = Table(
     Column("value", Float, nullable=False),
     Column("created", String(40)),
     Column("row", JSON, nullable=False),
-    UniqueConstraint("source", "task", "dataset", "protocol", "init", "label_fraction", "seed", "metric",
-                     name="uq_results_row"),
+    UniqueConstraint(
+        "source", "task", "dataset", "protocol", "init", "label_fraction", "seed", "metric", name="uq_results_row"
+    ),
     Index("ix_results_cell", "cell_id"),
 )
 
@@ -157,7 +176,7 @@ def retrying(fn: Callable[..., T], attempts: int = 30) -> Callable[..., T]:
             except (OperationalError, DBAPIError) as e:
                 if not _transient(e) or i == attempts - 1:
                     raise
-                time.sleep(min(2.0, 0.05 * 2 ** i) * (0.5 + random.random()))
+                time.sleep(min(2.0, 0.05 * 2**i) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
     return wrapper

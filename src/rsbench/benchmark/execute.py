@@ -12,9 +12,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from rsbench.benchmark.snapshots import CheckpointWatcher, export_snapshots, snapshot_dir
 from rsbench.benchmark.store import Store
@@ -74,8 +75,11 @@ def one_line(err: BaseException) -> str:
 def run_claimed(store: Store, cell: dict, worker: str) -> bool:
     """Execute a cell this worker holds; True when it finished and was recorded."""
     with heartbeat(store, cell["id"], worker), redirected_output(cell.get("log_path")):
-        print(f"=== {datetime.now().isoformat(timespec='seconds')} {cell['label']} "
-              f"(cell {cell['id']}, attempt {cell['attempts']}, worker {worker})", flush=True)
+        print(
+            f"=== {datetime.now().isoformat(timespec='seconds')} {cell['label']} "
+            f"(cell {cell['id']}, attempt {cell['attempts']}, worker {worker})",
+            flush=True,
+        )
         try:
             if cell["kind"] == "pretrain":
                 ok = store.complete(cell, worker, run=run_pretrain_cell(cell))
@@ -83,7 +87,7 @@ def run_claimed(store: Store, cell: dict, worker: str) -> bool:
                 ok = store.complete(cell, worker, rows=run_eval_cell(store, cell))
             print(f"=== done ({'recorded' if ok else 'claim lost: result not recorded'})", flush=True)
             return ok
-        except BaseException as e:  # noqa: BLE001 - any failure of a cell is that cell's result
+        except BaseException as e:  # any failure of a cell is that cell's result
             if isinstance(e, KeyboardInterrupt) or _preempted(e):
                 # Stopped from outside (Ctrl-C, scancel, preemption; pretraining saved last.ckpt): the cell is
                 # pending again and the next run resumes it.
@@ -127,14 +131,20 @@ def eval_values(cell: dict, init_value: str) -> dict[str, Any]:
     """EvaluateConfig values of an eval cell: shared options + this cell's protocol, seed, fraction, init."""
     config = cell["config"]
     init = config["init"]
-    values = {**config["options"], "protocol": [config["protocol"]], "seeds": [config["seed"]],
-              "out": cell["out_dir"], "init": init_value}
+    values = {
+        **config["options"],
+        "protocol": [config["protocol"]],
+        "seeds": [config["seed"]],
+        "out": cell["out_dir"],
+        "init": init_value,
+    }
     if config.get("fraction") is not None:
         values["fractions"] = [config["fraction"]]
     if init["kind"] == "baseline":
         # The shape keys a baseline inherits from its runs (rsbench.benchmark.shapes) win over task options.
-        values.update({k: init[k] for k in ("backbone", "image_size", "patch_size", "weights")
-                       if init.get(k) is not None})
+        values.update(
+            {k: init[k] for k in ("backbone", "image_size", "patch_size", "weights") if init.get(k) is not None}
+        )
     return values
 
 

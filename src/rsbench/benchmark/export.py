@@ -22,8 +22,16 @@ FORMATS = (".csv", ".parquet", ".jsonl")
 def table_rows(store: Store, table: str) -> list[dict[str, Any]]:
     if table == "results":
         # Every results.jsonl field, plus where it came from: the cell and its matrix name (or the file).
-        return [{**{k: v for k, v in r.items() if not k.startswith("_")}, "label": r["_label"], "cell_id": r["_cell"],
-                 "checkpoint_step": r["_step"], "source": r["_source"]} for r in store.result_rows()]
+        return [
+            {
+                **{k: v for k, v in r.items() if not k.startswith("_")},
+                "label": r["_label"],
+                "cell_id": r["_cell"],
+                "checkpoint_step": r["_step"],
+                "source": r["_source"],
+            }
+            for r in store.result_rows()
+        ]
     if table == "cells":
         return store.all_cells()
     if table == "runs":

@@ -37,16 +37,32 @@ PRETRAIN, EVAL = "pretrain", "eval"
 # How and where a stage runs, not what it computes: left out of cell ids, so a matrix can move from one GPU
 # to many, or change its worker count, without re-running finished cells. PRETRAIN_EXECUTION mirrors
 # rsbench.train.config.EXECUTION_KEYS (a test keeps them equal; importing it here would pull in torch).
-PRETRAIN_EXECUTION = frozenset({
-    "out", "num_workers", "precision", "accelerator", "devices", "nodes", "strategy", "compile",
-    "checkpoint_every", "log_every", "resume", "logger", "deterministic", "slurm",
-})
+PRETRAIN_EXECUTION = frozenset(
+    {
+        "out",
+        "num_workers",
+        "precision",
+        "accelerator",
+        "devices",
+        "nodes",
+        "strategy",
+        "compile",
+        "checkpoint_every",
+        "log_every",
+        "resume",
+        "logger",
+        "deterministic",
+        "slurm",
+    }
+)
 EVAL_EXECUTION = frozenset({"device", "out"})
 
 
 def cell_id(config: dict[str, Any]) -> str:
     skip = PRETRAIN_EXECUTION if config["kind"] == PRETRAIN else EVAL_EXECUTION
     return stable_hash({**config, "options": {k: v for k, v in config["options"].items() if k not in skip}})
+
+
 _RESERVED_RUN_KEYS = ("name", "checkpoints")
 
 
@@ -67,8 +83,14 @@ class Cell:
 def code_version() -> str:
     """rsbench version plus the git commit of the source tree when there is one."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return __version__
     sha = out.stdout.strip()
@@ -100,7 +122,11 @@ def pretrain_runs(exp: Experiment) -> list[PretrainRun]:
         options = {**sec.defaults, **entry}
         name = options.pop("name", None)
         ckpt_raw = options.pop("checkpoints", None)
-        ckpt = validate(CheckpointSpec, ckpt_raw, "experiment file", f"{where}.checkpoints") if ckpt_raw else exp.checkpoints
+        ckpt = (
+            validate(CheckpointSpec, ckpt_raw, "experiment file", f"{where}.checkpoints")
+            if ckpt_raw
+            else exp.checkpoints
+        )
         if name is None:
             parts = [str(options.get("method", "simclr"))]
             parts += [str(options["backbone"])] if "backbone" in options else []
@@ -117,11 +143,14 @@ def pretrain_runs(exp: Experiment) -> list[PretrainRun]:
 
 def _with_checkpointing(options: dict, ckpt: CheckpointSpec, where: str) -> dict:
     if "max_steps" not in options:
-        raise ConfigError(f"key '{where}.max_steps' is required when checkpoints are evaluated (their steps must be known)")
+        raise ConfigError(
+            f"key '{where}.max_steps' is required when checkpoints are evaluated (their steps must be known)"
+        )
     every = options.get("checkpoint_every")
     if every is not None and ckpt.every_steps % int(every):
-        raise ConfigError(f"key '{where}.checkpoint_every' ({every}) must divide "
-                          f"checkpoints.every_steps ({ckpt.every_steps})")
+        raise ConfigError(
+            f"key '{where}.checkpoint_every' ({every}) must divide checkpoints.every_steps ({ckpt.every_steps})"
+        )
     return {**options, "checkpoint_every": every or ckpt.every_steps}
 
 
@@ -138,8 +167,9 @@ class BaselineInit:
     where: str
 
     def spec_for(self, view: TaskView) -> dict:
-        return inherit(self.spec, {**view.options, **self.baseline.options}, view, self.explicit, self.arch_from,
-                       self.shape_from)
+        return inherit(
+            self.spec, {**view.options, **self.baseline.options}, view, self.explicit, self.arch_from, self.shape_from
+        )
 
 
 def baseline_inits(exp: Experiment, runs: list[PretrainRun]) -> list[BaselineInit]:
@@ -154,12 +184,19 @@ def baseline_inits(exp: Experiment, runs: list[PretrainRun]) -> list[BaselineIni
     out: list[BaselineInit] = []
     for i, b in enumerate(exp.baselines):
         assert isinstance(b, Baseline)
-        explicit = frozenset({k for k in SHAPE_KEYS if k in b.options}
-                             | ({"backbone"} if b.backbone is not None else set())
-                             | ({"image_size"} if b.image_size is not None else set()))
+        explicit = frozenset(
+            {k for k in SHAPE_KEYS if k in b.options}
+            | ({"backbone"} if b.backbone is not None else set())
+            | ({"image_size"} if b.image_size is not None else set())
+        )
         kind = baseline_kind(b.init)
-        spec = {"kind": "baseline", "init": b.init, "backbone": b.backbone, "image_size": b.image_size,
-                "weights": b.weights}
+        spec = {
+            "kind": "baseline",
+            "init": b.init,
+            "backbone": b.backbone,
+            "image_size": b.image_size,
+            "weights": b.weights,
+        }
         targets: list[tuple[dict, dict | None, list[dict]]]
         if b.backbone is not None or not runs or (kind != "network" and b.image_size is not None):
             same = [r.options for r in runs if run_arch(r.options) == b.backbone]
@@ -198,8 +235,12 @@ def load_tasks(exp: Experiment, source: str, base_dir: Path | None = None) -> li
     tasks = [load_task(t, source, f"tasks.{i}", base_dir) for i, t in enumerate(exp.tasks)]
     for i, t in enumerate(tasks):
         if not t.protocols:
-            t.protocols = exp.protocols or validate(
-                EvaluateConfig, {"init": "random", **exp.evaluate, **t.options}, source, f"tasks.{i}").protocol
+            t.protocols = (
+                exp.protocols
+                or validate(
+                    EvaluateConfig, {"init": "random", **exp.evaluate, **t.options}, source, f"tasks.{i}"
+                ).protocol
+            )
         if t.name is None:
             data = t.options.get("data")
             t.name = Path(str(data)).name if data else t.options.get("task", "task")
@@ -248,7 +289,7 @@ def expand(exp: Experiment, source: str = "experiment file", base_dir: Path | No
     views = [task_view(exp.evaluate, t.options) for t in tasks]
     boards: dict[tuple[str, str, float | None], dict[str, Entry]] = {}
     evals = []
-    for (label, init, init_opts, dep, where, step, run_opts), (ti, task) in itertools.product(inits, enumerate(tasks)):
+    for (label, init, init_opts, dep, _where, step, run_opts), (ti, task) in itertools.product(inits, enumerate(tasks)):
         ckpt = next((r.checkpoints for r in runs if step is not None and run_ids[r.name] == dep), None)
         if ckpt is not None and ckpt.tasks is not None and task.name not in ckpt.tasks:
             continue
@@ -266,8 +307,15 @@ def expand(exp: Experiment, source: str = "experiment file", base_dir: Path | No
             entry = Entry(label, False, run_shape(run_opts or {}, view))
         for protocol, fraction, seed in itertools.product(protocols, fractions, seeds):
             boards.setdefault((str(task.name), protocol, fraction), {}).setdefault(label, entry)
-            config = {"kind": EVAL, "options": options, "init": init, "protocol": protocol, "seed": seed,
-                      "fraction": fraction, "code_version": version}
+            config = {
+                "kind": EVAL,
+                "options": options,
+                "init": init,
+                "protocol": protocol,
+                "seed": seed,
+                "fraction": fraction,
+                "code_version": version,
+            }
             spec_hash = _file_hash(options.get("task_spec"))
             if spec_hash:
                 config["task_spec_sha"] = spec_hash
@@ -277,8 +325,19 @@ def expand(exp: Experiment, source: str = "experiment file", base_dir: Path | No
             evals.append((order, Cell(cell_id(config), EVAL, text, label, config, dep, 0, f"tasks.{ti}", task.name)))
     check_parity({key: list(entries.values()) for key, entries in boards.items()})
     for n, (_, cell) in enumerate(sorted(evals, key=lambda e: e[0])):
-        cells.append(Cell(cell.id, cell.kind, cell.label, cell.init_label, cell.config, cell.depends_on,
-                          len(runs) + n, cell.where, cell.task))
+        cells.append(
+            Cell(
+                cell.id,
+                cell.kind,
+                cell.label,
+                cell.init_label,
+                cell.config,
+                cell.depends_on,
+                len(runs) + n,
+                cell.where,
+                cell.task,
+            )
+        )
     if not evals:
         raise ConfigError(f"{source} gives no cells to run: add pretraining runs ('pretrain') or 'baselines'")
     ids = [c.id for c in cells]

@@ -32,8 +32,9 @@ def default_out(exp: Experiment) -> Path:
     return Path(exp.out) if exp.out else Path("benchmark-output") / exp.name
 
 
-def load_plan(path: str | os.PathLike, out: str | os.PathLike | None = None, db: str | None = None,
-              check: bool = False) -> Plan:
+def load_plan(
+    path: str | os.PathLike, out: str | os.PathLike | None = None, db: str | None = None, check: bool = False
+) -> Plan:
     """Load and expand; `check` also validates every cell with the stages' config models (imports torch)."""
     path = Path(path)
     source = f"experiment file {path}"

@@ -11,9 +11,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -40,8 +40,15 @@ def summarize(store: Store, ids: list[str], before: dict[str, str], wall_s: floa
     status = {c["id"]: c["status"] for c in cells}
     blocked = sum(1 for c in cells if c["status"] == "pending" and status.get(c["depends_on"]) == FAILED)
     ran = sum(1 for c in cells if c["status"] in (DONE, FAILED) and before.get(c["id"]) != c["status"])
-    return RunSummary(len(cells), sum(s == DONE for s in status.values()), sum(s == FAILED for s in status.values()),
-                      blocked, ran, wall_s, [c for c in cells if c["status"] == FAILED])
+    return RunSummary(
+        len(cells),
+        sum(s == DONE for s in status.values()),
+        sum(s == FAILED for s in status.values()),
+        blocked,
+        ran,
+        wall_s,
+        [c for c in cells if c["status"] == FAILED],
+    )
 
 
 def threads_per_cell(plan: Plan, max_parallel: int) -> int:
@@ -49,8 +56,13 @@ def threads_per_cell(plan: Plan, max_parallel: int) -> int:
 
 
 def write_matrix(plan: Plan, max_parallel: int) -> Path:
-    spec = {"db": plan.url, "ids": plan.ids, "stale_after_s": plan.experiment.executor.stale_after_s,
-            "max_attempts": plan.experiment.executor.max_attempts, "threads": threads_per_cell(plan, max_parallel)}
+    spec = {
+        "db": plan.url,
+        "ids": plan.ids,
+        "stale_after_s": plan.experiment.executor.stale_after_s,
+        "max_attempts": plan.experiment.executor.max_attempts,
+        "threads": threads_per_cell(plan, max_parallel),
+    }
     # Content-addressed: concurrent runners of the same matrix write the same file.
     return write_json(plan.out / "matrices" / f"{stable_hash(spec)}.json", spec)
 
@@ -59,12 +71,23 @@ def _spawn(matrix: Path, plan: Plan, threads: int) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     (plan.out / "logs").mkdir(parents=True, exist_ok=True)
     with open(plan.out / "logs" / "workers.log", "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "rsbench.benchmark.worker", str(matrix)],
-                                stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+        return subprocess.Popen(
+            [sys.executable, "-m", "rsbench.benchmark.worker", str(matrix)],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
 
 
-def run_local(plan: Plan, max_parallel: int, retry_failed: bool = False, console: Console | None = None,
-              on_tick: Callable[[], None] | None = None, poll_s: float = 0.5) -> RunSummary:
+def run_local(
+    plan: Plan,
+    max_parallel: int,
+    retry_failed: bool = False,
+    console: Console | None = None,
+    on_tick: Callable[[], None] | None = None,
+    poll_s: float = 0.5,
+) -> RunSummary:
     """Run every open cell of the plan with up to `max_parallel` worker processes."""
     console = console or Console(stderr=True)
     start = time.perf_counter()
@@ -84,8 +107,13 @@ def run_local(plan: Plan, max_parallel: int, retry_failed: bool = False, console
     procs: list[subprocess.Popen] = []
     rounds = 0
     seen: dict[str, str] = dict(before)
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[state]}"))
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[state]}"),
+    )
     try:
         with Progress(*columns, console=console, transient=False) as bar:
             task = bar.add_task(plan.experiment.name, total=len(before), state="")
@@ -99,8 +127,11 @@ def run_local(plan: Plan, max_parallel: int, retry_failed: bool = False, console
                     seen[c["id"]] = c["status"]
                 counts = {s: sum(c["status"] == s for c in cells) for s in ("running", "failed")}
                 finished = sum(c["status"] in (DONE, FAILED) for c in cells)
-                bar.update(task, completed=finished,
-                           state=f"{counts['running']} running, {counts['failed']} failed, {len(procs)} workers")
+                bar.update(
+                    task,
+                    completed=finished,
+                    state=f"{counts['running']} running, {counts['failed']} failed, {len(procs)} workers",
+                )
                 procs = [p for p in procs if p.poll() is None]
                 if not procs:
                     if not open_work(cells) or rounds >= exec_spec.max_attempts:
@@ -124,8 +155,16 @@ def run_local(plan: Plan, max_parallel: int, retry_failed: bool = False, console
 
 
 def write_summary(plan: Plan, summary: RunSummary) -> Path:
-    return write_json(plan.out / "last_run.json", {
-        "experiment": str(plan.path), "store": plan.url, "cells": summary.total, "done": summary.done,
-        "failed": summary.failed, "blocked": summary.blocked, "ran": summary.ran, "wall_s": round(summary.wall_s, 1),
-    })
-
+    return write_json(
+        plan.out / "last_run.json",
+        {
+            "experiment": str(plan.path),
+            "store": plan.url,
+            "cells": summary.total,
+            "done": summary.done,
+            "failed": summary.failed,
+            "blocked": summary.blocked,
+            "ran": summary.ran,
+            "wall_s": round(summary.wall_s, 1),
+        },
+    )

@@ -184,8 +184,14 @@ def baseline_shape(spec: dict[str, Any], options: dict[str, Any], view: TaskView
     return InputShape(size or EVAL_IMAGE_SIZE, arch, patch, bands)
 
 
-def inherit(spec: dict[str, Any], options: dict[str, Any], view: TaskView, explicit: set[str],
-            arch_from: dict[str, Any] | None, shape_from: list[dict[str, Any]]) -> dict[str, Any]:
+def inherit(
+    spec: dict[str, Any],
+    options: dict[str, Any],
+    view: TaskView,
+    explicit: set[str],
+    arch_from: dict[str, Any] | None,
+    shape_from: list[dict[str, Any]],
+) -> dict[str, Any]:
     """`spec` (a baseline's init entry) with the shape of the runs it is compared with on this task.
 
     `explicit`: the shape keys the baseline sets itself (kept); `arch_from`: the run options whose
@@ -222,8 +228,12 @@ class Entry:
     shape: InputShape
 
 
-_FIELDS = {"size": lambda s: s.image_size, "tokens": lambda s: s.tokens, "bands": lambda s: s.bands,
-           "group": lambda s: s.band_group}
+_FIELDS = {
+    "size": lambda s: s.image_size,
+    "tokens": lambda s: s.tokens,
+    "bands": lambda s: s.bands,
+    "group": lambda s: s.band_group,
+}
 
 
 def check_parity(leaderboards: dict[tuple[str, str, float | None], list[Entry]]) -> None:
@@ -246,12 +256,16 @@ def check_parity(leaderboards: dict[tuple[str, str, float | None], list[Entry]])
 def _parity_error(board: str, a: Entry, b: Entry, what: str) -> ConfigError:
     if what in ("bands", "group"):
         group = what == "group"
-        return ConfigError(f"leaderboard {board} compares inits with different band selections: {a.label} "
-                           f"({a.shape.describe_bands(group)}) vs {b.label} ({b.shape.describe_bands(group)}); "
-                           f"give every init of a task the same bands")
+        return ConfigError(
+            f"leaderboard {board} compares inits with different band selections: {a.label} "
+            f"({a.shape.describe_bands(group)}) vs {b.label} ({b.shape.describe_bands(group)}); "
+            f"give every init of a task the same bands"
+        )
     if a.baseline or b.baseline:
         hint = "set image_size/patch_size on the baseline or let it inherit them"
     else:
         hint = "pretrain the runs at one image_size/patch_size or compare them in separate experiments"
-    return ConfigError(f"leaderboard {board} compares inits at different input shapes: "
-                       f"{a.label} ({a.shape.describe()}) vs {b.label} ({b.shape.describe()}); {hint}")
+    return ConfigError(
+        f"leaderboard {board} compares inits at different input shapes: "
+        f"{a.label} ({a.shape.describe()}) vs {b.label} ({b.shape.describe()}); {hint}"
+    )

@@ -8,8 +8,9 @@ or to test): they have no job dependencies, so there the pretraining jobs are wa
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rsbench.benchmark.plan import Plan, sync
 from rsbench.benchmark.spec import SlurmSpec
@@ -47,8 +48,11 @@ def check_parameters(spec: SlurmSpec, source: str) -> None:
     import submitit
 
     with tempfile.TemporaryDirectory() as tmp:
-        for key, params in (("parameters", spec.parameters), ("pretrain", {**spec.parameters, **spec.pretrain}),
-                            ("evaluate", {**spec.parameters, **spec.evaluate})):
+        for key, params in (
+            ("parameters", spec.parameters),
+            ("pretrain", {**spec.parameters, **spec.pretrain}),
+            ("evaluate", {**spec.parameters, **spec.evaluate}),
+        ):
             try:
                 submitit.AutoExecutor(folder=tmp, cluster="debug").update_parameters(**params)
             except (NameError, AssertionError, TypeError, ValueError) as e:
@@ -56,8 +60,12 @@ def check_parameters(spec: SlurmSpec, source: str) -> None:
                 raise ConfigError(f"invalid key 'executor.slurm.{key}' in {source}: {first}") from None
 
 
-def submit(plan: Plan, retry_failed: bool = False, log: Callable[[str], None] = print,
-           executor_factory: Callable[[Path, str], Any] | None = None) -> dict[str, str]:
+def submit(
+    plan: Plan,
+    retry_failed: bool = False,
+    log: Callable[[str], None] = print,
+    executor_factory: Callable[[Path, str], Any] | None = None,
+) -> dict[str, str]:
     """Submit a job per pending cell; returns {cell id: job id}. Waits only where dependencies are missing."""
     import submitit
 
@@ -79,8 +87,10 @@ def submit(plan: Plan, retry_failed: bool = False, log: Callable[[str], None] = 
         log(f"{len(held)} evaluation cell(s) wait for pretraining still running elsewhere; submit again later")
         todo = [c for c in todo if c not in held]
     if not todo:
-        log(f"nothing to submit: {sum(s == DONE for s in status.values())} of {len(cells)} cells done, "
-            f"the others running or blocked")
+        log(
+            f"nothing to submit: {sum(s == DONE for s in status.values())} of {len(cells)} cells done, "
+            f"the others running or blocked"
+        )
         return {}
     folder = Path(spec.folder) if spec.folder else plan.out / "slurm"
     make = executor_factory or (lambda f, cluster: submitit.AutoExecutor(folder=f, cluster=cluster))

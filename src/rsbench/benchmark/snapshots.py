@@ -14,8 +14,8 @@ import io
 import os
 import shutil
 import threading
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from rsbench.io import atomic_write_bytes, read_json, write_json
 
@@ -59,7 +59,7 @@ class CheckpointWatcher:
         while not self._stop.wait(self.poll_s):
             self._capture()
 
-    def __enter__(self) -> "CheckpointWatcher":
+    def __enter__(self) -> CheckpointWatcher:
         self._thread.start()
         return self
 
@@ -93,14 +93,19 @@ def export_snapshots(run_dir: Path, steps: Iterable[int]) -> dict[int, Path]:
         step = int(ckpt.get("global_step", -1))
         if step not in wanted or step in found:
             continue
-        state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
         out = snapshot_dir(run_dir, step)
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(out / "backbone.pt", buf.getvalue())
         total = max(int(final_meta.get("steps") or step), 1)
-        meta = {**final_meta, "steps": step, "epochs": round(float(final_meta.get("epochs") or 0) * step / total, 3),
-                "epoch": ckpt.get("epoch"), "snapshot_of": str(run_dir.resolve())}
+        meta = {
+            **final_meta,
+            "steps": step,
+            "epochs": round(float(final_meta.get("epochs") or 0) * step / total, 3),
+            "epoch": ckpt.get("epoch"),
+            "snapshot_of": str(run_dir.resolve()),
+        }
         write_json(out / "backbone.json", meta)  # written last: marks a complete snapshot
         found[step] = out
     shutil.rmtree(run_dir / "snapshots" / RAW, ignore_errors=True)

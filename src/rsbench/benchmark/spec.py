@@ -61,7 +61,9 @@ class SlurmSpec(StrictModel):
 class ExecutorSpec(StrictModel):
     kind: Literal["local", "slurm"] = "local"
     max_parallel: int = Field(1, ge=1)
-    threads_per_cell: int | None = Field(None, ge=1, description="torch threads per cell (default: cores / max_parallel)")
+    threads_per_cell: int | None = Field(
+        None, ge=1, description="torch threads per cell (default: cores / max_parallel)"
+    )
     stale_after_s: float = Field(600.0, gt=0, description="a running cell without heartbeat for this long is abandoned")
     max_attempts: int = Field(3, ge=1, description="claims of a cell whose worker died before it is marked failed")
     slurm: SlurmSpec = Field(default_factory=SlurmSpec)
@@ -69,16 +71,20 @@ class ExecutorSpec(StrictModel):
 
 class Experiment(StrictModel):
     name: str = Field(min_length=1)
-    out: str | None = Field(None, description="benchmark folder (runs, logs, results.db); "
-                                              "default benchmark-output/<name>")
+    out: str | None = Field(
+        None, description="benchmark folder (runs, logs, results.db); default benchmark-output/<name>"
+    )
     db: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///OUT/results.db")
     code_version: str | None = Field(None, description="pin the code version that goes into cell ids")
     pretrain: PretrainSection = Field(default_factory=PretrainSection)
     baselines: list[Baseline | str] = Field(default_factory=list)
     evaluate: dict[str, Any] = Field(default_factory=dict, description="EvaluateConfig options for every cell")
     tasks: list[dict[str, Any] | str] = Field(min_length=1)
-    protocols: list[str] | None = Field(None, min_length=1, description="default: each task kind's own "
-                                        "(classification: knn, linear; segmentation, detection: frozen)")
+    protocols: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="default: each task kind's own (classification: knn, linear; segmentation, detection: frozen)",
+    )
     fractions: list[float] | None = Field(None, min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     checkpoints: CheckpointSpec | None = None

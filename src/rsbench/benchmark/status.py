@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from rich.console import Group
 from rich.panel import Panel
@@ -73,8 +73,15 @@ def status_view(store: Store, ids: Sequence[str], title: str, tail: int = 5, sho
     spent = cost(store, cells, now)
     table = Table(title=title, title_justify="left", expand=False)
     right, fold = {"justify": "right"}, {"overflow": "fold"}
-    for col, kw in (("cell", {}), ("kind", {}), ("what", fold), ("state", {}), ("tries", right), ("time", right),
-                    ("worker / error", fold)):
+    for col, kw in (
+        ("cell", {}),
+        ("kind", {}),
+        ("what", fold),
+        ("state", {}),
+        ("tries", right),
+        ("time", right),
+        ("worker / error", fold),
+    ):
         table.add_column(col, **kw)
     for c in cells:
         state = cell_state(c, status)
@@ -89,19 +96,33 @@ def status_view(store: Store, ids: Sequence[str], title: str, tail: int = 5, sho
             note = f"waits for failed cell {c['depends_on'][:8]}"
         else:
             note = ""
-        table.add_row(c["id"][:8], c["kind"], c["label"], Text(state, style=STYLE[state]), str(c["attempts"] or 0),
-                      _fmt_s(_duration(c, now)), Text(note, style="red" if state == FAILED else ""))
+        table.add_row(
+            c["id"][:8],
+            c["kind"],
+            c["label"],
+            Text(state, style=STYLE[state]),
+            str(c["attempts"] or 0),
+            _fmt_s(_duration(c, now)),
+            Text(note, style="red" if state == FAILED else ""),
+        )
     new = len(ids) - len(cells)
     summary = Text(
-        (f"{new} cell(s) not in the store yet (never run with this code version); " if new else "") +
-        f"{len(cells)} cells: {n[DONE]} done, {n[RUNNING]} running, {n[PENDING]} pending, {n[BLOCKED]} blocked, "
+        (f"{new} cell(s) not in the store yet (never run with this code version); " if new else "")
+        + f"{len(cells)} cells: {n[DONE]} done, {n[RUNNING]} running, {n[PENDING]} pending, {n[BLOCKED]} blocked, "
         f"{n[FAILED]} failed · cost so far: {spent['pretrain_device_hours']:.3f} pretraining device-hours, "
-        f"{spent['cell_hours']:.2f} cell-hours in total")
+        f"{spent['cell_hours']:.2f} cell-hours in total"
+    )
     parts: list = [table, summary]
     for c in cells:
         if c["status"] == FAILED:
             lines = log_tail(c["log_path"], tail)
             body = "\n".join(lines) if lines else "(no log)"
-            parts.append(Panel(Text(body), title=f"{c['id'][:8]} {c['label']} · {c['log_path']}", title_align="left",
-                               border_style="red"))
+            parts.append(
+                Panel(
+                    Text(body),
+                    title=f"{c['id'][:8]} {c['label']} · {c['log_path']}",
+                    title_align="left",
+                    border_style="red",
+                )
+            )
     return Group(*parts)

@@ -11,8 +11,9 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import psutil
 from sqlalchemy import delete, insert, select, update
@@ -45,7 +46,7 @@ def worker_alive(identity: str | None) -> bool | None:
 
 def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
     for i in range(0, len(ids), _CHUNK):
-        yield ids[i:i + _CHUNK]
+        yield ids[i : i + _CHUNK]
 
 
 def feature_group(cell) -> str:
@@ -55,8 +56,19 @@ def feature_group(cell) -> str:
 
 
 def result_columns(row: dict) -> dict:
-    keys = ("task", "dataset", "protocol", "init", "init_kind", "backbone", "label_fraction", "seed", "metric",
-            "value", "created")
+    keys = (
+        "task",
+        "dataset",
+        "protocol",
+        "init",
+        "init_kind",
+        "backbone",
+        "label_fraction",
+        "seed",
+        "metric",
+        "value",
+        "created",
+    )
     values = {k: row.get(k) for k in keys}
     values["label_fraction"] = float(values["label_fraction"])
     values["seed"], values["value"] = int(values["seed"]), float(values["value"])
@@ -85,11 +97,22 @@ class Store:
                     continue
                 safe = "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in c.init_label)
                 out_dir = out / "runs" / f"{safe}-{c.id[:8]}" if c.kind == "pretrain" else out / "evals" / str(c.task)
-                conn.execute(insert(cells).values(
-                    id=c.id, benchmark=benchmark, kind=c.kind, config=c.config, depends_on=c.depends_on,
-                    out_dir=str(out_dir), log_path=str(out / "logs" / f"{c.id}.log"),
-                    code_version=c.config.get("code_version"), status=PENDING, attempts=0, created_at=now, **shown,
-                ))
+                conn.execute(
+                    insert(cells).values(
+                        id=c.id,
+                        benchmark=benchmark,
+                        kind=c.kind,
+                        config=c.config,
+                        depends_on=c.depends_on,
+                        out_dir=str(out_dir),
+                        log_path=str(out / "logs" / f"{c.id}.log"),
+                        code_version=c.config.get("code_version"),
+                        status=PENDING,
+                        attempts=0,
+                        created_at=now,
+                        **shown,
+                    )
+                )
 
     def _select(self, conn: Connection, ids: Sequence[str]) -> list:
         rows = []
@@ -109,8 +132,11 @@ class Store:
         with self.engine.begin() as conn:
             n = 0
             for chunk in _chunks(list(ids)):
-                n += conn.execute(update(cells).where(cells.c.id.in_(chunk), cells.c.status == FAILED)
-                                  .values(status=PENDING, attempts=0, error=None, worker=None)).rowcount
+                n += conn.execute(
+                    update(cells)
+                    .where(cells.c.id.in_(chunk), cells.c.status == FAILED)
+                    .values(status=PENDING, attempts=0, error=None, worker=None)
+                ).rowcount
             return n
 
     # --- claims -------------------------------------------------------------------------------------
@@ -123,15 +149,29 @@ class Store:
             busy = {feature_group(r) for r in rows if r.status == RUNNING}
             # A cell whose sibling (same init and task) is running would extract the same features again
             # at the same time; prefer other ready cells, and take it only when nothing else is ready.
-            ready = sorted((r for r in rows if r.status == PENDING and r.kind in kinds
-                            and (r.depends_on is None or status.get(r.depends_on) == DONE)),
-                           key=lambda r: (feature_group(r) in busy, r.priority))
+            ready = sorted(
+                (
+                    r
+                    for r in rows
+                    if r.status == PENDING
+                    and r.kind in kinds
+                    and (r.depends_on is None or status.get(r.depends_on) == DONE)
+                ),
+                key=lambda r: (feature_group(r) in busy, r.priority),
+            )
             now = time.time()
             for r in ready:
                 claimed = conn.execute(
-                    update(cells).where(cells.c.id == r.id, cells.c.status == PENDING)
-                    .values(status=RUNNING, worker=worker, claimed_at=now, heartbeat_at=now,
-                            attempts=cells.c.attempts + 1, error=None)
+                    update(cells)
+                    .where(cells.c.id == r.id, cells.c.status == PENDING)
+                    .values(
+                        status=RUNNING,
+                        worker=worker,
+                        claimed_at=now,
+                        heartbeat_at=now,
+                        attempts=cells.c.attempts + 1,
+                        error=None,
+                    )
                 ).rowcount
                 if claimed == 1:
                     return {**r._asdict(), "status": RUNNING, "worker": worker, "attempts": r.attempts + 1}
@@ -149,9 +189,18 @@ class Store:
                 if dep != DONE:
                     return None
             now = time.time()
-            n = conn.execute(update(cells).where(cells.c.id == cell_id, cells.c.status == PENDING).values(
-                status=RUNNING, worker=worker, claimed_at=now, heartbeat_at=now, attempts=cells.c.attempts + 1,
-                error=None)).rowcount
+            n = conn.execute(
+                update(cells)
+                .where(cells.c.id == cell_id, cells.c.status == PENDING)
+                .values(
+                    status=RUNNING,
+                    worker=worker,
+                    claimed_at=now,
+                    heartbeat_at=now,
+                    attempts=cells.c.attempts + 1,
+                    error=None,
+                )
+            ).rowcount
             return {**row._asdict(), "status": RUNNING, "worker": worker, "attempts": row.attempts + 1} if n else None
 
     @retrying
@@ -166,25 +215,42 @@ class Store:
                 if alive or (alive is None and now - (r.heartbeat_at or 0) < stale_after_s):
                     continue
                 gave_up = r.attempts >= max_attempts
-                values = {"status": FAILED, "error": f"worker {r.worker} died on each of {r.attempts} attempts",
-                          "finished_at": now} if gave_up else {"status": PENDING}
-                n = conn.execute(update(cells).where(cells.c.id == r.id, cells.c.status == RUNNING,
-                                                     cells.c.worker == r.worker).values(**values)).rowcount
+                values = (
+                    {
+                        "status": FAILED,
+                        "error": f"worker {r.worker} died on each of {r.attempts} attempts",
+                        "finished_at": now,
+                    }
+                    if gave_up
+                    else {"status": PENDING}
+                )
+                n = conn.execute(
+                    update(cells)
+                    .where(cells.c.id == r.id, cells.c.status == RUNNING, cells.c.worker == r.worker)
+                    .values(**values)
+                ).rowcount
                 freed += [r.id] * n
         return freed
 
     @retrying
     def heartbeat(self, cell_id: str, worker: str) -> bool:
         with self.engine.begin() as conn:
-            return conn.execute(update(cells).where(cells.c.id == cell_id, cells.c.worker == worker,
-                                                    cells.c.status == RUNNING)
-                                .values(heartbeat_at=time.time())).rowcount == 1
+            return (
+                conn.execute(
+                    update(cells)
+                    .where(cells.c.id == cell_id, cells.c.worker == worker, cells.c.status == RUNNING)
+                    .values(heartbeat_at=time.time())
+                ).rowcount
+                == 1
+            )
 
     def _finish(self, conn: Connection, cell: dict, worker: str, **values: Any) -> bool:
         now = time.time()
-        n = conn.execute(update(cells).where(cells.c.id == cell["id"], cells.c.worker == worker,
-                                             cells.c.status == RUNNING)
-                         .values(finished_at=now, duration_s=now - cells.c.claimed_at, **values)).rowcount
+        n = conn.execute(
+            update(cells)
+            .where(cells.c.id == cell["id"], cells.c.worker == worker, cells.c.status == RUNNING)
+            .values(finished_at=now, duration_s=now - cells.c.claimed_at, **values)
+        ).rowcount
         return n == 1
 
     @retrying
@@ -208,9 +274,11 @@ class Store:
     def release(self, cell: dict, worker: str) -> None:
         """Give an interrupted cell back (Ctrl-C): pending again, and this attempt does not count."""
         with self.engine.begin() as conn:
-            conn.execute(update(cells).where(cells.c.id == cell["id"], cells.c.worker == worker,
-                                             cells.c.status == RUNNING)
-                         .values(status=PENDING, worker=None, attempts=cells.c.attempts - 1))
+            conn.execute(
+                update(cells)
+                .where(cells.c.id == cell["id"], cells.c.worker == worker, cells.c.status == RUNNING)
+                .values(status=PENDING, worker=None, attempts=cells.c.attempts - 1)
+            )
 
     # --- results ------------------------------------------------------------------------------------
     def _replace_rows(self, conn: Connection, source: str, rows: Sequence[dict], cell_id: str | None) -> None:
@@ -237,8 +305,11 @@ class Store:
     @retrying
     def result_rows(self) -> list[dict]:
         """Every stored row, with the cell's matrix name (`label`) and checkpoint step where it has one."""
-        q = (select(results.c.row, results.c.source, results.c.cell_id, cells.c.init_label, cells.c.config)
-             .select_from(results.outerjoin(cells, results.c.cell_id == cells.c.id)).order_by(results.c.id))
+        q = (
+            select(results.c.row, results.c.source, results.c.cell_id, cells.c.init_label, cells.c.config)
+            .select_from(results.outerjoin(cells, results.c.cell_id == cells.c.id))
+            .order_by(results.c.id)
+        )
         with self.engine.connect() as conn:
             out = []
             for r in conn.execute(q):

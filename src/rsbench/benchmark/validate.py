@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from rsbench.benchmark.execute import eval_values
 from rsbench.benchmark.matrix import EVAL, PRETRAIN, Cell, load_tasks

@@ -12,8 +12,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from rsbench.benchmark.execute import run_claimed
 from rsbench.benchmark.store import DONE, PENDING, RUNNING, Store, worker_identity
@@ -34,8 +34,16 @@ def open_work(cells: Sequence[dict]) -> bool:
     return False
 
 
-def work(store: Store, ids: Sequence[str], *, stale_after_s: float, max_attempts: int, poll_s: float = 1.0,
-         keep_going: Callable[[], bool] = lambda: True, log: Callable[[str], None] = print) -> int:
+def work(
+    store: Store,
+    ids: Sequence[str],
+    *,
+    stale_after_s: float,
+    max_attempts: int,
+    poll_s: float = 1.0,
+    keep_going: Callable[[], bool] = lambda: True,
+    log: Callable[[str], None] = print,
+) -> int:
     """Run cells until the matrix has no open work (or keep_going() turns False); returns cells run."""
     worker = worker_identity()
     ran = 0
@@ -55,7 +63,7 @@ def work(store: Store, ids: Sequence[str], *, stale_after_s: float, max_attempts
     return ran
 
 
-def _sigterm(signum, frame):  # noqa: ARG001
+def _sigterm(signum, frame):
     # Turn SIGTERM (scancel, preemption, a supervisor) into the same clean release as Ctrl-C.
     raise KeyboardInterrupt
 
@@ -79,8 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         # A worker whose runner was killed finishes the cell it holds but takes no new one.
-        work(Store(spec["db"]), spec["ids"], stale_after_s=spec["stale_after_s"], max_attempts=spec["max_attempts"],
-             keep_going=lambda: os.getppid() == parent, log=log)
+        work(
+            Store(spec["db"]),
+            spec["ids"],
+            stale_after_s=spec["stale_after_s"],
+            max_attempts=spec["max_attempts"],
+            keep_going=lambda: os.getppid() == parent,
+            log=log,
+        )
     except (KeyboardInterrupt, RsbenchError):  # interrupted or preempted: the cell was released
         return 130
     return 0
@@ -88,4 +102,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

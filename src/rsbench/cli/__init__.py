@@ -5,9 +5,7 @@ from __future__ import annotations
 import typer
 
 from rsbench import __version__
-from rsbench.cli import benchmark, corpus, evaluate, pretrain, quickstart, report
-from rsbench.cli import methods
-from rsbench.cli import runs
+from rsbench.cli import benchmark, corpus, evaluate, methods, pretrain, quickstart, report, runs
 
 app = typer.Typer(
     name="rsbench",
@@ -34,7 +32,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """rsbench: rasters -> corpus -> pretrain -> evaluate -> report."""
 

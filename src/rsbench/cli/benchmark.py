@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import List, Literal, Optional
+from typing import Literal
 
 import typer
 from pydantic import Field
@@ -15,27 +15,32 @@ from rsbench.cli.common import ConfigOption, console, handle_errors
 from rsbench.config import StrictModel, resolve_config
 from rsbench.errors import ConfigError, RsbenchError
 
-app = typer.Typer(help="Run an experiment matrix (pretraining x tasks x protocols x seeds) and track it.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Run an experiment matrix (pretraining x tasks x protocols x seeds) and track it.", no_args_is_help=True
+)
 
-FileArg = typer.Argument(..., help="Experiment file (YAML): pretraining runs, baselines, tasks, protocols, seeds.",
-                         show_default=False, metavar="FILE")
+FileArg = typer.Argument(
+    ...,
+    help="Experiment file (YAML): pretraining runs, baselines, tasks, protocols, seeds.",
+    show_default=False,
+    metavar="FILE",
+)
 OutOption = typer.Option(None, "--out", help="Benchmark folder: runs, logs, results.db (default: the file's 'out').")
 DbOption = typer.Option(None, "--db", help="SQLAlchemy URL or SQLite file (default: OUT/results.db).")
 
 
 class RunOptions(StrictModel):
-    out: Optional[str] = None
-    db: Optional[str] = None
-    executor: Optional[Literal["local", "slurm"]] = None
-    max_parallel: Optional[int] = Field(None, ge=1)
+    out: str | None = None
+    db: str | None = None
+    executor: Literal["local", "slurm"] | None = None
+    max_parallel: int | None = Field(None, ge=1)
     retry_failed: bool = False
     dry_run: bool = False
 
 
 class StatusOptions(StrictModel):
-    out: Optional[str] = None
-    db: Optional[str] = None
+    out: str | None = None
+    db: str | None = None
     watch: bool = False
     interval: float = Field(2.0, gt=0)
     tail: int = Field(5, ge=0)
@@ -43,33 +48,45 @@ class StatusOptions(StrictModel):
 
 
 class ExportOptions(StrictModel):
-    experiment: Optional[str] = None
+    experiment: str | None = None
     out: str
-    db: Optional[str] = None
+    db: str | None = None
     table: Literal["results", "cells", "runs"] = "results"
-    bench_out: Optional[str] = None
+    bench_out: str | None = None
 
 
 @app.command("run")
 @handle_errors
 def run_command(
     file: Path = FileArg,
-    out: Optional[Path] = OutOption,
-    db: Optional[str] = DbOption,
-    executor: Optional[str] = typer.Option(None, "--executor", help="local | slurm (default: the file's executor.kind)."),
-    max_parallel: Optional[int] = typer.Option(None, "--max-parallel",
-                                               help="Local worker processes (default: file, else 1)."),
-    retry_failed: Optional[bool] = typer.Option(None, "--retry-failed", help="Run failed cells again.", show_default=False),
-    dry_run: Optional[bool] = typer.Option(None, "--dry-run", help="List the cells (and SLURM jobs) without running.",
-                                           show_default=False),
-    config: Optional[Path] = ConfigOption,
+    out: Path | None = OutOption,
+    db: str | None = DbOption,
+    executor: str | None = typer.Option(None, "--executor", help="local | slurm (default: the file's executor.kind)."),
+    max_parallel: int | None = typer.Option(
+        None, "--max-parallel", help="Local worker processes (default: file, else 1)."
+    ),
+    retry_failed: bool | None = typer.Option(
+        None, "--retry-failed", help="Run failed cells again.", show_default=False
+    ),
+    dry_run: bool | None = typer.Option(
+        None, "--dry-run", help="List the cells (and SLURM jobs) without running.", show_default=False
+    ),
+    config: Path | None = ConfigOption,
 ) -> None:
     """Run every cell of the matrix once: finished cells are skipped, failed ones only with --retry-failed."""
     from rsbench.benchmark.plan import load_plan
     from rsbench.benchmark.runner import run_local, write_summary
 
-    opts = resolve_config(RunOptions, config, out=str(out) if out else None, db=db, executor=executor,
-                          max_parallel=max_parallel, retry_failed=retry_failed, dry_run=dry_run)
+    opts = resolve_config(
+        RunOptions,
+        config,
+        out=str(out) if out else None,
+        db=db,
+        executor=executor,
+        max_parallel=max_parallel,
+        retry_failed=retry_failed,
+        dry_run=dry_run,
+    )
     plan = load_plan(file, opts.out, opts.db, check=True)
     exec_spec = plan.experiment.executor
     kind = opts.executor or exec_spec.kind
@@ -79,16 +96,24 @@ def run_command(
     if kind == "slurm":
         from rsbench.benchmark.slurm import submit
 
-        jobs = submit(plan, retry_failed=opts.retry_failed, log=lambda m: console.print(m, markup=False, highlight=False))
+        jobs = submit(
+            plan, retry_failed=opts.retry_failed, log=lambda m: console.print(m, markup=False, highlight=False)
+        )
         typer.echo(f"{len(jobs)} job(s) submitted; follow them with: rsbench benchmark status {file} --watch")
         return
-    summary = run_local(plan, opts.max_parallel or exec_spec.max_parallel, retry_failed=opts.retry_failed, console=console)
+    summary = run_local(
+        plan, opts.max_parallel or exec_spec.max_parallel, retry_failed=opts.retry_failed, console=console
+    )
     write_summary(plan, summary)
-    typer.echo(f"{summary.total} cells: {summary.done} done, {summary.failed} failed, {summary.blocked} blocked; "
-               f"{summary.ran} ran now in {summary.wall_s:.0f}s; store: {plan.url}")
+    typer.echo(
+        f"{summary.total} cells: {summary.done} done, {summary.failed} failed, {summary.blocked} blocked; "
+        f"{summary.ran} ran now in {summary.wall_s:.0f}s; store: {plan.url}"
+    )
     if summary.failed or summary.done + summary.failed < summary.total:
-        raise RsbenchError(f"{summary.failed} cell(s) failed and {summary.total - summary.done - summary.failed} did not "
-                           f"run; see `rsbench benchmark status {file}` (then --retry-failed)")
+        raise RsbenchError(
+            f"{summary.failed} cell(s) failed and {summary.total - summary.done - summary.failed} did not "
+            f"run; see `rsbench benchmark status {file}` (then --retry-failed)"
+        )
 
 
 def _print_plan(plan, kind: str) -> None:
@@ -119,28 +144,37 @@ def _print_plan(plan, kind: str) -> None:
 @handle_errors
 def status_command(
     file: Path = FileArg,
-    out: Optional[Path] = OutOption,
-    db: Optional[str] = DbOption,
-    watch: Optional[bool] = typer.Option(None, "--watch", help="Refresh until no cell is pending or running.",
-                                         show_default=False),
-    interval: Optional[float] = typer.Option(None, "--interval", help="Seconds between refreshes (default 2)."),
-    tail: Optional[int] = typer.Option(None, "--tail", help="Log lines shown per failed cell (default 5)."),
-    hide_done: Optional[bool] = typer.Option(None, "--hide-done", help="Leave finished cells out of the table.",
-                                             show_default=False),
-    config: Optional[Path] = ConfigOption,
+    out: Path | None = OutOption,
+    db: str | None = DbOption,
+    watch: bool | None = typer.Option(
+        None, "--watch", help="Refresh until no cell is pending or running.", show_default=False
+    ),
+    interval: float | None = typer.Option(None, "--interval", help="Seconds between refreshes (default 2)."),
+    tail: int | None = typer.Option(None, "--tail", help="Log lines shown per failed cell (default 5)."),
+    hide_done: bool | None = typer.Option(
+        None, "--hide-done", help="Leave finished cells out of the table.", show_default=False
+    ),
+    config: Path | None = ConfigOption,
 ) -> None:
     """Cells (pending/running/done/failed/blocked) with error lines, failed cells' log tails, cost so far."""
     from rich.live import Live
 
+    from rsbench.benchmark.db import existing_db_url
     from rsbench.benchmark.plan import load_plan
     from rsbench.benchmark.status import status_view
+    from rsbench.benchmark.store import Store
     from rsbench.benchmark.worker import open_work
 
-    from rsbench.benchmark.db import existing_db_url
-    from rsbench.benchmark.store import Store
-
-    opts = resolve_config(StatusOptions, config, out=str(out) if out else None, db=db, watch=watch, interval=interval,
-                          tail=tail, hide_done=hide_done)
+    opts = resolve_config(
+        StatusOptions,
+        config,
+        out=str(out) if out else None,
+        db=db,
+        watch=watch,
+        interval=interval,
+        tail=tail,
+        hide_done=hide_done,
+    )
     plan = load_plan(file, opts.out, opts.db)
     store = Store(existing_db_url(plan.url, None))
     title = f"{plan.experiment.name} · {plan.url}"
@@ -162,20 +196,27 @@ def status_command(
 @app.command("export")
 @handle_errors
 def export_command(
-    file: Optional[Path] = typer.Argument(None, help="Experiment file whose store to export (or give --db).",
-                                          show_default=False, metavar="[FILE]"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file: .csv, .parquet or .jsonl."),
-    db: Optional[str] = DbOption,
-    table: Optional[str] = typer.Option(None, "--table", help="results | cells | runs (default: results)."),
-    bench_out: Optional[Path] = typer.Option(None, "--bench-out", help="Benchmark folder, when not the file's 'out'."),
-    config: Optional[Path] = ConfigOption,
+    file: Path | None = typer.Argument(
+        None, help="Experiment file whose store to export (or give --db).", show_default=False, metavar="[FILE]"
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output file: .csv, .parquet or .jsonl."),
+    db: str | None = DbOption,
+    table: str | None = typer.Option(None, "--table", help="results | cells | runs (default: results)."),
+    bench_out: Path | None = typer.Option(None, "--bench-out", help="Benchmark folder, when not the file's 'out'."),
+    config: Path | None = ConfigOption,
 ) -> None:
     """Export the results store (results rows, cells or runs) to CSV, Parquet or JSONL."""
     from rsbench.benchmark.export import export
 
-    opts = resolve_config(ExportOptions, config, experiment=str(file) if file else None,
-                          out=str(out) if out else None, db=db, table=table,
-                          bench_out=str(bench_out) if bench_out else None)
+    opts = resolve_config(
+        ExportOptions,
+        config,
+        experiment=str(file) if file else None,
+        out=str(out) if out else None,
+        db=db,
+        table=table,
+        bench_out=str(bench_out) if bench_out else None,
+    )
     store = _store(opts.experiment, opts.db, opts.bench_out)
     n = export(store, opts.out, opts.table)
     console.print(f"{n} {opts.table} rows written to {opts.out}", markup=False, highlight=False)
@@ -185,8 +226,9 @@ def export_command(
 @app.command("import")
 @handle_errors
 def import_command(
-    results: List[Path] = typer.Argument(..., help="results.jsonl files, or folders searched for them.",
-                                         show_default=False, metavar="RESULTS..."),
+    results: list[Path] = typer.Argument(
+        ..., help="results.jsonl files, or folders searched for them.", show_default=False, metavar="RESULTS..."
+    ),
     db: str = typer.Option(..., "--db", help="SQLAlchemy URL or SQLite file to import into."),
 ) -> None:
     """Import existing results.jsonl files into a results store (re-importing a file replaces its rows)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.markup import escape
@@ -35,70 +34,157 @@ def _opt(*names: str, help: str, panel: str | None = None):
 @app.command("build")
 @handle_errors
 def build_command(
-    inputs: Optional[List[str]] = typer.Argument(
-        None, metavar="INPUT", show_default=False,
-        help="Raster files, folders (searched recursively for *.tif), quoted globs ('data/**/*.tif') or GDAL paths (/vsis3/...).",
+    inputs: list[str] | None = typer.Argument(
+        None,
+        metavar="INPUT",
+        show_default=False,
+        help="Raster files, folders (searched recursively for *.tif), quoted globs ('data/**/*.tif') "
+        "or GDAL paths (/vsis3/...).",
     ),
-    input_list: Optional[List[Path]] = _opt("--input-list", help="Text file listing one input per line (repeatable)."),
-    out: Optional[Path] = _opt("--out", help="Output corpus directory."),
-    tile_size: Optional[int] = _opt("--tile-size", help="Tile width/height in pixels."),
-    bands: Optional[str] = _opt("--bands", help="Band selection and order, e.g. '4,3,2' (1-based) or 'red,green,blue' (descriptions)."),
-    gsd: Optional[float] = _opt("--gsd", help="Resample rasters to this ground sampling distance in metres.", panel=SAMPLING),
-    resampling: Optional[str] = _opt("--resampling", help="--gsd kernel: bilinear (default), nearest, cubic, average.", panel=SAMPLING),
-    stride: Optional[int] = _opt("--stride", help="Grid step in pixels (default: the tile size).", panel=SAMPLING),
-    tiles_per_raster: Optional[int] = _opt("--tiles-per-raster", help="N random (seeded) windows per raster instead of the grid.", panel=SAMPLING),
-    max_tiles: Optional[int] = _opt("--max-tiles", help="Cap on kept tiles, balanced across rasters (or clusters).", panel=SAMPLING),
-    diversity: Optional[bool] = typer.Option(None, "--diversity/--no-diversity", rich_help_panel=SAMPLING, show_default=False,
-                                             help="Reach --max-tiles evenly across k-means clusters of tile features."),
-    clusters: Optional[int] = _opt("--clusters", help="k of the diversity k-means (default 16).", panel=SAMPLING),
-    seed: Optional[int] = _opt("--seed", help="Seed of random windows and sampling (default 0).", panel=SAMPLING),
-    max_nodata_fraction: Optional[float] = _opt("--max-nodata-fraction", help="Reject tiles with more invalid pixels (default 0.5; 1 = off).", panel=FILTERS),
-    implicit_nodata: Optional[bool] = typer.Option(None, "--implicit-nodata/--no-implicit-nodata", rich_help_panel=FILTERS, show_default=False,
-                                                   help="In rasters without declared nodata, pixels 0 in every band are fill (default on)."),
-    blank_filter: Optional[bool] = typer.Option(None, "--blank-filter/--no-blank-filter", rich_help_panel=FILTERS, show_default=False,
-                                                help="Reject low-information tiles (default on)."),
-    min_std: Optional[float] = _opt("--min-std", help="Blank if every band's std < this fraction of its p2-p98 range (default 0.04).", panel=FILTERS),
-    min_entropy: Optional[float] = _opt("--min-entropy", help="Blank if the quicklook entropy < this many bits (default 3).", panel=FILTERS),
-    cloud_filter: Optional[bool] = typer.Option(None, "--cloud-filter/--no-cloud-filter", rich_help_panel=FILTERS, show_default=False,
-                                                help="Reject cloudy tiles (bright in every band; default on)."),
-    cloud_brightness: Optional[float] = _opt("--cloud-brightness", help="Cloud pixel: every band above this fraction of its p2-p98 range (default 0.7).", panel=FILTERS),
-    max_cloud_fraction: Optional[float] = _opt("--max-cloud-fraction", help="Reject tiles with a larger cloud fraction (default 0.2).", panel=FILTERS),
-    saturation_filter: Optional[bool] = typer.Option(None, "--saturation-filter/--no-saturation-filter", rich_help_panel=FILTERS, show_default=False,
-                                                     help="Reject tiles with many pixels at the dtype maximum (default on)."),
-    max_saturated_fraction: Optional[float] = _opt("--max-saturated-fraction", help="Reject tiles with a larger saturated fraction (default 0.2).", panel=FILTERS),
-    dedup: Optional[bool] = typer.Option(None, "--dedup/--no-dedup", rich_help_panel=FILTERS, show_default=False,
-                                         help="Reject near-duplicate tiles by perceptual hash (default on)."),
-    dedup_distance: Optional[int] = _opt("--dedup-distance", help="Max Hamming distance of duplicate hashes, of 64 bits (default 4).", panel=FILTERS),
-    exclude: Optional[List[str]] = _opt("--exclude", help="Vector file or raster of evaluation areas; overlapping tiles are rejected (repeatable).", panel=FILTERS),
-    shard_size: Optional[int] = _opt("--shard-size", help="Samples per shard (default 1000)."),
-    workers: Optional[int] = _opt("--workers", help="Local Dask worker processes (default: all cores, but in-process for builds under 20k windows; 1 = in-process).", panel=PARALLEL),
-    scheduler: Optional[str] = _opt("--scheduler", help="Address of a running Dask scheduler (tcp://host:8786).", panel=PARALLEL),
-    slurm: Optional[bool] = typer.Option(None, "--slurm/--no-slurm", rich_help_panel=PARALLEL, show_default=False,
-                                         help="Run on SLURM through a dask-jobqueue SLURMCluster."),
-    slurm_queue: Optional[str] = _opt("--slurm-queue", help="SLURM partition.", panel=PARALLEL),
-    slurm_account: Optional[str] = _opt("--slurm-account", help="SLURM account.", panel=PARALLEL),
-    slurm_walltime: Optional[str] = _opt("--slurm-walltime", help="SLURM walltime (default 01:00:00).", panel=PARALLEL),
-    slurm_jobs: Optional[int] = _opt("--slurm-jobs", help="SLURM jobs, each with one worker process per core (default 1).", panel=PARALLEL),
-    slurm_cores: Optional[int] = _opt("--slurm-cores", help="Cores per SLURM job (default 4).", panel=PARALLEL),
-    slurm_memory: Optional[str] = _opt("--slurm-memory", help="Memory per SLURM job (default 16GB).", panel=PARALLEL),
-    task_tiles: Optional[int] = _opt("--task-tiles", help="Windows per parallel task (default 2048).", panel=PARALLEL),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild even if DIR holds a corpus or an unfinished build with other settings."),
-    config: Optional[Path] = ConfigOption,
+    input_list: list[Path] | None = _opt("--input-list", help="Text file listing one input per line (repeatable)."),
+    out: Path | None = _opt("--out", help="Output corpus directory."),
+    tile_size: int | None = _opt("--tile-size", help="Tile width/height in pixels."),
+    bands: str | None = _opt(
+        "--bands", help="Band selection and order, e.g. '4,3,2' (1-based) or 'red,green,blue' (descriptions)."
+    ),
+    gsd: float | None = _opt(
+        "--gsd", help="Resample rasters to this ground sampling distance in metres.", panel=SAMPLING
+    ),
+    resampling: str | None = _opt(
+        "--resampling", help="--gsd kernel: bilinear (default), nearest, cubic, average.", panel=SAMPLING
+    ),
+    stride: int | None = _opt("--stride", help="Grid step in pixels (default: the tile size).", panel=SAMPLING),
+    tiles_per_raster: int | None = _opt(
+        "--tiles-per-raster", help="N random (seeded) windows per raster instead of the grid.", panel=SAMPLING
+    ),
+    max_tiles: int | None = _opt(
+        "--max-tiles", help="Cap on kept tiles, balanced across rasters (or clusters).", panel=SAMPLING
+    ),
+    diversity: bool | None = typer.Option(
+        None,
+        "--diversity/--no-diversity",
+        rich_help_panel=SAMPLING,
+        show_default=False,
+        help="Reach --max-tiles evenly across k-means clusters of tile features.",
+    ),
+    clusters: int | None = _opt("--clusters", help="k of the diversity k-means (default 16).", panel=SAMPLING),
+    seed: int | None = _opt("--seed", help="Seed of random windows and sampling (default 0).", panel=SAMPLING),
+    max_nodata_fraction: float | None = _opt(
+        "--max-nodata-fraction", help="Reject tiles with more invalid pixels (default 0.5; 1 = off).", panel=FILTERS
+    ),
+    implicit_nodata: bool | None = typer.Option(
+        None,
+        "--implicit-nodata/--no-implicit-nodata",
+        rich_help_panel=FILTERS,
+        show_default=False,
+        help="In rasters without declared nodata, pixels 0 in every band are fill (default on).",
+    ),
+    blank_filter: bool | None = typer.Option(
+        None,
+        "--blank-filter/--no-blank-filter",
+        rich_help_panel=FILTERS,
+        show_default=False,
+        help="Reject low-information tiles (default on).",
+    ),
+    min_std: float | None = _opt(
+        "--min-std", help="Blank if every band's std < this fraction of its p2-p98 range (default 0.04).", panel=FILTERS
+    ),
+    min_entropy: float | None = _opt(
+        "--min-entropy", help="Blank if the quicklook entropy < this many bits (default 3).", panel=FILTERS
+    ),
+    cloud_filter: bool | None = typer.Option(
+        None,
+        "--cloud-filter/--no-cloud-filter",
+        rich_help_panel=FILTERS,
+        show_default=False,
+        help="Reject cloudy tiles (bright in every band; default on).",
+    ),
+    cloud_brightness: float | None = _opt(
+        "--cloud-brightness",
+        help="Cloud pixel: every band above this fraction of its p2-p98 range (default 0.7).",
+        panel=FILTERS,
+    ),
+    max_cloud_fraction: float | None = _opt(
+        "--max-cloud-fraction", help="Reject tiles with a larger cloud fraction (default 0.2).", panel=FILTERS
+    ),
+    saturation_filter: bool | None = typer.Option(
+        None,
+        "--saturation-filter/--no-saturation-filter",
+        rich_help_panel=FILTERS,
+        show_default=False,
+        help="Reject tiles with many pixels at the dtype maximum (default on).",
+    ),
+    max_saturated_fraction: float | None = _opt(
+        "--max-saturated-fraction", help="Reject tiles with a larger saturated fraction (default 0.2).", panel=FILTERS
+    ),
+    dedup: bool | None = typer.Option(
+        None,
+        "--dedup/--no-dedup",
+        rich_help_panel=FILTERS,
+        show_default=False,
+        help="Reject near-duplicate tiles by perceptual hash (default on).",
+    ),
+    dedup_distance: int | None = _opt(
+        "--dedup-distance", help="Max Hamming distance of duplicate hashes, of 64 bits (default 4).", panel=FILTERS
+    ),
+    exclude: list[str] | None = _opt(
+        "--exclude",
+        help="Vector file or raster of evaluation areas; overlapping tiles are rejected (repeatable).",
+        panel=FILTERS,
+    ),
+    shard_size: int | None = _opt("--shard-size", help="Samples per shard (default 1000)."),
+    workers: int | None = _opt(
+        "--workers",
+        help="Local Dask worker processes (default: all cores, but in-process for builds under 20k windows; "
+        "1 = in-process).",
+        panel=PARALLEL,
+    ),
+    scheduler: str | None = _opt(
+        "--scheduler", help="Address of a running Dask scheduler (tcp://host:8786).", panel=PARALLEL
+    ),
+    slurm: bool | None = typer.Option(
+        None,
+        "--slurm/--no-slurm",
+        rich_help_panel=PARALLEL,
+        show_default=False,
+        help="Run on SLURM through a dask-jobqueue SLURMCluster.",
+    ),
+    slurm_queue: str | None = _opt("--slurm-queue", help="SLURM partition.", panel=PARALLEL),
+    slurm_account: str | None = _opt("--slurm-account", help="SLURM account.", panel=PARALLEL),
+    slurm_walltime: str | None = _opt("--slurm-walltime", help="SLURM walltime (default 01:00:00).", panel=PARALLEL),
+    slurm_jobs: int | None = _opt(
+        "--slurm-jobs", help="SLURM jobs, each with one worker process per core (default 1).", panel=PARALLEL
+    ),
+    slurm_cores: int | None = _opt("--slurm-cores", help="Cores per SLURM job (default 4).", panel=PARALLEL),
+    slurm_memory: str | None = _opt("--slurm-memory", help="Memory per SLURM job (default 16GB).", panel=PARALLEL),
+    task_tiles: int | None = _opt("--task-tiles", help="Windows per parallel task (default 2048).", panel=PARALLEL),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Rebuild even if DIR holds a corpus or an unfinished build with other settings."
+    ),
+    config: Path | None = ConfigOption,
 ) -> None:
     """Tile rasters into WebDataset shards with a manifest, per-band stats and corpus.json (resumable)."""
     # Imported here so `rsbench --help` stays fast (rasterio/torch are heavy).
     from rsbench.config import resolve_config
     from rsbench.corpus import CorpusBuildConfig, build_corpus
 
-    given = {k: v for k, v in locals().items() if k not in {"config", "overwrite", "resolve_config", "CorpusBuildConfig", "build_corpus"}}
+    given = {
+        k: v
+        for k, v in locals().items()
+        if k not in {"config", "overwrite", "resolve_config", "CorpusBuildConfig", "build_corpus"}
+    }
     given["input_lists"] = [str(p) for p in given.pop("input_list")] if input_list else None
     given["inputs"] = list(inputs) if inputs else None
     given["out"] = str(out) if out is not None else None
     given["bands"] = split_csv(bands)
     cfg = resolve_config(CorpusBuildConfig, config, **given)
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
     )
     with progress:
         corpus = build_corpus(cfg, overwrite=overwrite, log=_log, progress=progress)
@@ -107,7 +193,8 @@ def build_command(
     rejected = ", ".join(f"{k} {v}" for k, v in counts["rejected"].items() if v) or "none"
     console.print(
         f"corpus: {escape(corpus['settings']['out'])}\n"
-        f"  rasters {counts['rasters']} ok, {counts['rasters_failed']} failed, {counts.get('rasters_skipped', 0)} skipped; "
+        f"  rasters {counts['rasters']} ok, {counts['rasters_failed']} failed, "
+        f"{counts.get('rasters_skipped', 0)} skipped; "
         f"tiles {counts['tiles_kept']} kept of {counts['tiles_total']} (rejected: {rejected}); "
         f"{len(corpus['shards'])} shard(s)\n"
         f"  band groups (tiles): {groups}",
@@ -119,7 +206,7 @@ def build_command(
 @handle_errors
 def inspect_command(
     corpus_dir: Path = typer.Argument(..., metavar="DIR", help="A corpus built by `rsbench corpus build`."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the quicklook PNGs (default: DIR/inspect)."),
+    out: Path | None = typer.Option(None, "--out", help="Folder for the quicklook PNGs (default: DIR/inspect)."),
     per_grid: int = typer.Option(16, "--per-grid", min=1, help="Tiles per quicklook grid."),
     seed: int = typer.Option(0, "--seed", help="Seed of the tile sample shown."),
 ) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -14,16 +13,28 @@ from rsbench.cli.common import ConfigOption, handle_errors
 from rsbench.config import StrictModel, resolve_config
 
 # Method-specific recipe keys shown in the overview (temperatures, EMA momenta, queue, masking).
-_HIGHLIGHTS = ("temperature", "student_temp", "teacher_temp", "queue_size", "momentum_start", "momentum_end",
-               "mask_ratio", "lambda_param", "mu_param", "nu_param")
+_HIGHLIGHTS = (
+    "temperature",
+    "student_temp",
+    "teacher_temp",
+    "queue_size",
+    "momentum_start",
+    "momentum_end",
+    "mask_ratio",
+    "lambda_param",
+    "mu_param",
+    "nu_param",
+)
 
 
 class MethodsConfig(StrictModel):
-    method: Optional[str] = None
+    method: str | None = None
 
 
 def _lr_rule(d: dict) -> str:
-    return {"linear": f"{d['lr']:g} x B/256", "sqrt": f"{d['lr']:g} x sqrt(B/256)", "none": f"{d['lr']:g}"}[d["lr_scaling"]]
+    return {"linear": f"{d['lr']:g} x B/256", "sqrt": f"{d['lr']:g} x sqrt(B/256)", "none": f"{d['lr']:g}"}[
+        d["lr_scaling"]
+    ]
 
 
 def _highlights(extra: dict) -> str:
@@ -38,13 +49,29 @@ def _highlights(extra: dict) -> str:
 
 def overview_table(methods: dict) -> Table:
     table = Table(title="rsbench SSL methods (paper recipes; override with `recipe:` in the pretrain config)")
-    for col in ("method", "default backbone", "optimizer", "peak LR (base x batch rule)", "weight decay",
-                "paper epochs / batch", "temperature / momentum", "paper"):
+    for col in (
+        "method",
+        "default backbone",
+        "optimizer",
+        "peak LR (base x batch rule)",
+        "weight decay",
+        "paper epochs / batch",
+        "temperature / momentum",
+        "paper",
+    ):
         table.add_column(col, overflow="fold")
     for cls in methods.values():
         d = cls.describe()
-        table.add_row(d["name"], d["backbone"], d["optimizer"], _lr_rule(d), f"{d['weight_decay']:g}",
-                      f"{d['paper_epochs']} / {d['paper_batch_size']}", _highlights(d["extra"]), d["paper"])
+        table.add_row(
+            d["name"],
+            d["backbone"],
+            d["optimizer"],
+            _lr_rule(d),
+            f"{d['weight_decay']:g}",
+            f"{d['paper_epochs']} / {d['paper_batch_size']}",
+            _highlights(d["extra"]),
+            d["paper"],
+        )
     return table
 
 
@@ -61,8 +88,8 @@ def recipe_table(cls) -> Table:
 
 @handle_errors
 def methods_command(
-    method: Optional[str] = typer.Option(None, "--method", help="Show every recipe key of one method."),
-    config: Optional[Path] = ConfigOption,
+    method: str | None = typer.Option(None, "--method", help="Show every recipe key of one method."),
+    config: Path | None = ConfigOption,
 ) -> None:
     """List the SSL methods with their default backbone and paper recipe (or one method's recipe keys)."""
     from rsbench.ssl import METHODS, get_method

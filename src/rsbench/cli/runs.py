@@ -32,10 +32,22 @@ def runs_command(
         return
     table = Table(title=f"{len(rows)} run(s)")
     for col in ("run", "method", "backbone", "status", "progress", "img/s", "device-h", "loss", "devices"):
-        table.add_column(col, justify="right" if col in ("progress", "img/s", "device-h", "loss", "devices") else "left")
+        table.add_column(
+            col, justify="right" if col in ("progress", "img/s", "device-h", "loss", "devices") else "left"
+        )
     for r in rows:
-        progress = f"{r.get('step')}/{r.get('max_steps')} ({r['progress']:.0%})" if r.get("progress") is not None else "-"
-        table.add_row(r["run"], r.get("method") or "-", r.get("backbone") or "-", r["status"], progress,
-                      _fmt(r.get("images_per_s"), ".1f"), _fmt(r.get("device_hours"), ".3f"), _fmt(r.get("loss"), ".4f"),
-                      f"{r.get('world_size') or '-'} x {r.get('device') or '-'}")
+        progress = (
+            f"{r.get('step')}/{r.get('max_steps')} ({r['progress']:.0%})" if r.get("progress") is not None else "-"
+        )
+        table.add_row(
+            r["run"],
+            r.get("method") or "-",
+            r.get("backbone") or "-",
+            r["status"],
+            progress,
+            _fmt(r.get("images_per_s"), ".1f"),
+            _fmt(r.get("device_hours"), ".3f"),
+            _fmt(r.get("loss"), ".4f"),
+            f"{r.get('world_size') or '-'} x {r.get('device') or '-'}",
+        )
     Console(width=200).print(table)

@@ -17,5 +17,15 @@ from rsbench.contracts.results import (
     upgrade_row,
 )
 
-__all__ = ["HEADLINE_METRICS", "RESULT_FIELDS", "RESULTS_FILE", "ROW_KEY", "SCHEMA_VERSION", "ResultRow",
-           "headline_metric", "make_row", "row_key", "upgrade_row"]
+__all__ = [
+    "HEADLINE_METRICS",
+    "RESULT_FIELDS",
+    "RESULTS_FILE",
+    "ROW_KEY",
+    "SCHEMA_VERSION",
+    "ResultRow",
+    "headline_metric",
+    "make_row",
+    "row_key",
+    "upgrade_row",
+]

@@ -14,7 +14,7 @@ rows), so they hold exactly what the task's metrics need, one row per test examp
 dense tasks, the test region's number; `path` names the image. The file's schema metadata holds `kind`,
 `classes` and `metric_names`. Files are written atomically and named by the cell's hash, so re-running a
 cell replaces its file.
-"""
+"""  # noqa: E501 - the Markdown table rows cannot wrap
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ PREDICTIONS_DIR = "predictions"
 KINDS = ("classification", "multilabel", "segmentation", "detection")
 
 
-def write_predictions(path: str | Path, kind: str, columns: dict[str, Any], classes: list[str],
-                      extra: dict | None = None) -> Path:
+def write_predictions(
+    path: str | Path, kind: str, columns: dict[str, Any], classes: list[str], extra: dict | None = None
+) -> Path:
     """Write one cell's per-example outputs; `columns` maps column names to equal-length sequences."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -43,8 +44,11 @@ def write_predictions(path: str | Path, kind: str, columns: dict[str, Any], clas
     for name, values in columns.items():
         if isinstance(values, np.ndarray) and values.ndim == 2:
             values = list(values)  # a list column: one row per example
-        arrays[name] = pa.array([np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for v in values]
-                                if isinstance(values, list) else values)
+        arrays[name] = pa.array(
+            [np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for v in values]
+            if isinstance(values, list)
+            else values
+        )
     meta = {"kind": kind, "classes": list(classes), **(extra or {})}
     table = pa.table(arrays).replace_schema_metadata({"rsbench": json.dumps(meta)})
     buf = io.BytesIO()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,8 +25,12 @@ ROW_KEY = ("task", "dataset", "protocol", "init", "label_fraction", "seed", "met
 
 # The metric each task kind is ranked by when a task spec names none. Detection's headline is COCO mAP
 # at IoU 0.50:0.95 with at most 100 detections per image (COCO's own headline).
-HEADLINE_METRICS = {"classification": "accuracy", "classification-multilabel": "map", "segmentation": "miou",
-                    "detection": "map_50_95"}
+HEADLINE_METRICS = {
+    "classification": "accuracy",
+    "classification-multilabel": "map",
+    "segmentation": "miou",
+    "detection": "map_50_95",
+}
 
 
 class ResultRow(BaseModel):
@@ -39,41 +43,41 @@ class ResultRow(BaseModel):
     dataset: str
     protocol: str
     init: str
-    init_kind: Optional[str] = None
-    init_path: Optional[str] = None
-    backbone: Optional[str] = None
+    init_kind: str | None = None
+    init_path: str | None = None
+    backbone: str | None = None
     label_fraction: float
     seed: int
     metric: str
     value: float  # NaN is allowed (a metric undefined on this test split): shown, never aggregated
     headline: bool = False
-    image_size: Optional[int] = None
-    patch_size: Optional[int] = None
-    n_train: Optional[int] = None
-    n_test: Optional[int] = None
-    num_classes: Optional[int] = None
-    feature_dim: Optional[int] = None
-    normalization: Optional[dict] = None
-    band_mapping: Optional[dict] = None
-    resize: Optional[str] = None
-    split: Optional[str] = None
-    test_split_id: Optional[str] = None
-    k: Optional[int] = None
-    temperature: Optional[float] = None
-    weight_decay: Optional[float] = None
-    hparams: Optional[dict] = None
-    probe_path: Optional[str] = None
-    predictions_path: Optional[str] = None
-    extract_time_s: Optional[float] = None
-    fit_time_s: Optional[float] = None
-    eval_time_s: Optional[float] = None
-    eval_images_per_s: Optional[float] = None
-    features_cached: Optional[bool] = None
-    features_key: Optional[str] = None
-    data: Optional[str] = None
-    test_data: Optional[str] = None
-    rsbench_version: Optional[str] = None
-    created: Optional[str] = None
+    image_size: int | None = None
+    patch_size: int | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+    num_classes: int | None = None
+    feature_dim: int | None = None
+    normalization: dict | None = None
+    band_mapping: dict | None = None
+    resize: str | None = None
+    split: str | None = None
+    test_split_id: str | None = None
+    k: int | None = None
+    temperature: float | None = None
+    weight_decay: float | None = None
+    hparams: dict | None = None
+    probe_path: str | None = None
+    predictions_path: str | None = None
+    extract_time_s: float | None = None
+    fit_time_s: float | None = None
+    eval_time_s: float | None = None
+    eval_images_per_s: float | None = None
+    features_cached: bool | None = None
+    features_key: str | None = None
+    data: str | None = None
+    test_data: str | None = None
+    rsbench_version: str | None = None
+    created: str | None = None
 
 
 RESULT_FIELDS = tuple(ResultRow.model_fields)

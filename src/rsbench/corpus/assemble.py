@@ -20,20 +20,57 @@ from rsbench.corpus.shards import assign_shards, sample_metadata
 from rsbench.corpus.stats import histogram_spec
 from rsbench.corpus.tiling import part_paths
 
-RECORD_COLUMNS = ["key", "row_off", "col_off", "center_x", "center_y", "lon", "lat", "nodata_fraction",
-                  "saturated_fraction", "cloud_fraction", "std", "entropy", "reject_reason", "phash", "features",
-                  "stats_min", "stats_max"]
+RECORD_COLUMNS = [
+    "key",
+    "row_off",
+    "col_off",
+    "center_x",
+    "center_y",
+    "lon",
+    "lat",
+    "nodata_fraction",
+    "saturated_fraction",
+    "cloud_fraction",
+    "std",
+    "entropy",
+    "reject_reason",
+    "phash",
+    "features",
+    "stats_min",
+    "stats_max",
+]
 
-MANIFEST_SCHEMA = pa.schema([
-    ("key", pa.string()), ("source", pa.string()), ("raster_index", pa.int32()),
-    ("row_off", pa.int32()), ("col_off", pa.int32()), ("width", pa.int32()), ("height", pa.int32()),
-    ("bands", pa.int32()), ("dtype", pa.string()), ("gsd", pa.float64()),
-    ("nodata_fraction", pa.float64()), ("saturated_fraction", pa.float64()), ("cloud_fraction", pa.float64()),
-    ("std", pa.float64()), ("entropy", pa.float64()), ("phash", pa.string()),
-    ("kept", pa.bool_()), ("reject_reason", pa.string()), ("duplicate_of", pa.string()), ("cluster", pa.int32()),
-    ("shard", pa.string()), ("crs", pa.string()), ("center_x", pa.float64()), ("center_y", pa.float64()),
-    ("lon", pa.float64()), ("lat", pa.float64()), ("date", pa.string()),
-])
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("source", pa.string()),
+        ("raster_index", pa.int32()),
+        ("row_off", pa.int32()),
+        ("col_off", pa.int32()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("bands", pa.int32()),
+        ("dtype", pa.string()),
+        ("gsd", pa.float64()),
+        ("nodata_fraction", pa.float64()),
+        ("saturated_fraction", pa.float64()),
+        ("cloud_fraction", pa.float64()),
+        ("std", pa.float64()),
+        ("entropy", pa.float64()),
+        ("phash", pa.string()),
+        ("kept", pa.bool_()),
+        ("reject_reason", pa.string()),
+        ("duplicate_of", pa.string()),
+        ("cluster", pa.int32()),
+        ("shard", pa.string()),
+        ("crs", pa.string()),
+        ("center_x", pa.float64()),
+        ("center_y", pa.float64()),
+        ("lon", pa.float64()),
+        ("lat", pa.float64()),
+        ("date", pa.string()),
+    ]
+)
 
 
 def load_records(plan: dict[str, Any], staging: Path, rasters: list[int]) -> dict[str, Any]:
@@ -43,9 +80,11 @@ def load_records(plan: dict[str, Any], staging: Path, rasters: list[int]) -> dic
         if part["raster"] not in rasters:
             continue
         t = pq.read_table(part_paths(staging, i)["records"], columns=RECORD_COLUMNS)
-        tables.append(t.append_column("raster", pa.array([part["raster"]] * len(t), pa.int32()))
-                       .append_column("part", pa.array([i] * len(t), pa.int32()))
-                       .append_column("row_in_part", pa.array(np.arange(len(t)), pa.int32())))
+        tables.append(
+            t.append_column("raster", pa.array([part["raster"]] * len(t), pa.int32()))
+            .append_column("part", pa.array([i] * len(t), pa.int32()))
+            .append_column("row_in_part", pa.array(np.arange(len(t)), pa.int32()))
+        )
     if not tables:
         return {name: [] for name in [*RECORD_COLUMNS, "raster", "part", "row_in_part"]}
     return pa.concat_tables(tables).to_pydict()
@@ -101,21 +140,39 @@ def kept_groups(records: dict[str, Any], infos: dict[int, dict[str, Any]]) -> di
     return groups
 
 
-def shard_tasks(records: dict[str, Any], infos: dict[int, dict[str, Any]], groups: dict[int, dict[str, Any]],
-                cfg: CorpusBuildConfig, out: Path, staging: Path):
+def shard_tasks(
+    records: dict[str, Any],
+    infos: dict[int, dict[str, Any]],
+    groups: dict[int, dict[str, Any]],
+    cfg: CorpusBuildConfig,
+    out: Path,
+    staging: Path,
+):
     """(shard write tasks, shard names, shards per group); also fills records['shard']."""
     kept = [i for i, r in enumerate(records["reject_reason"]) if r is None]
     bands = [infos[records["raster"][i]]["bands"] for i in kept]
     index, names, group_shards = assign_shards(bands, cfg.shard_size)
     records["shard"] = [None] * len(records["key"])
-    tasks = [{"out": str(out), "name": name, "staging": str(staging), "items": [], "spec": None, "bands": None,
-              "tile": cfg.tile_size} for name in names]
+    tasks = [
+        {
+            "out": str(out),
+            "name": name,
+            "staging": str(staging),
+            "items": [],
+            "spec": None,
+            "bands": None,
+            "tile": cfg.tile_size,
+        }
+        for name in names
+    ]
     for i, s, b in zip(kept, index, bands):
         records["shard"][i] = names[s]
         rec = {k: records[k][i] for k in ("key", "row_off", "col_off", "nodata_fraction", "lon", "lat")}
         info = infos[records["raster"][i]]
         meta = sample_metadata(rec, info, cfg.tile_size)
-        tasks[s]["items"].append((records["part"][i], records["row_in_part"][i], records["key"][i], meta, info["dtype"]))
+        tasks[s]["items"].append(
+            (records["part"][i], records["row_in_part"][i], records["key"][i], meta, info["dtype"])
+        )
         tasks[s]["spec"], tasks[s]["bands"] = groups[b]["spec"], b
     return tasks, names, group_shards
 
@@ -128,14 +185,20 @@ def manifest_table(records: dict[str, Any], infos: dict[int, dict[str, Any]], cf
         return [fn(infos[r]) for r in raster]
 
     columns = {
-        "key": records["key"], "source": per_raster(lambda i: i["path"]), "raster_index": records["raster_index"],
-        "row_off": records["row_off"], "col_off": records["col_off"],
-        "width": [cfg.tile_size] * n, "height": [cfg.tile_size] * n,
-        "bands": per_raster(lambda i: i["bands"]), "dtype": per_raster(lambda i: i["dtype"]),
+        "key": records["key"],
+        "source": per_raster(lambda i: i["path"]),
+        "raster_index": records["raster_index"],
+        "row_off": records["row_off"],
+        "col_off": records["col_off"],
+        "width": [cfg.tile_size] * n,
+        "height": [cfg.tile_size] * n,
+        "bands": per_raster(lambda i: i["bands"]),
+        "dtype": per_raster(lambda i: i["dtype"]),
         "gsd": per_raster(lambda i: float(np.mean(i["gsd"]))),
         "phash": [None if h is None else f"{h & 0xFFFF_FFFF_FFFF_FFFF:016x}" for h in records["phash"]],
         "kept": [r is None for r in records["reject_reason"]],
-        "crs": per_raster(lambda i: i["crs"]), "date": per_raster(lambda i: i["date"]),
+        "crs": per_raster(lambda i: i["crs"]),
+        "date": per_raster(lambda i: i["date"]),
     }
     for name in MANIFEST_SCHEMA.names:
         if name not in columns:

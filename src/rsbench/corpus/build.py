@@ -15,8 +15,9 @@ record; steps 3-5 are recomputed (cheap, deterministic), so no tile is duplicate
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -83,12 +84,14 @@ def _check_existing(out: Path, key: dict[str, Any], overwrite: bool) -> dict[str
     if old == key:
         return existing
     raise RsbenchError(
-        f"{out} already holds a corpus built with different settings ({_changed(old, key)}); pass --overwrite to replace it"
+        f"{out} already holds a corpus built with different settings ({_changed(old, key)}); "
+        "pass --overwrite to replace it"
     )
 
 
-def build_corpus(cfg: CorpusBuildConfig, overwrite: bool = False, log: Log | None = None, progress=None,
-                 client=None) -> dict:
+def build_corpus(
+    cfg: CorpusBuildConfig, overwrite: bool = False, log: Log | None = None, progress=None, client=None
+) -> dict:
     """Build, resume, or return the already-built corpus described by `cfg`; returns corpus.json's content.
 
     `log` receives one-line messages; `progress` is an optional `rich.progress.Progress`; `client` an
@@ -160,16 +163,20 @@ def _assemble(cfg, plan, done, key, runner: Runner, out: Path, staging: Path, lo
     _warn(log, failures, skipped, len(plan["rasters"]))
     if not ok:
         first = (failures or skipped)[0]
-        raise DataError(f"no input raster could be read ({len(failures)} failed, {len(skipped)} skipped; "
-                        f"first: {first['path']}: {first['reason']})")
+        raise DataError(
+            f"no input raster could be read ({len(failures)} failed, {len(skipped)} skipped; "
+            f"first: {first['path']}: {first['reason']})"
+        )
     infos = {r: plan["rasters"][r]["info"] for r in ok}
     records = assemble.load_records(plan, staging, ok)
     selection = assemble.select(records, cfg)
     reasons = records["reject_reason"]
     if not any(r is None for r in reasons):
         counts = {k: reasons.count(k) for k in F.REASONS if reasons.count(k)}
-        raise DataError(f"no tiles kept from {len(ok)} raster(s) ({len(reasons)} windows of {cfg.tile_size}px; "
-                        f"rejected: {counts or 'none fit in the rasters'})")
+        raise DataError(
+            f"no tiles kept from {len(ok)} raster(s) ({len(reasons)} windows of {cfg.tile_size}px; "
+            f"rejected: {counts or 'none fit in the rasters'})"
+        )
     groups = assemble.kept_groups(records, infos)
     tasks, shard_names, group_shards = assemble.shard_tasks(records, infos, groups, cfg, out, staging)
     (out / SHARDS_DIRNAME).mkdir(parents=True, exist_ok=True)
@@ -191,8 +198,11 @@ def _assemble(cfg, plan, done, key, runner: Runner, out: Path, staging: Path, lo
         "failures": failures,
         "skipped": skipped,
         "counts": {
-            "rasters": len(ok), "rasters_failed": len(failures), "rasters_skipped": len(skipped),
-            "tiles_total": len(reasons), "tiles_kept": sum(r is None for r in reasons),
+            "rasters": len(ok),
+            "rasters_failed": len(failures),
+            "rasters_skipped": len(skipped),
+            "tiles_total": len(reasons),
+            "tiles_kept": sum(r is None for r in reasons),
             "rejected": {k: reasons.count(k) for k in F.REASONS},
         },
         "selection": selection,
@@ -227,8 +237,15 @@ def _raster_entries(infos: dict[int, dict[str, Any]], records: dict[str, Any], o
         info = infos[r]
         # No declared nodata, yet invalid pixels: the implicit zero-fill rule found a collar.
         implicit = info["nodata_source"] == "none" and info["implicit_nodata"] and invalid_seen[r]
-        entries.append({**info, "implicit_fill_detected": bool(implicit), "tiles_total": total[r],
-                        "tiles_kept": kept[r], "tiles_rejected": total[r] - kept[r]})
+        entries.append(
+            {
+                **info,
+                "implicit_fill_detected": bool(implicit),
+                "tiles_total": total[r],
+                "tiles_kept": kept[r],
+                "tiles_rejected": total[r] - kept[r],
+            }
+        )
     return entries
 
 
@@ -239,8 +256,14 @@ def _group_entry(bands: int, g: dict[str, Any], shards: list[str], packed: dict[
         np.asarray([m["count"] for m in batches], dtype=np.int64),
         np.asarray([m["mean"] for m in batches], dtype=np.float64),
         np.asarray([m["m2"] for m in batches], dtype=np.float64),
-        np.asarray([g["min"]]), np.asarray([g["max"]]),
+        np.asarray([g["min"]]),
+        np.asarray([g["max"]]),
     )
     hist = sum(packed[name]["hist"] for name in shards)
-    return {"bands": bands, "tiles": len(g["rows"]), "band_names": g["band_names"],
-            "stats": group_summary(stats, hist, g["spec"]), "shards": shards}
+    return {
+        "bands": bands,
+        "tiles": len(g["rows"]),
+        "band_names": g["band_names"],
+        "stats": group_summary(stats, hist, g["spec"]),
+        "shards": shards,
+    }

@@ -15,15 +15,29 @@ from pydantic import Field, field_validator, model_validator
 from rsbench.config import StrictModel
 
 EXECUTION_KEYS = frozenset(
-    {"workers", "scheduler", "slurm", "slurm_queue", "slurm_account", "slurm_walltime", "slurm_jobs",
-     "slurm_cores", "slurm_memory", "task_tiles"}
+    {
+        "workers",
+        "scheduler",
+        "slurm",
+        "slurm_queue",
+        "slurm_account",
+        "slurm_walltime",
+        "slurm_jobs",
+        "slurm_cores",
+        "slurm_memory",
+        "task_tiles",
+    }
 )
 
 
 class CorpusBuildConfig(StrictModel):
     # --- inputs
-    inputs: list[str] = Field(default_factory=list, description="raster files, folders (recursive), globs or GDAL paths (/vsis3/...)")
-    input_lists: list[str] = Field(default_factory=list, description="text files listing one input per line ('#' comments)")
+    inputs: list[str] = Field(
+        default_factory=list, description="raster files, folders (recursive), globs or GDAL paths (/vsis3/...)"
+    )
+    input_lists: list[str] = Field(
+        default_factory=list, description="text files listing one input per line ('#' comments)"
+    )
     out: str = Field(description="output corpus directory")
     bands: list[int | str] | None = Field(
         None, description="band selection and order: 1-based indexes and/or band descriptions (case-insensitive)"
@@ -31,32 +45,62 @@ class CorpusBuildConfig(StrictModel):
     # --- windows
     tile_size: int = Field(gt=0, description="tile width and height in pixels (after --gsd resampling)")
     stride: int | None = Field(None, gt=0, description="grid step in pixels (None: tile_size, no overlap)")
-    tiles_per_raster: int | None = Field(None, gt=0, description="N random (seeded) windows per raster instead of the grid")
-    max_tiles: int | None = Field(None, gt=0, description="cap on kept tiles for the whole corpus, balanced across rasters")
+    tiles_per_raster: int | None = Field(
+        None, gt=0, description="N random (seeded) windows per raster instead of the grid"
+    )
+    max_tiles: int | None = Field(
+        None, gt=0, description="cap on kept tiles for the whole corpus, balanced across rasters"
+    )
     seed: int = Field(0, description="seed of random windows, balancing and diversity sampling")
     gsd: float | None = Field(None, gt=0, description="resample every raster to this ground sampling distance (metres)")
-    resampling: Literal["bilinear", "nearest", "cubic", "average"] = Field("bilinear", description="--gsd resampling kernel")
+    resampling: Literal["bilinear", "nearest", "cubic", "average"] = Field(
+        "bilinear", description="--gsd resampling kernel"
+    )
     # --- filters (each one on/off; thresholds apply when on)
-    max_nodata_fraction: float = Field(0.5, ge=0.0, le=1.0, description="reject tiles with more invalid pixels (1.0: off)")
-    implicit_nodata: bool = Field(True, description="rasters that declare no nodata/mask: pixels 0 in every band are fill")
+    max_nodata_fraction: float = Field(
+        0.5, ge=0.0, le=1.0, description="reject tiles with more invalid pixels (1.0: off)"
+    )
+    implicit_nodata: bool = Field(
+        True, description="rasters that declare no nodata/mask: pixels 0 in every band are fill"
+    )
     blank_filter: bool = Field(True, description="reject low-information tiles (low std or low entropy)")
-    min_std: float = Field(0.04, ge=0.0, description="blank if every band's std is below this (fraction of the raster's p2-p98 range)")
-    min_entropy: float = Field(3.0, ge=0.0, le=8.0, description="blank if the 8-bit quicklook entropy (bits) is below this")
+    min_std: float = Field(
+        0.04, ge=0.0, description="blank if every band's std is below this (fraction of the raster's p2-p98 range)"
+    )
+    min_entropy: float = Field(
+        3.0, ge=0.0, le=8.0, description="blank if the 8-bit quicklook entropy (bits) is below this"
+    )
     cloud_filter: bool = Field(True, description="reject tiles dominated by bright-in-every-band pixels (clouds)")
-    cloud_brightness: float = Field(0.7, gt=0.0, le=1.0, description="pixel is cloud if every band is above this (fraction of p2-p98 range)")
+    cloud_brightness: float = Field(
+        0.7, gt=0.0, le=1.0, description="pixel is cloud if every band is above this (fraction of p2-p98 range)"
+    )
     max_cloud_fraction: float = Field(0.2, ge=0.0, le=1.0, description="reject tiles with a larger cloud fraction")
-    saturation_filter: bool = Field(True, description="reject tiles with many pixels at the dtype maximum (integer rasters)")
-    max_saturated_fraction: float = Field(0.2, ge=0.0, le=1.0, description="reject tiles with a larger saturated fraction")
+    saturation_filter: bool = Field(
+        True, description="reject tiles with many pixels at the dtype maximum (integer rasters)"
+    )
+    max_saturated_fraction: float = Field(
+        0.2, ge=0.0, le=1.0, description="reject tiles with a larger saturated fraction"
+    )
     dedup: bool = Field(True, description="reject near-duplicate tiles (perceptual hash), within and across rasters")
-    dedup_distance: int = Field(4, ge=0, le=32, description="max Hamming distance (of 64 bits) between duplicate hashes")
-    exclude: list[str] = Field(default_factory=list, description="vector files or rasters of evaluation areas; overlapping tiles are rejected")
+    dedup_distance: int = Field(
+        4, ge=0, le=32, description="max Hamming distance (of 64 bits) between duplicate hashes"
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="vector files or rasters of evaluation areas; overlapping tiles are rejected"
+    )
     # --- sampling
-    diversity: bool = Field(False, description="reach --max-tiles by sampling evenly across k-means clusters of tile features")
+    diversity: bool = Field(
+        False, description="reach --max-tiles by sampling evenly across k-means clusters of tile features"
+    )
     clusters: int = Field(16, gt=1, description="k of the diversity k-means")
     # --- output
     shard_size: int = Field(1000, gt=0, description="samples per shard")
     # --- execution (never changes the output)
-    workers: int | None = Field(None, gt=0, description="local Dask worker processes (default: all cores, small builds in-process; 1: in-process)")
+    workers: int | None = Field(
+        None,
+        gt=0,
+        description="local Dask worker processes (default: all cores, small builds in-process; 1: in-process)",
+    )
     scheduler: str | None = Field(None, description="address of a running Dask scheduler to use instead")
     slurm: bool = Field(False, description="start a dask-jobqueue SLURMCluster")
     slurm_queue: str | None = Field(None, description="SLURM partition")
@@ -65,7 +109,9 @@ class CorpusBuildConfig(StrictModel):
     slurm_jobs: int = Field(1, gt=0, description="SLURM jobs (each runs slurm_cores worker processes)")
     slurm_cores: int = Field(4, gt=0, description="cores per SLURM job")
     slurm_memory: str = Field("16GB", description="memory per SLURM job")
-    task_tiles: int = Field(2048, gt=0, description="windows per parallel task (rasters are split into parts of this size)")
+    task_tiles: int = Field(
+        2048, gt=0, description="windows per parallel task (rasters are split into parts of this size)"
+    )
 
     @field_validator("bands", mode="before")
     @classmethod

@@ -29,10 +29,26 @@ REJECT_BLANK = "blank"
 REJECT_DUPLICATE = "duplicate"
 REJECT_MAX_TILES = "max_tiles"
 # Order of precedence: a tile is recorded with the first reason that applies.
-REASONS = (REJECT_OVERLAPS_EVAL, REJECT_NODATA, REJECT_SATURATED, REJECT_CLOUD, REJECT_BLANK, REJECT_DUPLICATE,
-           REJECT_MAX_TILES)
-FILTER_KEYS = ("max_nodata_fraction", "blank_filter", "min_std", "min_entropy", "cloud_filter", "cloud_brightness",
-               "max_cloud_fraction", "saturation_filter", "max_saturated_fraction")
+REASONS = (
+    REJECT_OVERLAPS_EVAL,
+    REJECT_NODATA,
+    REJECT_SATURATED,
+    REJECT_CLOUD,
+    REJECT_BLANK,
+    REJECT_DUPLICATE,
+    REJECT_MAX_TILES,
+)
+FILTER_KEYS = (
+    "max_nodata_fraction",
+    "blank_filter",
+    "min_std",
+    "min_entropy",
+    "cloud_filter",
+    "cloud_brightness",
+    "max_cloud_fraction",
+    "saturation_filter",
+    "max_saturated_fraction",
+)
 QUICKLOOK = 32
 FEATURE_DIM = 12
 
@@ -50,7 +66,7 @@ def valid_pixels(array: np.ndarray, valid: np.ndarray) -> np.ndarray:
 def scaled(array: np.ndarray, reference: dict[str, list[float]]) -> np.ndarray:
     """C x H x W float32 in [0, 1]: each band mapped from the raster's p2..p98 range."""
     low = np.asarray(reference["low"], dtype=np.float32)[:, None, None]
-    span = (np.asarray(reference["high"], dtype=np.float32)[:, None, None] - low)
+    span = np.asarray(reference["high"], dtype=np.float32)[:, None, None] - low
     return np.clip((array.astype(np.float32) - low) / span, 0.0, 1.0)
 
 
@@ -75,7 +91,10 @@ def tile_metrics(array: np.ndarray, valid: np.ndarray, info: dict[str, Any], f: 
     """
     metrics: dict[str, Any] = {
         "nodata_fraction": float(1.0 - valid.mean()),
-        "saturated_fraction": None, "cloud_fraction": None, "std": None, "entropy": None,
+        "saturated_fraction": None,
+        "cloud_fraction": None,
+        "std": None,
+        "entropy": None,
     }
     if not valid.any() or metrics["nodata_fraction"] > f["max_nodata_fraction"]:
         return metrics, None

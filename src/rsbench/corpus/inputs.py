@@ -8,8 +8,8 @@ sidecar files (.xml, .txt, .ovr) beside the rasters do not show up as failures.
 from __future__ import annotations
 
 import glob
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from rsbench.errors import DataError
 

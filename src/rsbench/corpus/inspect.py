@@ -10,8 +10,9 @@ import io
 import math
 import re
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -105,8 +106,9 @@ def _grid(tiles: list[tuple[np.ndarray, str]], title: str, path: Path) -> Path:
     return path
 
 
-def inspect_corpus(corpus_dir: str | Path, out_dir: str | Path | None = None, per_grid: int = 16, seed: int = 0,
-                   log: Log | None = None) -> dict[str, Any]:
+def inspect_corpus(
+    corpus_dir: str | Path, out_dir: str | Path | None = None, per_grid: int = 16, seed: int = 0, log: Log | None = None
+) -> dict[str, Any]:
     """Summary of a corpus plus quicklook PNGs: kept.png and rejected_<reason>.png."""
     log = log or (lambda msg: None)
     corpus_dir = Path(corpus_dir)
@@ -130,9 +132,10 @@ def inspect_corpus(corpus_dir: str | Path, out_dir: str | Path | None = None, pe
             except Exception as e:  # the source may have moved since the build; show what can be shown
                 log(f"warning: cannot re-read {r['source']} for a '{reason}' quicklook: {e}")
         if tiles:
-            pngs.append(_grid(tiles, f"rejected: {reason} ({len(tiles)} of {len(mine)})", out_dir / f"rejected_{reason}.png"))
-    return {"corpus": str(corpus_dir), "info": info, "pngs": pngs,
-            "per_raster": _per_raster(rows, len(rasters))}
+            pngs.append(
+                _grid(tiles, f"rejected: {reason} ({len(tiles)} of {len(mine)})", out_dir / f"rejected_{reason}.png")
+            )
+    return {"corpus": str(corpus_dir), "info": info, "pngs": pngs, "per_raster": _per_raster(rows, len(rasters))}
 
 
 def _per_raster(rows: list[dict], n: int) -> list[dict[str, int]]:
@@ -150,14 +153,24 @@ def summary_tables(report: dict[str, Any]) -> list:
 
     info = report["info"]
     counts = info["counts"]
-    rasters = Table(title=f"corpus {report['corpus']}: {counts['rasters']} rasters, {counts.get('rasters_failed', 0)} failed, "
-                          f"{counts.get('rasters_skipped', 0)} skipped; {counts['tiles_kept']} of {counts['tiles_total']} tiles kept")
+    rasters = Table(
+        title=f"corpus {report['corpus']}: {counts['rasters']} rasters, {counts.get('rasters_failed', 0)} failed, "
+        f"{counts.get('rasters_skipped', 0)} skipped; {counts['tiles_kept']} of {counts['tiles_total']} tiles kept"
+    )
     for col in ("raster", "bands", "dtype", "gsd m", "date", "windows", "kept", "rejected (reason: n)"):
         rasters.add_column(col)
     for raster, c in zip(info["rasters"], report["per_raster"]):
         why = ", ".join(f"{k}: {c[k]}" for k in REASONS if c[k])
-        rasters.add_row(Path(raster["path"]).name, str(raster["bands"]), raster["dtype"], f"{np.mean(raster.get('gsd', [0])):.2f}",
-                        raster.get("date") or "-", str(c["total"]), str(c["kept"]), why or "-")
+        rasters.add_row(
+            Path(raster["path"]).name,
+            str(raster["bands"]),
+            raster["dtype"],
+            f"{np.mean(raster.get('gsd', [0])):.2f}",
+            raster.get("date") or "-",
+            str(c["total"]),
+            str(c["kept"]),
+            why or "-",
+        )
     for f in info.get("failures", []) + info.get("skipped", []):
         rasters.add_row(Path(f["path"]).name, "-", "-", "-", "-", "0", "0", f"not used: {f['reason']}")
     reasons = Table(title="rejected windows per reason")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,9 @@ def read_corpus_info(corpus_dir: str | Path) -> dict[str, Any]:
     """corpus.json of a finished corpus; DataError when `corpus_dir` is not one."""
     marker = Path(corpus_dir) / CORPUS_JSON
     if not marker.is_file():
-        raise DataError(f"{corpus_dir} is not an rsbench corpus (no {CORPUS_JSON}; build one with `rsbench corpus build`)")
+        raise DataError(
+            f"{corpus_dir} is not an rsbench corpus (no {CORPUS_JSON}; build one with `rsbench corpus build`)"
+        )
     try:
         info = read_json(marker)
     except (OSError, ValueError) as e:
@@ -66,7 +69,11 @@ def _decode(sample: dict[str, Any]) -> tuple[str, np.ndarray, dict[str, Any]]:
         nbytes = int(np.prod(shape)) * dtype.itemsize
         header = len(blob) - nbytes
         head = blob[:header] if header > 10 else b""
-        if not head.startswith(b"\x93NUMPY") or b"'fortran_order': False" not in head or f"'{dtype.str}'".encode() not in head:
+        if (
+            not head.startswith(b"\x93NUMPY")
+            or b"'fortran_order': False" not in head
+            or f"'{dtype.str}'".encode() not in head
+        ):
             raise ValueError("not the builder's layout")
         array = np.frombuffer(blob, dtype=dtype, offset=header).reshape(shape)
     except (KeyError, TypeError, ValueError):
@@ -83,7 +90,9 @@ def _subset_indexes(subset: list[int | str], names: list[str], corpus_dir) -> li
             item = int(item)
         if isinstance(item, int):
             if not 1 <= item <= len(names):
-                raise DataError(f"band {item} is not in corpus {corpus_dir} (bands 1..{len(names)}: {', '.join(names)})")
+                raise DataError(
+                    f"band {item} is not in corpus {corpus_dir} (bands 1..{len(names)}: {', '.join(names)})"
+                )
             out.append(item - 1)
         elif item.lower() in lookup:
             out.append(lookup[item.lower()])
@@ -135,7 +144,8 @@ class CorpusDataset(IterableDataset):
         self.band_names: list[str] = [names[i] for i in pick]
         self.num_samples: int = group["tiles"]
         self.normalization = Normalization(
-            [stats["mean"][i] for i in pick], [stats["std"][i] for i in pick],
+            [stats["mean"][i] for i in pick],
+            [stats["std"][i] for i in pick],
             source=f"corpus:{self.corpus_dir.resolve()}",
         )
         self.clip_range = None
@@ -146,7 +156,9 @@ class CorpusDataset(IterableDataset):
         self._mean = torch.tensor(self.normalization.mean, dtype=torch.float32)[:, None, None]
         self._std = torch.tensor(self.normalization.std, dtype=torch.float32)[:, None, None]
         if self.clip_range is not None:
-            self._clip_lo, self._clip_hi = (torch.tensor(v, dtype=torch.float32)[:, None, None] for v in self.clip_range)
+            self._clip_lo, self._clip_hi = (
+                torch.tensor(v, dtype=torch.float32)[:, None, None] for v in self.clip_range
+            )
         self.urls = [str(self.corpus_dir / name) for name in group["shards"]]
         self.shuffle = shuffle
         self.seed = seed

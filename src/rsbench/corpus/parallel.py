@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from rsbench.corpus.config import CorpusBuildConfig
 
@@ -26,9 +27,15 @@ AUTO_CLUSTER_WORK = 20_000  # windows (or window equivalents) below which --work
 def slurm_options(cfg: CorpusBuildConfig) -> dict[str, Any]:
     """dask-jobqueue SLURMCluster arguments: each job runs one single-threaded worker process per core
     (the tiling is GIL-bound, so threads would not add throughput)."""
-    return {"queue": cfg.slurm_queue, "account": cfg.slurm_account, "walltime": cfg.slurm_walltime,
-            "cores": cfg.slurm_cores, "memory": cfg.slurm_memory, "processes": cfg.slurm_cores,
-            "job_name": "rsbench-corpus"}
+    return {
+        "queue": cfg.slurm_queue,
+        "account": cfg.slurm_account,
+        "walltime": cfg.slurm_walltime,
+        "cores": cfg.slurm_cores,
+        "memory": cfg.slurm_memory,
+        "processes": cfg.slurm_cores,
+        "job_name": "rsbench-corpus",
+    }
 
 
 class Runner:
@@ -40,7 +47,7 @@ class Runner:
         self.log = log or (lambda msg: None)
         self._stack = ExitStack()
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -70,10 +77,15 @@ class Runner:
             from dask.distributed import LocalCluster
 
             # One thread per worker process: the work is GIL-bound numpy/PIL/GDAL calls.
-            cluster = self._stack.enter_context(LocalCluster(
-                n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                silence_logs=logging.ERROR,
-            ))
+            cluster = self._stack.enter_context(
+                LocalCluster(
+                    n_workers=self.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
+            )
             self.client = self._stack.enter_context(Client(cluster))
         return self.client
 
@@ -84,7 +96,9 @@ class Runner:
             return True
         return self.cfg.workers is None and work < AUTO_CLUSTER_WORK
 
-    def map_unordered(self, fn: Callable[[Any], Any], tasks: list[Any], work: int | None = None) -> Iterator[tuple[int, Any]]:
+    def map_unordered(
+        self, fn: Callable[[Any], Any], tasks: list[Any], work: int | None = None
+    ) -> Iterator[tuple[int, Any]]:
         """`work`: size of the job in windows, for the in-process/cluster choice (default: task count)."""
         if not tasks:
             return

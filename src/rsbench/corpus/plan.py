@@ -7,8 +7,9 @@ was made for. A re-run with the same settings reuses it (including the part layo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -49,9 +50,20 @@ def saved_settings(staging: Path) -> dict[str, Any] | None:
     return plan.get("settings") if isinstance(plan, dict) else None
 
 
-def make_plan(cfg: CorpusBuildConfig, paths: list[str], output_settings: dict[str, Any], runner, staging: Path,
-              on_probe: Callable[[], None]) -> dict[str, Any]:
-    opts = {"selection": cfg.bands, "gsd": cfg.gsd, "implicit_nodata": cfg.implicit_nodata, "resampling": cfg.resampling}
+def make_plan(
+    cfg: CorpusBuildConfig,
+    paths: list[str],
+    output_settings: dict[str, Any],
+    runner,
+    staging: Path,
+    on_probe: Callable[[], None],
+) -> dict[str, Any]:
+    opts = {
+        "selection": cfg.bands,
+        "gsd": cfg.gsd,
+        "implicit_nodata": cfg.implicit_nodata,
+        "resampling": cfg.resampling,
+    }
     probes: list[dict[str, Any] | None] = [None] * len(paths)
     # A probe reads up to 64 small reference windows: count it as 100 windows of work.
     for i, result in runner.map_unordered(probe_task, [(p, opts) for p in paths], work=100 * len(paths)):
@@ -79,8 +91,8 @@ def part_task(cfg: CorpusBuildConfig, plan: dict[str, Any], index: int, exclusio
         "part": index,
         "staging": str(staging),
         "info": info,
-        "rows": rows[part["start"]:part["stop"]],
-        "cols": cols[part["start"]:part["stop"]],
+        "rows": rows[part["start"] : part["stop"]],
+        "cols": cols[part["start"] : part["stop"]],
         "tile_size": cfg.tile_size,
         "filters": {k: getattr(cfg, k) for k in FILTER_KEYS},
         "dedup": cfg.dedup,

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -28,8 +29,17 @@ from rsbench.errors import DataError
 
 REFERENCE_LATTICE = 8  # reference windows per axis
 REFERENCE_WINDOW = 64
-DATE_TAGS = ("ACQUISITION_DATE", "ACQUISITIONDATE", "ACQUISITIONDATETIME", "DATE_ACQUIRED", "SENSING_TIME",
-             "SENSING_DATE", "PRODUCT_START_TIME", "DATATAKE_1_DATATAKE_SENSING_START", "DATE")
+DATE_TAGS = (
+    "ACQUISITION_DATE",
+    "ACQUISITIONDATE",
+    "ACQUISITIONDATETIME",
+    "DATE_ACQUIRED",
+    "SENSING_TIME",
+    "SENSING_DATE",
+    "PRODUCT_START_TIME",
+    "DATATAKE_1_DATATAKE_SENSING_START",
+    "DATE",
+)
 # Pre-collection Landsat scene ids (LC80200392015216LGN00): year + day of year.
 _LANDSAT_ID = re.compile(r"L[CETOM]\d\d{6}(\d{4})(\d{3})[A-Z]{3}\d{2}")
 _YMD = re.compile(r"(?<!\d)(19[7-9]\d|20\d\d)[-_:]?(0[1-9]|1[0-2])[-_:]?(0[1-9]|[12]\d|3[01])(?!\d)")
@@ -118,8 +128,13 @@ def _nodata_source(src, indexes: list[int]) -> str:
     return "declared" if src.nodata is not None else "none"
 
 
-def probe_raster(path: str, selection: list[int | str] | None = None, gsd: float | None = None,
-                 implicit_nodata: bool = True, resampling: str = "bilinear") -> dict[str, Any]:
+def probe_raster(
+    path: str,
+    selection: list[int | str] | None = None,
+    gsd: float | None = None,
+    implicit_nodata: bool = True,
+    resampling: str = "bilinear",
+) -> dict[str, Any]:
     """The raster's description; raises DataError/rasterio errors (failed) or BandMismatch (skipped)."""
     with rasterio.open(path) as src:
         if src.count == 0:
@@ -174,8 +189,14 @@ def open_grid(info: dict[str, Any]) -> Iterator[Any]:
         if not info["resampled"]:
             yield src
             return
-        with WarpedVRT(src, crs=src.crs, transform=Affine(*info["transform"]), width=info["width"],
-                       height=info["height"], resampling=Resampling[info["resampling"]]) as vrt:
+        with WarpedVRT(
+            src,
+            crs=src.crs,
+            transform=Affine(*info["transform"]),
+            width=info["width"],
+            height=info["height"],
+            resampling=Resampling[info["resampling"]],
+        ) as vrt:
             yield vrt
 
 

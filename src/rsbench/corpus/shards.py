@@ -20,10 +20,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import tarfile
 from pathlib import Path
 from typing import Any
-
-import tarfile
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -126,13 +125,16 @@ def write_shard(task: dict[str, Any]) -> dict[str, Any]:
         hist[:] += histogram(pixels, task["spec"])
         if task["spec"]["kind"] != "integer":  # integer data: exact moments from the histogram instead
             moments.append(tile_moments(pixels))
+
     try:
         with open(tmp, "wb", buffering=1 << 20) as f:
             writer = TarShard(f)
             for part, row, key, meta, dtype in task["items"]:
                 if part not in parts:
                     paths = part_paths(task["staging"], part)
-                    parts[part] = pq.read_table(paths["records"], columns=["spool_offset", "spool_size", "mask"]).to_pydict()
+                    parts[part] = pq.read_table(
+                        paths["records"], columns=["spool_offset", "spool_size", "mask"]
+                    ).to_pydict()
                     spools[part] = open(paths["spool"], "rb")
                 rec = parts[part]
                 spools[part].seek(rec["spool_offset"][row])

@@ -31,11 +31,18 @@ def tile_moments(pixels: np.ndarray) -> dict[str, Any]:
     x = pixels.astype(np.float64)
     mean = np.einsum("ij->i", x) / n
     d = x - mean[:, None]
-    return {"count": n, "mean": mean.tolist(), "m2": np.einsum("ij,ij->i", d, d).tolist(),
-            "min": pixels.min(axis=1).astype(np.float64).tolist(), "max": pixels.max(axis=1).astype(np.float64).tolist()}
+    return {
+        "count": n,
+        "mean": mean.tolist(),
+        "m2": np.einsum("ij,ij->i", d, d).tolist(),
+        "min": pixels.min(axis=1).astype(np.float64).tolist(),
+        "max": pixels.max(axis=1).astype(np.float64).tolist(),
+    }
 
 
-def merge_tile_stats(count: np.ndarray, mean: np.ndarray, m2: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict[str, Any]:
+def merge_tile_stats(
+    count: np.ndarray, mean: np.ndarray, m2: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> dict[str, Any]:
     """Merge N partial moments (count: N, mean/m2: N x C; lo/hi: any x C) in one vectorized step.
 
     Returns BandStats.summary()'s format: count, mean, std (ddof=1), min, max.
@@ -45,8 +52,13 @@ def merge_tile_stats(count: np.ndarray, mean: np.ndarray, m2: np.ndarray, lo: np
     grand = (w * mean).sum(axis=0) / total
     m2_total = m2.sum(axis=0) + (w * (mean - grand) ** 2).sum(axis=0)
     std = np.sqrt(m2_total / (total - 1)) if total > 1 else np.ones_like(grand)
-    return {"count": total, "mean": grand.tolist(), "std": std.tolist(),
-            "min": lo.min(axis=0).tolist(), "max": hi.max(axis=0).tolist()}
+    return {
+        "count": total,
+        "mean": grand.tolist(),
+        "std": std.tolist(),
+        "min": lo.min(axis=0).tolist(),
+        "max": hi.max(axis=0).tolist(),
+    }
 
 
 def histogram_spec(dtype: str, lo: list[float], hi: list[float]) -> dict[str, Any]:
@@ -64,7 +76,7 @@ def histogram(pixels: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     for b, band in enumerate(pixels):
         if spec["kind"] == "integer" and band.dtype.kind == "u":
             # Unsigned data straight into bincount, the bins below `low` sliced off afterwards.
-            out[b] = np.bincount(band, minlength=low + bins)[low:low + bins]
+            out[b] = np.bincount(band, minlength=low + bins)[low : low + bins]
             continue
         if spec["kind"] == "integer":
             idx = band.astype(np.int64) - low

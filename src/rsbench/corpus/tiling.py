@@ -11,8 +11,9 @@ killed build resume without redoing the part.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,15 +31,30 @@ from rsbench.io import atomic_write_bytes, write_json
 MAX_STRIP_BYTES = 32 * 2**20  # consecutive windows of a row are read as one strip up to this size
 GDAL_CACHE_BYTES = 128 * 2**20  # GDAL's default (5% of RAM) would let a huge raster grow the cache
 
-PART_SCHEMA = pa.schema([
-    ("key", pa.string()), ("row_off", pa.int32()), ("col_off", pa.int32()),
-    ("center_x", pa.float64()), ("center_y", pa.float64()), ("lon", pa.float64()), ("lat", pa.float64()),
-    ("nodata_fraction", pa.float64()), ("saturated_fraction", pa.float64()), ("cloud_fraction", pa.float64()),
-    ("std", pa.float64()), ("entropy", pa.float64()), ("reject_reason", pa.string()),
-    ("phash", pa.int64()), ("features", pa.list_(pa.float32(), F.FEATURE_DIM)),
-    ("stats_min", pa.list_(pa.float64())), ("stats_max", pa.list_(pa.float64())),
-    ("mask", pa.binary()), ("spool_offset", pa.int64()), ("spool_size", pa.int64()),
-])
+PART_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("row_off", pa.int32()),
+        ("col_off", pa.int32()),
+        ("center_x", pa.float64()),
+        ("center_y", pa.float64()),
+        ("lon", pa.float64()),
+        ("lat", pa.float64()),
+        ("nodata_fraction", pa.float64()),
+        ("saturated_fraction", pa.float64()),
+        ("cloud_fraction", pa.float64()),
+        ("std", pa.float64()),
+        ("entropy", pa.float64()),
+        ("reject_reason", pa.string()),
+        ("phash", pa.int64()),
+        ("features", pa.list_(pa.float32(), F.FEATURE_DIM)),
+        ("stats_min", pa.list_(pa.float64())),
+        ("stats_max", pa.list_(pa.float64())),
+        ("mask", pa.binary()),
+        ("spool_offset", pa.int64()),
+        ("spool_size", pa.int64()),
+    ]
+)
 
 
 def one_line(err: BaseException) -> str:
@@ -136,8 +152,12 @@ def _tile(task: dict[str, Any], spool_path: Path) -> tuple[pa.Table, int]:
     cols_out: dict[str, list] = {name: [None] * n for name in PART_SCHEMA.names}
     cols_out.update(
         key=[f"{prefix}_r{r:06d}_c{c:06d}" for r, c in zip(rows.tolist(), cols.tolist())],
-        row_off=rows.tolist(), col_off=cols.tolist(), center_x=centres[:, 0].tolist(),
-        center_y=centres[:, 1].tolist(), lon=lon.tolist(), lat=lat.tolist(),
+        row_off=rows.tolist(),
+        col_off=cols.tolist(),
+        center_x=centres[:, 0].tolist(),
+        center_y=centres[:, 1].tolist(),
+        lon=lon.tolist(),
+        lat=lat.tolist(),
     )
     for i in np.flatnonzero(excluded):
         cols_out["reject_reason"][i] = F.REJECT_OVERLAPS_EVAL
@@ -152,8 +172,8 @@ def _tile(task: dict[str, Any], spool_path: Path) -> tuple[pa.Table, int]:
             strip, strip_valid = read_block(reader, info, Window(c0, row, int(cols[run[-1]]) - c0 + tile, tile))
             for i in run:
                 x0 = int(cols[i]) - c0
-                array = np.ascontiguousarray(strip[:, :, x0:x0 + tile])
-                valid = strip_valid[:, x0:x0 + tile]
+                array = np.ascontiguousarray(strip[:, :, x0 : x0 + tile])
+                valid = strip_valid[:, x0 : x0 + tile]
                 metrics, grey = F.tile_metrics(array, valid, info, f, task["dedup"] or task["features"])
                 for name, value in metrics.items():
                     cols_out[name][i] = value

@@ -28,7 +28,7 @@ def read_image(path: str | Path) -> np.ndarray:
             with Image.open(path) as im:
                 arr = np.asarray(im)
             arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    except Exception as e:  # noqa: BLE001 - any decoder failure means an unreadable file
+    except Exception as e:  # any decoder failure means an unreadable file
         raise DataError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     if arr.size == 0:
         raise DataError(f"image {path} is empty")

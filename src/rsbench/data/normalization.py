@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -20,20 +20,26 @@ class BandStats:
     max: list[float]
 
     @classmethod
-    def empty(cls, bands: int) -> "BandStats":
+    def empty(cls, bands: int) -> BandStats:
         return cls(0, [0.0] * bands, [0.0] * bands, [float("inf")] * bands, [float("-inf")] * bands)
 
     @classmethod
-    def of(cls, pixels: np.ndarray) -> "BandStats":
+    def of(cls, pixels: np.ndarray) -> BandStats:
         """Stats of a C x N array of valid pixels."""
         x = pixels.astype(np.float64, copy=False)
         n = x.shape[1]
         if n == 0:
             return cls.empty(x.shape[0])
         mean = x.mean(axis=1)
-        return cls(n, mean.tolist(), ((x - mean[:, None]) ** 2).sum(axis=1).tolist(), x.min(axis=1).tolist(), x.max(axis=1).tolist())
+        return cls(
+            n,
+            mean.tolist(),
+            ((x - mean[:, None]) ** 2).sum(axis=1).tolist(),
+            x.min(axis=1).tolist(),
+            x.max(axis=1).tolist(),
+        )
 
-    def merge(self, other: "BandStats") -> "BandStats":
+    def merge(self, other: BandStats) -> BandStats:
         if other.count == 0:
             return self
         if self.count == 0:
@@ -44,8 +50,11 @@ class BandStats:
         mean = a_mean + delta * other.count / n
         m2 = np.array(self.m2) + np.array(other.m2) + delta**2 * self.count * other.count / n
         return BandStats(
-            n, mean.tolist(), m2.tolist(),
-            np.minimum(self.min, other.min).tolist(), np.maximum(self.max, other.max).tolist(),
+            n,
+            mean.tolist(),
+            m2.tolist(),
+            np.minimum(self.min, other.min).tolist(),
+            np.maximum(self.max, other.max).tolist(),
         )
 
     @property
@@ -80,11 +89,11 @@ class Normalization:
         self.std = [s if s > 1e-12 else 1.0 for s in self.std]
 
     @classmethod
-    def from_stats(cls, stats: BandStats, source: str = "dataset") -> "Normalization":
+    def from_stats(cls, stats: BandStats, source: str = "dataset") -> Normalization:
         return cls(list(stats.mean), list(stats.std), source)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Normalization":
+    def from_dict(cls, d: dict) -> Normalization:
         return cls(list(d["mean"]), list(d["std"]), d.get("source", "dataset"))
 
     def to_dict(self) -> dict:

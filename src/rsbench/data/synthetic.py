@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import rasterio
@@ -220,8 +220,16 @@ def _write_geotiff(path: str | os.PathLike, img: np.ndarray, crs: str, transform
     # GDAL creates the temp file itself (not mkstemp), so it gets umask permissions rather than 0600.
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     profile = dict(
-        driver="GTiff", width=img.shape[2], height=img.shape[1], count=img.shape[0], dtype="uint16",
-        crs=crs, transform=transform, nodata=0, compress="deflate", predictor=2,
+        driver="GTiff",
+        width=img.shape[2],
+        height=img.shape[1],
+        count=img.shape[0],
+        dtype="uint16",
+        crs=crs,
+        transform=transform,
+        nodata=0,
+        compress="deflate",
+        predictor=2,
     )
     if tiled:
         # Tiles must be multiples of 16; at least 2x2 of them, since a single image-sized tile
@@ -265,8 +273,12 @@ def generate_scenes(
     out_dir = Path(out_dir)
     return [
         generate_scene(
-            out_dir / f"scene_{i:03d}.tif", size=size, seed=(seed, i), nodata_border=nodata_border,
-            origin=(500000 + i * size * gsd, 5700000), gsd=gsd,
+            out_dir / f"scene_{i:03d}.tif",
+            size=size,
+            seed=(seed, i),
+            nodata_border=nodata_border,
+            origin=(500000 + i * size * gsd, 5700000),
+            gsd=gsd,
         )
         for i in range(n)
     ]

@@ -16,57 +16,138 @@ names the fix.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from rsbench.errors import ConfigError
 
 CANONICAL_BANDS = (
-    "coastal", "blue", "green", "yellow", "red", "rededge", "rededge1", "rededge2", "rededge3", "rededge4",
-    "nir", "water_vapour", "cirrus", "swir", "swir1", "swir2", "pan", "tir", "tir1", "tir2",
+    "coastal",
+    "blue",
+    "green",
+    "yellow",
+    "red",
+    "rededge",
+    "rededge1",
+    "rededge2",
+    "rededge3",
+    "rededge4",
+    "nir",
+    "water_vapour",
+    "cirrus",
+    "swir",
+    "swir1",
+    "swir2",
+    "pan",
+    "tir",
+    "tir1",
+    "tir2",
 )
 RGB = ("red", "green", "blue")  # the order of ImageNet's (timm's) first-layer input channels
 
 # Band numbers per sensor ('8a' is Sentinel-2's narrow NIR band B8A, also called red edge 4).
 SENSORS: dict[str, dict[str, str]] = {
-    "sentinel2": {"1": "coastal", "2": "blue", "3": "green", "4": "red", "5": "rededge1", "6": "rededge2",
-                  "7": "rededge3", "8": "nir", "8a": "rededge4", "9": "water_vapour", "10": "cirrus",
-                  "11": "swir1", "12": "swir2"},
+    "sentinel2": {
+        "1": "coastal",
+        "2": "blue",
+        "3": "green",
+        "4": "red",
+        "5": "rededge1",
+        "6": "rededge2",
+        "7": "rededge3",
+        "8": "nir",
+        "8a": "rededge4",
+        "9": "water_vapour",
+        "10": "cirrus",
+        "11": "swir1",
+        "12": "swir2",
+    },
     # Landsat 8/9 OLI + TIRS.
-    "landsat8": {"1": "coastal", "2": "blue", "3": "green", "4": "red", "5": "nir", "6": "swir1", "7": "swir2",
-                 "8": "pan", "9": "cirrus", "10": "tir1", "11": "tir2"},
+    "landsat8": {
+        "1": "coastal",
+        "2": "blue",
+        "3": "green",
+        "4": "red",
+        "5": "nir",
+        "6": "swir1",
+        "7": "swir2",
+        "8": "pan",
+        "9": "cirrus",
+        "10": "tir1",
+        "11": "tir2",
+    },
     # Landsat 7 ETM+ (Landsat 4/5 TM: the same without the panchromatic band 8).
-    "landsat7": {"1": "blue", "2": "green", "3": "red", "4": "nir", "5": "swir1", "6": "tir", "7": "swir2",
-                 "8": "pan"},
+    "landsat7": {"1": "blue", "2": "green", "3": "red", "4": "nir", "5": "swir1", "6": "tir", "7": "swir2", "8": "pan"},
 }
-SENSOR_ALIASES = {"sentinel2": "sentinel2", "s2": "sentinel2", "landsat8": "landsat8", "landsat9": "landsat8",
-                  "l8": "landsat8", "l9": "landsat8", "landsat7": "landsat7", "l7": "landsat7",
-                  "landsat5": "landsat7", "landsat4": "landsat7"}
+SENSOR_ALIASES = {
+    "sentinel2": "sentinel2",
+    "s2": "sentinel2",
+    "landsat8": "landsat8",
+    "landsat9": "landsat8",
+    "l8": "landsat8",
+    "l9": "landsat8",
+    "landsat7": "landsat7",
+    "l7": "landsat7",
+    "landsat5": "landsat7",
+    "landsat4": "landsat7",
+}
 
 # Spellings (lower case, separators removed) -> canonical name. Matched against the whole name, then
 # against runs of 1-3 words of a description (longest first), so 'red edge 1' is not 'red'.
 _WORDS = {
-    "coastal": "coastal", "coastalaerosol": "coastal", "aerosol": "coastal", "ultrablue": "coastal",
-    "blue": "blue", "green": "green", "yellow": "yellow", "red": "red",
-    "rededge": "rededge", "vre": "rededge",
+    "coastal": "coastal",
+    "coastalaerosol": "coastal",
+    "aerosol": "coastal",
+    "ultrablue": "coastal",
+    "blue": "blue",
+    "green": "green",
+    "yellow": "yellow",
+    "red": "red",
+    "rededge": "rededge",
+    "vre": "rededge",
     **{f"{p}{i}": f"rededge{i}" for p in ("rededge", "re", "vre") for i in (1, 2, 3, 4)},
-    "rededge05": "rededge1", "rededge06": "rededge2", "rededge07": "rededge3",
-    "nir": "nir", "nearinfrared": "nir", "nearir": "nir", "broadnir": "nir",
-    "narrownir": "rededge4", "nirnarrow": "rededge4", "nir08": "rededge4",
-    "watervapour": "water_vapour", "watervapor": "water_vapour", "wv": "water_vapour", "nir09": "water_vapour",
+    "rededge05": "rededge1",
+    "rededge06": "rededge2",
+    "rededge07": "rededge3",
+    "nir": "nir",
+    "nearinfrared": "nir",
+    "nearir": "nir",
+    "broadnir": "nir",
+    "narrownir": "rededge4",
+    "nirnarrow": "rededge4",
+    "nir08": "rededge4",
+    "watervapour": "water_vapour",
+    "watervapor": "water_vapour",
+    "wv": "water_vapour",
+    "nir09": "water_vapour",
     "cirrus": "cirrus",
-    "swir": "swir", "shortwaveinfrared": "swir", "swir1": "swir1", "swir16": "swir1", "shortwaveinfrared1": "swir1",
-    "swir2": "swir2", "swir22": "swir2", "shortwaveinfrared2": "swir2",
-    "pan": "pan", "panchromatic": "pan",
-    "tir": "tir", "thermal": "tir", "thermalinfrared": "tir", "lwir": "tir",
-    "tir1": "tir1", "lwir11": "tir1", "tir2": "tir2", "lwir12": "tir2",
+    "swir": "swir",
+    "shortwaveinfrared": "swir",
+    "swir1": "swir1",
+    "swir16": "swir1",
+    "shortwaveinfrared1": "swir1",
+    "swir2": "swir2",
+    "swir22": "swir2",
+    "shortwaveinfrared2": "swir2",
+    "pan": "pan",
+    "panchromatic": "pan",
+    "tir": "tir",
+    "thermal": "tir",
+    "thermalinfrared": "tir",
+    "lwir": "tir",
+    "tir1": "tir1",
+    "lwir11": "tir1",
+    "tir2": "tir2",
+    "lwir12": "tir2",
 }
 # Single letters only count as the whole name ('R', 'G', 'B', 'N'), never inside a description.
 _LETTERS = {"r": "red", "g": "green", "b": "blue", "n": "nir"}
 # A band number: 'B04', 'b4', 'B8A', 'B08A', 'band 4', 'Band_8A', '4' (separators already removed).
 _CODE = re.compile(r"(?:b|band)?0*(\d{1,2})(a?)")
 _TOKEN_CODE = re.compile(r"b0*(\d{1,2})(a?)")
-FIX = ("--bands names each band in file order (e.g. B01,B02,... or blue,green,red,nir), or --rgb-bands 4,3,2 "
-       "picks the red, green, blue bands (1-based)")
+FIX = (
+    "--bands names each band in file order (e.g. B01,B02,... or blue,green,red,nir), or --rgb-bands 4,3,2 "
+    "picks the red, green, blue bands (1-based)"
+)
 
 
 def _squash(text: str) -> str:
@@ -106,7 +187,8 @@ def _by_sensor(name: str, code: str, sensor: str | None) -> str | None:
             f"band '{name}' is a bare band number, which means different bands on different sensors "
             f"(B4: red on Sentinel-2 and Landsat 8, near-infrared on Landsat 7); name the bands by colour "
             f"(e.g. --bands blue,green,red,nir; Sentinel-2's own zero-padded B02,B03,B04,B08 are read as "
-            f"Sentinel-2) or pick red, green, blue with --rgb-bands (1-based, e.g. 4,3,2)")
+            f"Sentinel-2) or pick red, green, blue with --rgb-bands (1-based, e.g. 4,3,2)"
+        )
     return SENSORS[sensor].get(number)
 
 
@@ -116,8 +198,8 @@ def _words(name: str) -> set[str]:
     found, i = set(), 0
     while i < len(tokens):
         for n in (3, 2, 1):
-            if i + n <= len(tokens) and "".join(tokens[i:i + n]) in _WORDS:
-                found.add(_WORDS["".join(tokens[i:i + n])])
+            if i + n <= len(tokens) and "".join(tokens[i : i + n]) in _WORDS:
+                found.add(_WORDS["".join(tokens[i : i + n])])
                 i += n
                 break
         else:
@@ -152,8 +234,7 @@ def canonical_band(name: str, sensor: str | None = None) -> str | None:
         return _by_sensor(name, name, sensor)
     words = _words(name)
     if len(words) > 1:
-        raise ConfigError(f"band name '{name}' names more than one band ({', '.join(sorted(words))}); "
-                          f"{FIX}")
+        raise ConfigError(f"band name '{name}' names more than one band ({', '.join(sorted(words))}); {FIX}")
     if words:
         return words.pop()
     code = band_code(name)
@@ -179,12 +260,15 @@ def _pick(item: str, bands: list[str] | None, in_chans: int, colour: str, sensor
     if re.fullmatch(r"\d+", item):
         i = int(item)
         if not 1 <= i <= in_chans:
-            raise ConfigError(f"--rgb-bands {colour} band {i} is out of range: the data has {in_chans} band(s) "
-                              f"(indices are 1-based)")
+            raise ConfigError(
+                f"--rgb-bands {colour} band {i} is out of range: the data has {in_chans} band(s) (indices are 1-based)"
+            )
         return i - 1
     if not bands:
-        raise ConfigError(f"--rgb-bands names band '{item}' but the data's bands are not named; give 1-based "
-                          f"indices (e.g. --rgb-bands 4,3,2) or name the bands with --bands")
+        raise ConfigError(
+            f"--rgb-bands names band '{item}' but the data's bands are not named; give 1-based "
+            f"indices (e.g. --rgb-bands 4,3,2) or name the bands with --bands"
+        )
     exact = [i for i, b in enumerate(bands) if b.strip().lower() == item.lower()]
     if len(exact) == 1:
         return exact[0]
@@ -192,8 +276,10 @@ def _pick(item: str, bands: list[str] | None, in_chans: int, colour: str, sensor
     hits = [i for i, b in enumerate(bands) if want is not None and _safe_canonical(b, sensor) == want]
     if len(hits) != 1:
         how = "is not among" if not hits else "matches more than one of"
-        raise ConfigError(f"--rgb-bands {colour} band '{item}' {how} the data's bands ({', '.join(bands)}); "
-                          f"give 1-based indices, e.g. --rgb-bands 4,3,2")
+        raise ConfigError(
+            f"--rgb-bands {colour} band '{item}' {how} the data's bands ({', '.join(bands)}); "
+            f"give 1-based indices, e.g. --rgb-bands 4,3,2"
+        )
     return hits[0]
 
 
@@ -204,8 +290,12 @@ def _safe_canonical(name: str, sensor: str | None) -> str | None:
         return None
 
 
-def imagenet_band_mapping(in_chans: int, bands: Sequence[str] | None = None,
-                          rgb_bands: Sequence[str | int] | None = None, sensor: str | None = None) -> dict:
+def imagenet_band_mapping(
+    in_chans: int,
+    bands: Sequence[str] | None = None,
+    rgb_bands: Sequence[str | int] | None = None,
+    sensor: str | None = None,
+) -> dict:
     """Where ImageNet's red, green and blue first-layer filters go on data with `in_chans` channels.
 
     A JSON-able dict: 'red', 'green', 'blue' (0-based input channels, or None with fewer than 3
@@ -226,8 +316,10 @@ def imagenet_band_mapping(in_chans: int, bands: Sequence[str] | None = None,
             raise ConfigError(f"--rgb-bands picks 3 bands but the data has {in_chans}")
         idx = [_pick(str(item), names, in_chans, colour, sensor) for item, colour in zip(rgb_bands, RGB)]
         if len(set(idx)) != 3:
-            raise ConfigError(f"--rgb-bands {','.join(map(str, rgb_bands))} picks the same band twice; "
-                              f"give three different bands for red, green, blue")
+            raise ConfigError(
+                f"--rgb-bands {','.join(map(str, rgb_bands))} picks the same band twice; "
+                f"give three different bands for red, green, blue"
+            )
         out = {"red": idx[0], "green": idx[1], "blue": idx[2], "source": "--rgb-bands"}
     elif in_chans < 3:
         out = {"red": None, "green": None, "blue": None, "source": f"{in_chans} band(s): no RGB channels"}
@@ -237,8 +329,11 @@ def imagenet_band_mapping(in_chans: int, bands: Sequence[str] | None = None,
         for colour in RGB:
             hits = [i for i, c in enumerate(canon) if c == colour]
             if len(hits) != 1:
-                what = f"no band is {colour}" if not hits else \
-                    f"bands {', '.join(names[i] for i in hits)} are all {colour}"
+                what = (
+                    f"no band is {colour}"
+                    if not hits
+                    else f"bands {', '.join(names[i] for i in hits)} are all {colour}"
+                )
                 raise ConfigError(f"cannot place ImageNet's RGB filters: {what} (bands: {', '.join(names)}); {FIX}")
             idx.append(hits[0])
         out = {"red": idx[0], "green": idx[1], "blue": idx[2], "source": "band names"}
@@ -254,8 +349,13 @@ def imagenet_band_mapping(in_chans: int, bands: Sequence[str] | None = None,
     return out
 
 
-def rgb_indices(bands: Sequence[str] | None, rgb_bands: Sequence[str | int] | None = None, *,
-                in_chans: int | None = None, sensor: str | None = None) -> tuple[int, int, int]:
+def rgb_indices(
+    bands: Sequence[str] | None,
+    rgb_bands: Sequence[str | int] | None = None,
+    *,
+    in_chans: int | None = None,
+    sensor: str | None = None,
+) -> tuple[int, int, int]:
     """The 0-based input channels of red, green and blue (see `imagenet_band_mapping`).
 
     `in_chans` defaults to len(bands); with neither names nor `in_chans` it is an error.

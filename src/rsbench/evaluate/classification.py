@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -76,21 +76,32 @@ def _knn5(cfg, xtr, ytr, xte, num_classes, seed, multilabel):
     if multilabel:
         raise ConfigError("protocol 'knn5' is single-label only (torchgeo-bench's 5-NN); use knn or linear")
     out, k = knn5_classify(xtr, ytr, xte)
-    return ProbeOutput(out, None, {"k": k, "hparams": {"distance": "l2", "weights": "uniform",
-                                                       "reference": "torchgeo-bench kNN (k=5)"}}, None)
+    return ProbeOutput(
+        out,
+        None,
+        {"k": k, "hparams": {"distance": "l2", "weights": "uniform", "reference": "torchgeo-bench kNN (k=5)"}},
+        None,
+    )
 
 
 def _linear(cfg, xtr, ytr, xte, num_classes, seed, multilabel):
     grid = tuple(cfg.linear_c_grid) if cfg.linear_c_grid else C_GRID
     probe = fit_logistic_probe(xtr, ytr, num_classes, seed, c_grid=grid, multilabel=multilabel)
     probs = probe.predict_proba(xte).float()
-    hparams = {"C": probe.C, "c_grid": [float(c) for c in grid], "val_fraction": VAL_FRACTION,
-               "selection": "val mAP" if multilabel else "val accuracy", "refit": "train + val",
-               "objective": "mean " + ("BCE" if multilabel else "cross-entropy") + " + ||W||^2 / (2 C n) (sklearn's)",
-               "features": "standardized with the train mean/std", "optimizer": "lbfgs"}
+    hparams = {
+        "C": probe.C,
+        "c_grid": [float(c) for c in grid],
+        "val_fraction": VAL_FRACTION,
+        "selection": "val mAP" if multilabel else "val accuracy",
+        "refit": "train + val",
+        "objective": "mean " + ("BCE" if multilabel else "cross-entropy") + " + ||W||^2 / (2 C n) (sklearn's)",
+        "features": "standardized with the train mean/std",
+        "optimizer": "lbfgs",
+    }
     preds = probs if multilabel else probs.argmax(1)
-    return ProbeOutput(preds, probs, {"weight_decay": 1.0 / (probe.C * len(xtr)), "hparams": hparams},
-                       probe.state_dict())
+    return ProbeOutput(
+        preds, probs, {"weight_decay": 1.0 / (probe.C * len(xtr)), "hparams": hparams}, probe.state_dict()
+    )
 
 
 PROBES: dict[str, Probe] = {"knn": _knn, "knn5": _knn5, "linear": _linear}
@@ -123,8 +134,10 @@ def _check(cfg: EvaluateConfig, data: ClassificationData, init: Init | None = No
         raise DataError(f"{cfg.data} has {len(data.classes)} class(es); classification needs at least 2")
     metrics = MULTI_LABEL_METRICS if data.multilabel else SINGLE_LABEL_METRICS
     if cfg.metric is not None and cfg.metric not in metrics:
-        raise ConfigError(f"invalid config key 'metric': '{cfg.metric}' is not reported for "
-                          f"{'multi' if data.multilabel else 'single'}-label classification ({', '.join(metrics)})")
+        raise ConfigError(
+            f"invalid config key 'metric': '{cfg.metric}' is not reported for "
+            f"{'multi' if data.multilabel else 'single'}-label classification ({', '.join(metrics)})"
+        )
     if init is not None and "finetune" in cfg.protocol and not init.trainable:
         raise ConfigError(f"protocol 'finetune' needs a network; --init {cfg.init} has no weights to train")
 
@@ -138,15 +151,27 @@ def run_classification(cfg: EvaluateConfig, console: Console) -> list[dict]:
         cfg = cfg.model_copy(update={"bands": data.band_names})  # maps the bands onto published weights
     init = resolve_init(cfg, first.shape[0], console)
     _check(cfg, data, init)
-    headline = cfg.metric or headline_metric("classification-multilabel" if data.multilabel else "classification",
-                                             list(MULTI_LABEL_METRICS if data.multilabel else SINGLE_LABEL_METRICS))
+    headline = cfg.metric or headline_metric(
+        "classification-multilabel" if data.multilabel else "classification",
+        list(MULTI_LABEL_METRICS if data.multilabel else SINGLE_LABEL_METRICS),
+    )
     base = {
-        "task": "classification", "dataset": data.name, "init": init.name, "init_kind": init.kind,
-        "init_path": init.path, "backbone": init.arch, "num_classes": len(data.classes), "image_size": init.image_size,
+        "task": "classification",
+        "dataset": data.name,
+        "init": init.name,
+        "init_kind": init.kind,
+        "init_path": init.path,
+        "backbone": init.arch,
+        "num_classes": len(data.classes),
+        "image_size": init.image_size,
         "patch_size": row_patch_size(cfg, init),
         "band_mapping": getattr(init, "band_mapping", None),
-        "data": str(cfg.data.resolve()), "test_data": str(cfg.test_data.resolve()) if cfg.test_data else None,
-        "k": None, "temperature": None, "weight_decay": None, "hparams": None,
+        "data": str(cfg.data.resolve()),
+        "test_data": str(cfg.test_data.resolve()) if cfg.test_data else None,
+        "k": None,
+        "temperature": None,
+        "weight_decay": None,
+        "hparams": None,
     }
     return run_cells(cfg, _Cells(cfg, data, init, first.shape, console), base, headline, data.classes)
 
@@ -165,11 +190,20 @@ class _Cells:
         seed_init = init.for_seed(seed)  # random init: one draw per seed, so its variance is compared too
         fs = None
         if any(p in PROBES for p in cfg.protocol):
-            fs = get_features(seed_init, data.images, data.labels, train_all, cfg.out / "features", cfg.batch_size,
-                              resolve_device(cfg.device), console)
+            fs = get_features(
+                seed_init,
+                data.images,
+                data.labels,
+                train_all,
+                cfg.out / "features",
+                cfg.batch_size,
+                resolve_device(cfg.device),
+                console,
+            )
             how = "from cache" if fs.cached else f"extracted in {fs.extract_time_s:.1f}s"
-            console.print(f"seed {seed}: features of {len(data.images)} images {how}: {fs.path}", markup=False,
-                          highlight=False)
+            console.print(
+                f"seed {seed}: features of {len(data.images)} images {how}: {fs.path}", markup=False, highlight=False
+            )
             norm_dict, resize = fs.normalization, fs.resize
         else:
             norm_dict = train_normalization(seed_init, data.images, train_all, console).to_dict() | init.band_info()
@@ -177,9 +211,13 @@ class _Cells:
         if cfg.bands and "bands" not in norm_dict:
             norm_dict = {**norm_dict, "bands": list(cfg.bands)}  # the data's band names, when known
         split_id = stable_hash({"images": stable_hash(data.images.identity()), "test": test_idx.tolist()})
-        return SeedSplit(train_all, test_idx, split,
-                         {"normalization": norm_dict, "resize": resize, "test_split_id": split_id},
-                         {"init": seed_init, "features": fs})
+        return SeedSplit(
+            train_all,
+            test_idx,
+            split,
+            {"normalization": norm_dict, "resize": resize, "test_split_id": split_id},
+            {"init": seed_init, "features": fs},
+        )
 
     def subset(self, split: SeedSplit, fraction: float, seed: int) -> np.ndarray:
         train_all = split.train
@@ -189,16 +227,29 @@ class _Cells:
         cfg, data, test_idx, fs = self.cfg, self.data, split.test, split.context["features"]
         updates: dict = {}
         if protocol == "finetune":
-            out = _finetune(cfg, data, split.context["init"], split.fields["normalization"], train_idx, test_idx,
-                            seed, self.console, updates)
+            out = _finetune(
+                cfg,
+                data,
+                split.context["init"],
+                split.fields["normalization"],
+                train_idx,
+                test_idx,
+                seed,
+                self.console,
+                updates,
+            )
         else:
             out = _probe(cfg, protocol, fs, data, train_idx, test_idx, seed, updates)
             if cfg.save_features:
                 _save_features(cfg, fields, fs, train_idx, test_idx, self.paths, self.console)
         state = None if out.state is None else {**out.state, "classes": data.classes, "multilabel": data.multilabel}
         target = self.labels[test_idx]
-        return CellResult(_metrics(out, target, len(data.classes), data.multilabel), updates, state,
-                          _predictions(data, out, target, test_idx, self.paths))
+        return CellResult(
+            _metrics(out, target, len(data.classes), data.multilabel),
+            updates,
+            state,
+            _predictions(data, out, target, test_idx, self.paths),
+        )
 
 
 def _predictions(data, out: ProbeOutput, target, test_idx, paths) -> Predictions:
@@ -210,7 +261,9 @@ def _predictions(data, out: ProbeOutput, target, test_idx, paths) -> Predictions
     columns |= {"y_true": target.numpy(), "y_pred": out.preds.numpy().astype(np.int64)}
     if out.probs is not None:
         columns["probs"] = out.probs.float().numpy()
-    return Predictions("classification", columns, {"per_class": per_class_metrics(target, out.preds, len(data.classes))})
+    return Predictions(
+        "classification", columns, {"per_class": per_class_metrics(target, out.preds, len(data.classes))}
+    )
 
 
 def _save_features(cfg, fields, fs: FeatureSet, train_idx, test_idx, paths, console) -> None:
@@ -221,9 +274,17 @@ def _save_features(cfg, fields, fs: FeatureSet, train_idx, test_idx, paths, cons
         return
     buf = io.BytesIO()
     tr, te = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
-    np.savez(buf, train_x=fs.features[tr].numpy(), train_y=fs.labels[tr].numpy(), test_x=fs.features[te].numpy(),
-             test_y=fs.labels[te].numpy(), train_index=np.asarray(train_idx), test_index=np.asarray(test_idx),
-             paths=np.asarray([paths[i] for i in test_idx]), train_paths=np.asarray([paths[i] for i in train_idx]))
+    np.savez(
+        buf,
+        train_x=fs.features[tr].numpy(),
+        train_y=fs.labels[tr].numpy(),
+        test_x=fs.features[te].numpy(),
+        test_y=fs.labels[te].numpy(),
+        train_index=np.asarray(train_idx),
+        test_index=np.asarray(test_idx),
+        paths=np.asarray([paths[i] for i in test_idx]),
+        train_paths=np.asarray([paths[i] for i in train_idx]),
+    )
     atomic_write_bytes(path, buf.getvalue())
     console.print(f"features saved: {path}", markup=False, highlight=False)
 
@@ -231,25 +292,55 @@ def _save_features(cfg, fields, fs: FeatureSet, train_idx, test_idx, paths, cons
 def _probe(cfg, protocol, fs, data, train_idx, test_idx, seed, fields) -> ProbeOutput:
     tr, te = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
     start = time.perf_counter()
-    out = PROBES[protocol](cfg, fs.features[tr], fs.labels[tr], fs.features[te], len(data.classes), seed,
-                           data.multilabel)
-    fields.update(out.fields, fit_time_s=round(time.perf_counter() - start, 3), eval_time_s=None,
-                  feature_dim=int(fs.features.shape[1]), extract_time_s=round(fs.extract_time_s, 3),
-                  eval_images_per_s=round(len(fs.features) / fs.extract_time_s, 2) if fs.extract_time_s else None,
-                  features_cached=fs.cached, features_key=fs.key)
+    out = PROBES[protocol](
+        cfg, fs.features[tr], fs.labels[tr], fs.features[te], len(data.classes), seed, data.multilabel
+    )
+    fields.update(
+        out.fields,
+        fit_time_s=round(time.perf_counter() - start, 3),
+        eval_time_s=None,
+        feature_dim=int(fs.features.shape[1]),
+        extract_time_s=round(fs.extract_time_s, 3),
+        eval_images_per_s=round(len(fs.features) / fs.extract_time_s, 2) if fs.extract_time_s else None,
+        features_cached=fs.cached,
+        features_key=fs.key,
+    )
     return out
 
 
 def _finetune(cfg, data, init, norm_dict, train_idx, test_idx, seed, console, fields) -> ProbeOutput:
     from rsbench.evaluate.finetune import WEIGHT_DECAY, finetune  # Lightning import only when fine-tuning
 
-    res = finetune(cfg, init, data.images, data.labels, len(data.classes), data.multilabel,
-                   Normalization.from_dict(norm_dict), train_idx, test_idx, seed, console)
-    fields.update(weight_decay=WEIGHT_DECAY, hparams=res.hparams, fit_time_s=round(res.fit_time_s, 3),
-                  eval_time_s=round(res.eval_time_s, 3), feature_dim=int(res.state["head"]["weight"].shape[1]),
-                  extract_time_s=None, features_cached=None, features_key=None,
-                  eval_images_per_s=round(len(test_idx) / res.eval_time_s, 2) if res.eval_time_s else None)
-    state = {**res.state, "arch": init.arch, "in_chans": init.in_chans, "image_size": init.image_size,
-             "normalization": norm_dict}
+    res = finetune(
+        cfg,
+        init,
+        data.images,
+        data.labels,
+        len(data.classes),
+        data.multilabel,
+        Normalization.from_dict(norm_dict),
+        train_idx,
+        test_idx,
+        seed,
+        console,
+    )
+    fields.update(
+        weight_decay=WEIGHT_DECAY,
+        hparams=res.hparams,
+        fit_time_s=round(res.fit_time_s, 3),
+        eval_time_s=round(res.eval_time_s, 3),
+        feature_dim=int(res.state["head"]["weight"].shape[1]),
+        extract_time_s=None,
+        features_cached=None,
+        features_key=None,
+        eval_images_per_s=round(len(test_idx) / res.eval_time_s, 2) if res.eval_time_s else None,
+    )
+    state = {
+        **res.state,
+        "arch": init.arch,
+        "in_chans": init.in_chans,
+        "image_size": init.image_size,
+        "normalization": norm_dict,
+    }
     preds = res.scores if data.multilabel else res.scores.argmax(1)
     return ProbeOutput(preds, res.scores, {}, state)

@@ -8,9 +8,9 @@ Single-label labels are class indices (N,); multi-label labels are multi-hot (N,
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -65,7 +65,7 @@ def geotiff_band_names(paths: list[Path]) -> list[str] | None:
             try:
                 with rasterio.open(p) as src:
                     found = [d.strip() if d else "" for d in src.descriptions]
-            except Exception:  # noqa: BLE001 - an unreadable file is reported when it is read
+            except Exception:  # an unreadable file is reported when it is read
                 return None
             if not found or not all(found) or (names is not None and found != names):
                 return None
@@ -76,10 +76,10 @@ def geotiff_band_names(paths: list[Path]) -> list[str] | None:
 def _imagefolder(path: Path, classes: list[str] | None, cfg: EvaluateConfig) -> Labelled:
     index = index_image_folder(path)
     if classes is not None and list(index.classes) != list(classes):
-        raise DataError(f"class folders of {path} ({', '.join(index.classes)}) differ from the classes "
-                        f"{', '.join(classes)}")
-    return Labelled(FileImages(index.paths), index.labels, list(index.classes), False,
-                    geotiff_band_names(index.paths))
+        raise DataError(
+            f"class folders of {path} ({', '.join(index.classes)}) differ from the classes {', '.join(classes)}"
+        )
+    return Labelled(FileImages(index.paths), index.labels, list(index.classes), False, geotiff_band_names(index.paths))
 
 
 def _find_column(header: list[str], names: tuple[str, ...]) -> int | None:
@@ -99,8 +99,10 @@ def _csv(path: Path, classes: list[str] | None, cfg: EvaluateConfig) -> Labelled
     path_col = _find_column(header, PATH_COLUMNS)
     multi_col, label_col = _find_column(header, MULTILABEL_COLUMNS), _find_column(header, LABEL_COLUMNS)
     if path_col is None or (multi_col is None and label_col is None):
-        raise DataError(f"CSV file {path} needs an image column ({'/'.join(PATH_COLUMNS)}) and a label column "
-                        f"(label, or labels with '{MULTILABEL_SEPARATOR}'-separated names); header: {','.join(header)}")
+        raise DataError(
+            f"CSV file {path} needs an image column ({'/'.join(PATH_COLUMNS)}) and a label column "
+            f"(label, or labels with '{MULTILABEL_SEPARATOR}'-separated names); header: {','.join(header)}"
+        )
     if not body:
         raise DataError(f"CSV file {path} has a header but no rows")
     multilabel = multi_col is not None
@@ -119,8 +121,9 @@ def _csv(path: Path, classes: list[str] | None, cfg: EvaluateConfig) -> Labelled
         if classes is not None:
             unknown = [n for n in labels if n not in classes]
             if unknown:
-                raise DataError(f"CSV file {path} line {line}: unknown class '{unknown[0]}' "
-                                f"(classes: {', '.join(classes)})")
+                raise DataError(
+                    f"CSV file {path} line {line}: unknown class '{unknown[0]}' (classes: {', '.join(classes)})"
+                )
         paths.append(image)
         names.append(labels)
     classes = list(classes) if classes is not None else sorted({n for ns in names for n in ns})
@@ -151,8 +154,9 @@ def _torchgeo(path: Path, classes: list[str] | None, cfg: EvaluateConfig, split_
     try:
         ds = cls(root=str(path), split=split, download=False, **opts)
     except datasets.DatasetNotFoundError as e:
-        raise DataError(f"torchgeo dataset {name} (split {split}) not found in {path}: "
-                        f"{str(e).splitlines()[0]}") from None
+        raise DataError(
+            f"torchgeo dataset {name} (split {split}) not found in {path}: {str(e).splitlines()[0]}"
+        ) from None
     except (TypeError, AssertionError, ValueError) as e:
         raise ConfigError(f"torchgeo dataset {name} rejected options {opts | {'split': split}}: {e}") from None
     if len(ds) == 0:
@@ -176,15 +180,18 @@ def _torchgeo_test(path: Path, classes, cfg: EvaluateConfig) -> Labelled:
 
 
 ADAPTERS: dict[str, Callable[[Path, list[str] | None, EvaluateConfig], Labelled]] = {
-    "imagefolder": _imagefolder, "csv": _csv, "torchgeo": _torchgeo,
+    "imagefolder": _imagefolder,
+    "csv": _csv,
+    "torchgeo": _torchgeo,
 }
 
 
 def adapter_name(cfg: EvaluateConfig) -> str:
     if cfg.adapter is not None:
         if cfg.adapter not in ADAPTERS:
-            raise ConfigError(f"unknown adapter '{cfg.adapter}' for task 'classification' "
-                              f"(available: {', '.join(ADAPTERS)})")
+            raise ConfigError(
+                f"unknown adapter '{cfg.adapter}' for task 'classification' (available: {', '.join(ADAPTERS)})"
+            )
         return cfg.adapter
     return "csv" if cfg.data.suffix.lower() == ".csv" else "imagefolder"
 
@@ -192,7 +199,9 @@ def adapter_name(cfg: EvaluateConfig) -> str:
 def load_classification(cfg: EvaluateConfig) -> ClassificationData:
     adapter = adapter_name(cfg)
     if adapter != "torchgeo" and cfg.options:
-        raise ConfigError(f"invalid config key 'options.{next(iter(cfg.options))}': adapter '{adapter}' takes no options")
+        raise ConfigError(
+            f"invalid config key 'options.{next(iter(cfg.options))}': adapter '{adapter}' takes no options"
+        )
     pool = ADAPTERS[adapter](cfg.data, cfg.classes, cfg)
     test = None
     if adapter == "torchgeo" and cfg.test_data is None:
@@ -204,10 +213,13 @@ def load_classification(cfg: EvaluateConfig) -> ClassificationData:
         except DataError as e:
             raise DataError(f"{e} (test data must use the classes of {cfg.data})") from None
     if test is not None and (test.classes != pool.classes or test.multilabel != pool.multilabel):
-        raise DataError(f"classes of {cfg.test_data or cfg.data} ({', '.join(test.classes)}) differ from "
-                        f"those of {cfg.data} ({', '.join(pool.classes)})")
+        raise DataError(
+            f"classes of {cfg.test_data or cfg.data} ({', '.join(test.classes)}) differ from "
+            f"those of {cfg.data} ({', '.join(pool.classes)})"
+        )
     images = pool.images + test.images if test is not None else pool.images
     labels = np.concatenate([pool.labels, test.labels]) if test is not None else pool.labels
     name = cfg.dataset_name or (cfg.data.stem if cfg.data.is_file() else cfg.data.resolve().name)
-    return ClassificationData(name, images, labels, pool.classes, pool.multilabel, len(pool.images), adapter,
-                              pool.band_names)
+    return ClassificationData(
+        name, images, labels, pool.classes, pool.multilabel, len(pool.images), adapter, pool.band_names
+    )

@@ -81,7 +81,10 @@ class EvaluateConfig(StrictModel):
             spec = load_task_spec(values["task_spec"])
             values = {**spec.config_values(), **values}
         if isinstance(values, dict) and values.get("protocol") is None:
-            values = {**values, "protocol": DEFAULT_PROTOCOLS.get(values.get("task") or "classification", ["knn", "linear"])}
+            values = {
+                **values,
+                "protocol": DEFAULT_PROTOCOLS.get(values.get("task") or "classification", ["knn", "linear"]),
+            }
         if isinstance(values, dict) and values.get("seeds") is None:
             # Seeds given explicitly (CLI, config file, benchmark cell) always win.
             protocols = cls._csv_list(values.get("protocol"))
@@ -89,8 +92,7 @@ class EvaluateConfig(StrictModel):
                 values = {**values, "seeds": default_seeds(protocols)}
         return values
 
-    @field_validator("protocol", "seeds", "linear_c_grid", "fractions", "bands", "classes",
-                     mode="before")
+    @field_validator("protocol", "seeds", "linear_c_grid", "fractions", "bands", "classes", mode="before")
     @classmethod
     def _csv_list(cls, value):
         # YAML users naturally write `protocol: knn,linear` or `seeds: 0`; accept those like the CLI does.

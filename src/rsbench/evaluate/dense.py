@@ -8,18 +8,19 @@ the init's weights copied in; plain ViTs get ViTDet's simple feature pyramid on 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from rsbench.errors import ConfigError, DataError
 from rsbench.data.normalization import Normalization, band_stats
+from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate import training
 from rsbench.evaluate.config import EvaluateConfig
 from rsbench.evaluate.datasets.tiling import Region, select_fraction, split_regions, whole_images
@@ -73,7 +74,7 @@ class DenseEncoder(nn.Module):
         self.frozen = False
         self.norm_frozen = False
 
-    def freeze(self, weights: bool = True, norm_stats: bool = True) -> "DenseEncoder":
+    def freeze(self, weights: bool = True, norm_stats: bool = True) -> DenseEncoder:
         """`weights`: frozen protocol (backbone untouched). `norm_stats` alone: fine-tune with frozen
         BatchNorm statistics, the detection default where batches hold few images."""
         self.frozen, self.norm_frozen = weights, norm_stats
@@ -81,7 +82,7 @@ class DenseEncoder(nn.Module):
             p.requires_grad_(not weights)
         return self.train(self.training)
 
-    def train(self, mode: bool = True) -> "DenseEncoder":
+    def train(self, mode: bool = True) -> DenseEncoder:
         super().train(mode)
         if self.frozen:
             self.backbone.eval()
@@ -115,8 +116,10 @@ def _copy_weights(src: nn.Module, dst: nn.Module, init: Init) -> None:
     target = dst.state_dict()
     missing = [k for k in target if _canonical(k) not in source]
     if missing:
-        raise ConfigError(f"cannot map the weights of {init.name} onto {init.arch}'s feature maps "
-                          f"({len(missing)} parameters without a source, e.g. '{missing[0]}')")
+        raise ConfigError(
+            f"cannot map the weights of {init.name} onto {init.arch}'s feature maps "
+            f"({len(missing)} parameters without a source, e.g. '{missing[0]}')"
+        )
     try:
         dst.load_state_dict({k: source[_canonical(k)] for k in target}, strict=True)
     except RuntimeError as e:
@@ -163,21 +166,26 @@ def dense_normalization(init: Init, images: list, train: list[Region]) -> Normal
     own = getattr(init, "normalization", None)
     if own:
         return Normalization.from_dict(own)
-    crops = (images[r.scene][:, r.window.row:r.window.row + r.window.height, r.window.col:r.window.col + r.window.width]
-             for r in train)
+    crops = (
+        images[r.scene][:, r.window.row : r.window.row + r.window.height, r.window.col : r.window.col + r.window.width]
+        for r in train
+    )
     return Normalization.from_stats(band_stats(crops), NORMALIZATION_SOURCE)
 
 
 def check_metric(cfg: EvaluateConfig, reported: list[str]) -> None:
     if cfg.metric is not None and cfg.metric not in reported:
-        raise ConfigError(f"invalid config key 'metric': '{cfg.metric}' is not reported by task '{cfg.task}' "
-                          f"({', '.join(reported)})")
+        raise ConfigError(
+            f"invalid config key 'metric': '{cfg.metric}' is not reported by task '{cfg.task}' ({', '.join(reported)})"
+        )
 
 
 def check_test_classes(cfg: EvaluateConfig, data, test) -> None:
     if test is not None and test.classes != data.classes:
-        raise DataError(f"classes of {cfg.test_data} ({', '.join(test.classes)}) differ from those of "
-                        f"{cfg.data} ({', '.join(data.classes)})")
+        raise DataError(
+            f"classes of {cfg.test_data} ({', '.join(test.classes)}) differ from those of "
+            f"{cfg.data} ({', '.join(data.classes)})"
+        )
 
 
 def seed_regions(cfg: EvaluateConfig, shapes: list, n_pool: int, seed: int, size: int) -> tuple[list, list, str]:
@@ -194,11 +202,24 @@ def base_fields(cfg: EvaluateConfig, dataset: str, init: Init, size: int, num_cl
     from rsbench.evaluate.results import row_patch_size
 
     return {
-        "task": cfg.task, "dataset": cfg.dataset_name or dataset, "init": init.name, "init_kind": init.kind,
-        "init_path": init.path, "backbone": init.arch, "num_classes": num_classes, "image_size": size,
-        "patch_size": row_patch_size(cfg, init), "band_mapping": getattr(init, "band_mapping", None),
-        "resize": resize, "k": None, "temperature": None, "weight_decay": WEIGHT_DECAY,
-        "extract_time_s": None, "features_cached": None, "features_key": None, "data": str(cfg.data.resolve()),
+        "task": cfg.task,
+        "dataset": cfg.dataset_name or dataset,
+        "init": init.name,
+        "init_kind": init.kind,
+        "init_path": init.path,
+        "backbone": init.arch,
+        "num_classes": num_classes,
+        "image_size": size,
+        "patch_size": row_patch_size(cfg, init),
+        "band_mapping": getattr(init, "band_mapping", None),
+        "resize": resize,
+        "k": None,
+        "temperature": None,
+        "weight_decay": WEIGHT_DECAY,
+        "extract_time_s": None,
+        "features_cached": None,
+        "features_key": None,
+        "data": str(cfg.data.resolve()),
         "test_data": str(cfg.test_data.resolve()) if cfg.test_data is not None else None,
     }
 
@@ -208,8 +229,10 @@ def seed_fields(init: Init, norm: Normalization, test_regions: list[Region], pat
     from rsbench.io import stable_hash
 
     test = [[r.scene, r.window.row, r.window.col, r.window.height, r.window.width] for r in test_regions]
-    return {"normalization": norm.to_dict() | (init.band_info() if hasattr(init, "band_info") else {}),
-            "test_split_id": stable_hash({"images": paths, "test": test})}
+    return {
+        "normalization": norm.to_dict() | (init.band_info() if hasattr(init, "band_info") else {}),
+        "test_split_id": stable_hash({"images": paths, "test": test}),
+    }
 
 
 @dataclass
@@ -236,16 +259,27 @@ class DenseCells:
         train, test_regions, split = seed_regions(self.cfg, self.shapes, self.n_pool, seed, self.size)
         norm = dense_normalization(self.init, self.images, train)
         seed_init = self.init.for_seed(seed)  # random init: one draw per seed
-        return SeedSplit(train, test_regions, split, seed_fields(self.init, norm, test_regions, self.paths),
-                         {"norm": norm, "init": seed_init, "targets": self.targets(seed, test_regions)})
+        return SeedSplit(
+            train,
+            test_regions,
+            split,
+            seed_fields(self.init, norm, test_regions, self.paths),
+            {"norm": norm, "init": seed_init, "targets": self.targets(seed, test_regions)},
+        )
 
     def subset(self, split: SeedSplit, fraction: float, seed: int) -> list[Region]:
         return select_fraction(split.train, fraction, seed)
 
 
 def progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console, transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 def check_input_size(image_size: int, what: str = "--image-size") -> None:
@@ -261,12 +295,26 @@ def param_groups(encoder: DenseEncoder, head: list[nn.Parameter], lr: float) -> 
     return groups
 
 
-def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, collate: Callable | None, groups: list[dict],
-        epochs: int, batch_size: int, device: torch.device) -> tuple[float, list[float]]:
+def fit(
+    model: nn.Module,
+    loss_fn: Callable,
+    dataset: Dataset,
+    collate: Callable | None,
+    groups: list[dict],
+    epochs: int,
+    batch_size: int,
+    device: torch.device,
+) -> tuple[float, list[float]]:
     """Train with the evaluation loop (rsbench.evaluate.training: AdamW, cosine per step); returns (seconds,
     per-step losses). Seed the RNGs before calling."""
     n = len(dataset)  # type: ignore[arg-type]
-    loader = DataLoader(dataset, batch_size=min(batch_size, n), shuffle=True, drop_last=n > batch_size,
-                        collate_fn=collate, num_workers=0)
+    loader = DataLoader(
+        dataset,
+        batch_size=min(batch_size, n),
+        shuffle=True,
+        drop_last=n > batch_size,
+        collate_fn=collate,
+        num_workers=0,
+    )
     res = training.fit(model, loss_fn, loader, groups, epochs, device, weight_decay=WEIGHT_DECAY)
     return res.fit_time_s, res.losses

@@ -50,8 +50,8 @@ from rsbench.evaluate.dense import (
 )
 from rsbench.evaluate.driver import CellResult, Predictions, SeedSplit, run_cells
 from rsbench.evaluate.features import resolve_device
-from rsbench.metrics.detection_ap import coco_ap, match_image, to_record
 from rsbench.evaluate.tasks import register_task
+from rsbench.metrics.detection_ap import coco_ap, match_image, to_record
 
 DEFAULT_LR = 1e-3
 # Remote-sensing objects are small: anchors one octave below torchvision's (32-512) defaults, one size per
@@ -71,6 +71,8 @@ BOX_HEAD_WIDTH = 512
 
 def proposals_for(size: int) -> int:
     return int(min(1000, max(100, size * size // 64)))
+
+
 METRICS = ("map_50_95", "ap50", "ap75", "map_50_95_maxdet1000")
 
 
@@ -98,10 +100,18 @@ def build_detector(encoder: DenseEncoder, num_classes: int, size: int, in_chans:
     n = proposals_for(size)
     # Inputs arrive normalized and chip-sized: the transform must neither rescale nor re-normalize them.
     return FasterRCNN(
-        FPNBackbone(encoder), rpn_anchor_generator=AnchorGenerator(ANCHOR_SIZES, ASPECT_RATIOS),
-        min_size=size, max_size=size, image_mean=[0.0] * in_chans, image_std=[1.0] * in_chans,
-        rpn_pre_nms_top_n_train=2 * n, rpn_post_nms_top_n_train=2 * n, rpn_pre_nms_top_n_test=n,
-        rpn_post_nms_top_n_test=n, box_batch_size_per_image=ROI_SAMPLES, box_detections_per_img=300,
+        FPNBackbone(encoder),
+        rpn_anchor_generator=AnchorGenerator(ANCHOR_SIZES, ASPECT_RATIOS),
+        min_size=size,
+        max_size=size,
+        image_mean=[0.0] * in_chans,
+        image_std=[1.0] * in_chans,
+        rpn_pre_nms_top_n_train=2 * n,
+        rpn_post_nms_top_n_train=2 * n,
+        rpn_pre_nms_top_n_test=n,
+        rpn_post_nms_top_n_test=n,
+        box_batch_size_per_image=ROI_SAMPLES,
+        box_detections_per_img=300,
         box_head=TwoMLPHead(FPN_CHANNELS * 7 * 7, BOX_HEAD_WIDTH),
         box_predictor=FastRCNNPredictor(BOX_HEAD_WIDTH, num_classes + 1),
     )
@@ -110,8 +120,17 @@ def build_detector(encoder: DenseEncoder, num_classes: int, size: int, in_chans:
 def match_detections(preds: list[dict], targets: list[dict]) -> list[dict]:
     """COCO matching of every test image (rsbench.metrics.detection_ap), kept up to MAX_DETECTIONS[-1] per
     image and class: what the per-example file stores and every AP is computed from."""
-    return [match_image(p["boxes"].numpy(), p["scores"].numpy(), p["labels"].numpy(), t["boxes"].numpy(),
-                        t["labels"].numpy(), max_dets=MAX_DETECTIONS[-1]) for p, t in zip(preds, targets)]
+    return [
+        match_image(
+            p["boxes"].numpy(),
+            p["scores"].numpy(),
+            p["labels"].numpy(),
+            t["boxes"].numpy(),
+            t["labels"].numpy(),
+            max_dets=MAX_DETECTIONS[-1],
+        )
+        for p, t in zip(preds, targets)
+    ]
 
 
 def detection_metrics(matches: list[dict]) -> dict[str, float]:
@@ -119,21 +138,34 @@ def detection_metrics(matches: list[dict]) -> dict[str, float]:
     1000 (dense scenes can hold more objects than COCO's cap). Equal to pycocotools (tests/test_detection_ap)."""
     at100 = coco_ap(matches, max_dets=MAX_DETECTIONS[1])
     at1000 = coco_ap(matches, max_dets=MAX_DETECTIONS[-1])
-    return {"map_50_95": float(at100["map_50_95"]), "ap50": float(at100["ap50"]), "ap75": float(at100["ap75"]),
-            "map_50_95_maxdet1000": float(at1000["map_50_95"])}
+    return {
+        "map_50_95": float(at100["map_50_95"]),
+        "ap50": float(at100["ap50"]),
+        "ap75": float(at100["ap75"]),
+        "map_50_95_maxdet1000": float(at1000["map_50_95"]),
+    }
 
 
 @torch.inference_mode()
-def predict_image(model: nn.Module, image: np.ndarray, region: Region, size: int, norm: Normalization,
-                  batch_size: int, device: torch.device) -> dict:
+def predict_image(
+    model: nn.Module,
+    image: np.ndarray,
+    region: Region,
+    size: int,
+    norm: Normalization,
+    batch_size: int,
+    device: torch.device,
+) -> dict:
     """Detections on one whole region: per-tile predictions offset into region coordinates and merged."""
     rw = region.window
     windows = grid_windows(rw.height, rw.width, size, overlap_stride(size))
     tiles = []
     for start in range(0, len(windows), batch_size):
-        batch = windows[start:start + batch_size]
-        x = [read_window(image, Window(rw.row + w.row, rw.col + w.col, w.height, w.width), size, norm).to(device)
-             for w in batch]
+        batch = windows[start : start + batch_size]
+        x = [
+            read_window(image, Window(rw.row + w.row, rw.col + w.col, w.height, w.width), size, norm).to(device)
+            for w in batch
+        ]
         for w, out in zip(batch, model(x)):
             boxes = out["boxes"].float().cpu()
             # Boxes reaching into the zero padding of an edge tile stop at the image border.
@@ -141,7 +173,7 @@ def predict_image(model: nn.Module, image: np.ndarray, region: Region, size: int
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, w.height)
             tiles.append((w, boxes, out["scores"].float().cpu(), out["labels"].cpu()))
     boxes, scores, labels = merge_tile_detections(tiles, NMS_IOU)
-    top = scores.argsort(descending=True)[:MAX_DETECTIONS[-1]]  # what COCO evaluation would keep anyway
+    top = scores.argsort(descending=True)[: MAX_DETECTIONS[-1]]  # what COCO evaluation would keep anyway
     return {"boxes": boxes[top], "scores": scores[top], "labels": labels[top]}
 
 
@@ -151,8 +183,10 @@ def _load(data: DetectionData, console: Console) -> tuple[list, list, list]:
         for i in prog.track(range(len(data.items)), description=f"reading {data.name}"):
             img, b, lab = data.read(i)
             if images and img.shape[0] != images[0].shape[0]:
-                raise DataError(f"image {data.items[i].image} has {img.shape[0]} band(s) but "
-                                f"{data.items[0].image} has {images[0].shape[0]}")
+                raise DataError(
+                    f"image {data.items[i].image} has {img.shape[0]} band(s) but "
+                    f"{data.items[0].image} has {images[0].shape[0]}"
+                )
             images.append(img)
             boxes.append(b)
             labels.append(lab)
@@ -183,12 +217,31 @@ def run_detection(cfg: EvaluateConfig, console: Console) -> list[dict]:
     init = resolve_dense_init(cfg, in_chans, console)
     size = cfg.image_size or init.image_size
     check_input_size(size)
-    base = base_fields(cfg, data.name, init, size, len(data.classes),
-                       f"none ({size}x{size} chips, overlap {CHIP_OVERLAP}; tiled inference merged by NMS)")
+    base = base_fields(
+        cfg,
+        data.name,
+        init,
+        size,
+        len(data.classes),
+        f"none ({size}x{size} chips, overlap {CHIP_OVERLAP}; tiled inference merged by NMS)",
+    )
     paths = [str(it.image) for it in data.items] + ([str(it.image) for it in test.items] if test is not None else [])
     headline = cfg.metric or headline_metric("detection", list(METRICS))
-    cells = _Cells(cfg, data, init, images, [img.shape[1:] for img in images], n_pool, paths, size,
-                   resolve_device(cfg.device), cfg.lr or DEFAULT_LR, console, boxes, labels)
+    cells = _Cells(
+        cfg,
+        data,
+        init,
+        images,
+        [img.shape[1:] for img in images],
+        n_pool,
+        paths,
+        size,
+        resolve_device(cfg.device),
+        cfg.lr or DEFAULT_LR,
+        console,
+        boxes,
+        labels,
+    )
     return run_cells(cfg, cells, base, headline, data.classes)
 
 
@@ -213,38 +266,73 @@ class _Cells(DenseCells):
         norm, test_regions, in_chans = split.context["norm"], split.test, self.images[0].shape[0]
         L.seed_everything(seed, verbose=False)
         # Fine-tuning keeps BatchNorm statistics frozen: detection batches hold few chips.
-        encoder = build_dense_encoder(split.context["init"], size).freeze(weights=protocol == "frozen",
-                                                                          norm_stats=True)
+        encoder = build_dense_encoder(split.context["init"], size).freeze(weights=protocol == "frozen", norm_stats=True)
         model = build_detector(encoder, len(data.classes), size, in_chans).to(device)
         chips = DetectionChips(self.images, self.boxes, self.labels, selected, size, norm)
         head = [p for n, p in model.named_parameters() if not n.startswith("backbone.body.")]
-        fit_time, losses = fit(model, _loss, chips, collate_detection, param_groups(encoder, head, lr),
-                               cfg.epochs, cfg.batch_size, device)
+        fit_time, losses = fit(
+            model, _loss, chips, collate_detection, param_groups(encoder, head, lr), cfg.epochs, cfg.batch_size, device
+        )
         start = time.perf_counter()
         model.eval()
         with progress(self.console) as prog:
-            preds = [predict_image(model, self.images[r.scene], r, size, norm, cfg.batch_size, device)
-                     for r in prog.track(test_regions, description=f"predicting {protocol} seed {seed}")]
+            preds = [
+                predict_image(model, self.images[r.scene], r, size, norm, cfg.batch_size, device)
+                for r in prog.track(test_regions, description=f"predicting {protocol} seed {seed}")
+            ]
         matches = match_detections(preds, split.context["targets"])
         metrics = detection_metrics(matches)
-        hparams = {"detector": "faster_rcnn_fpn", "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-                   "lr": lr, "backbone_lr": lr * BACKBONE_LR_SCALE if protocol == "finetune" else None,
-                   "optimizer": "adamw", "schedule": "cosine per step", "steps": len(losses),
-                   "chips": len(chips), "train_boxes": chips.n_boxes(),
-                   "anchor_sizes": [a[0] for a in ANCHOR_SIZES], "nms_iou_merge": NMS_IOU,
-                   "max_detections": list(MAX_DETECTIONS), "proposals": proposals_for(size),
-                   "roi_samples": ROI_SAMPLES, "box_head_width": BOX_HEAD_WIDTH,
-                   "final_loss": losses[-1] if losses else None}
-        cell_fields = {"eval_images_per_s": None, "feature_dim": encoder.feature_dim, "hparams": hparams,
-                       "fit_time_s": round(fit_time, 3), "eval_time_s": round(time.perf_counter() - start, 3)}
+        hparams = {
+            "detector": "faster_rcnn_fpn",
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "lr": lr,
+            "backbone_lr": lr * BACKBONE_LR_SCALE if protocol == "finetune" else None,
+            "optimizer": "adamw",
+            "schedule": "cosine per step",
+            "steps": len(losses),
+            "chips": len(chips),
+            "train_boxes": chips.n_boxes(),
+            "anchor_sizes": [a[0] for a in ANCHOR_SIZES],
+            "nms_iou_merge": NMS_IOU,
+            "max_detections": list(MAX_DETECTIONS),
+            "proposals": proposals_for(size),
+            "roi_samples": ROI_SAMPLES,
+            "box_head_width": BOX_HEAD_WIDTH,
+            "final_loss": losses[-1] if losses else None,
+        }
+        cell_fields = {
+            "eval_images_per_s": None,
+            "feature_dim": encoder.feature_dim,
+            "hparams": hparams,
+            "fit_time_s": round(fit_time, 3),
+            "eval_time_s": round(time.perf_counter() - start, 3),
+        }
         state = model.state_dict()
         if protocol == "frozen":  # the backbone is the init's; keep what was trained
             state = {k: v for k, v in state.items() if not k.startswith("backbone.body.backbone.")}
-        state = {"state_dict": state, "classes": data.classes, "arch": init.arch, "in_chans": in_chans,
-                 "image_size": size, "normalization": norm.to_dict(), "protocol": protocol}
+        state = {
+            "state_dict": state,
+            "classes": data.classes,
+            "arch": init.arch,
+            "in_chans": in_chans,
+            "image_size": size,
+            "normalization": norm.to_dict(),
+            "protocol": protocol,
+        }
         records = [to_record(m) for m in matches]
-        columns = {"index": np.arange(len(test_regions)), "path": [self.paths[r.scene] for r in test_regions],
-                   **{c: [rec[c] for rec in records] for c in ("scores", "labels", "tp", "ignore", "gt_labels")}}
-        return CellResult(metrics, cell_fields, state, Predictions(
-            "detection", columns, {"max_dets_stored": MAX_DETECTIONS[-1],
-                                   "labels": "1-based class ids (0 = background)"}))
+        columns = {
+            "index": np.arange(len(test_regions)),
+            "path": [self.paths[r.scene] for r in test_regions],
+            **{c: [rec[c] for rec in records] for c in ("scores", "labels", "tp", "ignore", "gt_labels")},
+        }
+        return CellResult(
+            metrics,
+            cell_fields,
+            state,
+            Predictions(
+                "detection",
+                columns,
+                {"max_dets_stored": MAX_DETECTIONS[-1], "labels": "1-based class ids (0 = background)"},
+            ),
+        )

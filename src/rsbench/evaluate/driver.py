@@ -9,8 +9,9 @@ hash (`probe_file`, `predictions_file`), so re-running a cell replaces them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sized
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sized
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rsbench.contracts.predictions import write_predictions
 from rsbench.evaluate.results import make_row, predictions_file, probe_file, save_tensors
@@ -59,8 +60,9 @@ class TaskAdapter(Protocol):
         """Train and score one protocol; `fields` are the cell's row fields so far (they name its files)."""
 
 
-def run_cells(cfg: EvaluateConfig, adapter: TaskAdapter, base_fields: dict, headline: str,
-              classes: list[str]) -> list[dict]:
+def run_cells(
+    cfg: EvaluateConfig, adapter: TaskAdapter, base_fields: dict, headline: str, classes: list[str]
+) -> list[dict]:
     """Result rows of every (seed, label fraction, protocol, metric), in that order."""
     rows = []
     for seed in cfg.seeds:
@@ -68,9 +70,17 @@ def run_cells(cfg: EvaluateConfig, adapter: TaskAdapter, base_fields: dict, head
         for fraction in cfg.fractions:
             train = adapter.subset(split, fraction, seed)
             for protocol in cfg.protocol:
-                fields = {**base_fields, **split.fields, "protocol": protocol, "seed": seed,
-                          "label_fraction": fraction, "n_train": len(train), "n_test": len(split.test),
-                          "split": split.description, "probe_path": None}
+                fields = {
+                    **base_fields,
+                    **split.fields,
+                    "protocol": protocol,
+                    "seed": seed,
+                    "label_fraction": fraction,
+                    "n_train": len(train),
+                    "n_test": len(split.test),
+                    "split": split.description,
+                    "probe_path": None,
+                }
                 cell = adapter.run(protocol, split, train, seed, dict(fields))
                 fields.update(cell.fields)
                 if cell.state is not None:
@@ -78,8 +88,13 @@ def run_cells(cfg: EvaluateConfig, adapter: TaskAdapter, base_fields: dict, head
                     save_tensors(path, cell.state)
                     fields["probe_path"] = str(path.resolve())
                 pred = cell.predictions
-                written = write_predictions(predictions_file(cfg.out, fields), pred.kind, pred.columns, classes,
-                                            {"protocol": protocol, "seed": seed, **pred.extra})
+                written = write_predictions(
+                    predictions_file(cfg.out, fields),
+                    pred.kind,
+                    pred.columns,
+                    classes,
+                    {"protocol": protocol, "seed": seed, **pred.extra},
+                )
                 fields["predictions_path"] = str(written.resolve())
                 rows += [make_row(**fields, metric=m, value=v, headline=m == headline) for m, v in cell.metrics.items()]
     return rows

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -64,8 +64,10 @@ def as_source(images: ImageSource | Sequence[Path]) -> ImageSource:
 def read_checked(images: ImageSource, i: int, in_chans: int) -> np.ndarray:
     arr = images.read(i)
     if arr.ndim != 3 or arr.shape[0] != in_chans:
-        raise DataError(f"{images.describe(i)} has shape {arr.shape}; expected {in_chans} band(s) (C x H x W) "
-                        f"like the dataset's first image")
+        raise DataError(
+            f"{images.describe(i)} has shape {arr.shape}; expected {in_chans} band(s) (C x H x W) "
+            f"like the dataset's first image"
+        )
     return arr
 
 
@@ -78,8 +80,14 @@ def preprocess(arr: np.ndarray, size: int, norm: Normalization) -> torch.Tensor:
 
 
 def progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console, transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 def train_normalization(init: Init, images: ImageSource, train_idx: Sequence[int], console: Console) -> Normalization:
@@ -116,19 +124,28 @@ def get_features(
     """Features of all `images`, normalized with the band statistics of the images at `train_idx`."""
     images = as_source(images)
     train_idx = np.asarray(train_idx, dtype=np.int64)
-    key = stable_hash({
-        "format": CACHE_FORMAT, "init": init.identity, "images": images.identity(),
-        "train_idx": stable_hash(train_idx.tolist()),
-        "labels": np.asarray(labels).tolist(), "preprocessing": preprocessing_spec(init),
-    })
+    key = stable_hash(
+        {
+            "format": CACHE_FORMAT,
+            "init": init.identity,
+            "images": images.identity(),
+            "train_idx": stable_hash(train_idx.tolist()),
+            "labels": np.asarray(labels).tolist(),
+            "preprocessing": preprocessing_spec(init),
+        }
+    )
     cache_path = Path(cache_dir) / f"{key}.pt"
     if cache_path.is_file():
         try:
             blob = torch.load(cache_path, map_location="cpu", weights_only=True)
             return _feature_set(blob, key, cache_path, cached=True)
-        except Exception as e:  # noqa: BLE001 - a damaged cache is rebuilt, not fatal
-            console.print(f"warning: re-extracting, cannot load feature cache {cache_path}: {e}", style="yellow",
-                          markup=False, highlight=False)
+        except Exception as e:  # a damaged cache is rebuilt, not fatal
+            console.print(
+                f"warning: re-extracting, cannot load feature cache {cache_path}: {e}",
+                style="yellow",
+                markup=False,
+                highlight=False,
+            )
 
     model = init.build().eval().to(device)  # before reading images: a bad init fails fast
     start = time.perf_counter()
@@ -145,9 +162,13 @@ def get_features(
     features = torch.cat(feats)
     if not torch.isfinite(features).all():
         raise DataError(f"backbone {init.name} produced non-finite (NaN/inf) features; check its weights")
-    blob = {"features": features, "labels": torch.as_tensor(np.asarray(labels), dtype=torch.int64),
-            "normalization": norm.to_dict() | init.band_info(), "resize": describe_resize(native_sizes, init.image_size),
-            "extract_time_s": time.perf_counter() - start}
+    blob = {
+        "features": features,
+        "labels": torch.as_tensor(np.asarray(labels), dtype=torch.int64),
+        "normalization": norm.to_dict() | init.band_info(),
+        "resize": describe_resize(native_sizes, init.image_size),
+        "extract_time_s": time.perf_counter() - start,
+    }
     buf = io.BytesIO()
     torch.save(blob, buf)
     atomic_write_bytes(cache_path, buf.getvalue())
@@ -155,5 +176,13 @@ def get_features(
 
 
 def _feature_set(blob: dict, key: str, path: Path, cached: bool) -> FeatureSet:
-    return FeatureSet(blob["features"], blob["labels"], dict(blob["normalization"]), str(blob["resize"]),
-                      float(blob["extract_time_s"]), cached, key, path)
+    return FeatureSet(
+        blob["features"],
+        blob["labels"],
+        dict(blob["normalization"]),
+        str(blob["resize"]),
+        float(blob["extract_time_s"]),
+        cached,
+        key,
+        path,
+    )

@@ -33,8 +33,15 @@ WARMUP_FRACTION = 0.1
 
 
 class LabelledImages(Dataset):
-    def __init__(self, images: ImageSource, indices: np.ndarray, labels: np.ndarray, init: Init,
-                 norm: Normalization, augment: bool):
+    def __init__(
+        self,
+        images: ImageSource,
+        indices: np.ndarray,
+        labels: np.ndarray,
+        init: Init,
+        norm: Normalization,
+        augment: bool,
+    ):
         self.images, self.indices, self.labels, self.init, self.norm = images, indices, labels, init, norm
         self.augment = RandomDihedral() if augment else None
 
@@ -49,8 +56,9 @@ class LabelledImages(Dataset):
         return x, torch.as_tensor(self.labels[j])
 
 
-def param_groups(backbone: nn.Module, head: nn.Module, lr: float, weight_decay: float,
-                 layer_decay: float | None) -> list[dict]:
+def param_groups(
+    backbone: nn.Module, head: nn.Module, lr: float, weight_decay: float, layer_decay: float | None
+) -> list[dict]:
     """timm's parameter groups (no weight decay on norms/biases/tokens; layer-wise LR decay when given) + the head,
     each with its explicit LR."""
     from timm.optim import param_groups_layer_decay, param_groups_weight_decay
@@ -77,19 +85,37 @@ class FinetuneResult:
     eval_time_s: float
 
 
-def finetune(cfg: EvaluateConfig, init: Init, images: ImageSource, labels: np.ndarray, num_classes: int,
-             multilabel: bool, norm: Normalization, train_idx: np.ndarray, test_idx: np.ndarray, seed: int,
-             console: Console) -> FinetuneResult:
+def finetune(
+    cfg: EvaluateConfig,
+    init: Init,
+    images: ImageSource,
+    labels: np.ndarray,
+    num_classes: int,
+    multilabel: bool,
+    norm: Normalization,
+    train_idx: np.ndarray,
+    test_idx: np.ndarray,
+    seed: int,
+    console: Console,
+) -> FinetuneResult:
     L.seed_everything(seed, workers=True, verbose=False)  # head init, shuffling and augmentation
     lr = cfg.lr or DEFAULT_LR
     backbone = init.build()
     # Transformers (timm ViT/DeiT/BEiT/EVA: a stack of `blocks`) get layer-wise LR decay; CNNs do not.
     layer_decay = cfg.layer_decay if hasattr(backbone, "blocks") else None
     head = nn.Linear(feature_dim(backbone), num_classes)
-    train = DataLoader(LabelledImages(images, train_idx, labels, init, norm, augment=True),
-                       batch_size=cfg.batch_size, shuffle=True, num_workers=0)
-    test = DataLoader(LabelledImages(images, test_idx, labels, init, norm, augment=False),
-                      batch_size=cfg.batch_size, shuffle=False, num_workers=0)
+    train = DataLoader(
+        LabelledImages(images, train_idx, labels, init, norm, augment=True),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        num_workers=0,
+    )
+    test = DataLoader(
+        LabelledImages(images, test_idx, labels, init, norm, augment=False),
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        num_workers=0,
+    )
 
     def loss_fn(net: nn.Module, batch) -> torch.Tensor:
         x, y = batch
@@ -101,13 +127,34 @@ def finetune(cfg: EvaluateConfig, init: Init, images: ImageSource, labels: np.nd
         return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
 
     groups = param_groups(backbone, head, lr, WEIGHT_DECAY, layer_decay)
-    res = fit(nn.Sequential(backbone, head), loss_fn, train, groups, cfg.epochs, resolve_device(cfg.device),
-              warmup_fraction=WARMUP_FRACTION, weight_decay=WEIGHT_DECAY, bf16=True,
-              progress_bar=console.is_terminal, predict=test, predict_fn=predict_fn)
+    res = fit(
+        nn.Sequential(backbone, head),
+        loss_fn,
+        train,
+        groups,
+        cfg.epochs,
+        resolve_device(cfg.device),
+        warmup_fraction=WARMUP_FRACTION,
+        weight_decay=WEIGHT_DECAY,
+        bf16=True,
+        progress_bar=console.is_terminal,
+        predict=test,
+        predict_fn=predict_fn,
+    )
     scores = torch.cat(res.predictions)
-    hparams = {"optimizer": "adamw", "lr": lr, "weight_decay": WEIGHT_DECAY, "layer_decay": layer_decay,
-               "schedule": f"linear warmup {WARMUP_FRACTION:g} + cosine, per step", "epochs": cfg.epochs,
-               "steps": res.steps, "batch_size": cfg.batch_size, "augmentation": "dihedral (8)"}
-    state = {"backbone": {k: v.detach().cpu() for k, v in backbone.state_dict().items()},
-             "head": {k: v.detach().cpu() for k, v in head.state_dict().items()}}
+    hparams = {
+        "optimizer": "adamw",
+        "lr": lr,
+        "weight_decay": WEIGHT_DECAY,
+        "layer_decay": layer_decay,
+        "schedule": f"linear warmup {WARMUP_FRACTION:g} + cosine, per step",
+        "epochs": cfg.epochs,
+        "steps": res.steps,
+        "batch_size": cfg.batch_size,
+        "augmentation": "dihedral (8)",
+    }
+    state = {
+        "backbone": {k: v.detach().cpu() for k, v in backbone.state_dict().items()},
+        "head": {k: v.detach().cpu() for k, v in head.state_dict().items()},
+    }
     return FinetuneResult(scores, hparams, state, res.fit_time_s, res.predict_time_s)

@@ -7,8 +7,8 @@ care whether the data came from an ImageFolder, a CSV or a torchgeo dataset clas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -29,7 +29,7 @@ class ImageSource:
         """How to name image i in an error message."""
         return f"image {i}"
 
-    def __add__(self, other: "ImageSource") -> "ImageSource":
+    def __add__(self, other: ImageSource) -> ImageSource:
         return ConcatImages([self, other])
 
 

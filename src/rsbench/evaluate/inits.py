@@ -12,9 +12,9 @@ by `band_mapping.imagenet_band_mapping` from `--rgb-bands` or the band names; ne
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import timm
@@ -37,7 +37,10 @@ from rsbench.ssl.backbones import (
 )
 
 RANDOM_INIT_SEED = 0
-BASELINES = {"bandstats": (BandStatsFeatures, "bandstats"), "pixels": (PixelFeatures, f"pixels-{PIXELS_GRID}x{PIXELS_GRID}")}
+BASELINES = {
+    "bandstats": (BandStatsFeatures, "bandstats"),
+    "pixels": (PixelFeatures, f"pixels-{PIXELS_GRID}x{PIXELS_GRID}"),
+}
 
 
 @dataclass
@@ -101,8 +104,10 @@ def _warn(console: Console, msg: str) -> None:
 def resolve_init(cfg: EvaluateConfig, in_chans: int, console: Console) -> Init:
     """Interpret `cfg.init` for data with `in_chans` bands."""
     if cfg.weights is not None and cfg.init != "imagenet" and not cfg.init.startswith(PREFIX):
-        raise ConfigError("--weights only applies to --init imagenet and --init torchgeo:<weights> "
-                          "(evaluate a state_dict file with --init PATH)")
+        raise ConfigError(
+            "--weights only applies to --init imagenet and --init torchgeo:<weights> "
+            "(evaluate a state_dict file with --init PATH)"
+        )
     if cfg.init == "random":
         return _random(cfg, in_chans)
     if cfg.init == "imagenet":
@@ -116,8 +121,10 @@ def resolve_init(cfg: EvaluateConfig, in_chans: int, console: Console) -> Init:
         return _run(cfg, path, in_chans, console)
     if path.is_file():
         return _weights_file(cfg, path, in_chans)
-    raise ConfigError(f"--init '{cfg.init}' is not a run directory, a weights file, 'random', 'imagenet', "
-                      f"'bandstats', 'pixels' or 'torchgeo:<WeightsEnum>'")
+    raise ConfigError(
+        f"--init '{cfg.init}' is not a run directory, a weights file, 'random', 'imagenet', "
+        f"'bandstats', 'pixels' or 'torchgeo:<WeightsEnum>'"
+    )
 
 
 def _arch_label(cfg: EvaluateConfig, arch: str) -> str:
@@ -138,10 +145,26 @@ def _random(cfg: EvaluateConfig, in_chans: int) -> Init:
             torch.manual_seed(torch_seed)
             return create_backbone(arch, in_chans, size, patch_size=cfg.patch_size)
 
-    identity = {"kind": "random", "arch": arch, "in_chans": in_chans, "seed": RANDOM_INIT_SEED,
-                "timm": timm.__version__, "torch": torch.__version__, **_patch(cfg)}
-    return Init("random", f"random-{_arch_label(cfg, arch)}", None, arch, in_chans, size, identity,
-                lambda: draw(RANDOM_INIT_SEED), seeded_build=draw)
+    identity = {
+        "kind": "random",
+        "arch": arch,
+        "in_chans": in_chans,
+        "seed": RANDOM_INIT_SEED,
+        "timm": timm.__version__,
+        "torch": torch.__version__,
+        **_patch(cfg),
+    }
+    return Init(
+        "random",
+        f"random-{_arch_label(cfg, arch)}",
+        None,
+        arch,
+        in_chans,
+        size,
+        identity,
+        lambda: draw(RANDOM_INIT_SEED),
+        seeded_build=draw,
+    )
 
 
 def _imagenet(cfg: EvaluateConfig, in_chans: int) -> Init:
@@ -154,16 +177,33 @@ def _imagenet(cfg: EvaluateConfig, in_chans: int) -> Init:
 
     def build() -> nn.Module:
         # create_backbone raises a one-line ConfigError when no weights are available: never fall back.
-        return create_backbone(arch, in_chans, size, pretrained=True, weights_file=cfg.weights,
-                               patch_size=cfg.patch_size, rgb_channels=rgb)
+        return create_backbone(
+            arch, in_chans, size, pretrained=True, weights_file=cfg.weights, patch_size=cfg.patch_size, rgb_channels=rgb
+        )
 
     # R, G, B on channels 0, 1, 2 builds the weights rsbench always built: same identity, caches stay valid.
     placed = {"rgb": list(rgb)} if rgb not in (None, (0, 1, 2)) else {}
-    identity = {"kind": "imagenet", "arch": arch, "in_chans": in_chans, "weights": weights, "timm": timm.__version__,
-                **_patch(cfg), **placed}
+    identity = {
+        "kind": "imagenet",
+        "arch": arch,
+        "in_chans": in_chans,
+        "weights": weights,
+        "timm": timm.__version__,
+        **_patch(cfg),
+        **placed,
+    }
     path = str(cfg.weights.resolve()) if cfg.weights is not None else None
-    return Init("imagenet", f"imagenet-{_arch_label(cfg, arch)}", path, arch, in_chans, size, identity, build,
-                band_mapping=mapping)
+    return Init(
+        "imagenet",
+        f"imagenet-{_arch_label(cfg, arch)}",
+        path,
+        arch,
+        in_chans,
+        size,
+        identity,
+        build,
+        band_mapping=mapping,
+    )
 
 
 def _weights_file(cfg: EvaluateConfig, path: Path, in_chans: int) -> Init:
@@ -175,7 +215,16 @@ def _weights_file(cfg: EvaluateConfig, path: Path, in_chans: int) -> Init:
         return model
 
     identity = {"kind": "weights", "arch": arch, "in_chans": in_chans, "file": _file_id(path), **_patch(cfg)}
-    return Init("weights", f"weights-{_arch_label(cfg, arch)} ({path.name})", str(path.resolve()), arch, in_chans, size, identity, build)
+    return Init(
+        "weights",
+        f"weights-{_arch_label(cfg, arch)} ({path.name})",
+        str(path.resolve()),
+        arch,
+        in_chans,
+        size,
+        identity,
+        build,
+    )
 
 
 def _run(cfg: EvaluateConfig, run_dir: Path, in_chans: int, console: Console) -> Init:
@@ -201,8 +250,9 @@ def _run(cfg: EvaluateConfig, run_dir: Path, in_chans: int, console: Console) ->
 
     identity = {"kind": "run", "path": str(run_dir.resolve()), "meta": meta, "weights": _file_id(weights_path)}
     name = f"{meta.get('method') or 'run'}-{arch} ({run_dir.resolve().name})"
-    return Init("run", name, str(run_dir.resolve()), arch, in_chans, size, identity,
-                lambda: load_exported_backbone(run_dir)[0])
+    return Init(
+        "run", name, str(run_dir.resolve()), arch, in_chans, size, identity, lambda: load_exported_backbone(run_dir)[0]
+    )
 
 
 def _baseline(cfg: EvaluateConfig, in_chans: int) -> Init:
@@ -219,8 +269,13 @@ def _torchgeo(cfg: EvaluateConfig, in_chans: int) -> Init:
         cfg = cfg.model_copy(update={"bands": [band_code(b) or b for b in cfg.bands]})
     info = resolve_torchgeo_weights(cfg, in_chans)
     size = cfg.image_size or info["image_size"] or DEFAULT_IMAGE_SIZE
-    identity = {"kind": "torchgeo", "weights": info["name"], "file": _file_id(info["file"]),
-                "select": info["select"], "timm": timm.__version__}
+    identity = {
+        "kind": "torchgeo",
+        "weights": info["name"],
+        "file": _file_id(info["file"]),
+        "select": info["select"],
+        "timm": timm.__version__,
+    }
     select = info["select"]
     mapping = {
         # Input channel i uses the weights' first-layer channel weights_channels[i]; weights bands the data
@@ -232,6 +287,16 @@ def _torchgeo(cfg: EvaluateConfig, in_chans: int) -> Init:
     }
     if cfg.bands:
         mapping["bands"] = list(cfg.bands)
-    return Init("torchgeo", f"torchgeo-{info['name']}", str(info["file"].resolve()), info["arch"], in_chans, size,
-                identity, lambda: build_torchgeo_backbone(info), normalization=info["normalization"],
-                bands=info["bands"], band_mapping=mapping)
+    return Init(
+        "torchgeo",
+        f"torchgeo-{info['name']}",
+        str(info["file"].resolve()),
+        info["arch"],
+        in_chans,
+        size,
+        identity,
+        lambda: build_torchgeo_backbone(info),
+        normalization=info["normalization"],
+        bands=info["bands"],
+        band_mapping=mapping,
+    )

@@ -16,8 +16,12 @@ F1_THRESHOLD = 0.5
 
 
 def knn_multilabel_scores(
-    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-    k: int = 20, temperature: float = 0.07, chunk: int = 1024,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk: int = 1024,
 ) -> tuple[torch.Tensor, int]:
     """Per-label scores in [0, 1]: the exp(cos / T)-weighted share of the k nearest neighbours that have
     the label (the multi-label form of the temperature-weighted kNN used for single-label data)."""
@@ -46,6 +50,7 @@ def multilabel_metrics(scores: torch.Tensor, target: torch.Tensor) -> dict[str, 
         ap = multilabel_average_precision(s, t, num_labels=n, average=None)
         f1 = multilabel_f1_score(s, t, num_labels=n, threshold=F1_THRESHOLD, average=None)
         # Micro: every (example, label) pair pooled, so frequent labels weigh more than in the macro `map`.
-        micro = multilabel_average_precision(s[:, present], t[:, present], num_labels=int(present.sum()),
-                                             average="micro")
+        micro = multilabel_average_precision(
+            s[:, present], t[:, present], num_labels=int(present.sum()), average="micro"
+        )
     return {"map": float(ap[present].mean()), "map_micro": float(micro), "f1_macro": float(f1[present].mean())}

@@ -29,8 +29,13 @@ def _threads_for(x: torch.Tensor):
 
 
 def knn_classify(
-    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, num_classes: int,
-    k: int = 20, temperature: float = 0.07, chunk: int = 1024,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk: int = 1024,
 ) -> tuple[torch.Tensor, int]:
     """Top-1 predictions of temperature-weighted cosine kNN, and the k actually used (<= n_train)."""
     from lightly.utils.benchmarking.knn import knn_predict  # slow import; only needed here
@@ -76,7 +81,11 @@ DEFAULT_C = 1.0  # sklearn's default; used (nearest grid value) when there is no
 
 
 def knn5_classify(
-    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, k: int = 5, chunk: int = 1024,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    k: int = 5,
+    chunk: int = 1024,
 ) -> tuple[torch.Tensor, int]:
     """Unweighted Euclidean k-NN majority vote on the raw features (torchgeo-bench's kNN protocol).
 
@@ -140,8 +149,15 @@ class LogisticProbe:
         return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
 
     def state_dict(self) -> dict:
-        return {"weight": self.weight, "bias": self.bias, "feature_mean": self.mean, "feature_std": self.std,
-                "C": self.C, "multilabel": self.multilabel, "val_curve": [list(p) for p in self.val_curve]}
+        return {
+            "weight": self.weight,
+            "bias": self.bias,
+            "feature_mean": self.mean,
+            "feature_std": self.std,
+            "C": self.C,
+            "multilabel": self.multilabel,
+            "val_curve": [list(p) for p in self.val_curve],
+        }
 
 
 def _standardize_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,8 +165,9 @@ def _standardize_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
 
 
-def _logistic_objective(theta: torch.Tensor, z: torch.Tensor, target: torch.Tensor, l2: float,
-                        multilabel: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _logistic_objective(
+    theta: torch.Tensor, z: torch.Tensor, target: torch.Tensor, l2: float, multilabel: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """sklearn's objective and its gradient, analytically (no autograd): theta is K x (D + 1), bias last.
 
     mean_i loss_i + l2 / 2 * ||W||^2, loss_i the cross-entropy (multi-label: the sum over labels of the
@@ -250,8 +267,14 @@ def _lbfgs(fun, x0: torch.Tensor, gtol: float, max_iter: int, history: int) -> t
     return x
 
 
-def _fit_logistic(z: torch.Tensor, target: torch.Tensor, C: float, multilabel: bool, num_outputs: int,
-                  init: torch.Tensor | None = None) -> torch.Tensor:
+def _fit_logistic(
+    z: torch.Tensor,
+    target: torch.Tensor,
+    C: float,
+    multilabel: bool,
+    num_outputs: int,
+    init: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Minimise sklearn's objective by full-batch L-BFGS (strong Wolfe) in float64; returns theta K x (D+1)."""
     n, d = z.shape
     l2 = 1.0 / (C * n)
@@ -288,7 +311,11 @@ def _logistic_val_score(logits: torch.Tensor, y: torch.Tensor, multilabel: bool)
 
 
 def fit_logistic_probe(
-    x: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int, c_grid: tuple[float, ...] = C_GRID,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    seed: int,
+    c_grid: tuple[float, ...] = C_GRID,
     multilabel: bool = False,
 ) -> LogisticProbe:
     """Logistic-regression probe with scikit-learn's objective, C chosen on a validation split.
@@ -329,8 +356,9 @@ def _fit_logistic_probe(x, y, num_classes, seed, c_grid, multilabel) -> Logistic
         best, theta = None, None
         for c in sorted(c_grid):  # strong -> weak regularisation, warm-started
             theta = _fit_logistic(z_fit, target, c, multilabel, num_classes, init=theta)
-            score, loss = _logistic_val_score(torch.addmm(theta[:, -1], z_val, theta[:, :-1].t()),
-                                              y[val_idx], multilabel)
+            score, loss = _logistic_val_score(
+                torch.addmm(theta[:, -1], z_val, theta[:, :-1].t()), y[val_idx], multilabel
+            )
             curve.append((c, score))
             # Highest score, then lowest loss, then smallest C (an undefined mAP ranks last).
             rank = (-score if score == score else float("inf"), loss, c)
@@ -339,8 +367,7 @@ def _fit_logistic_probe(x, y, num_classes, seed, c_grid, multilabel) -> Logistic
         chosen = best[0][2]
         init = best[1]  # a good start for the refit (same C, 80% of the data)
     mean, std = _standardize_stats(x)
-    theta = _fit_logistic((x - mean) / std, _logistic_target(y, multilabel), chosen, multilabel, num_classes,
-                          init=init)
+    theta = _fit_logistic((x - mean) / std, _logistic_target(y, multilabel), chosen, multilabel, num_classes, init=init)
     return LogisticProbe(theta[:, :-1].clone(), theta[:, -1].clone(), mean, std, chosen, multilabel, curve)
 
 
@@ -381,5 +408,4 @@ def per_class_metrics(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: i
 
     precision, recall = ratio(tp, pred_n), ratio(tp, true_n)
     f1 = ratio(2 * tp, pred_n + true_n)  # = 2PR / (P + R), 0 when tp = 0
-    return {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
-            "support": true_n.tolist()}
+    return {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(), "support": true_n.tolist()}

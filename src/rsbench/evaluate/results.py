@@ -22,8 +22,20 @@ from rsbench.contracts.predictions import PREDICTIONS_DIR
 from rsbench.contracts.results import RESULT_FIELDS, RESULTS_FILE, ROW_KEY, make_row, row_key
 from rsbench.io import atomic_write_bytes, read_jsonl, stable_hash, write_jsonl
 
-__all__ = ["RESULT_FIELDS", "RESULTS_FILE", "ROW_KEY", "append_results", "cell_hash", "make_row", "predictions_file",
-           "probe_file", "results_table", "row_key", "row_patch_size", "save_tensors"]
+__all__ = [
+    "RESULT_FIELDS",
+    "RESULTS_FILE",
+    "ROW_KEY",
+    "append_results",
+    "cell_hash",
+    "make_row",
+    "predictions_file",
+    "probe_file",
+    "results_table",
+    "row_key",
+    "row_patch_size",
+    "save_tensors",
+]
 
 
 def cell_hash(row: dict) -> str:
@@ -92,6 +104,13 @@ def results_table(rows: list[dict]) -> Table:
         table.add_column(col, justify="right")
     for (dataset, init, protocol, metric), values in groups.items():
         std = statistics.stdev(values) if len(values) > 1 else math.nan
-        table.add_row(dataset, init, protocol, metric, f"{statistics.fmean(values):.4f}",
-                      "-" if math.isnan(std) else f"{std:.4f}", str(len(values)))
+        table.add_row(
+            dataset,
+            init,
+            protocol,
+            metric,
+            f"{statistics.fmean(values):.4f}",
+            "-" if math.isnan(std) else f"{std:.4f}",
+            str(len(values)),
+        )
     return table

@@ -94,8 +94,9 @@ def class_slug(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_") or "class"
 
 
-def segmentation_metrics(preds: list[torch.Tensor], targets: list[torch.Tensor], classes: list[str],
-                         ignore_index: int) -> dict[str, float]:
+def segmentation_metrics(
+    preds: list[torch.Tensor], targets: list[torch.Tensor], classes: list[str], ignore_index: int
+) -> dict[str, float]:
     """`miou` (mean over classes present in prediction or truth), `pixel_accuracy` and `iou_<class>`;
     pixels equal to ignore_index in the truth count nowhere. Absent classes get no iou_<class> entry."""
     from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
@@ -108,8 +109,10 @@ def segmentation_metrics(preds: list[torch.Tensor], targets: list[torch.Tensor],
         acc.update(p.reshape(-1), t.reshape(-1))
     per_class = iou.compute()
     present = ~torch.isnan(per_class)
-    out = {"miou": float(per_class[present].mean()) if present.any() else float("nan"),
-           "pixel_accuracy": float(acc.compute())}
+    out = {
+        "miou": float(per_class[present].mean()) if present.any() else float("nan"),
+        "pixel_accuracy": float(acc.compute()),
+    }
     for name, value, ok in zip(metric_names(classes), per_class.tolist(), present.tolist()):
         if ok:
             out[name] = float(value)
@@ -133,20 +136,28 @@ def metric_names(classes: list[str]) -> list[str]:
 
 
 @torch.inference_mode()
-def predict_region(model: nn.Module, image: np.ndarray, region: Region, size: int, norm: Normalization,
-                   num_classes: int, batch_size: int, device: torch.device) -> torch.Tensor:
+def predict_region(
+    model: nn.Module,
+    image: np.ndarray,
+    region: Region,
+    size: int,
+    norm: Normalization,
+    num_classes: int,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
     """Class map (H x W int64) of one region: softmax averaged over overlapping windows."""
     rw = region.window
     probs = torch.zeros((num_classes, rw.height, rw.width))
     count = torch.zeros((rw.height, rw.width))
     windows = grid_windows(rw.height, rw.width, size, overlap_stride(size))
     for start in range(0, len(windows), batch_size):
-        batch = windows[start:start + batch_size]
+        batch = windows[start : start + batch_size]
         x = torch.stack([read_window(image, _shift(w, rw), size, norm) for w in batch]).to(device)
         out = model(x).float().softmax(1).cpu()
         for w, p in zip(batch, out):
-            probs[:, w.row:w.row + w.height, w.col:w.col + w.width] += p[:, :w.height, :w.width]
-            count[w.row:w.row + w.height, w.col:w.col + w.width] += 1
+            probs[:, w.row : w.row + w.height, w.col : w.col + w.width] += p[:, : w.height, : w.width]
+            count[w.row : w.row + w.height, w.col : w.col + w.width] += 1
     return (probs / count).argmax(0)
 
 
@@ -160,8 +171,10 @@ def _load(data: SegmentationData, console: Console) -> tuple[list[np.ndarray], l
         for i in prog.track(range(len(data.pairs)), description=f"reading {data.name}"):
             img, mask = data.read(i)
             if images and img.shape[0] != images[0].shape[0]:
-                raise DataError(f"image {data.pairs[i][0]} has {img.shape[0]} band(s) but {data.pairs[0][0]} "
-                                f"has {images[0].shape[0]}")
+                raise DataError(
+                    f"image {data.pairs[i][0]} has {img.shape[0]} band(s) but {data.pairs[0][0]} "
+                    f"has {images[0].shape[0]}"
+                )
             images.append(img)
             masks.append(mask)
     return images, masks
@@ -189,11 +202,24 @@ def run_segmentation(cfg: EvaluateConfig, console: Console) -> list[dict]:
     size = cfg.image_size or init.image_size
     check_input_size(size)
     paths = [str(p[0]) for p in data.pairs] + ([str(p[0]) for p in test.pairs] if test is not None else [])
-    base = base_fields(cfg, data.name, init, size, len(data.classes),
-                       f"none (random {size}x{size} crops; sliding-window inference)")
+    base = base_fields(
+        cfg, data.name, init, size, len(data.classes), f"none (random {size}x{size} crops; sliding-window inference)"
+    )
     headline = cfg.metric or headline_metric("segmentation", ["miou"])
-    cells = _Cells(cfg, data, init, images, [m.shape for m in masks], n_pool, paths, size, resolve_device(cfg.device),
-                   cfg.lr or DEFAULT_LR, console, masks)
+    cells = _Cells(
+        cfg,
+        data,
+        init,
+        images,
+        [m.shape for m in masks],
+        n_pool,
+        paths,
+        size,
+        resolve_device(cfg.device),
+        cfg.lr or DEFAULT_LR,
+        console,
+        masks,
+    )
     return run_cells(cfg, cells, base, headline, data.classes)
 
 
@@ -210,37 +236,75 @@ class _Cells(DenseCells):
         cfg, data, init, size, lr, device = self.cfg, self.data, self.init, self.size, self.lr, self.device
         norm, test_regions, targets = split.context["norm"], split.test, split.context["targets"]
         L.seed_everything(seed, verbose=False)
-        encoder = build_dense_encoder(split.context["init"], size).freeze(weights=protocol == "frozen",
-                                                                          norm_stats=False)
+        encoder = build_dense_encoder(split.context["init"], size).freeze(
+            weights=protocol == "frozen", norm_stats=False
+        )
         model = SegmentationNet(encoder, cfg.decoder, len(data.classes)).to(device)
         crops = SegmentationCrops(self.images, self.masks, selected, size, norm, data.ignore_index)
         groups = param_groups(encoder, model.head_parameters(), lr)
-        fit_time, losses = fit(model, partial(_loss, ignore_index=data.ignore_index), crops, None, groups,
-                               cfg.epochs, cfg.batch_size, device)
+        fit_time, losses = fit(
+            model,
+            partial(_loss, ignore_index=data.ignore_index),
+            crops,
+            None,
+            groups,
+            cfg.epochs,
+            cfg.batch_size,
+            device,
+        )
         start = time.perf_counter()
         model.eval()
         with progress(self.console) as prog:
-            preds = [predict_region(model, self.images[r.scene], r, size, norm, len(data.classes),
-                                    cfg.batch_size, device)
-                     for r in prog.track(test_regions, description=f"predicting {protocol} seed {seed}")]
+            preds = [
+                predict_region(model, self.images[r.scene], r, size, norm, len(data.classes), cfg.batch_size, device)
+                for r in prog.track(test_regions, description=f"predicting {protocol} seed {seed}")
+            ]
         metrics = segmentation_metrics(preds, targets, data.classes, data.ignore_index)
         confusions = [confusion_matrix(p, t, len(data.classes), data.ignore_index) for p, t in zip(preds, targets)]
-        hparams = {"decoder": cfg.decoder, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": lr,
-                   "backbone_lr": lr * BACKBONE_LR_SCALE if protocol == "finetune" else None,
-                   "optimizer": "adamw", "schedule": "cosine per step", "steps": len(losses),
-                   "crops_per_epoch": len(crops), "augment": "random crop, flips, rot90",
-                   "inference": f"sliding window {size}px, overlap {CHIP_OVERLAP}",
-                   "ignore_index": data.ignore_index, "final_loss": losses[-1] if losses else None}
-        cell_fields = {"eval_images_per_s": None, "feature_dim": encoder.feature_dim, "hparams": hparams,
-                       "fit_time_s": round(fit_time, 3), "eval_time_s": round(time.perf_counter() - start, 3)}
-        state = {"state_dict": _trained_state(model, protocol), "classes": data.classes, "decoder": cfg.decoder,
-                 "arch": init.arch, "in_chans": init.in_chans, "image_size": size, "normalization": norm.to_dict(),
-                 "protocol": protocol}
-        columns = {"index": np.arange(len(test_regions)), "path": [self.paths[r.scene] for r in test_regions],
-                   "confusion": np.stack([c.reshape(-1) for c in confusions]),
-                   "window": [[r.window.row, r.window.col, r.window.height, r.window.width] for r in test_regions]}
-        return CellResult(metrics, cell_fields, state,
-                          Predictions("segmentation", columns, {"metric_names": metric_names(data.classes)}))
+        hparams = {
+            "decoder": cfg.decoder,
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "lr": lr,
+            "backbone_lr": lr * BACKBONE_LR_SCALE if protocol == "finetune" else None,
+            "optimizer": "adamw",
+            "schedule": "cosine per step",
+            "steps": len(losses),
+            "crops_per_epoch": len(crops),
+            "augment": "random crop, flips, rot90",
+            "inference": f"sliding window {size}px, overlap {CHIP_OVERLAP}",
+            "ignore_index": data.ignore_index,
+            "final_loss": losses[-1] if losses else None,
+        }
+        cell_fields = {
+            "eval_images_per_s": None,
+            "feature_dim": encoder.feature_dim,
+            "hparams": hparams,
+            "fit_time_s": round(fit_time, 3),
+            "eval_time_s": round(time.perf_counter() - start, 3),
+        }
+        state = {
+            "state_dict": _trained_state(model, protocol),
+            "classes": data.classes,
+            "decoder": cfg.decoder,
+            "arch": init.arch,
+            "in_chans": init.in_chans,
+            "image_size": size,
+            "normalization": norm.to_dict(),
+            "protocol": protocol,
+        }
+        columns = {
+            "index": np.arange(len(test_regions)),
+            "path": [self.paths[r.scene] for r in test_regions],
+            "confusion": np.stack([c.reshape(-1) for c in confusions]),
+            "window": [[r.window.row, r.window.col, r.window.height, r.window.width] for r in test_regions],
+        }
+        return CellResult(
+            metrics,
+            cell_fields,
+            state,
+            Predictions("segmentation", columns, {"metric_names": metric_names(data.classes)}),
+        )
 
 
 def _loss(net: nn.Module, batch, ignore_index: int) -> torch.Tensor:
@@ -250,7 +314,7 @@ def _loss(net: nn.Module, batch, ignore_index: int) -> torch.Tensor:
 
 def _crop(mask: np.ndarray, region: Region) -> np.ndarray:
     w = region.window
-    return mask[w.row:w.row + w.height, w.col:w.col + w.width]
+    return mask[w.row : w.row + w.height, w.col : w.col + w.width]
 
 
 def _trained_state(model: nn.Module, protocol: str) -> dict:

@@ -2,7 +2,8 @@
 
     name: eurosat_rgb                 # the `dataset` of result rows
     task: classification              # classification | segmentation | detection | ...
-    adapter: imagefolder              # how to read `data` (imagefolder, csv, torchgeo, masks, vector, voc, coco, csvboxes)
+    adapter: imagefolder              # how to read `data` (imagefolder, csv, torchgeo, masks, vector, voc, coco,
+                                      # csvboxes)
     data: ${RSBENCH_SHARED_DATA}/classification/eurosat_rgb
     test_data: null                   # optional fixed test set (else a seeded split of `data`)
     classes: [AnnualCrop, Forest]     # optional; fixes order and rejects unknown labels
@@ -47,9 +48,18 @@ class TaskSpec(StrictModel):
 
     def config_values(self) -> dict[str, Any]:
         """The EvaluateConfig keys this spec sets (unset ones are left to the config's defaults)."""
-        values = {"dataset_name": self.name, "task": self.task, "adapter": self.adapter, "data": self.data,
-                  "test_data": self.test_data, "classes": self.classes, "metric": self.metric,
-                  "bands": self.bands, "image_size": self.image_size, "options": self.options or None}
+        values = {
+            "dataset_name": self.name,
+            "task": self.task,
+            "adapter": self.adapter,
+            "data": self.data,
+            "test_data": self.test_data,
+            "classes": self.classes,
+            "metric": self.metric,
+            "bands": self.bands,
+            "image_size": self.image_size,
+            "options": self.options or None,
+        }
         return {k: v for k, v in values.items() if v is not None}
 
 
@@ -57,8 +67,9 @@ def expand_path(value: str, key: str, spec_path: Path) -> Path:
     expanded = os.path.expanduser(os.path.expandvars(str(value)))
     unset = _UNSET_VAR.search(expanded)
     if unset:
-        raise ConfigError(f"invalid key '{key}' in task spec {spec_path}: environment variable "
-                          f"{unset.group(1)} is not set")
+        raise ConfigError(
+            f"invalid key '{key}' in task spec {spec_path}: environment variable {unset.group(1)} is not set"
+        )
     path = Path(expanded)
     return path if path.is_absolute() else spec_path.parent / path
 

@@ -3,8 +3,9 @@ the protocols it supports, so `evaluate` only dispatches and validates names."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 

@@ -31,8 +31,10 @@ def import_torchgeo(module: str = "torchgeo.models"):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ConfigError(f"torchgeo cannot be imported ({e}); the torchgeo inits and datasets need it with "
-                          f"its dependencies (`pip install torchgeo requests`)") from None
+        raise ConfigError(
+            f"torchgeo cannot be imported ({e}); the torchgeo inits and datasets need it with "
+            f"its dependencies (`pip install torchgeo requests`)"
+        ) from None
 
 
 def hub_checkpoint(url: str) -> Path:
@@ -65,30 +67,38 @@ def transforms_preprocessing(transforms, in_chans: int) -> tuple[list[float], li
             sz = step.size
             size = int(sz[0] if isinstance(sz, (list, tuple)) else sz)
         elif not isinstance(step, nn.Identity):
-            raise ConfigError(f"the weights' transform {type(step).__name__} cannot be applied as a per-band "
-                              f"normalization; these weights are not supported")
+            raise ConfigError(
+                f"the weights' transform {type(step).__name__} cannot be applied as a per-band "
+                f"normalization; these weights are not supported"
+            )
     return mean, std, size
 
 
 def resolve_torchgeo_weights(cfg: EvaluateConfig, in_chans: int) -> dict:
     """Everything `inits` needs for a torchgeo init: arch, file, normalization, bands, size, builder."""
-    name = cfg.init[len(PREFIX):]
+    name = cfg.init[len(PREFIX) :]
     models = import_torchgeo()
     try:
         weights = models.get_weight(name)
     except (ValueError, KeyError, AttributeError, TypeError):
-        raise ConfigError(f"unknown torchgeo weights '{name}' (a torchgeo WeightsEnum member such as "
-                          f"ResNet18_Weights.SENTINEL2_ALL_MOCO)") from None
+        raise ConfigError(
+            f"unknown torchgeo weights '{name}' (a torchgeo WeightsEnum member such as "
+            f"ResNet18_Weights.SENTINEL2_ALL_MOCO)"
+        ) from None
     meta = dict(weights.meta)
     arch, w_chans = meta.get("model"), int(meta.get("in_chans", 3))
     if not isinstance(arch, str) or not timm.is_model(arch):
-        raise ConfigError(f"torchgeo weights '{name}' are for '{arch}', which is not a timm model; "
-                          f"only timm-based weights (ResNet, ViT) are supported")
+        raise ConfigError(
+            f"torchgeo weights '{name}' are for '{arch}', which is not a timm model; "
+            f"only timm-based weights (ResNet, ViT) are supported"
+        )
     file = cfg.weights if cfg.weights is not None else hub_checkpoint(weights.url)
     if not Path(file).is_file():
         where = f"--weights {file}" if cfg.weights is not None else f"{file}"
-        raise ConfigError(f"weights file for torchgeo:{name} not found at {where}; offline, download "
-                          f"{weights.url} elsewhere and put it there (or pass --weights PATH)")
+        raise ConfigError(
+            f"weights file for torchgeo:{name} not found at {where}; offline, download "
+            f"{weights.url} elsewhere and put it there (or pass --weights PATH)"
+        )
     w_bands = [str(b) for b in meta.get("bands") or []]
     mean, std, size = transforms_preprocessing(weights.transforms, w_chans)
     select = _band_selection(name, cfg.bands, w_bands, w_chans, in_chans)
@@ -96,8 +106,14 @@ def resolve_torchgeo_weights(cfg: EvaluateConfig, in_chans: int) -> dict:
     if select is not None:
         mean, std = [mean[i] for i in select], [std[i] for i in select]
     return {
-        "name": name, "arch": arch, "weights_chans": w_chans, "file": Path(file), "select": select,
-        "bands": bands, "image_size": size or meta.get("img_size"), "url": weights.url,
+        "name": name,
+        "arch": arch,
+        "weights_chans": w_chans,
+        "file": Path(file),
+        "select": select,
+        "bands": bands,
+        "image_size": size or meta.get("img_size"),
+        "url": weights.url,
         "normalization": {"mean": mean, "std": std, "source": f"torchgeo {name} transforms"},
         "create_kwargs": {"img_size": meta["img_size"]} if "img_size" in meta else {},
     }
@@ -111,13 +127,17 @@ def _band_selection(name, data_bands, w_bands, w_chans, in_chans) -> list[int] |
         keys = [band_key(b) for b in w_bands]
         missing = [b for b in data_bands if band_key(b) not in keys]
         if missing:
-            raise ConfigError(f"band '{missing[0]}' of --bands is not among the bands of torchgeo:{name} "
-                              f"({', '.join(w_bands) or 'none listed'})")
+            raise ConfigError(
+                f"band '{missing[0]}' of --bands is not among the bands of torchgeo:{name} "
+                f"({', '.join(w_bands) or 'none listed'})"
+            )
         select = [keys.index(band_key(b)) for b in data_bands]
         return None if select == list(range(w_chans)) else select
     if in_chans != w_chans:
-        raise ConfigError(f"torchgeo:{name} takes {w_chans} band(s) ({', '.join(w_bands) or 'unnamed'}) but the "
-                          f"data has {in_chans}; name the data's bands in file order with --bands, e.g. B04,B03,B02")
+        raise ConfigError(
+            f"torchgeo:{name} takes {w_chans} band(s) ({', '.join(w_bands) or 'unnamed'}) but the "
+            f"data has {in_chans}; name the data's bands in file order with --bands, e.g. B04,B03,B02"
+        )
     return None
 
 
@@ -129,7 +149,7 @@ def build_torchgeo_backbone(info: dict) -> nn.Module:
     path = info["file"]
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise DataError(f"cannot load weights from {path}: {str(e).splitlines()[0]}") from e
     if not isinstance(state, dict):
         raise DataError(f"{path} does not hold a state_dict")
@@ -138,7 +158,9 @@ def build_torchgeo_backbone(info: dict) -> nn.Module:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        raise DataError(f"weights in {path} do not match {info['arch']}: {lines[1] if len(lines) > 1 else lines[0]}") from None
+        raise DataError(
+            f"weights in {path} do not match {info['arch']}: {lines[1] if len(lines) > 1 else lines[0]}"
+        ) from None
     if info["select"] is not None:
         _select_input_bands(model, info["select"])
     return model
@@ -151,8 +173,17 @@ def _select_input_bands(model: nn.Module, select: list[int]) -> None:
     conv = model.get_submodule(name)
     if not isinstance(conv, nn.Conv2d):
         raise ConfigError(f"cannot select input bands of {type(model).__name__}: first layer is not a Conv2d")
-    new = nn.Conv2d(len(select), conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                    conv.groups, conv.bias is not None, conv.padding_mode)
+    new = nn.Conv2d(
+        len(select),
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+        conv.padding_mode,
+    )
     with torch.no_grad():
         new.weight.copy_(conv.weight[:, select])
         if conv.bias is not None:

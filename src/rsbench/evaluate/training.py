@@ -12,9 +12,10 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -27,8 +28,12 @@ LossFn = Callable[[nn.Module, Any], torch.Tensor]
 PredictFn = Callable[[nn.Module, Any], torch.Tensor]
 
 # Messages Lightning emits on every small evaluation fit; none is actionable there.
-QUIET_WARNINGS = (".*does not have many workers.*", ".*smaller than the logging interval.*",
-                  ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*")
+QUIET_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*smaller than the logging interval.*",
+    ".*module\\(s\\) in eval mode.*",
+    ".*LeafSpec.*",
+)
 QUIET_LOGGERS = ("lightning.pytorch", "pytorch_lightning")  # "GPU available: ..." banners per fit
 
 
@@ -42,15 +47,24 @@ def schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
     from lightly.utils.scheduler import CosineWarmupScheduler
 
-    return CosineWarmupScheduler(optimizer, warmup_epochs=warmup_steps(total_steps, warmup_fraction),
-                                 max_epochs=total_steps, end_value=0.0)
+    return CosineWarmupScheduler(
+        optimizer, warmup_epochs=warmup_steps(total_steps, warmup_fraction), max_epochs=total_steps, end_value=0.0
+    )
 
 
 class TrainingModule(L.LightningModule):
     """AdamW + a per-step schedule on `loss_fn(model, batch)`; keeps every step's loss (and LR of group 0)."""
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, groups: list[dict], total_steps: int,
-                 warmup_fraction: float = 0.0, weight_decay: float = 0.0, predict_fn: PredictFn | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        groups: list[dict],
+        total_steps: int,
+        warmup_fraction: float = 0.0,
+        weight_decay: float = 0.0,
+        predict_fn: PredictFn | None = None,
+    ):
         super().__init__()
         self.model, self.loss_fn, self.groups, self.total_steps = model, loss_fn, groups, total_steps
         self.warmup_fraction, self.weight_decay, self.predict_fn = warmup_fraction, weight_decay, predict_fn
@@ -85,8 +99,9 @@ class FitResult:
     lrs: list[float] = field(default_factory=list)  # LR of the first parameter group per step
 
 
-def trainer(device: torch.device, epochs: int, bf16: bool = False, progress_bar: bool = True,
-            log_every_n_steps: int = 50) -> L.Trainer:
+def trainer(
+    device: torch.device, epochs: int, bf16: bool = False, progress_bar: bool = True, log_every_n_steps: int = 50
+) -> L.Trainer:
     """Single-device Trainer for `device`; bf16-mixed only when asked and the GPU supports it. No logger,
     checkpoints or summary. Build and use it under `quiet()`."""
     cuda = device.type == "cuda"
@@ -96,10 +111,19 @@ def trainer(device: torch.device, epochs: int, bf16: bool = False, progress_bar:
         from lightning.pytorch.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar(leave=False, console_kwargs={"stderr": True}))
-    return L.Trainer(max_epochs=epochs, accelerator="gpu" if cuda else device.type,
-                     devices=[device.index or 0] if cuda else 1, precision=precision, logger=False,
-                     enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
-                     enable_progress_bar=progress_bar, callbacks=callbacks, log_every_n_steps=log_every_n_steps)
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator="gpu" if cuda else device.type,
+        devices=[device.index or 0] if cuda else 1,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        enable_progress_bar=progress_bar,
+        callbacks=callbacks,
+        log_every_n_steps=log_every_n_steps,
+    )
 
 
 @contextmanager
@@ -119,17 +143,29 @@ def quiet():
             log.setLevel(level)
 
 
-def fit(model: nn.Module, loss_fn: LossFn, loader: DataLoader, groups: list[dict], epochs: int,
-        device: torch.device, *, warmup_fraction: float = 0.0, weight_decay: float = 0.0, bf16: bool = False,
-        progress_bar: bool = True, predict: DataLoader | None = None,
-        predict_fn: PredictFn | None = None) -> FitResult:
+def fit(
+    model: nn.Module,
+    loss_fn: LossFn,
+    loader: DataLoader,
+    groups: list[dict],
+    epochs: int,
+    device: torch.device,
+    *,
+    warmup_fraction: float = 0.0,
+    weight_decay: float = 0.0,
+    bf16: bool = False,
+    progress_bar: bool = True,
+    predict: DataLoader | None = None,
+    predict_fn: PredictFn | None = None,
+) -> FitResult:
     """Train `model` for `epochs` over `loader` (then predict over `predict` when given). Every group needs an
     "lr"; `weight_decay` applies to groups without their own. Seed the RNGs before calling."""
     total = epochs * len(loader)
     module = TrainingModule(model, loss_fn, groups, total, warmup_fraction, weight_decay, predict_fn)
     with quiet():
-        tr = trainer(device, epochs, bf16=bf16, progress_bar=progress_bar,
-                     log_every_n_steps=max(1, min(50, len(loader))))
+        tr = trainer(
+            device, epochs, bf16=bf16, progress_bar=progress_bar, log_every_n_steps=max(1, min(50, len(loader)))
+        )
         start = time.perf_counter()
         tr.fit(module, loader)
         result = FitResult(module.losses, int(tr.global_step), time.perf_counter() - start, lrs=module.lrs)

@@ -36,13 +36,31 @@ import numpy as np
 # torchmetrics hands them to COCOeval (checked against torch by the tests).
 COCO_IOUS = np.array([0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95], dtype=np.float32).astype(np.float64)
 _REC_F32 = [f"{i / 100:.2f}" for i in range(101)]
-for _i, _v in {5: "0.049999997", 9: "0.089999996", 10: "0.099999994", 15: "0.14999999", 18: "0.17999999",
-               20: "0.19999999", 23: "0.22999999", 27: "0.26999998", 30: "0.29999998", 33: "0.32999998",
-               36: "0.35999998", 40: "0.39999998", 43: "0.42999998", 46: "0.45999998", 49: "0.48999998",
-               53: "0.53000003", 59: "0.59000003", 65: "0.65000004", 78: "0.78000003", 84: "0.84000003"}.items():
+for _i, _v in {
+    5: "0.049999997",
+    9: "0.089999996",
+    10: "0.099999994",
+    15: "0.14999999",
+    18: "0.17999999",
+    20: "0.19999999",
+    23: "0.22999999",
+    27: "0.26999998",
+    30: "0.29999998",
+    33: "0.32999998",
+    36: "0.35999998",
+    40: "0.39999998",
+    43: "0.42999998",
+    46: "0.45999998",
+    49: "0.48999998",
+    53: "0.53000003",
+    59: "0.59000003",
+    65: "0.65000004",
+    78: "0.78000003",
+    84: "0.84000003",
+}.items():
     _REC_F32[_i] = _v  # where torch's float32 linspace is not the float32 nearest i/100
 REC_THRESHOLDS = np.array(_REC_F32, dtype=np.float32).astype(np.float64)
-AREA_RANGE = (0.0, 1e5 ** 2)  # COCO's "all"
+AREA_RANGE = (0.0, 1e5**2)  # COCO's "all"
 MAX_DETS = 100
 _EPS = np.spacing(1)
 
@@ -65,8 +83,15 @@ def _iou(dt: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.where((w > 0) & (h > 0), o, 0.0)
 
 
-def match_image(pred_boxes, pred_scores, pred_labels, gt_boxes, gt_labels,
-                iou_thresholds: Sequence[float] = COCO_IOUS, max_dets: int = MAX_DETS) -> dict:
+def match_image(
+    pred_boxes,
+    pred_scores,
+    pred_labels,
+    gt_boxes,
+    gt_labels,
+    iou_thresholds: Sequence[float] = COCO_IOUS,
+    max_dets: int = MAX_DETS,
+) -> dict:
     """One image's detection outcome, as plain arrays.
 
     Boxes are xyxy pixels. Returns {"scores": float32 (D,), "labels": int64 (D,), "tp": bool (D, T),
@@ -85,8 +110,10 @@ def match_image(pred_boxes, pred_scores, pred_labels, gt_boxes, gt_labels,
     gt = _xywh(gt_boxes)
     gl = np.asarray(gt_labels).reshape(-1).astype(np.int64)
     if not (len(dt) == len(scores) == len(labels)) or len(gt) != len(gl):
-        raise ValueError(f"match_image: {len(dt)} boxes, {len(scores)} scores, {len(labels)} labels; "
-                         f"{len(gt)} ground-truth boxes, {len(gl)} labels")
+        raise ValueError(
+            f"match_image: {len(dt)} boxes, {len(scores)} scores, {len(labels)} labels; "
+            f"{len(gt)} ground-truth boxes, {len(gl)} labels"
+        )
     lo, hi = AREA_RANGE
     d_area, g_area = dt[:, 2] * dt[:, 3], gt[:, 2] * gt[:, 3]
     d_out = (d_area < lo) | (d_area > hi)
@@ -131,8 +158,7 @@ def match_image(pred_boxes, pred_scores, pred_labels, gt_boxes, gt_labels,
         tp[d_idx] = matched_any & ~m_ign
         ign[d_idx] = m_ign | (~matched_any & d_out[d_idx, None])
     sel = order[keep[order]]
-    return {"scores": scores[sel], "labels": labels[sel], "tp": tp[sel], "ignore": ign[sel],
-            "gt_labels": gl[~g_ign]}
+    return {"scores": scores[sel], "labels": labels[sel], "tp": tp[sel], "ignore": ign[sel], "gt_labels": gl[~g_ign]}
 
 
 def _min_tp(npig: np.ndarray, rec: np.ndarray) -> np.ndarray:
@@ -177,12 +203,15 @@ def _class_ap(score, img, tp, ign, W, npig, rec) -> np.ndarray:
         f = ~tp[a:b] & ~ign[a:b]
         if not (tp[a:b].any(axis=0) & f.any(axis=0)).any():
             continue
-        src.append(np.arange(pos, a)); copy.append(np.full(a - pos, -1))
+        src.append(np.arange(pos, a))
+        copy.append(np.full(a - pos, -1))
         k = int(wmax[img[a]])
-        src.append(np.tile(np.arange(a, b), k)); copy.append(np.repeat(np.arange(k), b - a))
+        src.append(np.tile(np.arange(a, b), k))
+        copy.append(np.repeat(np.arange(k), b - a))
         pos = b
     if src:
-        src.append(np.arange(pos, n_d)); copy.append(np.full(n_d - pos, -1))
+        src.append(np.arange(pos, n_d))
+        copy.append(np.full(n_d - pos, -1))
         src, copy = np.concatenate(src), np.concatenate(copy)
         Wv = W[:, img[src]]
         Wv = np.where(copy[None, :] >= 0, Wv > copy[None, :], Wv).astype(np.int64)
@@ -238,9 +267,15 @@ def _per_class_rank(img: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return rank
 
 
-def coco_ap(images: Sequence[dict], weights: np.ndarray | None = None, num_classes: int | None = None,
-            max_dets: int | None = MAX_DETS, max_detection_thresholds: Sequence[int] | None = None,
-            iou_thresholds: Sequence[float] = COCO_IOUS, rec_thresholds: Sequence[float] = REC_THRESHOLDS) -> dict:
+def coco_ap(
+    images: Sequence[dict],
+    weights: np.ndarray | None = None,
+    num_classes: int | None = None,
+    max_dets: int | None = MAX_DETS,
+    max_detection_thresholds: Sequence[int] | None = None,
+    iou_thresholds: Sequence[float] = COCO_IOUS,
+    rec_thresholds: Sequence[float] = REC_THRESHOLDS,
+) -> dict:
     """COCO AP over `match_image` outcomes, image i counted weights[i] times (default once).
 
     Returns {"map_50_95", "ap50", "ap75"} (floats; arrays of B values for 2-D weights (B, n_images)), the
@@ -260,8 +295,10 @@ def coco_ap(images: Sequence[dict], weights: np.ndarray | None = None, num_class
     n_b, n_t = W.shape[0], len(thr)
     for i, d in enumerate(images):
         if np.shape(d["tp"]) != (len(d["scores"]), n_t):
-            raise ValueError(f"coco_ap: image {i} has tp of shape {np.shape(d['tp'])}, expected "
-                             f"({len(d['scores'])}, {n_t}) for {n_t} IoU thresholds")
+            raise ValueError(
+                f"coco_ap: image {i} has tp of shape {np.shape(d['tp'])}, expected "
+                f"({len(d['scores'])}, {n_t}) for {n_t} IoU thresholds"
+            )
     empty = np.zeros(0, dtype=np.int64)
     labels = np.concatenate([np.asarray(d["labels"], dtype=np.int64) for d in images] + [empty])
     gl = [np.asarray(d["gt_labels"], dtype=np.int64) for d in images]
@@ -273,13 +310,16 @@ def coco_ap(images: Sequence[dict], weights: np.ndarray | None = None, num_class
             raise ValueError(f"coco_ap: label {bad[0]} outside 0..{num_classes - 1}")
     else:
         classes = np.unique(np.concatenate([labels, gt_all]))
-    scores = np.concatenate([np.asarray(d["scores"], dtype=np.float32) for d in images]
-                            + [np.zeros(0, np.float32)])
+    scores = np.concatenate([np.asarray(d["scores"], dtype=np.float32) for d in images] + [np.zeros(0, np.float32)])
     img = np.repeat(np.arange(len(images)), [len(d["scores"]) for d in images])
-    tp = np.concatenate([np.asarray(d["tp"], dtype=bool).reshape(-1, n_t) for d in images]
-                        + [np.zeros((0, n_t), bool)])
-    ign = np.concatenate([np.asarray(d.get("ignore", np.zeros((len(d["scores"]), n_t), bool)),
-                                     dtype=bool).reshape(-1, n_t) for d in images] + [np.zeros((0, n_t), bool)])
+    tp = np.concatenate([np.asarray(d["tp"], dtype=bool).reshape(-1, n_t) for d in images] + [np.zeros((0, n_t), bool)])
+    ign = np.concatenate(
+        [
+            np.asarray(d.get("ignore", np.zeros((len(d["scores"]), n_t), bool)), dtype=bool).reshape(-1, n_t)
+            for d in images
+        ]
+        + [np.zeros((0, n_t), bool)]
+    )
     rank = _per_class_rank(img, labels)
     # ground-truth count per (image, class)
     gimg = np.repeat(np.arange(len(images)), [len(g) for g in gl])
@@ -312,8 +352,12 @@ def coco_ap(images: Sequence[dict], weights: np.ndarray | None = None, num_class
         mdt = sorted(int(m) for m in max_detection_thresholds)
         ap = table(100, all_t) if 100 in mdt else np.full((n_b, len(classes), n_t), -1.0)
         ap_hi = ap[:, :, np.r_[t50, t75]] if mdt[-1] == 100 else table(mdt[-1], np.r_[t50, t75])
-    out = {"map_50_95": mean(ap), "ap50": mean(ap_hi[:, :, :len(t50)]), "ap75": mean(ap_hi[:, :, len(t50):]),
-           "ap_class": np.where((ap > -1).all(axis=2), ap.mean(axis=2), -1.0)}
+    out = {
+        "map_50_95": mean(ap),
+        "ap50": mean(ap_hi[:, :, : len(t50)]),
+        "ap75": mean(ap_hi[:, :, len(t50) :]),
+        "ap_class": np.where((ap > -1).all(axis=2), ap.mean(axis=2), -1.0),
+    }
     if not batched:
         out = {k: (float(v[0]) if k != "ap_class" else v[0]) for k, v in out.items()}
     out["classes"] = classes
@@ -321,6 +365,7 @@ def coco_ap(images: Sequence[dict], weights: np.ndarray | None = None, num_class
 
 
 # --- flat columns: one Parquet row per image -------------------------------------------------------------
+
 
 def _bits(a: np.ndarray) -> list[int]:
     a = np.asarray(a, dtype=bool)
@@ -341,9 +386,13 @@ def to_record(d: dict, index: int | None = None) -> dict:
     n_t = np.shape(d["tp"])[1] if np.ndim(d["tp"]) == 2 else len(COCO_IOUS)
     tp = np.asarray(d["tp"], dtype=bool).reshape(-1, n_t)
     ign = np.asarray(d.get("ignore", np.zeros_like(tp)), dtype=bool).reshape(-1, n_t)
-    rec.update(scores=np.asarray(d["scores"], dtype=np.float32).tolist(),
-               labels=np.asarray(d["labels"], dtype=np.int64).tolist(), tp=_bits(tp), ignore=_bits(ign),
-               gt_labels=np.asarray(d["gt_labels"], dtype=np.int64).tolist())
+    rec.update(
+        scores=np.asarray(d["scores"], dtype=np.float32).tolist(),
+        labels=np.asarray(d["labels"], dtype=np.int64).tolist(),
+        tp=_bits(tp),
+        ignore=_bits(ign),
+        gt_labels=np.asarray(d["gt_labels"], dtype=np.int64).tolist(),
+    )
     return rec
 
 
@@ -351,18 +400,28 @@ def from_record(rec: dict, num_thresholds: int = len(COCO_IOUS)) -> dict:
     """The `match_image` dict back from `to_record`'s columns (e.g. a row of `table.to_pylist()`)."""
     n = len(rec["scores"])
     ignore = rec.get("ignore")
-    return {"scores": np.asarray(rec["scores"], dtype=np.float32),
-            "labels": np.asarray(rec["labels"], dtype=np.int64).reshape(n),
-            "tp": _unbits(rec["tp"], num_thresholds).reshape(n, num_thresholds),
-            "ignore": (_unbits(ignore, num_thresholds) if ignore is not None
-                       else np.zeros((n, num_thresholds), bool)).reshape(n, num_thresholds),
-            "gt_labels": np.asarray(rec["gt_labels"], dtype=np.int64).reshape(-1)}
+    return {
+        "scores": np.asarray(rec["scores"], dtype=np.float32),
+        "labels": np.asarray(rec["labels"], dtype=np.int64).reshape(n),
+        "tp": _unbits(rec["tp"], num_thresholds).reshape(n, num_thresholds),
+        "ignore": (
+            _unbits(ignore, num_thresholds) if ignore is not None else np.zeros((n, num_thresholds), bool)
+        ).reshape(n, num_thresholds),
+        "gt_labels": np.asarray(rec["gt_labels"], dtype=np.int64).reshape(-1),
+    }
 
 
 def record_schema():
     """pyarrow schema of `to_record` rows with an index (pyarrow imported here, not at module load)."""
     import pyarrow as pa
 
-    return pa.schema([("index", pa.int64()), ("scores", pa.list_(pa.float32())), ("labels", pa.list_(pa.int64())),
-                      ("tp", pa.list_(pa.uint16())), ("ignore", pa.list_(pa.uint16())),
-                      ("gt_labels", pa.list_(pa.int64()))])
+    return pa.schema(
+        [
+            ("index", pa.int64()),
+            ("scores", pa.list_(pa.float32())),
+            ("labels", pa.list_(pa.int64())),
+            ("tp", pa.list_(pa.uint16())),
+            ("ignore", pa.list_(pa.uint16())),
+            ("gt_labels", pa.list_(pa.int64())),
+        ]
+    )

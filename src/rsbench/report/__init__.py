@@ -16,6 +16,17 @@ from rsbench.report.aggregate import (
 from rsbench.report.render import render_html, render_report
 
 __all__ = [
-    "REQUIRED_KEYS", "Entry", "MetricSummary", "Section", "build_sections", "deduplicate", "find_results_files",
-    "is_baseline", "load_results", "primary_metric", "render_html", "render_report", "summarize",
+    "REQUIRED_KEYS",
+    "Entry",
+    "MetricSummary",
+    "Section",
+    "build_sections",
+    "deduplicate",
+    "find_results_files",
+    "is_baseline",
+    "load_results",
+    "primary_metric",
+    "render_html",
+    "render_report",
+    "summarize",
 ]

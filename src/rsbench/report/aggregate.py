@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -208,14 +208,18 @@ def summarize(rows: Sequence[dict]) -> list[MetricSummary]:
         v = np.array([r["value"] for r in members], dtype=np.float64)
         finite = v[np.isfinite(v)]  # NaN values are shown per seed but not averaged
         nan = math.nan
-        out.append(MetricSummary(
-            *key,
-            mean=float(finite.mean()) if finite.size else nan,
-            std=float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
-            n=len(finite), min=float(finite.min()) if finite.size else nan,
-            max=float(finite.max()) if finite.size else nan,
-            seeds=tuple(r["seed"] for r in members), values=tuple(v.tolist()),
-        ))
+        out.append(
+            MetricSummary(
+                *key,
+                mean=float(finite.mean()) if finite.size else nan,
+                std=float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+                n=len(finite),
+                min=float(finite.min()) if finite.size else nan,
+                max=float(finite.max()) if finite.size else nan,
+                seeds=tuple(r["seed"] for r in members),
+                values=tuple(v.tolist()),
+            )
+        )
     return out
 
 
@@ -229,6 +233,13 @@ def primary_metric(task: str, metrics: Sequence[str], flagged: Sequence[str] = (
         if m in metrics:
             return m
     return headline_metric(task, list(metrics))
+
+
+def _rank_key(s: MetricSummary | None, init: str) -> tuple:
+    """Sort key of an init by its primary-metric summary: best mean first, ties by name."""
+    # Inits lacking the primary metric (or with only NaN) go last rather than pretending to score 0.
+    missing = s is None or not math.isfinite(s.mean)
+    return (missing, -(s.mean if not missing else 0.0), init)
 
 
 def build_sections(rows: Sequence[dict]) -> list[Section]:
@@ -248,25 +259,24 @@ def build_sections(rows: Sequence[dict]) -> list[Section]:
         baselines = {r["init"] for r in srows if is_baseline(r["init"], r.get("init_kind"))}
         cells = {(s.init, s.metric): s for s in summaries if (s.task, s.dataset, s.protocol, s.label_fraction) == skey}
         seeds = {i: len({r["seed"] for r in srows if r["init"] == i}) for i in inits}
-
-        def sort_key(init: str) -> tuple:
-            s = cells.get((init, primary))
-            # Inits lacking the primary metric (or with only NaN) go last rather than pretending to score 0.
-            missing = s is None or not math.isfinite(s.mean)
-            return (missing, -(s.mean if not missing else 0.0), init)
-
         section = Section(*skey, metrics=metrics, n_rows=len(srows), seed_counts=sorted(set(seeds.values())))
         prev_mean, rank = None, 0
-        for pos, init in enumerate(sorted(inits, key=sort_key), start=1):
+        ranked = sorted(inits, key=lambda init: _rank_key(cells.get((init, primary)), init))
+        for pos, init in enumerate(ranked, start=1):
             s = cells.get((init, primary))
             mean = s.mean if s and math.isfinite(s.mean) else None
             if mean is None or mean != prev_mean:
                 rank = pos  # competition ranking: ties share a rank
             prev_mean = mean
-            section.entries.append(Entry(
-                rank=rank, init=init, baseline=init in baselines,
-                best=rank == 1 and mean is not None, n_seeds=seeds[init],
-                cells={m: cells.get((init, m)) for m in metrics},
-            ))
+            section.entries.append(
+                Entry(
+                    rank=rank,
+                    init=init,
+                    baseline=init in baselines,
+                    best=rank == 1 and mean is not None,
+                    n_seeds=seeds[init],
+                    cells={m: cells.get((init, m)) for m in metrics},
+                )
+            )
         sections.append(section)
     return sections

@@ -14,9 +14,9 @@ Intervals come from `uncertainty.py`: test-set resampling on the per-example out
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -116,10 +116,11 @@ def _cells(section: Section, rows: Sequence[dict]) -> dict[str, dict[int, unc.Se
         if path is not None:
             try:
                 examples = metric_on_examples(path, r["metric"])
-            except Exception:  # noqa: BLE001 - an unreadable file means "no per-example outputs", said in flags
+            except Exception:  # an unreadable file means "no per-example outputs", said in flags
                 examples = None
-        out.setdefault(r["init"], {})[r["seed"]] = unc.SeedCell(r["value"], examples, r.get("test_split_id"),
-                                                                r.get("n_test"))
+        out.setdefault(r["init"], {})[r["seed"]] = unc.SeedCell(
+            r["value"], examples, r.get("test_split_id"), r.get("n_test")
+        )
     return out
 
 
@@ -138,7 +139,7 @@ def load_normalizer(path: str | Path) -> dict:
         raise DataError(f"cannot read normalizer {path}: {e}") from None
     datasets = doc.get("datasets", doc) if isinstance(doc, dict) else None
     if not isinstance(datasets, dict) or not datasets:
-        raise DataError(f"normalizer {path}: expected {{\"datasets\": {{NAME: {{\"min\": m, \"max\": M}}}}}}")
+        raise DataError(f'normalizer {path}: expected {{"datasets": {{NAME: {{"min": m, "max": M}}}}}}')
     for name, entry in datasets.items():
         ok = isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in ("min", "max"))
         if not ok or entry["max"] <= entry["min"]:
@@ -159,8 +160,15 @@ def _references(inits: set[str], kinds: dict[str, str], backbones: dict[str, str
     return out
 
 
-def task_norms(sections: Sequence[Section], rows: Sequence[dict], kinds: dict[str, str], backbones: dict[str, str],
-               score_reference: str, normalizer: dict | None, resampler: unc.TestResampler) -> list[TaskNorm]:
+def task_norms(
+    sections: Sequence[Section],
+    rows: Sequence[dict],
+    kinds: dict[str, str],
+    backbones: dict[str, str],
+    score_reference: str,
+    normalizer: dict | None,
+    resampler: unc.TestResampler,
+) -> list[TaskNorm]:
     largest: dict[tuple, float] = {}
     for s in sections:
         key = (s.task, s.dataset, s.protocol)
@@ -174,8 +182,11 @@ def task_norms(sections: Sequence[Section], rows: Sequence[dict], kinds: dict[st
         t = TaskNorm(s, task_title(s), math.nan, None, PERFECT, per_seed, cells)
         n_tests = [c.n_test for by_seed in cells.values() for c in by_seed.values() if c.n_test]
         t.n_test = min(n_tests) if n_tests else None
-        nan_inits = sorted(e.init for e in s.entries
-                           if (c := e.cells.get(s.primary_metric)) is not None and any(map(math.isnan, c.values)))
+        nan_inits = sorted(
+            e.init
+            for e in s.entries
+            if (c := e.cells.get(s.primary_metric)) is not None and any(map(math.isnan, c.values))
+        )
         if nan_inits:
             t.flags.append(f"NaN {s.primary_metric} for {', '.join(nan_inits)} (left out of aggregates)")
         binomial_ok = s.primary_metric == "accuracy"
@@ -216,8 +227,9 @@ def _normalize(t: TaskNorm, kinds, backbones, score_reference, normalizer, resam
         r = refs.get(init, ref)
         factor = 100.0 / (t.best - t.raw[r].mean)
         if init == r:
-            t.score[init] = unc.Estimate(0.0, 0.0, 0.0, 0.0, math.inf, t.raw[r].n_seeds, t.raw[r].source,
-                                         ["score reference"])
+            t.score[init] = unc.Estimate(
+                0.0, 0.0, 0.0, 0.0, math.inf, t.raw[r].n_seeds, t.raw[r].source, ["score reference"]
+            )
             continue
         diff = unc.estimate({}, resampler, signs={1: t.cells[init], -1: t.cells[r]})
         if diff.n_seeds == 0:  # no seed in common: unpaired difference of the two means
@@ -234,16 +246,19 @@ def _task_flags(t: TaskNorm) -> None:
     if len(means) > 1 and ses:
         spread = max(means.values()) - min(means.values())
         if spread < float(np.median(ses)):
-            t.flags.append(f"the spread of inits ({spread:.4f}) is below the test-set standard error "
-                           f"({float(np.median(ses)):.4f}): differences here are noise")
+            t.flags.append(
+                f"the spread of inits ({spread:.4f}) is below the test-set standard error "
+                f"({float(np.median(ses)):.4f}): differences here are noise"
+            )
     for e in t.raw.values():
         for f in e.flags:
             if f not in t.flags and not f.startswith("score reference"):
                 t.flags.append(f)
 
 
-def aggregate(tasks: Sequence[TaskNorm], baselines: set[str], n_boot: int,
-              resampler: unc.TestResampler | None = None) -> list[AggEntry]:
+def aggregate(
+    tasks: Sequence[TaskNorm], baselines: set[str], n_boot: int, resampler: unc.TestResampler | None = None
+) -> list[AggEntry]:
     resampler = resampler or unc.TestResampler(n_boot)
     scorable = [t for t in tasks if t.scorable]
     inits = sorted({i for t in scorable for i in t.score})
@@ -261,15 +276,33 @@ def aggregate(tasks: Sequence[TaskNorm], baselines: set[str], n_boot: int,
             values = np.array([t.scaled(init)[s] for s in seeds])
             # Test-set resamples of each seed, on the score scale (None without per-example outputs).
             devs = unc._test_deviations({s: t.cells[init][s] for s in seeds if s in t.cells.get(init, {})}, resampler)
-            dev = np.stack([devs[s] for s in seeds]) * 100.0 / (t.best - t.zero) \
-                if devs is not None and len(devs) == len(seeds) else None
+            dev = (
+                np.stack([devs[s] for s in seeds]) * 100.0 / (t.best - t.zero)
+                if devs is not None and len(devs) == len(seeds)
+                else None
+            )
             per_task.append((values, dev))
         iqm, iqm_lo, iqm_hi = unc.stratified_iqm_ci(per_task, n_boot=n_boot) if per_task else (math.nan,) * 3
         seeds = max((len(t.per_seed.get(init, {})) for t in scorable), default=0)
-        out.append(AggEntry(init, total.mean, lo, hi, len(ests), seeds, init in baselines, iqm=iqm, iqm_lo=iqm_lo,
-                            iqm_hi=iqm_hi, task_names=names, source=total.source))
-    ranks = stats.average_ranks({t.title: {i: e.mean for i, e in t.raw.items() if math.isfinite(e.mean)}
-                                 for t in scorable})
+        out.append(
+            AggEntry(
+                init,
+                total.mean,
+                lo,
+                hi,
+                len(ests),
+                seeds,
+                init in baselines,
+                iqm=iqm,
+                iqm_lo=iqm_lo,
+                iqm_hi=iqm_hi,
+                task_names=names,
+                source=total.source,
+            )
+        )
+    ranks = stats.average_ranks(
+        {t.title: {i: e.mean for i, e in t.raw.items() if math.isfinite(e.mean)} for t in scorable}
+    )
     for e in out:
         e.rank = ranks.get(e.init, (None, 0))[0]
     # Inits scored on fewer tasks are not comparable on the mean: they sort after the complete ones.
@@ -288,8 +321,10 @@ def choose_reference(inits: set[str], kinds: dict[str, str], wanted: str | None)
         return imagenet[0], f"Reference: the ImageNet baseline {imagenet[0]}."
     randoms = sorted(i for i in inits if kinds.get(i) == "random" or i.lower().startswith("random"))
     if randoms:
-        return randoms[0], (f"These results have no ImageNet baseline, so methods are compared with the random "
-                            f"init {randoms[0]} instead (add `imagenet` to the benchmark's baselines).")
+        return randoms[0], (
+            f"These results have no ImageNet baseline, so methods are compared with the random "
+            f"init {randoms[0]} instead (add `imagenet` to the benchmark's baselines)."
+        )
     return None, "No ImageNet or random-init baseline in these results: no paired comparison."
 
 
@@ -303,8 +338,13 @@ def _task_test(t: TaskNorm, init: str, reference: str, diff: unc.Estimate) -> tu
     deterministic = one_split and all(len({c[s].value for s in common}) == 1 for c in (a, b))
     if t.section.primary_metric == "accuracy" and common and (len(common) == 1 or deterministic):
         ca, cb = a[common[0]].examples, b[common[0]].examples
-        if ca is not None and cb is not None and ca.correct is not None and cb.correct is not None \
-                and a[common[0]].split_id == b[common[0]].split_id:
+        if (
+            ca is not None
+            and cb is not None
+            and ca.correct is not None
+            and cb.correct is not None
+            and a[common[0]].split_id == b[common[0]].split_id
+        ):
             p, _, _ = unc.mcnemar(ca.correct, cb.correct)
             return p, "McNemar (exact)"
     return diff.p_value(), "paired t (test resampling + seeds)"
@@ -325,11 +365,25 @@ def paired(tasks: Sequence[TaskNorm], reference: str, resampler: unc.TestResampl
                 continue
             p, test = _task_test(t, init, reference, diff)
             lo, hi = diff.ci()
-            mdd = unc.min_detectable_difference(t.raw[reference].mean, t.n_test) \
-                if t.section.primary_metric == "accuracy" else math.nan
-            per_task.append({"task": t.title, "metric": t.section.primary_metric, "delta": diff.mean, "lo": lo,
-                             "hi": hi, "p_value": p, "test": test, "seeds": diff.n_seeds, "mdd": mdd,
-                             "source": diff.source})
+            mdd = (
+                unc.min_detectable_difference(t.raw[reference].mean, t.n_test)
+                if t.section.primary_metric == "accuracy"
+                else math.nan
+            )
+            per_task.append(
+                {
+                    "task": t.title,
+                    "metric": t.section.primary_metric,
+                    "delta": diff.mean,
+                    "lo": lo,
+                    "hi": hi,
+                    "p_value": p,
+                    "test": test,
+                    "seeds": diff.n_seeds,
+                    "mdd": mdd,
+                    "source": diff.source,
+                }
+            )
             raw_ests.append(diff)
             if t.scorable:
                 score_ests.append(unc.scaled(diff, 100.0 / (t.best - t.zero)))
@@ -344,11 +398,26 @@ def paired(tasks: Sequence[TaskNorm], reference: str, resampler: unc.TestResampl
         rlo, rhi = raw_total.ci()
         won = sum(d["outcome"] == "win" for d in per_task)
         lost = sum(d["outcome"] == "loss" for d in per_task)
-        out.append({"init": init, "reference": reference, "mean": score_total.mean, "lo": slo, "hi": shi,
-                    "delta_points": 100 * raw_total.mean, "delta_lo": 100 * rlo, "delta_hi": 100 * rhi,
-                    "p_value": raw_total.p_value(), "won": won, "lost": lost, "tied": len(per_task) - won - lost,
-                    "tasks": len(per_task), "pairs": int(sum(d["seeds"] for d in per_task)),
-                    "per_task": per_task, "min_seeds": min(d["seeds"] for d in per_task)})
+        out.append(
+            {
+                "init": init,
+                "reference": reference,
+                "mean": score_total.mean,
+                "lo": slo,
+                "hi": shi,
+                "delta_points": 100 * raw_total.mean,
+                "delta_lo": 100 * rlo,
+                "delta_hi": 100 * rhi,
+                "p_value": raw_total.p_value(),
+                "won": won,
+                "lost": lost,
+                "tied": len(per_task) - won - lost,
+                "tasks": len(per_task),
+                "pairs": int(sum(d["seeds"] for d in per_task)),
+                "per_task": per_task,
+                "min_seeds": min(d["seeds"] for d in per_task),
+            }
+        )
     for d, p_holm in zip(out, unc.holm([d["p_value"] for d in out])):
         d["p_holm"] = p_holm
         d["verdict"] = verdict(d)
@@ -360,8 +429,7 @@ def verdict(d: dict) -> str:
     points = f"{d['delta_points']:+.1f} points [{d['delta_lo']:+.1f}, {d['delta_hi']:+.1f}]"
     record = f"{d['won']} won, {d['tied']} tied, {d['lost']} lost of {d['tasks']} tasks"
     if not d["p_holm"] < ALPHA:
-        return (f"no significant difference from {d['reference']} at these seeds and test sizes ({points}; "
-                f"{record})")
+        return f"no significant difference from {d['reference']} at these seeds and test sizes ({points}; {record})"
     better = "better" if d["delta_points"] > 0 else "worse"
     return f"significantly {better} than {d['reference']}: {points}, Holm p = {d['p_holm']:.3g} ({record})"
 
@@ -370,8 +438,9 @@ def section_key(s: Section) -> tuple:
     return (s.task, s.dataset, s.protocol, s.label_fraction)
 
 
-def section_estimates(sections: Sequence[Section], rows: Sequence[dict], tasks: Sequence[TaskNorm],
-                      resampler: unc.TestResampler) -> dict[tuple, dict[str, unc.Estimate]]:
+def section_estimates(
+    sections: Sequence[Section], rows: Sequence[dict], tasks: Sequence[TaskNorm], resampler: unc.TestResampler
+) -> dict[tuple, dict[str, unc.Estimate]]:
     """Per leaderboard: each init's headline mean over seeds with its interval (test set + seeds)."""
     done = {section_key(t.section): t.raw for t in tasks}
     out = {}
@@ -389,7 +458,7 @@ def label_efficiency(sections: Sequence[Section], estimates: dict[tuple, dict[st
     for s in sections:
         groups.setdefault((s.task, s.dataset, s.protocol), []).append(s)
     out = []
-    for (task, dataset, protocol), secs in groups.items():
+    for (_task, dataset, protocol), secs in groups.items():
         if len(secs) < 2:
             continue
         lines: dict[str, list[tuple[float, float, float, float]]] = {}
@@ -421,7 +490,8 @@ def progress(tasks: Sequence[TaskNorm], checkpoint_rows: Sequence[dict], runs: S
             final = t.per_seed.get(init)
             if final and steps_of.get(init):
                 points.setdefault(int(steps_of[init]), []).append(
-                    float(stats.normalize(np.mean(list(final.values())), t.zero, t.best)))
+                    float(stats.normalize(np.mean(list(final.values())), t.zero, t.best))
+                )
         out[init] = sorted((s, float(np.mean(v))) for s, v in points.items())
     return out
 
@@ -435,8 +505,12 @@ def parity_warnings(rows: Sequence[dict], tasks: Sequence[TaskNorm]) -> list[str
         s = t.section
         seen: dict[str, dict[str, set]] = {}
         for r in rows:
-            if (r["task"], r["dataset"], r["protocol"], r["label_fraction"]) != (s.task, s.dataset, s.protocol,
-                                                                                 s.label_fraction):
+            if (r["task"], r["dataset"], r["protocol"], r["label_fraction"]) != (
+                s.task,
+                s.dataset,
+                s.protocol,
+                s.label_fraction,
+            ):
                 continue
             hp = r.get("hparams") or {}
             vals = {k: r.get(k) for k in keys} | {k: hp.get(k) for k in hp_keys if k in hp}
@@ -449,9 +523,15 @@ def parity_warnings(rows: Sequence[dict], tasks: Sequence[TaskNorm]) -> list[str
     return out
 
 
-def analyze(rows: Sequence[dict], checkpoint_rows: Sequence[dict] = (), runs: Sequence[RunInfo] = (),
-            reference: str | None = None, n_boot: int = unc.N_BOOT, score_reference: str = "random",
-            normalizer: dict | None = None) -> Analysis:
+def analyze(
+    rows: Sequence[dict],
+    checkpoint_rows: Sequence[dict] = (),
+    runs: Sequence[RunInfo] = (),
+    reference: str | None = None,
+    n_boot: int = unc.N_BOOT,
+    score_reference: str = "random",
+    normalizer: dict | None = None,
+) -> Analysis:
     rows = prepare_rows(rows)
     sections = build_sections(rows)
     kinds = {r["init"]: str(r.get("init_kind") or "") for r in rows}
@@ -461,10 +541,20 @@ def analyze(rows: Sequence[dict], checkpoint_rows: Sequence[dict] = (), runs: Se
     resampler = unc.TestResampler(n_boot)
     tasks = task_norms(sections, rows, kinds, backbones, score_reference, normalizer, resampler)
     ref, note = choose_reference(set(kinds), kinds, reference)
-    result = Analysis(sections, tasks, aggregate(tasks, baselines, n_boot, resampler) if tasks else [], ref, note,
-                      baselines=baselines, randoms=randoms)
-    result.normalization = ("normalizer file (per-dataset min/max)" if normalizer is not None else
-                            f"headroom closed above {score_reference} init: 100 x (m - m_ref) / (1 - m_ref)")
+    result = Analysis(
+        sections,
+        tasks,
+        aggregate(tasks, baselines, n_boot, resampler) if tasks else [],
+        ref,
+        note,
+        baselines=baselines,
+        randoms=randoms,
+    )
+    result.normalization = (
+        "normalizer file (per-dataset min/max)"
+        if normalizer is not None
+        else f"headroom closed above {score_reference} init: 100 x (m - m_ref) / (1 - m_ref)"
+    )
     if ref is not None and tasks:
         result.paired = paired(tasks, ref, resampler)
     result.ranks = {e.init: (e.rank, e.tasks) for e in result.aggregate if e.rank is not None}
@@ -474,19 +564,23 @@ def analyze(rows: Sequence[dict], checkpoint_rows: Sequence[dict] = (), runs: Se
     result.parity = parity_warnings(rows, tasks)
     nan_rows = [r for r in rows if not math.isfinite(r["value"])]
     if nan_rows:
-        result.warnings.append(f"{len(nan_rows)} result row(s) have a NaN value; they are shown and left out of "
-                               "every aggregate")
+        result.warnings.append(
+            f"{len(nan_rows)} result row(s) have a NaN value; they are shown and left out of every aggregate"
+        )
     seeds = [e.seeds for e in result.aggregate]
     if seeds and min(seeds) < 3:
-        result.warnings.append(f"some inits have only {min(seeds)} seed(s): intervals are wide and seed variation "
-                               "is poorly estimated (use 5 seeds)")
+        result.warnings.append(
+            f"some inits have only {min(seeds)} seed(s): intervals are wide and seed variation "
+            "is poorly estimated (use 5 seeds)"
+        )
     for d in result.paired:
         small = [pt for pt in d["per_task"] if math.isfinite(pt["mdd"]) and abs(pt["delta"]) < pt["mdd"]]
         if small:
             result.warnings.append(
                 f"{d['init']} vs {d['reference']}: on {len(small)} task(s) the difference is below what the test "
                 f"set can detect (e.g. {small[0]['task']}: |Δ| {abs(small[0]['delta']) * 100:.1f} < "
-                f"{small[0]['mdd'] * 100:.1f} points at n_test={_n(tasks, small[0]['task'])})")
+                f"{small[0]['mdd'] * 100:.1f} points at n_test={_n(tasks, small[0]['task'])})"
+            )
     unscorable = [t.title for t in tasks if not t.scorable]
     if unscorable:
         result.warnings.append(f"not in the normalized score (see flags): {', '.join(unscorable)}")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -15,8 +16,8 @@ from rsbench.report.plots import primary_metric_plot
 from rsbench.report.runs import RunInfo, corpus_summary
 from rsbench.report.sources import corpus_paths
 from rsbench.report.stats import pareto_front
-from rsbench.report.uncertainty import Estimate
 from rsbench.report.tables import Table, seeds_note
+from rsbench.report.uncertainty import Estimate
 
 MAX_QUICKLOOKS = 6
 MAX_QUICKLOOK_BYTES = 3_000_000
@@ -40,55 +41,104 @@ def _task_rows(rows: Sequence[dict], a: Analysis) -> list[dict]:
 def summary_table(a: Analysis, rows: Sequence[dict]) -> Table:
     used = _task_rows(rows, a)
     scorable = [t for t in a.tasks if t.scorable]
-    table = Table("summary", "Normalized score across tasks",
-                  ["Rank", "Init", "Score", "95% CI", "IQM", "IQM 95% CI", "Avg rank", "Tasks", "Seeds"], [],
-                  numeric={0, 2, 3, 4, 5, 6, 7, 8})
+    table = Table(
+        "summary",
+        "Normalized score across tasks",
+        ["Rank", "Init", "Score", "95% CI", "IQM", "IQM 95% CI", "Avg rank", "Tasks", "Seeds"],
+        [],
+        numeric={0, 2, 3, 4, 5, 6, 7, 8},
+    )
     for n, e in enumerate(a.aggregate, start=1):
-        table.rows.append([str(n), e.init, fmt(e.mean, 1), f"[{fmt(e.lo, 1)}, {fmt(e.hi, 1)}]", fmt(e.iqm, 1),
-                           f"[{fmt(e.iqm_lo, 1)}, {fmt(e.iqm_hi, 1)}]", fmt(e.rank, 2),
-                           f"{e.tasks}/{len(scorable)}", str(e.seeds)])
+        table.rows.append(
+            [
+                str(n),
+                e.init,
+                fmt(e.mean, 1),
+                f"[{fmt(e.lo, 1)}, {fmt(e.hi, 1)}]",
+                fmt(e.iqm, 1),
+                f"[{fmt(e.iqm_lo, 1)}, {fmt(e.iqm_hi, 1)}]",
+                fmt(e.rank, 2),
+                f"{e.tasks}/{len(scorable)}",
+                str(e.seeds),
+            ]
+        )
         table.row_classes.append(" ".join(x for x in ("best" if n == 1 else "", "baseline" if e.baseline else "") if x))
     left_out = [t.title for t in a.tasks if not t.scorable]
-    table.note = (f"Score: {a.normalization}, per task, then the mean over tasks; IQM = interquartile mean of the "
-                  "(task, seed) scores. Intervals include test-set sampling error (bootstrap over test examples "
-                  "from the per-example outputs) and seed variation (t interval); see README, 'Reading the "
-                  f"numbers'. Tasks: {', '.join(t.title for t in scorable)}."
-                  + (f" Not scored (no reference): {', '.join(left_out)}." if left_out else "") + " "
-                  + seeds_note([e.seeds for e in a.aggregate], count_cells(used), len(used)))
+    table.note = (
+        f"Score: {a.normalization}, per task, then the mean over tasks; IQM = interquartile mean of the "
+        "(task, seed) scores. Intervals include test-set sampling error (bootstrap over test examples "
+        "from the per-example outputs) and seed variation (t interval); see README, 'Reading the "
+        f"numbers'. Tasks: {', '.join(t.title for t in scorable)}."
+        + (f" Not scored (no reference): {', '.join(left_out)}." if left_out else "")
+        + " "
+        + seeds_note([e.seeds for e in a.aggregate], count_cells(used), len(used))
+    )
     return table
 
 
 def paired_table(a: Analysis, rows: Sequence[dict]) -> Table:
-    table = Table("paired", f"Paired comparison with {a.reference}",
-                  ["Init", "Δ score", "95% CI", "Δ points", "95% CI ", "p", "p (Holm)", "Won / tied / lost",
-                   "Verdict"], [], numeric={1, 2, 3, 4, 5, 6})
+    table = Table(
+        "paired",
+        f"Paired comparison with {a.reference}",
+        ["Init", "Δ score", "95% CI", "Δ points", "95% CI ", "p", "p (Holm)", "Won / tied / lost", "Verdict"],
+        [],
+        numeric={1, 2, 3, 4, 5, 6},
+    )
     for d in a.paired:
-        table.rows.append([d["init"], f"{d['mean']:+.1f}", f"[{d['lo']:+.1f}, {d['hi']:+.1f}]",
-                           f"{d['delta_points']:+.2f}", f"[{d['delta_lo']:+.2f}, {d['delta_hi']:+.2f}]",
-                           f"{d['p_value']:.3g}", f"{d['p_holm']:.3g}", f"{d['won']} / {d['tied']} / {d['lost']}",
-                           d["verdict"]])
+        table.rows.append(
+            [
+                d["init"],
+                f"{d['mean']:+.1f}",
+                f"[{d['lo']:+.1f}, {d['hi']:+.1f}]",
+                f"{d['delta_points']:+.2f}",
+                f"[{d['delta_lo']:+.2f}, {d['delta_hi']:+.2f}]",
+                f"{d['p_value']:.3g}",
+                f"{d['p_holm']:.3g}",
+                f"{d['won']} / {d['tied']} / {d['lost']}",
+                d["verdict"],
+            ]
+        )
     used = _task_rows(rows, a)
-    table.note = (f"{a.reference_note} Δ score in normalized points and Δ points in the raw headline metric x 100 "
-                  "(method − reference, mean over tasks), paired on seeds and test examples. p: paired test of the "
-                  "mean difference over tasks; Holm-adjusted across the inits compared. A task is won or lost only "
-                  "when its own Holm-adjusted test (across tasks) is significant at 0.05; otherwise it is a tie. "
-                  + seeds_note([len(t.per_seed.get(d['init'], {})) for d in a.paired for t in a.tasks] or [0],
-                               count_cells(used), len(used)))
+    table.note = (
+        f"{a.reference_note} Δ score in normalized points and Δ points in the raw headline metric x 100 "
+        "(method − reference, mean over tasks), paired on seeds and test examples. p: paired test of the "
+        "mean difference over tasks; Holm-adjusted across the inits compared. A task is won or lost only "
+        "when its own Holm-adjusted test (across tasks) is significant at 0.05; otherwise it is a tie. "
+        + seeds_note(
+            [len(t.per_seed.get(d["init"], {})) for d in a.paired for t in a.tasks] or [0], count_cells(used), len(used)
+        )
+    )
     return table
 
 
 def per_task_table(a: Analysis) -> Table:
-    table = Table("per-task", f"Per task: each init against {a.reference}",
-                  ["Task", "Init", "Metric", "Δ points", "95% CI", "p", "p (Holm)", "Test", "Outcome", "MDD"], [],
-                  numeric={3, 4, 5, 6, 9})
+    table = Table(
+        "per-task",
+        f"Per task: each init against {a.reference}",
+        ["Task", "Init", "Metric", "Δ points", "95% CI", "p", "p (Holm)", "Test", "Outcome", "MDD"],
+        [],
+        numeric={3, 4, 5, 6, 9},
+    )
     for d in a.paired:
         for pt in d["per_task"]:
-            table.rows.append([pt["task"], d["init"], pt["metric"], f"{pt['delta'] * 100:+.2f}",
-                               f"[{pt['lo'] * 100:+.2f}, {pt['hi'] * 100:+.2f}]", f"{pt['p_value']:.3g}",
-                               f"{pt['p_holm']:.3g}", pt["test"], pt["outcome"],
-                               fmt(pt["mdd"] * 100, 1) if np.isfinite(pt["mdd"]) else "–"])
-    table.note = ("Holm correction across the tasks of each init. MDD: the smallest accuracy difference (points) "
-                  "this test-set size detects with 80 % power at α = 0.05.")
+            table.rows.append(
+                [
+                    pt["task"],
+                    d["init"],
+                    pt["metric"],
+                    f"{pt['delta'] * 100:+.2f}",
+                    f"[{pt['lo'] * 100:+.2f}, {pt['hi'] * 100:+.2f}]",
+                    f"{pt['p_value']:.3g}",
+                    f"{pt['p_holm']:.3g}",
+                    pt["test"],
+                    pt["outcome"],
+                    fmt(pt["mdd"] * 100, 1) if np.isfinite(pt["mdd"]) else "–",
+                ]
+            )
+    table.note = (
+        "Holm correction across the tasks of each init. MDD: the smallest accuracy difference (points) "
+        "this test-set size detects with 80 % power at α = 0.05."
+    )
     return table
 
 
@@ -96,8 +146,15 @@ def task_flags_table(a: Analysis) -> Table:
     table = Table("task-flags", "Tasks and their flags", ["Task", "Metric", "n_test", "Score reference", "Flags"], [])
     for t in a.tasks:
         ref = t.zero_from or ("normalizer file" if t.scorable else "–")
-        table.rows.append([t.title, t.section.primary_metric, str(t.n_test or "–"),
-                           f"{ref} ({fmt(t.zero)})" if t.scorable else ref, "; ".join(t.flags) or "–"])
+        table.rows.append(
+            [
+                t.title,
+                t.section.primary_metric,
+                str(t.n_test or "–"),
+                f"{ref} ({fmt(t.zero)})" if t.scorable else ref,
+                "; ".join(t.flags) or "–",
+            ]
+        )
     return table
 
 
@@ -107,9 +164,13 @@ def compute_table(rows: Sequence[dict]) -> Table | None:
     for r in rows:
         if r.get("headline") or r.get("headline") is None:
             groups.setdefault((r["dataset"], r["protocol"], r["init"]), []).append(r)
-    table = Table("compute", "Evaluation compute (mean per evaluation cell)",
-                  ["Dataset", "Protocol", "Init", "Extract s", "Fit s", "Predict s", "Images/s"], [],
-                  numeric={3, 4, 5, 6})
+    table = Table(
+        "compute",
+        "Evaluation compute (mean per evaluation cell)",
+        ["Dataset", "Protocol", "Init", "Extract s", "Fit s", "Predict s", "Images/s"],
+        [],
+        numeric={3, 4, 5, 6},
+    )
 
     def mean(rs: list[dict], key: str) -> float | None:
         vals = [float(r[key]) for r in rs if isinstance(r.get(key), (int, float))]
@@ -118,10 +179,21 @@ def compute_table(rows: Sequence[dict]) -> Table | None:
     for (dataset, protocol, init), rs in sorted(groups.items()):
         if all(mean(rs, k) is None for k in ("extract_time_s", "fit_time_s", "eval_time_s")):
             continue
-        table.rows.append([dataset, protocol, init, fmt(mean(rs, "extract_time_s"), 1), fmt(mean(rs, "fit_time_s"), 2),
-                           fmt(mean(rs, "eval_time_s"), 2), fmt(mean(rs, "eval_images_per_s"), 1)])
-    table.note = ("Extract: the frozen feature pass over all images (shared by the probes of one seed; cached "
-                  "passes show their original time). Images/s: images through the backbone per second.")
+        table.rows.append(
+            [
+                dataset,
+                protocol,
+                init,
+                fmt(mean(rs, "extract_time_s"), 1),
+                fmt(mean(rs, "fit_time_s"), 2),
+                fmt(mean(rs, "eval_time_s"), 2),
+                fmt(mean(rs, "eval_images_per_s"), 1),
+            ]
+        )
+    table.note = (
+        "Extract: the frozen feature pass over all images (shared by the probes of one seed; cached "
+        "passes show their original time). Images/s: images through the backbone per second."
+    )
     return table if table.rows else None
 
 
@@ -130,8 +202,13 @@ def per_class_table(a: Analysis) -> Table | None:
     per-example files."""
     from rsbench.contracts.predictions import read_predictions
 
-    table = Table("per-class", "Per-class precision / recall / F1 (mean over seeds)",
-                  ["Task", "Init", "Class", "Precision", "Recall", "F1", "Support"], [], numeric={3, 4, 5, 6})
+    table = Table(
+        "per-class",
+        "Per-class precision / recall / F1 (mean over seeds)",
+        ["Task", "Init", "Class", "Precision", "Recall", "F1", "Support"],
+        [],
+        numeric={3, 4, 5, 6},
+    )
     for t in a.tasks:
         if t.section.primary_metric != "accuracy":
             continue
@@ -149,17 +226,32 @@ def per_class_table(a: Analysis) -> Table | None:
                 continue
             for c, name in enumerate(classes):
                 vals = {k: np.mean([s[k][c] for s in stats_per_seed]) for k in ("precision", "recall", "f1", "support")}
-                table.rows.append([t.title, init, name, fmt(vals["precision"]), fmt(vals["recall"]), fmt(vals["f1"]),
-                                   f"{vals['support']:.0f}"])
+                table.rows.append(
+                    [
+                        t.title,
+                        init,
+                        name,
+                        fmt(vals["precision"]),
+                        fmt(vals["recall"]),
+                        fmt(vals["f1"]),
+                        f"{vals['support']:.0f}",
+                    ]
+                )
     return table if table.rows else None
 
 
 def heatmap_table(a: Analysis, inits: Sequence[str], rows: Sequence[dict]) -> Table:
-    table = Table("heatmap", "Primary metric per init and task (mean over seeds)", ["Init", *(t.title for t in a.tasks)],
-                  [], numeric=set(range(1, len(a.tasks) + 1)))
+    table = Table(
+        "heatmap",
+        "Primary metric per init and task (mean over seeds)",
+        ["Init", *(t.title for t in a.tasks)],
+        [],
+        numeric=set(range(1, len(a.tasks) + 1)),
+    )
     for init in inits:
-        table.rows.append([init, *(fmt(np.mean(list(t.per_seed[init].values()))) if init in t.per_seed else "–"
-                                   for t in a.tasks)])
+        table.rows.append(
+            [init, *(fmt(np.mean(list(t.per_seed[init].values()))) if init in t.per_seed else "–" for t in a.tasks)]
+        )
     used = _task_rows(rows, a)
     seeds = [len(v) for t in a.tasks for v in t.per_seed.values()]
     metrics = sorted({t.section.primary_metric for t in a.tasks})
@@ -177,12 +269,20 @@ def leaderboard(section: Section, n: int, estimates: dict[str, Estimate]) -> tup
     table = Table(f"lb-{n}", title, cols, [], note, numeric=set(range(2, len(cols))) | {0})
     for e in section.entries:
         lo_hi = ci.get(e.init)
-        cells_text = ("–" if e.cells[m] is None else f"{fmt(e.cells[m].mean)} ± {fmt(e.cells[m].std)}"
-                      for m in section.metrics)
-        table.rows.append([str(e.rank), e.init, *cells_text,
-                           f"[{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]" if lo_hi else "–", str(e.n_seeds)])
-    item = {"id": f"lb-{n}", "s": section, "plot": primary_metric_plot(section), "note": note,
-            "ci": {k: f"[{fmt(lo)}, {fmt(hi)}]" for k, (lo, hi) in ci.items()}, "table": table}
+        cells_text = (
+            "–" if e.cells[m] is None else f"{fmt(e.cells[m].mean)} ± {fmt(e.cells[m].std)}" for m in section.metrics
+        )
+        table.rows.append(
+            [str(e.rank), e.init, *cells_text, f"[{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]" if lo_hi else "–", str(e.n_seeds)]
+        )
+    item = {
+        "id": f"lb-{n}",
+        "s": section,
+        "plot": primary_metric_plot(section),
+        "note": note,
+        "ci": {k: f"[{fmt(lo)}, {fmt(hi)}]" for k, (lo, hi) in ci.items()},
+        "table": table,
+    }
     return item, table
 
 
@@ -190,48 +290,75 @@ def cost_section(a: Analysis, runs: Sequence[RunInfo], colors: dict) -> dict | N
     if not runs:
         return None
     score = {e.init: e for e in a.aggregate}
-    table = Table("cost", "Pretraining cost and throughput (run.json)",
-                  ["Run", "Method", "Backbone", "Steps", "Images seen", "img/s", "Wall time", "Device", "Device-hours",
-                   "Score"], [], numeric={3, 4, 5, 6, 8, 9})
+    table = Table(
+        "cost",
+        "Pretraining cost and throughput (run.json)",
+        ["Run", "Method", "Backbone", "Steps", "Images seen", "img/s", "Wall time", "Device", "Device-hours", "Score"],
+        [],
+        numeric={3, 4, 5, 6, 8, 9},
+    )
     points = []
     for r in sorted(runs, key=lambda r: r.name):
         rj = r.run
         wall = rj.get("wall_time_s")
-        table.rows.append([r.name, str(r.method or "–"), str(r.backbone or "–"), str(r.steps or "–"),
-                           f"{rj['images_seen']:,}" if rj.get("images_seen") is not None else "–",
-                           fmt(rj.get("images_per_s"), 1), f"{wall / 60:.1f} min" if wall else "–",
-                           f"{rj.get('device', '–')} {rj.get('precision', '')}".strip(), fmt(r.device_hours, 4),
-                           fmt(score[r.name].mean, 1) if r.name in score else "–"])
+        table.rows.append(
+            [
+                r.name,
+                str(r.method or "–"),
+                str(r.backbone or "–"),
+                str(r.steps or "–"),
+                f"{rj['images_seen']:,}" if rj.get("images_seen") is not None else "–",
+                fmt(rj.get("images_per_s"), 1),
+                f"{wall / 60:.1f} min" if wall else "–",
+                f"{rj.get('device', '–')} {rj.get('precision', '')}".strip(),
+                fmt(r.device_hours, 4),
+                fmt(score[r.name].mean, 1) if r.name in score else "–",
+            ]
+        )
         if r.device_hours is not None and r.name in score:
-            points.append({"name": r.name, "cost": float(r.device_hours), "score": score[r.name].mean, "baseline": False})
+            points.append(
+                {"name": r.name, "cost": float(r.device_hours), "score": score[r.name].mean, "baseline": False}
+            )
     for e in a.aggregate:
         if e.init in a.randoms:  # what no pretraining at all gives
             points.append({"name": e.init, "cost": 0.0, "score": e.mean, "baseline": True})
-    table.note = (f"{len(runs)} pretraining run{'s' if len(runs) != 1 else ''}; score = normalized score across tasks "
-                  "(see the summary). Device-hours are GPU-hours on GPU, CPU wall-clock hours on CPU.")
+    table.note = (
+        f"{len(runs)} pretraining run{'s' if len(runs) != 1 else ''}; score = normalized score across tasks "
+        "(see the summary). Device-hours are GPU-hours on GPU, CPU wall-clock hours on CPU."
+    )
     by_name = {r.name: r for r in runs}
     progress = {}
     for name, pts in a.progress.items():
         r = by_name.get(name)
         if r is not None and r.device_hours and r.steps:
             progress[name] = [(r.device_hours * s / r.steps, v) for s, v in pts]
-    plot = figures.pareto_plot(points, pareto_front([(p["cost"], p["score"]) for p in points]), progress, colors) \
-        if points else None
+    plot = (
+        figures.pareto_plot(points, pareto_front([(p["cost"], p["score"]) for p in points]), progress, colors)
+        if points
+        else None
+    )
     return {"table": table, "plot": plot}
 
 
 def progress_section(a: Analysis, runs: Sequence[RunInfo], colors: dict) -> dict | None:
     if not a.progress:
         return None
-    table = Table("progress", "Downstream score over pretraining (intermediate checkpoints)",
-                  ["Run", "Step", "Score"], [], numeric={1, 2})
+    table = Table(
+        "progress",
+        "Downstream score over pretraining (intermediate checkpoints)",
+        ["Run", "Step", "Score"],
+        [],
+        numeric={1, 2},
+    )
     for name, pts in sorted(a.progress.items()):
         for step, value in pts:
             table.rows.append([name, str(step), fmt(value, 1)])
-    table.note = ("Normalized score (same scale as the summary) averaged over the tasks evaluated at checkpoints "
-                  "only, which may be a subset of the summary's tasks, protocols and seeds; the last step of each "
-                  "run is its final result on those same tasks. Compare points within a curve, not with the "
-                  "summary.")
+    table.note = (
+        "Normalized score (same scale as the summary) averaged over the tasks evaluated at checkpoints "
+        "only, which may be a subset of the summary's tasks, protocols and seeds; the last step of each "
+        "run is its final result on those same tasks. Compare points within a curve, not with the "
+        "summary."
+    )
     return {"table": table, "plot": figures.progress_plot(a.progress, colors)}
 
 
@@ -264,9 +391,13 @@ def corpus_section(runs: Sequence[RunInfo]) -> list[dict]:
             info = stored.get(path) or corpus_summary(path)
             counts = (info or {}).get("counts") or {}
             rejected = counts.get("rejected") or {}
-            item["facts"] = [("rasters read", counts.get("rasters")), ("rasters failed", counts.get("rasters_failed")),
-                             ("tiles (windows)", counts.get("tiles_total")), ("tiles kept", counts.get("tiles_kept")),
-                             *((f"rejected: {k}", v) for k, v in rejected.items())]
+            item["facts"] = [
+                ("rasters read", counts.get("rasters")),
+                ("rasters failed", counts.get("rasters_failed")),
+                ("tiles (windows)", counts.get("tiles_total")),
+                ("tiles kept", counts.get("tiles_kept")),
+                *((f"rejected: {k}", v) for k, v in rejected.items()),
+            ]
             pngs = sorted(Path(path).rglob("*.png"))[:MAX_QUICKLOOKS] if Path(path).is_dir() else []
             item["quicklooks"] = [(p.name, _png_uri(p)) for p in pngs if p.stat().st_size <= MAX_QUICKLOOK_BYTES]
         elif Path(path).is_dir():
@@ -281,11 +412,29 @@ def corpus_section(runs: Sequence[RunInfo]) -> list[dict]:
 def corpus_tables(items: Sequence[dict]) -> list[Table]:
     tables = []
     for n, it in enumerate(items, start=1):
-        tables.append(Table(f"corpus-{n}", f"Pretraining data: {it['path']}", ["", "Count"],
-                            [[k, "–" if v is None else f"{v:,}"] for k, v in it["facts"]],
-                            f"{it['kind']}; used by {', '.join(it['runs'])}", numeric={1}))
+        tables.append(
+            Table(
+                f"corpus-{n}",
+                f"Pretraining data: {it['path']}",
+                ["", "Count"],
+                [[k, "–" if v is None else f"{v:,}"] for k, v in it["facts"]],
+                f"{it['kind']}; used by {', '.join(it['runs'])}",
+                numeric={1},
+            )
+        )
     return tables
 
 
-__all__ = ["compute_table", "corpus_section", "cost_section", "heatmap_table", "per_class_table", "leaderboard", "paired_table", "per_task_table",
-           "progress_section", "summary_table", "task_flags_table"]
+__all__ = [
+    "compute_table",
+    "corpus_section",
+    "cost_section",
+    "heatmap_table",
+    "per_class_table",
+    "leaderboard",
+    "paired_table",
+    "per_task_table",
+    "progress_section",
+    "summary_table",
+    "task_flags_table",
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -32,8 +32,16 @@ def aggregate_plot(entries: Sequence[AggEntry]) -> str:
     means = np.array([e.mean for e in entries])
     err = np.array([[e.mean - e.lo for e in entries], [e.hi - e.mean for e in entries]])
     colors = [COLOR_BASELINE if e.baseline else COLOR_BEST if i == 0 else COLOR_RUN for i, e in enumerate(entries)]
-    bars = ax.barh(ys, means, xerr=err, color=colors, height=0.65, capsize=3, zorder=2,
-                   error_kw={"elinewidth": 1, "ecolor": "#333333"})
+    bars = ax.barh(
+        ys,
+        means,
+        xerr=err,
+        color=colors,
+        height=0.65,
+        capsize=3,
+        zorder=2,
+        error_kw={"elinewidth": 1, "ecolor": "#333333"},
+    )
     for bar, e in zip(bars, entries):
         if e.baseline:
             bar.set_hatch("//")
@@ -42,8 +50,14 @@ def aggregate_plot(entries: Sequence[AggEntry]) -> str:
         ax.text(max(e.hi, e.mean, 0) + 2, y, f"{e.mean:.1f}", va="center", fontsize=8, color="#333333")
     ax.axvline(0, color="#999999", lw=0.8)
     ax.axvline(100, color="#999999", lw=0.8, ls=":")
-    ax.set_yticks(ys, [_label(f"{e.init}" + ("" if e.tasks == max(x.tasks for x in entries) else f" ({e.tasks} tasks)"))
-                       for e in entries], fontsize=9)
+    ax.set_yticks(
+        ys,
+        [
+            _label(f"{e.init}" + ("" if e.tasks == max(x.tasks for x in entries) else f" ({e.tasks} tasks)"))
+            for e in entries
+        ],
+        fontsize=9,
+    )
     ax.set_xlabel("normalized score (random init = 0, perfect = 100), mean over tasks, 95% interval", fontsize=8)
     ax.grid(axis="x", color="#E5E5E5", zorder=0)
     _clean(ax)
@@ -66,8 +80,9 @@ def heatmap_plot(tasks: Sequence[TaskNorm], inits: Sequence[str]) -> str:
         for j in range(len(tasks)):
             if not np.isnan(raw[i, j]):
                 dark = norm[i, j] < 40
-                ax.text(j, i, f"{raw[i, j]:.3f}", ha="center", va="center", fontsize=8,
-                        color="white" if dark else "#111111")
+                ax.text(
+                    j, i, f"{raw[i, j]:.3f}", ha="center", va="center", fontsize=8, color="white" if dark else "#111111"
+                )
     ax.set_xticks(range(len(tasks)), [_label(t.title, 28) for t in tasks], rotation=20, ha="right", fontsize=8)
     ax.set_yticks(range(len(inits)), [_label(i) for i in inits], fontsize=8)
     cb = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
@@ -81,8 +96,13 @@ def rank_plot(ranks: dict[str, tuple[float, int]], baselines: set[str]) -> str:
     fig = Figure(figsize=(6.0, 1.4 + 0.38 * max(len(items), 1)), dpi=110)
     ax = fig.add_subplot()
     ys = np.arange(len(items))[::-1]
-    ax.barh(ys, [r for _, (r, _) in items], height=0.6, zorder=2,
-            color=[COLOR_BASELINE if n in baselines else COLOR_RUN for n, _ in items])
+    ax.barh(
+        ys,
+        [r for _, (r, _) in items],
+        height=0.6,
+        zorder=2,
+        color=[COLOR_BASELINE if n in baselines else COLOR_RUN for n, _ in items],
+    )
     for y, (_, (r, _)) in zip(ys, items):
         ax.text(r + 0.05, y, f"{r:.2f}", va="center", fontsize=8)
     ax.set_yticks(ys, [_label(n) for n, _ in items], fontsize=8)
@@ -100,12 +120,15 @@ def paired_plot(paired: Sequence[dict], reference: str) -> str:
         color = "#2E7D32" if d["lo"] > 0 else "#C62828" if d["hi"] < 0 else "#555555"
         ax.plot([d["lo"], d["hi"]], [y, y], color=color, lw=2, solid_capstyle="round")
         ax.plot([d["mean"]], [y], "o", color=color, ms=6)
-        ax.text(d["hi"], y + 0.22, f" {d['won']} won / {d['tied']} tied / {d['lost']} lost", fontsize=7,
-                color="#444444")
+        ax.text(
+            d["hi"], y + 0.22, f" {d['won']} won / {d['tied']} tied / {d['lost']} lost", fontsize=7, color="#444444"
+        )
     ax.axvline(0, color="#999999", lw=1)
     ax.set_ylim(-0.7, len(paired) - 0.1)
     ax.set_yticks(ys, [_label(d["init"]) for d in paired], fontsize=8)
-    ax.set_xlabel(f"difference to {_label(reference)} (normalized points; paired 95% interval, test set + seeds)", fontsize=8)
+    ax.set_xlabel(
+        f"difference to {_label(reference)} (normalized points; paired 95% interval, test set + seeds)", fontsize=8
+    )
     ax.grid(axis="x", color="#E5E5E5")
     _clean(ax)
     return to_data_uri(fig)
@@ -128,8 +151,9 @@ def efficiency_plot(group: dict, colors: dict[str, str]) -> str:
     return to_data_uri(fig)
 
 
-def pareto_plot(points: Sequence[dict], front: Sequence[int], progress: dict[str, list[tuple[float, float]]],
-                colors: dict[str, str]) -> str:
+def pareto_plot(
+    points: Sequence[dict], front: Sequence[int], progress: dict[str, list[tuple[float, float]]], colors: dict[str, str]
+) -> str:
     """points: {name, cost, score, baseline}; progress: run -> [(cost, score)] over its checkpoints."""
     fig = Figure(figsize=(6.8, 4.0), dpi=110)
     ax = fig.add_subplot()
@@ -138,13 +162,21 @@ def pareto_plot(points: Sequence[dict], front: Sequence[int], progress: dict[str
         ax.plot(xs, ys, "-", color=colors.get(name, "#777777"), lw=1, alpha=0.6, marker=".", ms=4)
     if front:
         fx, fy = [points[i]["cost"] for i in front], [points[i]["score"] for i in front]
-        ax.step(fx, fy, where="post", color="#222222", lw=1.0, ls="--", label="Pareto front", zorder=1)  # not a run colour
+        ax.step(
+            fx, fy, where="post", color="#222222", lw=1.0, ls="--", label="Pareto front", zorder=1
+        )  # not a run colour
     for i, p in enumerate(points):
-        ax.scatter([p["cost"]], [p["score"]], s=60 if i in front else 35, zorder=3,
-                   color=COLOR_BASELINE if p["baseline"] else colors.get(p["name"], COLOR_RUN),
-                   edgecolors="#222222" if i in front else "none")
-        ax.annotate(_label(p["name"], 26), (p["cost"], p["score"]), textcoords="offset points", xytext=(5, 4),
-                    fontsize=7)
+        ax.scatter(
+            [p["cost"]],
+            [p["score"]],
+            s=60 if i in front else 35,
+            zorder=3,
+            color=COLOR_BASELINE if p["baseline"] else colors.get(p["name"], COLOR_RUN),
+            edgecolors="#222222" if i in front else "none",
+        )
+        ax.annotate(
+            _label(p["name"], 26), (p["cost"], p["score"]), textcoords="offset points", xytext=(5, 4), fontsize=7
+        )
     ax.set_xlabel("pretraining device-hours (GPU-hours on GPU)", fontsize=8)
     ax.set_ylabel("normalized score (mean over tasks)", fontsize=8)
     ax.grid(color="#EEEEEE")

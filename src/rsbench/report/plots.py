@@ -33,8 +33,16 @@ def primary_metric_plot(section: Section) -> str:
     means = [e.cells[metric].mean for e in entries]
     stds = [e.cells[metric].std for e in entries]
     colors = [COLOR_BASELINE if e.baseline else COLOR_BEST if e.best else COLOR_RUN for e in entries]
-    bars = ax.barh(ys, means, xerr=stds, color=colors, height=0.65, capsize=3,
-                   error_kw={"elinewidth": 1, "ecolor": "#333333"}, zorder=2)
+    bars = ax.barh(
+        ys,
+        means,
+        xerr=stds,
+        color=colors,
+        height=0.65,
+        capsize=3,
+        error_kw={"elinewidth": 1, "ecolor": "#333333"},
+        zorder=2,
+    )
     for bar, e in zip(bars, entries):
         if e.baseline:
             bar.set_hatch("//")

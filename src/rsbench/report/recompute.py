@@ -8,9 +8,9 @@ metric is a function of weighted sums, so a resample costs a few matrix products
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -31,7 +31,7 @@ class MetricOnExamples:
         w = np.atleast_2d(weights).astype(np.float64)
         # Resamples in chunks: some metrics build a few (chunk x n) arrays; keep each near 16 MB.
         chunk = max(1, CHUNK_ELEMENTS // max(self.n, 1))
-        return np.concatenate([self.fn(w[i:i + chunk]) for i in range(0, len(w), chunk)])
+        return np.concatenate([self.fn(w[i : i + chunk]) for i in range(0, len(w), chunk)])
 
     def point(self) -> float:
         return float(self(np.ones((1, self.n)))[0])

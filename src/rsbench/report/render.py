@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -20,8 +21,8 @@ from rsbench.report import figures
 from rsbench.report.aggregate import MetricSummary, deduplicate, is_baseline, validate_row
 from rsbench.report.analysis import analyze, section_key
 from rsbench.report.sources import STEP, ReportData, mark_snapshot
-from rsbench.report.uncertainty import N_BOOT
 from rsbench.report.tables import document_latex, document_markdown
+from rsbench.report.uncertainty import N_BOOT
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE_NAME = "report.html.j2"
@@ -33,8 +34,11 @@ def _env() -> Environment:
     # autoescape=True explicitly: select_autoescape() keys on ".html", which "report.html.j2" is not,
     # and init names are user text.
     env = Environment(
-        loader=FileSystemLoader(TEMPLATE_DIR), autoescape=True, undefined=StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True,
+        loader=FileSystemLoader(TEMPLATE_DIR),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     env.filters["num"] = format_number
     env.filters["cell"] = format_cell
@@ -64,8 +68,12 @@ def _preprocessing(rows: Sequence[dict]) -> list[dict]:
         # evaluate writes {"mean", "std", "source"}; accept a bare string too.
         source = norm.get("source") if isinstance(norm, dict) else norm
         item = {
-            "init": r["init"], "dataset": r["dataset"], "baseline": is_baseline(r["init"], r.get("init_kind")),
-            "image_size": r.get("image_size"), "normalization": source, "resize": r.get("resize"),
+            "init": r["init"],
+            "dataset": r["dataset"],
+            "baseline": is_baseline(r["init"], r.get("init_kind")),
+            "image_size": r.get("image_size"),
+            "normalization": source,
+            "resize": r.get("resize"),
         }
         key = tuple(str(v) for v in item.values())
         seen.setdefault(key, item)
@@ -75,20 +83,35 @@ def _preprocessing(rows: Sequence[dict]) -> list[dict]:
 def as_report_data(data: ReportData | Sequence[dict]) -> ReportData:
     if isinstance(data, ReportData):
         return data
-    rows = [mark_snapshot({**validate_row(r, f"results row {i}"), STEP: r.get(STEP)}) for i, r in enumerate(data, start=1)]
+    rows = [
+        mark_snapshot({**validate_row(r, f"results row {i}"), STEP: r.get(STEP)}) for i, r in enumerate(data, start=1)
+    ]
     return ReportData(deduplicate([r for r in rows if r[STEP] is None]), [r for r in rows if r[STEP] is not None])
 
 
-def build_context(data: ReportData | Sequence[dict], title: str, sources: Sequence[str | os.PathLike] | None = None,
-                  config: dict[str, Any] | None = None, reference: str | None = None,
-                  n_boot: int = N_BOOT, score_reference: str = "random",
-                  normalizer: dict | None = None) -> dict[str, Any]:
+def build_context(
+    data: ReportData | Sequence[dict],
+    title: str,
+    sources: Sequence[str | os.PathLike] | None = None,
+    config: dict[str, Any] | None = None,
+    reference: str | None = None,
+    n_boot: int = N_BOOT,
+    score_reference: str = "random",
+    normalizer: dict | None = None,
+) -> dict[str, Any]:
     data = as_report_data(data)
     rows = data.rows
     if not rows:
         raise DataError("no results rows to report")
-    a = analyze(rows, data.checkpoint_rows, data.runs, reference=reference, n_boot=n_boot,
-                score_reference=score_reference, normalizer=normalizer)
+    a = analyze(
+        rows,
+        data.checkpoint_rows,
+        data.runs,
+        reference=reference,
+        n_boot=n_boot,
+        score_reference=score_reference,
+        normalizer=normalizer,
+    )
     inits = [e.init for e in a.aggregate] + sorted({r["init"] for r in rows} - {e.init for e in a.aggregate})
     colors = figures.colors_for(inits)
     boards = [ctx.leaderboard(s, n, a.estimates.get(section_key(s), {})) for n, s in enumerate(a.sections, start=1)]
@@ -100,9 +123,12 @@ def build_context(data: ReportData | Sequence[dict], title: str, sources: Sequen
         heatmap = {"table": ctx.heatmap_table(a, inits, rows), "plot": figures.heatmap_plot(a.tasks, scored)}
         tables += [summary["table"]]
     if a.paired:
-        comparison = {"table": ctx.paired_table(a, rows), "plot": figures.paired_plot(a.paired, a.reference),
-                      "per_task": ctx.per_task_table(a),
-                      "ranks": figures.rank_plot(a.ranks, a.baselines) if a.ranks else None}
+        comparison = {
+            "table": ctx.paired_table(a, rows),
+            "plot": figures.paired_plot(a.paired, a.reference),
+            "per_task": ctx.per_task_table(a),
+            "ranks": figures.rank_plot(a.ranks, a.baselines) if a.ranks else None,
+        }
         tables += [comparison["table"], comparison["per_task"]]
     task_flags = ctx.task_flags_table(a) if a.tasks else None
     per_class = ctx.per_class_table(a)
@@ -124,19 +150,30 @@ def build_context(data: ReportData | Sequence[dict], title: str, sources: Sequen
         # Results produced by another rsbench version are worth flagging next to the generator version.
         "row_versions": [v for v in row_versions if v != __version__],
         "stats": {
-            "rows": len(rows), "inits": len(inits), "tasks": len({r["task"] for r in rows}),
-            "datasets": len({r["dataset"] for r in rows}), "leaderboards": len(boards),
-            "runs": len(data.runs), "cells": data.cells or ctx.count_cells(rows),
+            "rows": len(rows),
+            "inits": len(inits),
+            "tasks": len({r["task"] for r in rows}),
+            "datasets": len({r["dataset"] for r in rows}),
+            "leaderboards": len(boards),
+            "runs": len(data.runs),
+            "cells": data.cells or ctx.count_cells(rows),
         },
         "tasks": sorted({r["task"] for r in rows}),
         "baselines": sorted(a.baselines),
-        "summary": summary, "comparison": comparison, "heatmap": heatmap, "reference_note": a.reference_note,
-        "task_flags": task_flags, "per_class": per_class, "compute": compute, "readme_url": README_URL,
+        "summary": summary,
+        "comparison": comparison,
+        "heatmap": heatmap,
+        "reference_note": a.reference_note,
+        "task_flags": task_flags,
+        "per_class": per_class,
+        "compute": compute,
+        "readme_url": README_URL,
         "warnings": a.warnings + [f"protocol parity: {w}" for w in a.parity],
         "analysis": a,
         "sections": [item for item, _ in boards],
         "efficiency": [figures.efficiency_plot(g, colors) for g in a.efficiency],
-        "cost": cost, "progress": progress,
+        "cost": cost,
+        "progress": progress,
         "curves": figures.curves_plot(data.runs, colors) if data.runs else None,
         "corpora": list(zip(corpora, corpus_tables)),
         "preprocessing": _preprocessing(rows),
@@ -170,20 +207,51 @@ def summary_json(a) -> dict:
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "reference": a.reference,
         "normalization": a.normalization,
-        "tasks": [{"name": t.title, "dataset": t.section.dataset, "protocol": t.section.protocol,
-                   "metric": t.section.primary_metric, "n_test": t.n_test,
-                   "ref_value": _num(t.zero) if t.scorable else None, "score_reference": t.zero_from,
-                   "flags": list(t.flags)} for t in a.tasks],
-        "inits": [{"init": e.init, "score": _num(e.mean), "ci": [_num(e.lo), _num(e.hi)], "iqm": _num(e.iqm),
-                   "iqm_ci": [_num(e.iqm_lo), _num(e.iqm_hi)], "n_tasks": e.tasks, "tasks": e.task_names}
-                  for e in a.aggregate],
-        "paired": [{"init": d["init"], "reference": d["reference"], "delta": _num(d["mean"]),
-                    "ci": [_num(d["lo"]), _num(d["hi"])], "delta_points": _num(d["delta_points"]),
-                    "delta_points_ci": [_num(d["delta_lo"]), _num(d["delta_hi"])], "p_value": _num(d["p_value"]),
-                    "p_holm": _num(d["p_holm"]), "tasks_won": d["won"], "tasks_tied": d["tied"],
-                    "tasks_lost": d["lost"], "verdict": d["verdict"],
-                    "per_task": [{k: (_num(v) if isinstance(v, float) else v) for k, v in pt.items()}
-                                 for pt in d["per_task"]]} for d in a.paired],
+        "tasks": [
+            {
+                "name": t.title,
+                "dataset": t.section.dataset,
+                "protocol": t.section.protocol,
+                "metric": t.section.primary_metric,
+                "n_test": t.n_test,
+                "ref_value": _num(t.zero) if t.scorable else None,
+                "score_reference": t.zero_from,
+                "flags": list(t.flags),
+            }
+            for t in a.tasks
+        ],
+        "inits": [
+            {
+                "init": e.init,
+                "score": _num(e.mean),
+                "ci": [_num(e.lo), _num(e.hi)],
+                "iqm": _num(e.iqm),
+                "iqm_ci": [_num(e.iqm_lo), _num(e.iqm_hi)],
+                "n_tasks": e.tasks,
+                "tasks": e.task_names,
+            }
+            for e in a.aggregate
+        ],
+        "paired": [
+            {
+                "init": d["init"],
+                "reference": d["reference"],
+                "delta": _num(d["mean"]),
+                "ci": [_num(d["lo"]), _num(d["hi"])],
+                "delta_points": _num(d["delta_points"]),
+                "delta_points_ci": [_num(d["delta_lo"]), _num(d["delta_hi"])],
+                "p_value": _num(d["p_value"]),
+                "p_holm": _num(d["p_holm"]),
+                "tasks_won": d["won"],
+                "tasks_tied": d["tied"],
+                "tasks_lost": d["lost"],
+                "verdict": d["verdict"],
+                "per_task": [
+                    {k: (_num(v) if isinstance(v, float) else v) for k, v in pt.items()} for pt in d["per_task"]
+                ],
+            }
+            for d in a.paired
+        ],
         "warnings": list(a.warnings),
         "parity": list(a.parity),
     }
@@ -194,17 +262,34 @@ def table_paths(out: Path) -> tuple[Path, Path]:
     return out.with_name(f"{stem}.tables.md"), out.with_name(f"{stem}.tables.tex")
 
 
-def render_report(data: ReportData | Sequence[dict], out_path: str | os.PathLike, title: str = "rsbench report", *,
-                  sources: Sequence[str | os.PathLike] | None = None, config: dict[str, Any] | None = None,
-                  reference: str | None = None, n_boot: int = N_BOOT, write_tables: bool = True,
-                  score_reference: str = "random", normalizer: dict | None = None) -> Path:
+def render_report(
+    data: ReportData | Sequence[dict],
+    out_path: str | os.PathLike,
+    title: str = "rsbench report",
+    *,
+    sources: Sequence[str | os.PathLike] | None = None,
+    config: dict[str, Any] | None = None,
+    reference: str | None = None,
+    n_boot: int = N_BOOT,
+    write_tables: bool = True,
+    score_reference: str = "random",
+    normalizer: dict | None = None,
+) -> Path:
     """Write the report, its machine-readable summary (OUT stem + .summary.json) and its tables (OUT.tables.md
     / OUT.tables.tex) atomically; returns the HTML path."""
     out = Path(out_path)
     if out.is_dir():
         raise DataError(f"--out {out} is a folder; give a file name such as {out / 'report.html'}")
-    context = build_context(data, title, sources=sources, config=config, reference=reference, n_boot=n_boot,
-                            score_reference=score_reference, normalizer=normalizer)
+    context = build_context(
+        data,
+        title,
+        sources=sources,
+        config=config,
+        reference=reference,
+        n_boot=n_boot,
+        score_reference=score_reference,
+        normalizer=normalizer,
+    )
     md, tex = table_paths(out)
     write_json(summary_path(out), summary_json(context["analysis"]))
     context["table_files"] = [md.name, tex.name] if write_tables else []

@@ -47,8 +47,10 @@ def corpus_summary(path: str | None) -> dict | None:
     except Exception:  # a moved or deleted corpus must not stop the report
         return None
     out = {k: info.get(k) for k in ("counts", "failures", "settings", "rsbench_version")}
-    out["band_groups"] = {k: {kk: v.get(kk) for kk in ("bands", "tiles", "band_names")}
-                          for k, v in (info.get("band_groups") or {}).items()}
+    out["band_groups"] = {
+        k: {kk: v.get(kk) for kk in ("bands", "tiles", "band_names")}
+        for k, v in (info.get("band_groups") or {}).items()
+    }
     return out
 
 
@@ -61,12 +63,21 @@ def collect_run(run_dir: Path, label: str, code_version: str | None = None) -> d
     data = meta.get("data") or {}
     config_path = run_dir / "config.yaml"
     return {
-        "label": label, "run_dir": str(run_dir.resolve()), "method": meta.get("method"), "backbone": meta.get("arch"),
-        "steps": run.get("steps"), "wall_time_s": run.get("wall_time_s"),
-        "device_hours": run.get("gpu_hours", run.get("device_hours")), "images_per_s": run.get("images_per_s"),
-        "device": run.get("device"), "code_version": code_version, "corpus": data.get("path"),
+        "label": label,
+        "run_dir": str(run_dir.resolve()),
+        "method": meta.get("method"),
+        "backbone": meta.get("arch"),
+        "steps": run.get("steps"),
+        "wall_time_s": run.get("wall_time_s"),
+        "device_hours": run.get("gpu_hours", run.get("device_hours")),
+        "images_per_s": run.get("images_per_s"),
+        "device": run.get("device"),
+        "code_version": code_version,
+        "corpus": data.get("path"),
         "config": yaml.safe_load(config_path.read_text()) if config_path.is_file() else None,
-        "run_json": run, "backbone_json": meta, "metrics": read_curves(run_dir / "metrics.csv"),
+        "run_json": run,
+        "backbone_json": meta,
+        "metrics": read_curves(run_dir / "metrics.csv"),
         "corpus_json": corpus_summary(data.get("path")) if data.get("kind") == "corpus" else None,
     }
 
@@ -91,10 +102,19 @@ class RunInfo:
         return self.meta.get("data") or {}
 
     @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> "RunInfo":
-        return cls(rec["label"], rec.get("run_dir"), rec.get("method"), rec.get("backbone"), rec.get("steps"),
-                   rec.get("device_hours"), rec.get("run_json") or {}, rec.get("backbone_json") or {},
-                   rec.get("metrics") or {}, rec.get("corpus_json"))
+    def from_record(cls, rec: dict[str, Any]) -> RunInfo:
+        return cls(
+            rec["label"],
+            rec.get("run_dir"),
+            rec.get("method"),
+            rec.get("backbone"),
+            rec.get("steps"),
+            rec.get("device_hours"),
+            rec.get("run_json") or {},
+            rec.get("backbone_json") or {},
+            rec.get("metrics") or {},
+            rec.get("corpus_json"),
+        )
 
 
 def run_from_dir(run_dir: str | Path, name: str) -> RunInfo | None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from rsbench.report.aggregate import deduplicate, find_results_files, load_results, validate_row
 from rsbench.report.runs import RunInfo, run_from_dir
@@ -91,8 +91,12 @@ def load_report_data(results: Iterable[str | os.PathLike] = (), db: str | None =
     if len(parts) == 1:
         return parts[0]
     runs = {r.name: r for p in parts for r in p.runs}
-    return ReportData(deduplicate([r for p in parts for r in p.rows]), [r for p in parts for r in p.checkpoint_rows],
-                      list(runs.values()), [s for p in parts for s in p.sources])
+    return ReportData(
+        deduplicate([r for p in parts for r in p.rows]),
+        [r for p in parts for r in p.checkpoint_rows],
+        list(runs.values()),
+        [s for p in parts for s in p.sources],
+    )
 
 
 def corpus_paths(runs: Iterable[RunInfo]) -> list[tuple[str, str]]:

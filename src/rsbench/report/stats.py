@@ -3,9 +3,10 @@ Intervals and tests live in `uncertainty.py`. Pure numpy."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+
 
 def normalize(values: np.ndarray | float, zero: float, hundred: float) -> np.ndarray | float:
     """Scale so `zero` (random init) maps to 0 and `hundred` (the best init) to 100."""
@@ -27,7 +28,7 @@ def average_ranks(scores: Mapping[str, Mapping[str, float]]) -> dict[str, tuple[
             while end + 1 < len(ordered) and ordered[end + 1][1] == ordered[pos][1]:
                 end += 1
             shared = (pos + end) / 2.0 + 1.0
-            for init, _ in ordered[pos:end + 1]:
+            for init, _ in ordered[pos : end + 1]:
                 ranks.setdefault(init, []).append(shared)
             pos = end + 1
     return {init: (float(np.mean(r)), len(r)) for init, r in ranks.items()}

@@ -21,8 +21,8 @@ measures both), because it ignores that the seed variance itself is estimated fr
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -76,7 +76,7 @@ def _satterthwaite(var_seed: float, n_seeds: int, var_test: float) -> float:
     total = var_seed + var_test
     if var_seed <= 0 or n_seeds < 2:
         return math.inf
-    return total ** 2 / (var_seed ** 2 / (n_seeds - 1))  # the test part's df is large (many examples)
+    return total**2 / (var_seed**2 / (n_seeds - 1))  # the test part's df is large (many examples)
 
 
 class TestResampler:
@@ -117,8 +117,12 @@ def _binomial_var(cells: Mapping[int, SeedCell], shared_split: bool) -> float | 
     return float(per_seed.mean() if shared_split else per_seed.mean() / len(vals))
 
 
-def estimate(cells: Mapping[int, SeedCell], resampler: TestResampler, binomial_ok: bool = True,
-             signs: Mapping[int, Mapping[int, SeedCell]] | None = None) -> Estimate:
+def estimate(
+    cells: Mapping[int, SeedCell],
+    resampler: TestResampler,
+    binomial_ok: bool = True,
+    signs: Mapping[int, Mapping[int, SeedCell]] | None = None,
+) -> Estimate:
     """The mean over seeds of `cells` (seed -> cell) with its uncertainty.
 
     `signs`, for a paired difference: {+1: cells of the init, -1: cells of the reference}; then `cells` is
@@ -128,8 +132,11 @@ def estimate(cells: Mapping[int, SeedCell], resampler: TestResampler, binomial_o
         seeds = sorted(set.intersection(*(set(c) for c in signs.values())))
         values = np.array([sum(sign * signs[sign][s].value for sign in signs) for s in seeds])
         devs = {sign: _test_deviations({s: signs[sign][s] for s in seeds}, resampler) for sign in signs}
-        dev = None if any(d is None for d in devs.values()) else {
-            s: sum(sign * devs[sign][s] for sign in signs) for s in seeds}
+        dev = (
+            None
+            if any(d is None for d in devs.values())
+            else {s: sum(sign * devs[sign][s] for sign in signs) for s in seeds}
+        )
         split_ids = {signs[sign][s].split_id for sign in signs for s in seeds}
         ref_cells = {s: signs[1][s] for s in seeds}
     else:
@@ -158,12 +165,16 @@ def estimate(cells: Mapping[int, SeedCell], resampler: TestResampler, binomial_o
         per_seed_test = (var_test * (1 if shared else n)) if var_test is not None else 0.0
         source = "binomial" if var_test is not None else "seeds only"
         var_test = var_test or 0.0
-        flags.append("no per-example outputs: " + ("analytic binomial test-set error" if source == "binomial"
-                                                   else "test-set error not included"))
+        flags.append(
+            "no per-example outputs: "
+            + ("analytic binomial test-set error" if source == "binomial" else "test-set error not included")
+        )
     between = float(np.var(values, ddof=1)) if n > 1 else 0.0
     if n > 1 and np.ptp(values) == 0:
-        flags.append("seeds give identical values (deterministic protocol on a fixed test set): the interval "
-                     "is test-set sampling only")
+        flags.append(
+            "seeds give identical values (deterministic protocol on a fixed test set): the interval "
+            "is test-set sampling only"
+        )
     # With a split per seed, the between-seed spread already holds test-set error: do not count it twice.
     seed_part = max(0.0, between - (0.0 if shared else per_seed_test))
     var_seed = seed_part / n if n > 1 else 0.0
@@ -172,28 +183,44 @@ def estimate(cells: Mapping[int, SeedCell], resampler: TestResampler, binomial_o
     elif n < 3:
         flags.append(f"{n} seeds: the interval is wide and itself uncertain")
     se = math.sqrt(var_seed + var_test)
-    return Estimate(float(values.mean()), se, var_seed, var_test, _satterthwaite(var_seed, n, var_test), n, source,
-                    flags)
+    return Estimate(
+        float(values.mean()), se, var_seed, var_test, _satterthwaite(var_seed, n, var_test), n, source, flags
+    )
 
 
 def combine(estimates: Sequence[Estimate], weights: Sequence[float] | None = None) -> Estimate:
     """Weighted sum of independent estimates (e.g. the mean over tasks of per-task scores)."""
     w = np.full(len(estimates), 1.0 / len(estimates)) if weights is None else np.asarray(weights, dtype=np.float64)
     mean = float(sum(wi * e.mean for wi, e in zip(w, estimates)))
-    var_seed = float(sum(wi ** 2 * e.var_seed for wi, e in zip(w, estimates)))
-    var_test = float(sum(wi ** 2 * e.var_test for wi, e in zip(w, estimates)))
-    denom = sum((wi ** 2 * e.var_seed) ** 2 / max(e.n_seeds - 1, 1) for wi, e in zip(w, estimates) if e.var_seed > 0)
+    var_seed = float(sum(wi**2 * e.var_seed for wi, e in zip(w, estimates)))
+    var_test = float(sum(wi**2 * e.var_test for wi, e in zip(w, estimates)))
+    denom = sum((wi**2 * e.var_seed) ** 2 / max(e.n_seeds - 1, 1) for wi, e in zip(w, estimates) if e.var_seed > 0)
     df = (var_seed + var_test) ** 2 / denom if denom > 0 else math.inf
     sources = sorted({e.source for e in estimates})
-    return Estimate(mean, math.sqrt(var_seed + var_test), var_seed, var_test, df,
-                    min((e.n_seeds for e in estimates), default=0), "+".join(sources))
+    return Estimate(
+        mean,
+        math.sqrt(var_seed + var_test),
+        var_seed,
+        var_test,
+        df,
+        min((e.n_seeds for e in estimates), default=0),
+        "+".join(sources),
+    )
 
 
 def scaled(e: Estimate, factor: float, offset: float = 0.0) -> Estimate:
     """factor x (estimate) + offset, e.g. a metric difference as normalized points."""
     f = abs(factor)
-    return Estimate(factor * e.mean + offset, f * e.se, f * f * e.var_seed, f * f * e.var_test, e.df, e.n_seeds,
-                    e.source, list(e.flags))
+    return Estimate(
+        factor * e.mean + offset,
+        f * e.se,
+        f * f * e.var_seed,
+        f * f * e.var_test,
+        e.df,
+        e.n_seeds,
+        e.source,
+        list(e.flags),
+    )
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[float, int, int]:
@@ -233,8 +260,9 @@ def iqm(values: np.ndarray) -> float:
     return float((v * weight).sum() / weight.sum())
 
 
-def stratified_iqm_ci(per_task: Sequence[tuple[np.ndarray, np.ndarray | None]], n_boot: int = N_BOOT,
-                      level: float = LEVEL, seed: int = 0) -> tuple[float, float, float]:
+def stratified_iqm_ci(
+    per_task: Sequence[tuple[np.ndarray, np.ndarray | None]], n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0
+) -> tuple[float, float, float]:
     """IQM over (task, seed) scores with a stratified bootstrap CI: seeds are resampled within each task,
     and each drawn seed's test-set resample (B deviations, or None) is added to it."""
     rng = np.random.default_rng(seed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -113,13 +113,15 @@ def ssl_view_transform(
     return v2.Compose(steps)
 
 
-def asymmetric_views(image_size: int, in_chans: int, min_scale: float = 0.08, **options) -> "MultiView":
+def asymmetric_views(image_size: int, in_chans: int, min_scale: float = 0.08, **options) -> MultiView:
     """BYOL's two view distributions (Grill et al. 2020, Table 6): blur p 1.0 / 0.1, solarize p 0 / 0.2.
     Also used by MoCo v3, Barlow Twins and VICReg, which adopt BYOL's augmentations."""
-    return MultiView([
-        ssl_view_transform(image_size, in_chans, min_scale=min_scale, blur_p=1.0, solarize_p=0.0, **options),
-        ssl_view_transform(image_size, in_chans, min_scale=min_scale, blur_p=0.1, solarize_p=0.2, **options),
-    ])
+    return MultiView(
+        [
+            ssl_view_transform(image_size, in_chans, min_scale=min_scale, blur_p=1.0, solarize_p=0.0, **options),
+            ssl_view_transform(image_size, in_chans, min_scale=min_scale, blur_p=0.1, solarize_p=0.2, **options),
+        ]
+    )
 
 
 def crop_flip_transform(image_size: int, min_scale: float = 0.2) -> nn.Module:

@@ -10,8 +10,9 @@ so it loads with plain timm, `timm.create_model(arch, in_chans=C, num_classes=0,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import timm
 import torch
@@ -138,7 +139,7 @@ def _timm(arch: str, pretrained: bool, **kwargs: Any) -> nn.Module:
         if pretrained:
             raise _weights_unavailable(arch, e) from None
         raise
-    except Exception as e:  # noqa: BLE001 - hub/network/file errors all mean "no weights"
+    except Exception as e:  # hub/network/file errors all mean "no weights"
         if pretrained:
             raise _weights_unavailable(arch, e) from None
         raise
@@ -154,7 +155,7 @@ def _weights_unavailable(arch: str, cause: Exception) -> ConfigError:
 
 
 def feature_dim(model: nn.Module) -> int:
-    return int(getattr(model, "num_features"))
+    return int(model.num_features)
 
 
 def load_exported_backbone(run_dir: str | Path) -> tuple[nn.Module, dict]:
@@ -166,8 +167,13 @@ def load_exported_backbone(run_dir: str | Path) -> tuple[nn.Module, dict]:
     meta = read_json(meta_path)
     # timm_kwargs (img_size/patch_size of a ViT) make the export loadable by plain timm as well.
     extra = dict(meta.get("timm_kwargs") or {})
-    model = create_backbone(meta["arch"], meta["in_chans"], extra.pop("img_size", meta.get("image_size")),
-                            patch_size=extra.pop("patch_size", None), **extra)
+    model = create_backbone(
+        meta["arch"],
+        meta["in_chans"],
+        extra.pop("img_size", meta.get("image_size")),
+        patch_size=extra.pop("patch_size", None),
+        **extra,
+    )
     load_state_dict_file(model, weights_path)
     return model, meta
 
@@ -177,7 +183,7 @@ def load_state_dict_file(model: nn.Module, path: str | Path) -> None:
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise DataError(f"cannot load weights from {path}: {str(e).splitlines()[0]}") from e
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
@@ -188,8 +194,13 @@ def load_state_dict_file(model: nn.Module, path: str | Path) -> None:
     head_keys = {k for k in state if k not in model.state_dict()}
     missing = [k for k in model.state_dict() if k not in state]
     if missing:
-        raise DataError(f"weights in {path} do not match the backbone: {len(missing)} missing keys, e.g. '{missing[0]}'")
+        raise DataError(
+            f"weights in {path} do not match the backbone: {len(missing)} missing keys, e.g. '{missing[0]}'"
+        )
     try:
         model.load_state_dict({k: v for k, v in state.items() if k not in head_keys}, strict=True)
     except RuntimeError as e:
-        raise DataError(f"weights in {path} do not match the backbone: {str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from None
+        lines = str(e).splitlines()
+        raise DataError(
+            f"weights in {path} do not match the backbone: {lines[1].strip() if len(lines) > 1 else e}"
+        ) from None

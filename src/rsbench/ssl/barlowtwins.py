@@ -26,8 +26,13 @@ class BarlowTwins(SSLMethod):
     paper_epochs = 1000
     paper_batch_size = 2048
     byol_augmentations = True
-    default_recipe = Recipe(optimizer="lars", lr=0.2, weight_decay=1.5e-6, warmup_fraction=10 / 1000,
-                            extra={"lambda_param": 5e-3, "proj_dim": 8192})
+    default_recipe = Recipe(
+        optimizer="lars",
+        lr=0.2,
+        weight_decay=1.5e-6,
+        warmup_fraction=10 / 1000,
+        extra={"lambda_param": 5e-3, "proj_dim": 8192},
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -73,7 +73,9 @@ class SSLMethod(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.recipe = build_recipe(self.default_recipe, recipe, self.name)
-        self.backbone = create_backbone(arch, in_chans, image_size, patch_size=patch_size, **self.backbone_options(arch))
+        self.backbone = create_backbone(
+            arch, in_chans, image_size, patch_size=patch_size, **self.backbone_options(arch)
+        )
         self.feature_dim = feature_dim(self.backbone)
         self.collapse_monitor = CollapseMonitor()
 
@@ -84,8 +86,9 @@ class SSLMethod(L.LightningModule):
 
     # ---- data ------------------------------------------------------------------------------
     @classmethod
-    def view_transform(cls, image_size: int, in_chans: int, min_scale: float | None = None,
-                       patch_size: int | None = None, **options):
+    def view_transform(
+        cls, image_size: int, in_chans: int, min_scale: float | None = None, patch_size: int | None = None, **options
+    ):
         """Image (C, H, W) -> list of views. `min_scale=None` means the method's default; `patch_size`
         matters only to multi-crop ViTs (DINO); `options` go to `ssl_view_transform` (color_jitter).
         Methods with other view schemes (multi-crop, a single view) override this."""
@@ -111,10 +114,19 @@ class SSLMethod(L.LightningModule):
     def describe(cls) -> dict[str, Any]:
         """The method's defaults, for `rsbench methods`."""
         r = cls.default_recipe
-        return {"name": cls.name, "backbone": cls.default_backbone, "optimizer": r.optimizer, "lr": r.lr,
-                "lr_scaling": r.lr_scaling, "weight_decay": r.weight_decay, "warmup_fraction": r.warmup_fraction,
-                "paper_epochs": cls.paper_epochs, "paper_batch_size": cls.paper_batch_size,
-                "extra": dict(r.extra), "paper": cls.paper}
+        return {
+            "name": cls.name,
+            "backbone": cls.default_backbone,
+            "optimizer": r.optimizer,
+            "lr": r.lr,
+            "lr_scaling": r.lr_scaling,
+            "weight_decay": r.weight_decay,
+            "warmup_fraction": r.warmup_fraction,
+            "paper_epochs": cls.paper_epochs,
+            "paper_batch_size": cls.paper_batch_size,
+            "extra": dict(r.extra),
+            "paper": cls.paper,
+        }
 
     # ---- training --------------------------------------------------------------------------
     @property
@@ -191,8 +203,10 @@ class SSLMethod(L.LightningModule):
         # [self], not the children: modules shared by two children (MAE's ViT) are then listed once.
         decay, no_decay = get_weight_decay_parameters([self])
         # LARS skips layer-wise adaptation where weight_decay == 0 (SimCLR/BYOL practice for biases and BN).
-        return [{"params": [p for p in decay if p.requires_grad]},
-                {"params": [p for p in no_decay if p.requires_grad], "weight_decay": 0.0, "decay": False}]
+        return [
+            {"params": [p for p in decay if p.requires_grad]},
+            {"params": [p for p in no_decay if p.requires_grad], "weight_decay": 0.0, "decay": False},
+        ]
 
     def configure_optimizers(self):
         r = self.recipe
@@ -201,7 +215,9 @@ class SSLMethod(L.LightningModule):
         if r.optimizer == "lars":
             opt = LARS(groups, lr=lr, momentum=r.momentum, weight_decay=r.weight_decay)
         elif r.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=lr, momentum=r.momentum, weight_decay=r.weight_decay, **fused_kwargs(groups))
+            opt = torch.optim.SGD(
+                groups, lr=lr, momentum=r.momentum, weight_decay=r.weight_decay, **fused_kwargs(groups)
+            )
         else:
             opt = torch.optim.AdamW(groups, lr=lr, betas=r.betas, weight_decay=r.weight_decay, **fused_kwargs(groups))
         total = max(1, self.hparams.max_steps)

@@ -28,7 +28,10 @@ class BYOL(SSLMethod):
     paper_batch_size = 4096
     byol_augmentations = True
     default_recipe = Recipe(
-        optimizer="lars", lr=0.2, weight_decay=1.5e-6, warmup_fraction=10 / 1000,
+        optimizer="lars",
+        lr=0.2,
+        weight_decay=1.5e-6,
+        warmup_fraction=10 / 1000,
         extra={"momentum_start": 0.996, "momentum_end": 1.0, "proj_dim": 256, "hidden_dim": 4096},
     )
 

@@ -50,18 +50,41 @@ class DINO(SSLMethod):
     view_options = ("n_local",)
     exported_module = "teacher_backbone"
     default_recipe = Recipe(
-        optimizer="adamw", lr=5e-4, weight_decay=0.04, weight_decay_end=0.4, warmup_fraction=0.1,
-        min_lr_fraction=5e-4, grad_clip=3.0,  # min LR 1e-6 at the paper's peak 5e-4 x 1024/256
-        extra={"out_dim": 65536, "hidden_dim": 2048, "bottleneck_dim": 256, "student_temp": 0.1,
-               "teacher_temp": 0.07, "warmup_teacher_temp": 0.04, "teacher_temp_warmup_fraction": 0.3,
-               "center_momentum": 0.9, "momentum_start": 0.996, "momentum_end": 1.0,
-               "freeze_last_layer_fraction": 0.01, "norm_last_layer": True, "batch_norm_head": False,
-               "n_local": 8},
+        optimizer="adamw",
+        lr=5e-4,
+        weight_decay=0.04,
+        weight_decay_end=0.4,
+        warmup_fraction=0.1,
+        min_lr_fraction=5e-4,
+        grad_clip=3.0,  # min LR 1e-6 at the paper's peak 5e-4 x 1024/256
+        extra={
+            "out_dim": 65536,
+            "hidden_dim": 2048,
+            "bottleneck_dim": 256,
+            "student_temp": 0.1,
+            "teacher_temp": 0.07,
+            "warmup_teacher_temp": 0.04,
+            "teacher_temp_warmup_fraction": 0.3,
+            "center_momentum": 0.9,
+            "momentum_start": 0.996,
+            "momentum_end": 1.0,
+            "freeze_last_layer_fraction": 0.01,
+            "norm_last_layer": True,
+            "batch_norm_head": False,
+            "n_local": 8,
+        },
     )
 
     @classmethod
-    def view_transform(cls, image_size: int, in_chans: int, min_scale: float | None = None,
-                       patch_size: int | None = None, n_local: int | None = None, **options):
+    def view_transform(
+        cls,
+        image_size: int,
+        in_chans: int,
+        min_scale: float | None = None,
+        patch_size: int | None = None,
+        n_local: int | None = None,
+        **options,
+    ):
         scale = cls.default_min_scale if min_scale is None else min_scale
         n_local = cls.default_recipe["n_local"] if n_local is None else n_local  # the recipe holds the default
         local = local_crop_size(image_size, patch_size or 16)
@@ -80,8 +103,13 @@ class DINO(SSLMethod):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         r = self.recipe
-        head = dict(input_dim=self.feature_dim, hidden_dim=r["hidden_dim"], bottleneck_dim=r["bottleneck_dim"],
-                    output_dim=r["out_dim"], batch_norm=r["batch_norm_head"])
+        head = dict(
+            input_dim=self.feature_dim,
+            hidden_dim=r["hidden_dim"],
+            bottleneck_dim=r["bottleneck_dim"],
+            output_dim=r["out_dim"],
+            batch_norm=r["batch_norm_head"],
+        )
         with warnings.catch_warnings():  # lightly's head uses the deprecated nn.utils.weight_norm
             warnings.simplefilter("ignore", FutureWarning)
             self.student_head = DINOProjectionHead(**head, norm_last_layer=r["norm_last_layer"])
@@ -90,8 +118,12 @@ class DINO(SSLMethod):
         self.teacher_head.load_state_dict(self.student_head.state_dict())
         deactivate_requires_grad(self.teacher_head)
         self.teacher_backbone = make_teacher(self.backbone)
-        self.criterion = DINOLoss(output_dim=r["out_dim"], teacher_temp=r["teacher_temp"],
-                                  student_temp=r["student_temp"], center_momentum=r["center_momentum"])
+        self.criterion = DINOLoss(
+            output_dim=r["out_dim"],
+            teacher_temp=r["teacher_temp"],
+            student_temp=r["student_temp"],
+            center_momentum=r["center_momentum"],
+        )
 
     def teacher_temp_at(self, step: int) -> float:
         """Linear warmup from warmup_teacher_temp to teacher_temp, then constant (DINO Sec. 4)."""

@@ -41,14 +41,18 @@ class MAE(SSLMethod):
     default_min_scale = 0.2
     monitor_collapse = False  # a reconstruction loss has no constant solution to collapse to
     default_recipe = Recipe(
-        optimizer="adamw", lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95), warmup_fraction=40 / 800,
-        extra={"mask_ratio": 0.75, "decoder_dim": 512, "decoder_depth": 8, "decoder_heads": 16,
-               "norm_pix_loss": True},
+        optimizer="adamw",
+        lr=1.5e-4,
+        weight_decay=0.05,
+        betas=(0.9, 0.95),
+        warmup_fraction=40 / 800,
+        extra={"mask_ratio": 0.75, "decoder_dim": 512, "decoder_depth": 8, "decoder_heads": 16, "norm_pix_loss": True},
     )
 
     @classmethod
-    def view_transform(cls, image_size: int, in_chans: int, min_scale: float | None = None,
-                       patch_size: int | None = None, **options):
+    def view_transform(
+        cls, image_size: int, in_chans: int, min_scale: float | None = None, patch_size: int | None = None, **options
+    ):
         # MAE uses no colour augmentation (Sec. 4, "Data augmentation"): `options` do not apply.
         return MultiView([crop_flip_transform(image_size, cls.default_min_scale if min_scale is None else min_scale)])
 
@@ -59,15 +63,20 @@ class MAE(SSLMethod):
         r = self.recipe
         vit = self.backbone
         if vit.num_prefix_tokens != 1:  # lightly's random_token_mask keeps exactly one prefix token
-            raise ConfigError(f"mae needs a ViT with one class token, '{arch}' has {vit.num_prefix_tokens} prefix tokens")
+            raise ConfigError(
+                f"mae needs a ViT with one class token, '{arch}' has {vit.num_prefix_tokens} prefix tokens"
+            )
         self.patch_size = vit.patch_embed.patch_size[0]
         # The encoder wraps (shares) the exported timm ViT; it only adds token selection.
         self.encoder = MaskedVisionTransformerTIMM(vit=vit)
         self.sequence_length = self.encoder.sequence_length
         self.decoder_embed = nn.Linear(vit.embed_dim, r["decoder_dim"])
         self.decoder = MaskedVisionTransformerDecoderTIMM(
-            num_patches=vit.patch_embed.num_patches, embed_dim=r["decoder_dim"], depth=r["decoder_depth"],
-            num_heads=r["decoder_heads"], num_prefix_tokens=vit.num_prefix_tokens,
+            num_patches=vit.patch_embed.num_patches,
+            embed_dim=r["decoder_dim"],
+            depth=r["decoder_depth"],
+            num_heads=r["decoder_heads"],
+            num_prefix_tokens=vit.num_prefix_tokens,
         )
         self.prediction_head = nn.Linear(r["decoder_dim"], self.patch_size**2 * self.hparams.in_chans)
         self.decoder_embed.apply(init_weights)

@@ -34,9 +34,20 @@ class MoCoV2(SSLMethod):
     paper_epochs = 200
     paper_batch_size = 256
     default_recipe = Recipe(
-        optimizer="sgd", lr=0.03, weight_decay=1e-4, momentum=0.9, warmup_fraction=0.0, exclude_bias_norm=False,
-        extra={"temperature": 0.2, "queue_size": 65536, "momentum_start": 0.999, "momentum_end": 0.999,
-               "proj_dim": 128, "hidden_dim": 2048},
+        optimizer="sgd",
+        lr=0.03,
+        weight_decay=1e-4,
+        momentum=0.9,
+        warmup_fraction=0.0,
+        exclude_bias_norm=False,
+        extra={
+            "temperature": 0.2,
+            "queue_size": 65536,
+            "momentum_start": 0.999,
+            "momentum_end": 0.999,
+            "proj_dim": 128,
+            "hidden_dim": 2048,
+        },
     )
 
     def __init__(self, *args, **kwargs):
@@ -46,8 +57,9 @@ class MoCoV2(SSLMethod):
         self.key_backbone = make_teacher(self.backbone)
         self.key_head = make_teacher(self.projection_head)
         # gather_distributed: under DDP the keys of every GPU are enqueued, as in MoCo's concat_all_gather.
-        self.criterion = NTXentLoss(temperature=r["temperature"], memory_bank_size=(r["queue_size"], r["proj_dim"]),
-                                    gather_distributed=True)
+        self.criterion = NTXentLoss(
+            temperature=r["temperature"], memory_bank_size=(r["queue_size"], r["proj_dim"]), gather_distributed=True
+        )
         # lightly keeps the queue in non-persistent buffers; persistent ones go into checkpoints, so a
         # resumed run continues with the same negatives.
         bank = self.criterion.memory_bank

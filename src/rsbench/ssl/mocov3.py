@@ -50,9 +50,19 @@ class MoCoV3(SSLMethod):
     byol_augmentations = True  # "we follow BYOL's augmentation" (Sec. 2)
     default_recipe = Recipe(
         # The official code decays every parameter under AdamW (its LARS path excludes biases and BN).
-        optimizer="adamw", lr=1.5e-4, weight_decay=0.1, warmup_fraction=40 / 300, exclude_bias_norm=False,
-        extra={"temperature": 0.2, "momentum_start": 0.99, "momentum_end": 1.0, "proj_dim": 256,
-               "hidden_dim": 4096, "freeze_patch_embed": True},
+        optimizer="adamw",
+        lr=1.5e-4,
+        weight_decay=0.1,
+        warmup_fraction=40 / 300,
+        exclude_bias_norm=False,
+        extra={
+            "temperature": 0.2,
+            "momentum_start": 0.99,
+            "momentum_end": 1.0,
+            "proj_dim": 256,
+            "hidden_dim": 4096,
+            "freeze_patch_embed": True,
+        },
     )
 
     def __init__(self, *args, **kwargs):
@@ -61,10 +71,12 @@ class MoCoV3(SSLMethod):
         patch_embed = getattr(self.backbone, "patch_embed", None)
         if r["freeze_patch_embed"] and patch_embed is not None:
             patch_embed.requires_grad_(False)
-        self.projection_head = MoCoProjectionHead(self.feature_dim, r["hidden_dim"], r["proj_dim"],
-                                                  num_layers=3, batch_norm=True)
-        self.prediction_head = MoCoProjectionHead(r["proj_dim"], r["hidden_dim"], r["proj_dim"],
-                                                  num_layers=2, batch_norm=True)
+        self.projection_head = MoCoProjectionHead(
+            self.feature_dim, r["hidden_dim"], r["proj_dim"], num_layers=3, batch_norm=True
+        )
+        self.prediction_head = MoCoProjectionHead(
+            r["proj_dim"], r["hidden_dim"], r["proj_dim"], num_layers=2, batch_norm=True
+        )
         self.key_backbone = make_teacher(self.backbone)
         self.key_head = make_teacher(self.projection_head)
 

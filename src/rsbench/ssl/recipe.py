@@ -110,7 +110,9 @@ def build_recipe(default: Recipe, overrides: dict[str, Any] | None, method: str)
             raise ConfigError(f"unknown recipe key '{key}' for method '{method}' (known: {', '.join(known)})")
     for key, value in extra_overrides.items():
         if key not in extra:
-            raise ConfigError(f"unknown recipe key '{key}' for method '{method}' (method keys: {', '.join(sorted(extra))})")
+            raise ConfigError(
+                f"unknown recipe key '{key}' for method '{method}' (method keys: {', '.join(sorted(extra))})"
+            )
         extra[key] = _check_type(key, value, extra[key], method)
     recipe = Recipe(**base, extra=extra)
     if recipe.optimizer not in OPTIMIZERS:

@@ -26,7 +26,10 @@ class VICReg(SSLMethod):
     paper_batch_size = 2048
     byol_augmentations = True
     default_recipe = Recipe(
-        optimizer="lars", lr=0.2, weight_decay=1e-6, warmup_fraction=10 / 1000,
+        optimizer="lars",
+        lr=0.2,
+        weight_decay=1e-6,
+        warmup_fraction=10 / 1000,
         extra={"lambda_param": 25.0, "mu_param": 25.0, "nu_param": 1.0, "proj_dim": 8192},
     )
 
@@ -34,8 +37,9 @@ class VICReg(SSLMethod):
         super().__init__(*args, **kwargs)
         r = self.recipe
         self.projection_head = VICRegProjectionHead(self.feature_dim, r["proj_dim"], r["proj_dim"])
-        self.criterion = VICRegLoss(lambda_param=r["lambda_param"], mu_param=r["mu_param"],
-                                    nu_param=r["nu_param"], gather_distributed=True)
+        self.criterion = VICRegLoss(
+            lambda_param=r["lambda_param"], mu_param=r["mu_param"], nu_param=r["nu_param"], gather_distributed=True
+        )
 
     def training_loss(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         z0, z1 = (self.projection_head(self.backbone(v)) for v in views)

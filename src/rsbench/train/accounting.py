@@ -50,8 +50,16 @@ def previous_segments(run_dir: Path) -> list[dict[str, Any]]:
 
 
 class RunAccounting(Callback):
-    def __init__(self, run_dir: Path, info: dict[str, Any], batch_size: int, accumulate: int,
-                 flops_per_micro_batch: float | None, flops_note: str | None, log_every: int):
+    def __init__(
+        self,
+        run_dir: Path,
+        info: dict[str, Any],
+        batch_size: int,
+        accumulate: int,
+        flops_per_micro_batch: float | None,
+        flops_note: str | None,
+        log_every: int,
+    ):
         self.path = run_dir / RUN_JSON
         self.info, self.batch_size, self.accumulate = info, batch_size, accumulate
         self.flops_micro, self.flops_note = flops_per_micro_batch, flops_note
@@ -132,14 +140,20 @@ class RunAccounting(Callback):
                 metrics.update({f"perf/{k}": v for k, v in self.gpu.sample().items()})
             try:
                 self.workers_rss_max = max(self.workers_rss_max, children_rss_bytes())
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
             mfu = self._mfu(metrics.get("perf/step_s"))
             if mfu is not None:
                 metrics["perf/mfu"] = mfu
         for name, value in metrics.items():
-            pl_module.log(name, value, on_step=True, on_epoch=False, prog_bar=name == "perf/images_per_s",
-                          batch_size=self.batch_size)
+            pl_module.log(
+                name,
+                value,
+                on_step=True,
+                on_epoch=False,
+                prog_bar=name == "perf/images_per_s",
+                batch_size=self.batch_size,
+            )
         loss = trainer.callback_metrics.get("train/loss")
         if loss is not None and self.step % self.log_every == 0:
             self.loss = float(loss)
@@ -168,14 +182,24 @@ class RunAccounting(Callback):
         steps = self.step - self.start_step
         images = steps * self.batch_size
         seg = {
-            "status": self.status, "started_at": datetime.fromtimestamp(self.process_start, timezone.utc).isoformat(timespec="seconds"),
-            "updated_at": _now(), "host": socket.gethostname(), "pid": os.getpid(),
-            "start_step": self.start_step, "end_step": self.step, "world_size": self.world_size,
-            "device": self.device, "device_name": self.device_label,
-            "wall_time_s": round(now - self.process_start, 3), "train_time_s": round(train_s, 3),
-            "images": images, "images_per_s": round(images / train_s, 2) if train_s > 0 and images else None,
-            "data_wait_s": round(self.data_wait, 3), "compute_s": round(self.compute, 3),
-            "cpu_rss_peak_bytes": cpu_peak_rss_bytes(), "workers_rss_peak_bytes": self.workers_rss_max or None,
+            "status": self.status,
+            "started_at": datetime.fromtimestamp(self.process_start, timezone.utc).isoformat(timespec="seconds"),
+            "updated_at": _now(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "start_step": self.start_step,
+            "end_step": self.step,
+            "world_size": self.world_size,
+            "device": self.device,
+            "device_name": self.device_label,
+            "wall_time_s": round(now - self.process_start, 3),
+            "train_time_s": round(train_s, 3),
+            "images": images,
+            "images_per_s": round(images / train_s, 2) if train_s > 0 and images else None,
+            "data_wait_s": round(self.data_wait, 3),
+            "compute_s": round(self.compute, 3),
+            "cpu_rss_peak_bytes": cpu_peak_rss_bytes(),
+            "workers_rss_peak_bytes": self.workers_rss_max or None,
         }
         if self.device and self.device.startswith("cuda"):
             import torch
@@ -202,32 +226,51 @@ class RunAccounting(Callback):
         achieved = flops_step / self.world_size / step_s if flops_step and step_s else None
         # Rank 0's GPU, scaled to all devices of its segment: ranks run the same work in lock-step.
         energy = [(s.get("gpu") or {}).get("energy_j") for s in segments if s.get("gpu") is not None]
-        energy_all = sum(e * (s.get("world_size") or 1) for s in segments
-                         if (e := (s.get("gpu") or {}).get("energy_j")) is not None)
+        energy_all = sum(
+            e * (s.get("world_size") or 1) for s in segments if (e := (s.get("gpu") or {}).get("energy_j")) is not None
+        )
         out = {
-            "status": self.status, **self.info,
-            "step": self.step, "steps": self.step, "images_seen": self.step * self.batch_size,
+            "status": self.status,
+            **self.info,
+            "step": self.step,
+            "steps": self.step,
+            "images_seen": self.step * self.batch_size,
             "images_processed": images,
-            "wall_time_s": round(wall, 3), "train_time_s": round(train, 3),
+            "wall_time_s": round(wall, 3),
+            "train_time_s": round(train, 3),
             "images_per_s": round(images / train, 2) if train > 0 and images else None,
             "step_time_s": round(step_s, 5) if step_s else None,
-            "data_wait_s": current["data_wait_s"], "compute_s": current["compute_s"],
+            "data_wait_s": current["data_wait_s"],
+            "compute_s": current["compute_s"],
             "data_wait_fraction": round(current["data_wait_s"] / busy, 4) if busy > 0 else None,
-            "device": self.device, "device_name": self.device_label,
+            "device": self.device,
+            "device_name": self.device_label,
             "device_hours": round(device_hours, 6),
-            "peak_memory": {k: current.get(k) for k in ("cpu_rss_peak_bytes", "workers_rss_peak_bytes",
-                                                         "gpu_memory_peak_allocated_bytes", "gpu_memory_peak_reserved_bytes")
-                            if current.get(k) is not None},
+            "peak_memory": {
+                k: current.get(k)
+                for k in (
+                    "cpu_rss_peak_bytes",
+                    "workers_rss_peak_bytes",
+                    "gpu_memory_peak_allocated_bytes",
+                    "gpu_memory_peak_reserved_bytes",
+                )
+                if current.get(k) is not None
+            },
             "flops": {
-                "per_step": flops_step, "per_image": flops_step / self.batch_size if flops_step else None,
-                "achieved_per_s_per_device": achieved, "peak_per_device": peak,
+                "per_step": flops_step,
+                "per_image": flops_step / self.batch_size if flops_step else None,
+                "achieved_per_s_per_device": achieved,
+                "peak_per_device": peak,
                 "mfu": round(achieved / peak, 4) if achieved and peak else None,
                 "counter": "torch.utils.flop_counter (forward + backward, one micro-batch on meta tensors)",
                 **({"note": self.flops_note} if self.flops_note else {}),
             },
-            "loss": self.loss, "last_checkpoint_step": self.last_checkpoint_step,
-            "resumed": self.start_step > 0 or bool(self.earlier), "updated_at": _now(),
-            "segments": segments, "rsbench_version": __version__,
+            "loss": self.loss,
+            "last_checkpoint_step": self.last_checkpoint_step,
+            "resumed": self.start_step > 0 or bool(self.earlier),
+            "updated_at": _now(),
+            "segments": segments,
+            "rsbench_version": __version__,
         }
         if on_gpu:
             out["gpu_hours"] = out["device_hours"]

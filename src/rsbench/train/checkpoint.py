@@ -57,10 +57,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if self.on_saved is not None:
             self.on_saved(path, int(checkpoint.get("global_step", -1)))
 
-    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         try:
             return lightning_load(path, map_location=map_location or "cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any failure here means "cannot use this file"
+        except Exception as e:  # any failure here means "cannot use this file"
             raise DataError(f"cannot load checkpoint {path}: {_first_line(e)}") from None
 
 
@@ -74,11 +76,13 @@ def check_resumable(path: Path, model: torch.nn.Module) -> int:
     hint = "move it away (or choose another --out) to start over"
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise DataError(f"cannot resume from {path}: unreadable checkpoint ({_first_line(e)}); {hint}") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in _TRAINING_KEYS):
         missing = [k for k in _TRAINING_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-        raise DataError(f"cannot resume from {path}: not a Lightning training checkpoint (no {', '.join(missing)}); {hint}")
+        raise DataError(
+            f"cannot resume from {path}: not a Lightning training checkpoint (no {', '.join(missing)}); {hint}"
+        )
     saved, expected = ckpt["state_dict"], model.state_dict()
     missing = [k for k in expected if k not in saved]
     unexpected = [k for k in saved if k not in expected]

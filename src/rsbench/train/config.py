@@ -20,10 +20,24 @@ from pydantic import Field, field_validator, model_validator
 
 from rsbench.config import StrictModel
 
-EXECUTION_KEYS = frozenset({
-    "out", "num_workers", "precision", "accelerator", "devices", "nodes", "strategy", "compile",
-    "checkpoint_every", "log_every", "resume", "logger", "deterministic", "slurm",
-})
+EXECUTION_KEYS = frozenset(
+    {
+        "out",
+        "num_workers",
+        "precision",
+        "accelerator",
+        "devices",
+        "nodes",
+        "strategy",
+        "compile",
+        "checkpoint_every",
+        "log_every",
+        "resume",
+        "logger",
+        "deterministic",
+        "slurm",
+    }
+)
 
 
 class SlurmOptions(StrictModel):
@@ -66,8 +80,12 @@ class PretrainConfig(StrictModel):
     accumulate: int = Field(1, ge=1, description="micro-batches per optimizer step (gradient accumulation)")
     image_size: int = Field(64, ge=8)
     patch_size: int | None = Field(None, ge=1, description="ViT patch size (default: the architecture's)")
-    min_scale: float | None = Field(None, gt=0, le=1, description="smallest random-resized-crop area (default: the method's)")
-    color_jitter: bool = Field(False, description="RGB data only: hue/saturation colour jitter on top of the per-band jitter")
+    min_scale: float | None = Field(
+        None, gt=0, le=1, description="smallest random-resized-crop area (default: the method's)"
+    )
+    color_jitter: bool = Field(
+        False, description="RGB data only: hue/saturation colour jitter on top of the per-band jitter"
+    )
     bands: int | None = Field(None, ge=1, description="corpus band group to train on (default: the largest)")
     seed: int = 0
     recipe: dict[str, Any] = Field(default_factory=dict, description="overrides of the method's recipe")
@@ -87,7 +105,7 @@ class PretrainConfig(StrictModel):
     slurm: SlurmOptions | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "PretrainConfig":
+    def _check(self) -> PretrainConfig:
         if (self.corpus is None) == (self.images is None):
             raise ValueError("give exactly one of 'corpus' or 'images'")
         if self.epochs is None and self.max_steps is None:

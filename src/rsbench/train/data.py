@@ -18,9 +18,9 @@ from __future__ import annotations
 import itertools
 import os
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -34,7 +34,10 @@ _STATS_SAMPLE = 512  # images used to estimate per-band statistics of an image f
 
 def seed_from(*words: int) -> int:
     """A 63-bit seed mixing integers (numpy's SeedSequence: nearby inputs give unrelated streams)."""
-    return int(np.random.SeedSequence([int(w) & 0xFFFFFFFF for w in words]).generate_state(2, np.uint32).view(np.uint64)[0] >> 1)
+    return int(
+        np.random.SeedSequence([int(w) & 0xFFFFFFFF for w in words]).generate_state(2, np.uint32).view(np.uint64)[0]
+        >> 1
+    )
 
 
 @contextmanager
@@ -116,7 +119,7 @@ class EpochSampler(Sampler):
         p, w = self.per_device, self.world
         for m in range(start, self.micro_batches):
             first = (m * w + self.rank) * p
-            for i in perm[first:first + p]:
+            for i in perm[first : first + p]:
                 yield i, epoch
 
 
@@ -161,8 +164,9 @@ class CorpusStream(IterableDataset):
         if info is not None:
             # Told through webdataset's environment variables (a process of its own, so no side effect);
             # a worker started by spawn/forkserver has no process group to learn the rank from either.
-            os.environ.update(RANK=str(self.rank), WORLD_SIZE=str(self.world), WORKER=str(role),
-                              NUM_WORKERS=str(workers))
+            os.environ.update(
+                RANK=str(self.rank), WORLD_SIZE=str(self.world), WORKER=str(role), NUM_WORKERS=str(workers)
+            )
         mine = len(range(role, skip_batches, workers))  # skipped batches that came from this role
         skip = mine * self.per_device
         n = 0
@@ -187,7 +191,9 @@ def image_folder_source(root: Path) -> tuple[list[Path], Normalization]:
     sample = [read_image(p) for p in paths[::step]]
     bands = {a.shape[0] for a in sample}
     if len(bands) > 1:
-        raise DataError(f"images in {root} have different band counts {sorted(bands)}; pretrain on one sensor at a time")
+        raise DataError(
+            f"images in {root} have different band counts {sorted(bands)}; pretrain on one sensor at a time"
+        )
     return paths, Normalization.from_stats(band_stats(sample), source=f"images:{root.name}")
 
 

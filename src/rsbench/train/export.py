@@ -57,10 +57,21 @@ def export_backbone(model, cfg, arch: str, normalization: dict, source: dict, st
     torch.save({k: v.detach().cpu() for k, v in getattr(model, exported).state_dict().items()}, buf)
     atomic_write_bytes(cfg.out / BACKBONE_WEIGHTS, buf.getvalue())
     timm_kwargs = model.backbone_kwargs() if hasattr(model, "backbone_kwargs") else {}
-    write_json(cfg.out / BACKBONE_META, {
-        "arch": arch, "in_chans": len(normalization["mean"]), "image_size": cfg.image_size,
-        "timm_kwargs": timm_kwargs, "feature_dim": model.feature_dim, "normalization": normalization,
-        "method": cfg.method, "steps": steps, "epochs": round(steps * cfg.batch_size / n_samples, 3),
-        "recipe": asdict(model.recipe), "data": source, "rsbench_version": __version__,
-        "exported_module": exported,
-    })
+    write_json(
+        cfg.out / BACKBONE_META,
+        {
+            "arch": arch,
+            "in_chans": len(normalization["mean"]),
+            "image_size": cfg.image_size,
+            "timm_kwargs": timm_kwargs,
+            "feature_dim": model.feature_dim,
+            "normalization": normalization,
+            "method": cfg.method,
+            "steps": steps,
+            "epochs": round(steps * cfg.batch_size / n_samples, 3),
+            "recipe": asdict(model.recipe),
+            "data": source,
+            "rsbench_version": __version__,
+            "exported_module": exported,
+        },
+    )

@@ -7,7 +7,7 @@ CPU runs never fail on an import.
 from __future__ import annotations
 
 import resource
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -39,7 +39,9 @@ def peak_flops(device_name: str, precision: str) -> float | None:
     return table.get(kind)
 
 
-def count_step_flops(build_model: Callable[[], torch.nn.Module], view_shapes: list[tuple[int, ...]]) -> tuple[float | None, str | None]:
+def count_step_flops(
+    build_model: Callable[[], torch.nn.Module], view_shapes: list[tuple[int, ...]]
+) -> tuple[float | None, str | None]:
     """FLOPs of forward + backward of one micro-batch on one device (view_shapes include the batch),
     counted by torch.utils.flop_counter on a fresh copy of the model, never the one being trained.
 
@@ -50,14 +52,14 @@ def count_step_flops(build_model: Callable[[], torch.nn.Module], view_shapes: li
     """
     try:
         return _count(build_model, view_shapes, "meta"), None
-    except Exception as e:  # noqa: BLE001 - fall back to a small real batch
+    except Exception as e:  # fall back to a small real batch
         meta_error = _why(e)
     batch = view_shapes[0][0]
     small = [(min(2, s[0]), *s[1:]) for s in view_shapes]
     try:
         flops = _count(build_model, small, "cpu") * batch / small[0][0]
         return flops, f"counted on CPU with {small[0][0]} images per view and scaled to {batch} (meta: {meta_error})"
-    except Exception as e:  # noqa: BLE001 - accounting must never break training
+    except Exception as e:  # accounting must never break training
         return None, f"FLOPs not counted: {_why(e)}"
 
 
@@ -119,13 +121,13 @@ class GpuMonitor:
                 self.handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
             self.nvml = pynvml
             self.energy_start_mj = self._energy()
-        except Exception:  # noqa: BLE001 - no NVML, no telemetry
+        except Exception:  # no NVML, no telemetry
             self.handle = None
 
     def _energy(self) -> int | None:
         try:
             return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))  # mJ since driver load
-        except Exception:  # noqa: BLE001 - pre-Volta GPUs have no energy counter
+        except Exception:  # pre-Volta GPUs have no energy counter
             return None
 
     def sample(self) -> dict[str, float]:
@@ -135,7 +137,7 @@ class GpuMonitor:
             util = self.nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu
             mem = self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used
             power = self.nvml.nvmlDeviceGetPowerUsage(self.handle) / 1000.0
-        except Exception:  # noqa: BLE001
+        except Exception:
             return {}
         self.samples += 1
         self.util_sum += util

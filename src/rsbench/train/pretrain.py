@@ -44,7 +44,9 @@ def _check_run_dir(cfg: PretrainConfig) -> tuple[str, Path | None]:
             old_identity = identity_of(old)
         new_identity = cfg.identity()
         if old_identity != new_identity:
-            diff = sorted(k for k in old_identity.keys() | new_identity.keys() if old_identity.get(k) != new_identity.get(k))
+            diff = sorted(
+                k for k in old_identity.keys() | new_identity.keys() if old_identity.get(k) != new_identity.get(k)
+            )
             raise ConfigError(
                 f"run directory {cfg.out} holds a run with a different config ({', '.join(diff)}); choose another --out"
             )
@@ -52,7 +54,9 @@ def _check_run_dir(cfg: PretrainConfig) -> tuple[str, Path | None]:
             return "finished", None
     if ckpt.exists():
         if cfg.resume is False:
-            raise ConfigError(f"{cfg.out} has a checkpoint ({ckpt}) and --no-resume refuses to resume it; choose another --out")
+            raise ConfigError(
+                f"{cfg.out} has a checkpoint ({ckpt}) and --no-resume refuses to resume it; choose another --out"
+            )
         return "resume", ckpt
     if cfg.resume:
         raise ConfigError(f"--resume: no checkpoint to resume in {cfg.out} (expected {ckpt})")
@@ -64,8 +68,10 @@ def _check_logger(cfg: PretrainConfig) -> None:
 
     need = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",)}.get(cfg.logger, ())
     if need and not any(importlib.util.find_spec(m) for m in need):
-        raise ConfigError(f"--logger {cfg.logger} needs the '{need[0]}' package, which is not installed "
-                          f"(pip install {need[0]}); metrics.csv is always written")
+        raise ConfigError(
+            f"--logger {cfg.logger} needs the '{need[0]}' package, which is not installed "
+            f"(pip install {need[0]}); metrics.csv is always written"
+        )
 
 
 def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
@@ -89,23 +95,46 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
     max_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     micro_batches = steps_per_epoch * cfg.accumulate  # per rank per epoch, whatever the number of ranks
 
-    model_kwargs = dict(arch=arch, in_chans=data.norm.bands, image_size=cfg.image_size, batch_size=cfg.batch_size,
-                        max_steps=max_steps, recipe=cfg.recipe)
+    model_kwargs = dict(
+        arch=arch,
+        in_chans=data.norm.bands,
+        image_size=cfg.image_size,
+        batch_size=cfg.batch_size,
+        max_steps=max_steps,
+        recipe=cfg.recipe,
+    )
     if cfg.patch_size is not None:
         model_kwargs["patch_size"] = cfg.patch_size
     model = method_cls(**model_kwargs)
     start_step = check_resumable(ckpt, model) if ckpt else 0  # before anything in RUN_DIR changes
-    flops, flops_note = count_step_flops(lambda: method_cls(**model_kwargs),
-                                         [(cfg.per_device_batch, *s) for s in data.view_shapes])
+    flops, flops_note = count_step_flops(
+        lambda: method_cls(**model_kwargs), [(cfg.per_device_batch, *s) for s in data.view_shapes]
+    )
     if cfg.compile:
         model.backbone.compile()  # in place: state_dict keys (checkpoints, export) stay those of timm
 
     loader, source = build_loader(cfg, data, micro_batches)
-    accounting = RunAccounting(cfg.out, {
-        "method": cfg.method, "backbone": arch, "max_steps": max_steps, "batch_size": cfg.batch_size,
-        "per_device_batch": cfg.per_device_batch, "accumulate": cfg.accumulate, "devices": cfg.devices,
-        "nodes": cfg.nodes, "world_size": cfg.world_size, "precision": None, "data": data.description,
-    }, cfg.batch_size, cfg.accumulate, flops, flops_note, cfg.log_every)
+    accounting = RunAccounting(
+        cfg.out,
+        {
+            "method": cfg.method,
+            "backbone": arch,
+            "max_steps": max_steps,
+            "batch_size": cfg.batch_size,
+            "per_device_batch": cfg.per_device_batch,
+            "accumulate": cfg.accumulate,
+            "devices": cfg.devices,
+            "nodes": cfg.nodes,
+            "world_size": cfg.world_size,
+            "precision": None,
+            "data": data.description,
+        },
+        cfg.batch_size,
+        cfg.accumulate,
+        flops,
+        flops_note,
+        cfg.log_every,
+    )
     trainer, signals = build_trainer(cfg, model, source, accounting, max_steps, micro_batches, submitit_job)
     accounting.info["precision"] = accounting.precision = str(trainer.precision)
     rank0 = global_rank(trainer) == 0
@@ -173,4 +202,3 @@ def _requeue_if_slurm(stopped_by: str, submitit_job: bool, rank0: bool) -> bool:
     from rsbench.train.slurm import requeue_current_job
 
     return requeue_current_job()
-

@@ -44,7 +44,11 @@ def effective_status(run: dict[str, Any], now: datetime | None = None) -> str:
     if status != "running":
         return status
     current = (run.get("segments") or [{}])[-1]
-    if current.get("host") == socket.gethostname() and isinstance(current.get("pid"), int) and not _alive(current["pid"]):
+    if (
+        current.get("host") == socket.gethostname()
+        and isinstance(current.get("pid"), int)
+        and not _alive(current["pid"])
+    ):
         return "killed"
     try:
         updated = datetime.fromisoformat(run["updated_at"])
@@ -74,10 +78,17 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
     step, max_steps = run.get("step", run.get("steps")), run.get("max_steps")
     loss = _last_loss(run_dir)
     return {
-        "run": str(run_dir), "method": run.get("method"), "backbone": run.get("backbone"),
-        "status": effective_status(run), "step": step, "max_steps": max_steps,
+        "run": str(run_dir),
+        "method": run.get("method"),
+        "backbone": run.get("backbone"),
+        "status": effective_status(run),
+        "step": step,
+        "max_steps": max_steps,
         "progress": step / max_steps if isinstance(step, int) and max_steps else None,
-        "images_per_s": run.get("images_per_s"), "device_hours": run.get("gpu_hours", run.get("device_hours")),
-        "device": run.get("device_name") or run.get("device"), "world_size": run.get("world_size"),
-        "loss": loss if loss is not None else run.get("loss"), "updated_at": run.get("updated_at"),
+        "images_per_s": run.get("images_per_s"),
+        "device_hours": run.get("gpu_hours", run.get("device_hours")),
+        "device": run.get("device_name") or run.get("device"),
+        "world_size": run.get("world_size"),
+        "loss": loss if loss is not None else run.get("loss"),
+        "updated_at": run.get("updated_at"),
     }

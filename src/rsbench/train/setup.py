@@ -22,7 +22,11 @@ from rsbench.train.callbacks import DataPosition, SignalCheckpoint, StepProgress
 from rsbench.train.checkpoint import LAST_CKPT, AtomicCheckpointIO
 from rsbench.train.config import PretrainConfig
 from rsbench.train.data import (
-    CorpusStream, EpochSampler, ImageFilesDataset, collate_views, image_folder_source,
+    CorpusStream,
+    EpochSampler,
+    ImageFilesDataset,
+    collate_views,
+    image_folder_source,
 )
 
 
@@ -54,8 +58,9 @@ def training_source(cfg: PretrainConfig, method_cls) -> TrainingData:
         desc = {"kind": "corpus", "path": str(cfg.corpus), "bands": dataset.bands}
     options = {"color_jitter": True} if cfg.color_jitter else {}
     options.update(method_cls.view_recipe(cfg.recipe))
-    transform = method_cls.view_transform(cfg.image_size, norm.bands, cfg.min_scale, patch_size=cfg.patch_size,
-                                          **options)
+    transform = method_cls.view_transform(
+        cfg.image_size, norm.bands, cfg.min_scale, patch_size=cfg.patch_size, **options
+    )
     shapes = [tuple(v.shape) for v in transform(first)]
     if cfg.images is not None:
         dataset.transform = transform
@@ -67,22 +72,39 @@ def build_loader(cfg: PretrainConfig, data: TrainingData, micro_batches: int) ->
     per_device = cfg.per_device_batch
     if cfg.images is not None:
         sampler = EpochSampler(data.n_samples, per_device, micro_batches, seed=cfg.seed)
-        loader = DataLoader(data.dataset, batch_size=per_device, sampler=sampler, num_workers=cfg.num_workers,
-                            collate_fn=collate_views, persistent_workers=cfg.num_workers > 0,
-                            pin_memory=torch.cuda.is_available())
+        loader = DataLoader(
+            data.dataset,
+            batch_size=per_device,
+            sampler=sampler,
+            num_workers=cfg.num_workers,
+            collate_fn=collate_views,
+            persistent_workers=cfg.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
         return loader, sampler
     shards = len(data.dataset.urls)
     if shards < cfg.world_size:
-        raise ConfigError(f"corpus {cfg.corpus} has {shards} shard(s) for {cfg.world_size} ranks; rebuild it with a "
-                          f"smaller --shard-size so that every rank reads at least one shard")
+        raise ConfigError(
+            f"corpus {cfg.corpus} has {shards} shard(s) for {cfg.world_size} ranks; rebuild it with a "
+            f"smaller --shard-size so that every rank reads at least one shard"
+        )
     workers = min(cfg.num_workers, shards // cfg.world_size)
     if workers < cfg.num_workers:
-        warnings.warn(f"corpus {cfg.corpus}: {shards} shard(s) feed {workers} DataLoader worker(s) per rank "
-                      f"instead of {cfg.num_workers}", stacklevel=2)
+        warnings.warn(
+            f"corpus {cfg.corpus}: {shards} shard(s) feed {workers} DataLoader worker(s) per rank "
+            f"instead of {cfg.num_workers}",
+            stacklevel=2,
+        )
     stream = CorpusStream(data.dataset, data.transform, cfg.seed, per_device, micro_batches)
     # Persistent workers keep their copy of the stream, whose iteration count is the epoch.
-    loader = DataLoader(stream, batch_size=per_device, num_workers=workers, collate_fn=collate_views,
-                        persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+    loader = DataLoader(
+        stream,
+        batch_size=per_device,
+        num_workers=workers,
+        collate_fn=collate_views,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
     return loader, stream
 
 
@@ -112,7 +134,9 @@ def _strategy(cfg: PretrainConfig, model) -> Any:
         check_layout(cfg)
         blocks = {type(b) for b in getattr(model.backbone, "blocks", [])}
         if not blocks:
-            raise ConfigError(f"--strategy fsdp shards transformer blocks; backbone {model.hparams.arch} has none, use ddp")
+            raise ConfigError(
+                f"--strategy fsdp shards transformer blocks; backbone {model.hparams.arch} has none, use ddp"
+            )
         return FSDPStrategy(auto_wrap_policy=blocks)
     if cfg.strategy == "auto" and cfg.world_size == 1:
         return "auto"
@@ -129,13 +153,23 @@ def _loggers(cfg: PretrainConfig) -> list:
     elif cfg.logger == "mlflow":
         from lightning.pytorch.loggers import MLFlowLogger
 
-        loggers.append(MLFlowLogger(experiment_name="rsbench", run_name=cfg.out.name,
-                                    tracking_uri=f"file:{(cfg.out / 'mlruns').resolve()}"))
+        loggers.append(
+            MLFlowLogger(
+                experiment_name="rsbench", run_name=cfg.out.name, tracking_uri=f"file:{(cfg.out / 'mlruns').resolve()}"
+            )
+        )
     return loggers
 
 
-def build_trainer(cfg: PretrainConfig, model, source, accounting: RunAccounting, max_steps: int,
-                  micro_batches: int, submitit_job: bool) -> tuple[Trainer, SignalCheckpoint]:
+def build_trainer(
+    cfg: PretrainConfig,
+    model,
+    source,
+    accounting: RunAccounting,
+    max_steps: int,
+    micro_batches: int,
+    submitit_job: bool,
+) -> tuple[Trainer, SignalCheckpoint]:
     ckpt_dir = cfg.out / "checkpoints"
     on_slurm = SLURMEnvironment.detect()
     signals = SignalCheckpoint(ckpt_dir / LAST_CKPT, cfg.accumulate, stop_on_usr1=on_slurm)
@@ -146,17 +180,35 @@ def build_trainer(cfg: PretrainConfig, model, source, accounting: RunAccounting,
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     sync_bn = cfg.world_size > 1 and has_bn and _on_gpu(cfg)
     if cfg.world_size > 1 and has_bn and not sync_bn:
-        warnings.warn("BatchNorm statistics are per process on CPUs (torch's SyncBatchNorm needs GPUs); "
-                      "on GPUs they are synchronised over all devices", stacklevel=2)
+        warnings.warn(
+            "BatchNorm statistics are per process on CPUs (torch's SyncBatchNorm needs GPUs); "
+            "on GPUs they are synchronised over all devices",
+            stacklevel=2,
+        )
     trainer = Trainer(
-        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.nodes, strategy=_strategy(cfg, model),
-        precision=_precision(cfg), max_steps=max_steps, max_epochs=-1, limit_train_batches=micro_batches,
-        accumulate_grad_batches=cfg.accumulate, sync_batchnorm=sync_bn,
-        deterministic=cfg.deterministic, use_distributed_sampler=False, log_every_n_steps=cfg.log_every,
-        logger=_loggers(cfg), plugins=plugins, enable_model_summary=False, default_root_dir=cfg.out,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.nodes,
+        strategy=_strategy(cfg, model),
+        precision=_precision(cfg),
+        max_steps=max_steps,
+        max_epochs=-1,
+        limit_train_batches=micro_batches,
+        accumulate_grad_batches=cfg.accumulate,
+        sync_batchnorm=sync_bn,
+        deterministic=cfg.deterministic,
+        use_distributed_sampler=False,
+        log_every_n_steps=cfg.log_every,
+        logger=_loggers(cfg),
+        plugins=plugins,
+        enable_model_summary=False,
+        default_root_dir=cfg.out,
         num_sanity_val_steps=0,
         callbacks=[
-            StepSeeder(cfg.seed), DataPosition(source, cfg.world_size), signals, accounting,
+            StepSeeder(cfg.seed),
+            DataPosition(source, cfg.world_size),
+            signals,
+            accounting,
             ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.checkpoint_every),
             StepProgressBar(),
         ],

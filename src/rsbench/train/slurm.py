@@ -37,8 +37,14 @@ def sbatch_parameters(cfg: PretrainConfig, opts: SlurmOptions) -> dict[str, Any]
         "signal_delay_s": opts.signal_delay_s,
         "stderr_to_stdout": False,
     }
-    optional = {"partition": opts.partition, "account": opts.account, "qos": opts.qos,
-                "cpus_per_task": opts.cpus_per_task, "mem": opts.mem, "constraint": opts.constraint}
+    optional = {
+        "partition": opts.partition,
+        "account": opts.account,
+        "qos": opts.qos,
+        "cpus_per_task": opts.cpus_per_task,
+        "mem": opts.mem,
+        "constraint": opts.constraint,
+    }
     params.update({k: v for k, v in optional.items() if v is not None})
     if opts.setup:
         params["setup"] = list(opts.setup)
@@ -53,11 +59,17 @@ def job_config(cfg: PretrainConfig, cluster: str = "slurm") -> PretrainConfig:
         return cfg.model_copy(update={"resume": None, **paths})
     opts = cfg.slurm or SlurmOptions()
     if cfg.devices not in (1, opts.gpus_per_node):
-        raise ConfigError(f"--devices {cfg.devices} differs from --gpus-per-node {opts.gpus_per_node}; under --slurm "
-                          f"each node runs one task per GPU")
+        raise ConfigError(
+            f"--devices {cfg.devices} differs from --gpus-per-node {opts.gpus_per_node}; under --slurm "
+            f"each node runs one task per GPU"
+        )
     values = cfg.model_dump()
-    values.update(paths, devices=opts.gpus_per_node, resume=None,
-                  accelerator="gpu" if cfg.accelerator == "auto" else cfg.accelerator)
+    values.update(
+        paths,
+        devices=opts.gpus_per_node,
+        resume=None,
+        accelerator="gpu" if cfg.accelerator == "auto" else cfg.accelerator,
+    )
     return resolve_config(PretrainConfig, None, **values)  # re-checks batch_size against the new device count
 
 
@@ -76,8 +88,9 @@ def sbatch_script(cfg: PretrainConfig) -> str:
 
     job = job_config(cfg)
     folder = submitit_folder(cfg).resolve() / "%j"
-    return _make_sbatch_string(command=submit_command(folder), folder=folder,
-                               **sbatch_parameters(job, cfg.slurm or SlurmOptions()))
+    return _make_sbatch_string(
+        command=submit_command(folder), folder=folder, **sbatch_parameters(job, cfg.slurm or SlurmOptions())
+    )
 
 
 def submit(cfg: PretrainConfig, cluster: str = "slurm"):

@@ -67,8 +67,9 @@ def read_voc(path: Path, images_dir: Path) -> ImageBoxes:
             raise DataError(f"{path}: object {i} has no <bndbox>")
         boxes.append([_number(bb.findtext(k), f"object {i} {k}", path) for k in ("xmin", "ymin", "xmax", "ymax")])
         labels.append((obj.findtext("name") or "").strip() or DEFAULT_LABEL)
-    return ImageBoxes(_find_image(filename, images_dir, path), path,
-                      np.asarray(boxes, dtype=np.float32).reshape(-1, 4), labels)
+    return ImageBoxes(
+        _find_image(filename, images_dir, path), path, np.asarray(boxes, dtype=np.float32).reshape(-1, 4), labels
+    )
 
 
 def read_coco(path: Path, images_dir: Path) -> list[ImageBoxes]:
@@ -89,8 +90,10 @@ def read_coco(path: Path, images_dir: Path) -> list[ImageBoxes]:
             per_image[a["image_id"]][1].append(cats[a["category_id"]])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise DataError(f"{path} is not a valid COCO annotation file ({type(e).__name__}: {e})") from None
-    return [ImageBoxes(_find_image(images[i], images_dir, path), path,
-                       np.asarray(b, dtype=np.float32).reshape(-1, 4), lab) for i, (b, lab) in per_image.items()]
+    return [
+        ImageBoxes(_find_image(images[i], images_dir, path), path, np.asarray(b, dtype=np.float32).reshape(-1, 4), lab)
+        for i, (b, lab) in per_image.items()
+    ]
 
 
 def csv_columns(header: list[str], path: Path) -> dict[str, int]:
@@ -100,8 +103,9 @@ def csv_columns(header: list[str], path: Path) -> dict[str, int]:
     for role, names in CSV_COLUMNS.items():
         idx = next((norm.index(n) for n in names if n in norm), None)
         if idx is None and role != "label":
-            raise DataError(f"CSV {path}: no column for {role} (accepted names: {', '.join(names)}; "
-                            f"header: {', '.join(header)})")
+            raise DataError(
+                f"CSV {path}: no column for {role} (accepted names: {', '.join(names)}; header: {', '.join(header)})"
+            )
         if idx is not None:
             found[role] = idx
     return found
@@ -130,16 +134,22 @@ def read_csv_boxes(path: Path, images_dir: Path) -> list[ImageBoxes]:
             continue
         boxes.append([_number(v, f"line {line} {k}", path) for v, k in zip(coords, ("xmin", "ymin", "xmax", "ymax"))])
         labels.append(row[cols["label"]].strip() if "label" in cols else DEFAULT_LABEL)
-    return [ImageBoxes(_find_image(name, images_dir, path), path, np.asarray(b, dtype=np.float32).reshape(-1, 4), lab)
-            for name, (b, lab) in per_image.items()]
+    return [
+        ImageBoxes(_find_image(name, images_dir, path), path, np.asarray(b, dtype=np.float32).reshape(-1, 4), lab)
+        for name, (b, lab) in per_image.items()
+    ]
 
 
 def check_boxes(item: ImageBoxes, height: int, width: int) -> None:
     """Every box must be non-degenerate and inside the image."""
     for i, (x0, y0, x1, y1) in enumerate(item.boxes.tolist()):
         if x1 <= x0 or y1 <= y0:
-            raise DataError(f"{item.source}: box {i} ({x0:g}, {y0:g}, {x1:g}, {y1:g}) of image {item.image.name} "
-                            f"is degenerate (needs xmax > xmin and ymax > ymin)")
+            raise DataError(
+                f"{item.source}: box {i} ({x0:g}, {y0:g}, {x1:g}, {y1:g}) of image {item.image.name} "
+                f"is degenerate (needs xmax > xmin and ymax > ymin)"
+            )
         if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-            raise DataError(f"{item.source}: box {i} ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside image "
-                            f"{item.image.name} ({width}x{height})")
+            raise DataError(
+                f"{item.source}: box {i} ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside image "
+                f"{item.image.name} ({width}x{height})"
+            )

@@ -50,8 +50,13 @@ def _annotation_files(root: Path, adapter: str | None, opts: BoxOptions) -> tupl
     return adapter, [p for p in files if _SUFFIX_FORMAT.get(p.suffix.lower()) == adapter]
 
 
-def load_detection_data(root: Path, adapter: str | None = None, classes: list[str] | None = None,
-                        options: dict | None = None, name: str | None = None) -> DetectionData:
+def load_detection_data(
+    root: Path,
+    adapter: str | None = None,
+    classes: list[str] | None = None,
+    options: dict | None = None,
+    name: str | None = None,
+) -> DetectionData:
     """Read the annotations of the dataset in folder `root` (images are decoded later, by `read`)."""
     root = Path(root)
     adapter = "csvboxes" if adapter == "csv" else adapter
@@ -62,8 +67,11 @@ def load_detection_data(root: Path, adapter: str | None = None, classes: list[st
     if not images_dir.is_dir():
         raise DataError(f"image folder not found: {images_dir}")
     adapter, files = _annotation_files(root, adapter, opts)
-    readers = {"voc": lambda f: [read_voc(f, images_dir)], "coco": lambda f: read_coco(f, images_dir),
-               "csvboxes": lambda f: read_csv_boxes(f, images_dir)}
+    readers = {
+        "voc": lambda f: [read_voc(f, images_dir)],
+        "coco": lambda f: read_coco(f, images_dir),
+        "csvboxes": lambda f: read_csv_boxes(f, images_dir),
+    }
     items: list[ImageBoxes] = [it for f in files for it in readers[adapter](f)]
     merged: dict[Path, ImageBoxes] = {}
     for it in items:  # several files may annotate one image (e.g. one CSV per annotator)

@@ -117,14 +117,19 @@ def pair_images_masks(root: Path, image_dir: str = "images", mask_dir: str = "ma
         files = sorted(Path(top) / f for top, _, names in os.walk(d, followlinks=True) for f in names)
         for img in (p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS):
             stem = masks / img.relative_to(d).with_suffix("")
-            found = [stem.with_suffix(ext) for ext in (".png", ".tif", ".tiff", ".bmp", ".gif", img.suffix)
-                     if stem.with_suffix(ext).is_file()]
+            found = [
+                stem.with_suffix(ext)
+                for ext in (".png", ".tif", ".tiff", ".bmp", ".gif", img.suffix)
+                if stem.with_suffix(ext).is_file()
+            ]
             if not found:
                 raise DataError(f"no mask for image {img} (expected {stem}.png or .tif)")
             pairs.append((img, found[0]))
     if not pairs:
-        raise DataError(f"no images found in '{image_dir}/' folders under {root} (expected "
-                        f"<dir>/{image_dir}/<name>.<ext> with masks in <dir>/{mask_dir}/<name>.png)")
+        raise DataError(
+            f"no images found in '{image_dir}/' folders under {root} (expected "
+            f"<dir>/{image_dir}/<name>.<ext> with masks in <dir>/{mask_dir}/<name>.png)"
+        )
     return pairs
 
 
@@ -148,8 +153,11 @@ def decode_rgb_mask(rgb: np.ndarray, table: ClassTable, path: Path, ignore_index
     if not hit.all():
         r, c = (int(v[0]) for v in np.nonzero(~hit))
         color = tuple(int(v) for v in rgb[r, c, :3])
-        raise DataError(f"mask {path} has colour {color} (#{'%02X%02X%02X' % color}) at pixel (x={c}, y={r}), "
-                        f"which is not in the colours of {table.source} ({', '.join(table.names)})")
+        hex_color = "".join(f"{v:02X}" for v in color)
+        raise DataError(
+            f"mask {path} has colour {color} (#{hex_color}) at pixel (x={c}, y={r}), "
+            f"which is not in the colours of {table.source} ({', '.join(table.names)})"
+        )
     return values[order][pos]
 
 
@@ -168,15 +176,17 @@ def read_mask(path: Path, table: ClassTable, ignore_index: int = IGNORE_INDEX) -
             with Image.open(path) as im:
                 # Palette PNGs are colour images when the table has colours, index masks otherwise.
                 arr = np.asarray(im.convert("RGB") if table.colors is not None else im)
-    except Exception as e:  # noqa: BLE001 - any decoder failure means an unreadable mask
+    except Exception as e:  # any decoder failure means an unreadable mask
         raise DataError(f"cannot read mask {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     if table.colors is not None:
         if arr.ndim != 3:
             raise DataError(f"mask {path} has one band but the class table gives colours (RGB-coded masks)")
         return decode_rgb_mask(arr, table, path, ignore_index)
     if arr.ndim != 2:
-        raise DataError(f"mask {path} has {arr.shape[-1]} channels; index masks need one band "
-                        f"(for RGB-coded masks give the classes with colours)")
+        raise DataError(
+            f"mask {path} has {arr.shape[-1]} channels; index masks need one band "
+            f"(for RGB-coded masks give the classes with colours)"
+        )
     return check_index_mask(arr, table, path, ignore_index)
 
 
@@ -184,6 +194,8 @@ def check_index_mask(arr: np.ndarray, table: ClassTable, path: Path, ignore_inde
     bad = (arr >= len(table.names)) & (arr != ignore_index) | (arr < 0)
     if bad.any():
         value = int(arr[bad].flat[0])
-        raise DataError(f"mask {path} has value {value}, which is not a class index (0..{len(table.names) - 1} "
-                        f"for {', '.join(table.names)}) or the ignore index {ignore_index}")
+        raise DataError(
+            f"mask {path} has value {value}, which is not a class index (0..{len(table.names) - 1} "
+            f"for {', '.join(table.names)}) or the ignore index {ignore_index}"
+        )
     return arr.astype(np.uint8)

@@ -5,7 +5,7 @@ normalized windows that sliding-window inference reads."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ def overlap_stride(size: int) -> int:
 
 def read_window(image: np.ndarray, window: Window, size: int, norm: Normalization) -> torch.Tensor:
     """C x size x size float tensor: the normalized window, zero-padded (= the band mean) bottom/right."""
-    patch = image[:, window.row:window.row + window.height, window.col:window.col + window.width]
+    patch = image[:, window.row : window.row + window.height, window.col : window.col + window.width]
     x = norm(torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32)))
     return F.pad(x, (0, size - x.shape[2], 0, size - x.shape[1]))
 
@@ -51,8 +51,15 @@ def dihedral_boxes(boxes: torch.Tensor, k: int, flip: bool, height: int, width: 
 class SegmentationCrops(Dataset):
     """Random crops from the training regions (area-weighted); an epoch holds as many crops as tile them."""
 
-    def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], regions: Sequence[Region],
-                 size: int, norm: Normalization, ignore_index: int):
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray],
+        regions: Sequence[Region],
+        size: int,
+        norm: Normalization,
+        ignore_index: int,
+    ):
         self.images, self.masks, self.regions = images, masks, list(regions)
         self.size, self.norm, self.ignore_index = size, norm, ignore_index
         areas = [r.window.height * r.window.width for r in self.regions]
@@ -69,7 +76,7 @@ class SegmentationCrops(Dataset):
         c = w.col + int(torch.randint(0, max(1, w.width - self.size + 1), ()))
         win = Window(r, c, min(self.size, w.height), min(self.size, w.width))
         x = read_window(self.images[region.scene], win, self.size, self.norm)
-        y = torch.from_numpy(self.masks[region.scene][r:r + win.height, c:c + win.width].astype(np.int64))
+        y = torch.from_numpy(self.masks[region.scene][r : r + win.height, c : c + win.width].astype(np.int64))
         y = F.pad(y, (0, self.size - y.shape[1], 0, self.size - y.shape[0]), value=self.ignore_index)
         k, flip = int(torch.randint(0, 4, ())), bool(torch.randint(0, 2, ()))
         return dihedral(x, k, flip), dihedral(y, k, flip)
@@ -80,8 +87,15 @@ class DetectionChips(Dataset):
 
     Targets follow torchvision: labels start at 1 (0 is the background class)."""
 
-    def __init__(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-                 regions: Sequence[Region], size: int, norm: Normalization):
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        boxes: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        regions: Sequence[Region],
+        size: int,
+        norm: Normalization,
+    ):
         self.images, self.size, self.norm = images, size, norm
         self.chips: list[tuple[int, Window, np.ndarray, np.ndarray]] = []
         for region in regions:

@@ -44,18 +44,31 @@ class SegmentationData:
         image_path, label_path = self.pairs[i]
         image = read_image(image_path)
         if isinstance(self.options, VectorOptions):
-            mask = rasterize_labels(image_path, label_path, self.table, self.options.class_field,
-                                    self.options.nodata_ignore, self.ignore_index)
+            mask = rasterize_labels(
+                image_path,
+                label_path,
+                self.table,
+                self.options.class_field,
+                self.options.nodata_ignore,
+                self.ignore_index,
+            )
         else:
             mask = read_mask(label_path, self.table, self.ignore_index)
         if mask.shape != image.shape[1:]:
-            raise DataError(f"mask {label_path} is {mask.shape[1]}x{mask.shape[0]} but image {image_path} is "
-                            f"{image.shape[2]}x{image.shape[1]} (width x height)")
+            raise DataError(
+                f"mask {label_path} is {mask.shape[1]}x{mask.shape[0]} but image {image_path} is "
+                f"{image.shape[2]}x{image.shape[1]} (width x height)"
+            )
         return image, mask
 
 
-def load_segmentation_data(root: Path, adapter: str | None = None, classes: list[str] | None = None,
-                           options: dict | None = None, name: str | None = None) -> SegmentationData:
+def load_segmentation_data(
+    root: Path,
+    adapter: str | None = None,
+    classes: list[str] | None = None,
+    options: dict | None = None,
+    name: str | None = None,
+) -> SegmentationData:
     """Index the dataset in folder `root` (nothing is decoded yet); see `datasets.spec` for the options."""
     root = Path(root)
     adapter = adapter or "masks"
@@ -78,8 +91,10 @@ def _mask_class_table(root: Path, classes: list[str] | None, opts: MaskOptions) 
     if colors is None and classes is None:
         found = next((root / n for n in CLASS_TABLE_FILES if (root / n).is_file()), None)
         if found is None:
-            raise ConfigError(f"no class table for {root}: give 'classes' (and options.colors for RGB-coded masks) "
-                              f"or put classes.json / classes.txt in the folder")
+            raise ConfigError(
+                f"no class table for {root}: give 'classes' (and options.colors for RGB-coded masks) "
+                f"or put classes.json / classes.txt in the folder"
+            )
         return parse_class_table(found, str(found), opts.ignore_colors)
     if colors is None:
         return parse_class_table(list(classes or []), "classes", opts.ignore_colors)
@@ -92,8 +107,10 @@ def _mask_class_table(root: Path, classes: list[str] | None, opts: MaskOptions) 
         missing = [c for c in classes if c not in table.names]
         extra = [c for c in table.names if c not in classes]
         if missing or extra:
-            raise ConfigError(f"options.colors and classes disagree: no colour for {missing or '-'}, "
-                              f"colour for unlisted {extra or '-'}")
+            raise ConfigError(
+                f"options.colors and classes disagree: no colour for {missing or '-'}, "
+                f"colour for unlisted {extra or '-'}"
+            )
         assert table.colors is not None
         by_name = dict(zip(table.names, table.colors))
         table = ClassTable(tuple(classes), tuple(by_name[c] for c in classes), table.ignore_colors, table.source)

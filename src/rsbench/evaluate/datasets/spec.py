@@ -49,14 +49,19 @@ class BoxOptions(StrictModel):
 
 
 SEGMENTATION_ADAPTERS: dict[str, type[StrictModel]] = {"masks": MaskOptions, "vector": VectorOptions}
-DETECTION_ADAPTERS: dict[str, type[StrictModel]] = {"voc": BoxOptions, "coco": BoxOptions, "csvboxes": BoxOptions,
-                                                    "csv": BoxOptions}
+DETECTION_ADAPTERS: dict[str, type[StrictModel]] = {
+    "voc": BoxOptions,
+    "coco": BoxOptions,
+    "csvboxes": BoxOptions,
+    "csv": BoxOptions,
+}
 
 
 def parse_options(adapters: dict[str, type[StrictModel]], adapter: str, options: dict | None, task: str) -> Any:
     if adapter not in adapters:
-        raise ConfigError(f"invalid config key 'adapter': '{adapter}' is not an adapter of task '{task}' "
-                          f"({', '.join(adapters)})")
+        raise ConfigError(
+            f"invalid config key 'adapter': '{adapter}' is not an adapter of task '{task}' ({', '.join(adapters)})"
+        )
     values = dict(options or {})
     model = adapters[adapter]
     for key in ("annotations", "images"):  # a single glob is as good as a list of one

@@ -3,8 +3,8 @@ and merging per-tile detections back onto the whole image."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -49,8 +49,11 @@ def grid_windows(height: int, width: int, size: int, stride: int | None = None) 
 
     A side shorter than `size` gets one window of that side's length (the caller pads it)."""
     stride = stride or size
-    return [Window(r, c, min(size, height), min(size, width))
-            for r in _starts(height, size, stride) for c in _starts(width, size, stride)]
+    return [
+        Window(r, c, min(size, height), min(size, width))
+        for r in _starts(height, size, stride)
+        for c in _starts(width, size, stride)
+    ]
 
 
 def _grid_regions(scene: int, height: int, width: int, min_side: int) -> list[Region]:
@@ -60,8 +63,11 @@ def _grid_regions(scene: int, height: int, width: int, min_side: int) -> list[Re
         return np.linspace(0, extent, n + 1).round().astype(int)
 
     rows, cols = edges(height), edges(width)
-    return [Region(scene, Window(int(r0), int(c0), int(r1 - r0), int(c1 - c0)))
-            for r0, r1 in zip(rows[:-1], rows[1:]) for c0, c1 in zip(cols[:-1], cols[1:])]
+    return [
+        Region(scene, Window(int(r0), int(c0), int(r1 - r0), int(c1 - c0)))
+        for r0, r1 in zip(rows[:-1], rows[1:])
+        for c0, c1 in zip(cols[:-1], cols[1:])
+    ]
 
 
 def split_regions(
@@ -75,8 +81,10 @@ def split_regions(
         h, w = shapes[0]
         units = _grid_regions(0, h, w, REGION_CROPS * crop)
         if len(units) < 2:
-            raise DataError(f"a single {w}x{h} image cannot be split into train/test regions of at least "
-                            f"{REGION_CROPS * crop} px; use a smaller --image-size or pass --test-data")
+            raise DataError(
+                f"a single {w}x{h} image cannot be split into train/test regions of at least "
+                f"{REGION_CROPS * crop} px; use a smaller --image-size or pass --test-data"
+            )
         how = f"by {len(units)} grid regions of the single image, test_fraction={test_fraction}"
     order = np.random.default_rng(seed).permutation(len(units))
     n_test = min(max(int(round(test_fraction * len(units))), 1), len(units) - 1)
@@ -99,8 +107,11 @@ def select_fraction(items: Sequence, fraction: float, seed: int) -> list:
 
 
 def clip_boxes(
-    boxes: np.ndarray, labels: np.ndarray, window: Window,
-    min_visible: float = MIN_VISIBLE_FRACTION, min_side: float = MIN_BOX_SIDE,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    window: Window,
+    min_visible: float = MIN_VISIBLE_FRACTION,
+    min_side: float = MIN_BOX_SIDE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (x0, y0, x1, y1) cut to `window`, in window coordinates; tiny remnants are dropped."""
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)

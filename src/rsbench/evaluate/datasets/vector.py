@@ -19,19 +19,25 @@ def _read_vector(path: Path, class_field: str | None):
 
     try:
         meta, _, wkb, fields = pyogrio.raw.read(path, columns=[class_field] if class_field else [])
-    except Exception as e:  # noqa: BLE001 - GDAL/OGR errors all mean an unreadable label file
+    except Exception as e:  # GDAL/OGR errors all mean an unreadable label file
         raise DataError(f"cannot read vector labels {path}: {str(e).splitlines()[0]}") from e
     if class_field is not None and class_field not in list(meta["fields"]):
-        raise DataError(f"vector labels {path} have no attribute '{class_field}' "
-                        f"(attributes: {', '.join(map(str, meta['fields']))})")
+        raise DataError(
+            f"vector labels {path} have no attribute '{class_field}' "
+            f"(attributes: {', '.join(map(str, meta['fields']))})"
+        )
     geoms = shapely.from_wkb(wkb)
     values = fields[0] if class_field else None
     return meta["crs"], geoms, values
 
 
 def rasterize_labels(
-    image: Path, labels: Path, table: ClassTable, class_field: str | None = None,
-    nodata_ignore: bool = True, ignore_index: int = IGNORE_INDEX,
+    image: Path,
+    labels: Path,
+    table: ClassTable,
+    class_field: str | None = None,
+    nodata_ignore: bool = True,
+    ignore_index: int = IGNORE_INDEX,
 ) -> np.ndarray:
     """H x W uint8 mask on `image`'s grid: 0 = background (classes[0]), each polygon its class index.
 
@@ -54,8 +60,9 @@ def rasterize_labels(
     if vector_crs is None:
         raise DataError(f"vector labels {labels} have no CRS")
     if values is None and len(table.names) != 2:
-        raise DataError(f"vector labels {labels}: {len(table.names)} classes need class_field to say which "
-                        f"class each polygon is")
+        raise DataError(
+            f"vector labels {labels}: {len(table.names)} classes need class_field to say which class each polygon is"
+        )
     shapes = []
     for i, geom in enumerate(geoms):
         if geom is None or geom.is_empty:
@@ -65,8 +72,11 @@ def rasterize_labels(
         if rasterio.crs.CRS.from_user_input(vector_crs) != crs:
             mapping = transform_geom(vector_crs, crs, mapping)
         shapes.append((mapping, cls))
-    mask = rasterize(shapes, out_shape=shape, transform=transform, fill=0, dtype="uint8") if shapes \
+    mask = (
+        rasterize(shapes, out_shape=shape, transform=transform, fill=0, dtype="uint8")
+        if shapes
         else np.zeros(shape, dtype=np.uint8)
+    )
     if valid is not None:
         mask[~valid] = ignore_index
     return mask
