@@ -263,11 +263,31 @@ def test_import_and_export_roundtrip(tmp_path):
     assert result.exit_code == 1 and "no results store" in result.stderr
 
 
-def test_execution_settings_do_not_change_ids(tmp_path):
-    from rsbench.benchmark.matrix import PRETRAIN_EXECUTION
-    from rsbench.train.config import EXECUTION_KEYS
+def test_execution_keys_are_read_from_the_field_markers():
+    from pydantic import BaseModel, Field
 
-    assert PRETRAIN_EXECUTION == EXECUTION_KEYS, "keep matrix.PRETRAIN_EXECUTION in step with the train stage"
+    from rsbench.benchmark.matrix import PRETRAIN_EXECUTION
+    from rsbench.contracts.identity import EXECUTION, execution_keys
+    from rsbench.corpus.config import CorpusBuildConfig
+
+    class Config(BaseModel):
+        seed: int = 0
+        note: str = Field("", json_schema_extra={"other": True})
+        workers: int = Field(1, json_schema_extra=EXECUTION)
+
+    assert execution_keys(Config) == {"workers"}
+    assert {"devices", "num_workers", "out", "slurm"} <= PRETRAIN_EXECUTION
+    assert not {"method", "batch_size", "seed", "recipe"} & PRETRAIN_EXECUTION
+    assert {"workers", "task_tiles", "slurm"} <= execution_keys(CorpusBuildConfig)
+    assert not {"tile_size", "seed", "out"} & execution_keys(CorpusBuildConfig)
+
+
+def test_planner_does_not_import_torch():
+    code = "import sys, rsbench.benchmark.matrix; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_execution_settings_do_not_change_ids(tmp_path):
     base = experiment(tmp_path)
     moved = experiment(tmp_path, evaluate={"device": "cpu"})
     moved["pretrain"]["defaults"].update(num_workers=7, devices=2, precision="bf16-mixed")

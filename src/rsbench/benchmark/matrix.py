@@ -30,31 +30,17 @@ from rsbench.benchmark.shapes import (
     task_view,
 )
 from rsbench.benchmark.spec import Baseline, CheckpointSpec, Experiment, TaskSpec, load_task, validate
+from rsbench.contracts.identity import execution_keys
+from rsbench.contracts.pretrain import PretrainConfig
 from rsbench.errors import ConfigError
 from rsbench.io import stable_hash
 
 PRETRAIN, EVAL = "pretrain", "eval"
 # How and where a stage runs, not what it computes: left out of cell ids, so a matrix can move from one GPU
-# to many, or change its worker count, without re-running finished cells. PRETRAIN_EXECUTION mirrors
-# rsbench.train.config.EXECUTION_KEYS (a test keeps them equal; importing it here would pull in torch).
-PRETRAIN_EXECUTION = frozenset(
-    {
-        "out",
-        "num_workers",
-        "precision",
-        "accelerator",
-        "devices",
-        "nodes",
-        "strategy",
-        "compile",
-        "checkpoint_every",
-        "log_every",
-        "resume",
-        "logger",
-        "deterministic",
-        "slurm",
-    }
-)
+# to many, or change its worker count, without re-running finished cells. The pretrain set is derived from
+# the fields PretrainConfig marks as execution (rsbench.contracts.identity; no torch imported). The eval set
+# mirrors EvaluateConfig's `device` and `out`, which that model does not mark.
+PRETRAIN_EXECUTION = execution_keys(PretrainConfig)
 EVAL_EXECUTION = frozenset({"device", "out"})
 
 

@@ -211,7 +211,7 @@ def inspect_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the tile sample shown."),
 ) -> None:
     """Summary tables (rasters, kept/rejected per reason, band stats) and quicklook grids of kept and rejected tiles."""
-    from rsbench.corpus.inspect import inspect_corpus, summary_tables
+    from rsbench.corpus.quicklook import inspect_corpus, summary_tables
 
     report = inspect_corpus(corpus_dir, out_dir=out, per_grid=per_grid, seed=seed, log=_log)
     for table in summary_tables(report):

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from rsbench.corpus import filters as F
 from rsbench.corpus.config import CorpusBuildConfig
-from rsbench.corpus.select import balanced_pick, cluster_tiles, find_duplicates
+from rsbench.corpus.selection import balanced_pick, cluster_tiles, find_duplicates
 from rsbench.corpus.shards import assign_shards, sample_metadata
 from rsbench.corpus.stats import histogram_spec
 from rsbench.corpus.tiling import part_paths

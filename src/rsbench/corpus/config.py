@@ -2,8 +2,9 @@
 
 Options split in two kinds. Output options decide which tiles, bytes and statistics the corpus holds;
 they are compared with an existing build (same -> no-op / resume, different -> --overwrite needed).
-Execution options (workers, cluster, task size) only decide *how* the work is spread: the corpus is
-byte-identical for any of their values, so changing them never invalidates a build.
+Execution options (workers, cluster, task size), marked `json_schema_extra=EXECUTION` where they are
+declared, only decide *how* the work is spread: the corpus is byte-identical for any of their values,
+so changing them never invalidates a build.
 """
 
 from __future__ import annotations
@@ -13,21 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from rsbench.config import StrictModel
-
-EXECUTION_KEYS = frozenset(
-    {
-        "workers",
-        "scheduler",
-        "slurm",
-        "slurm_queue",
-        "slurm_account",
-        "slurm_walltime",
-        "slurm_jobs",
-        "slurm_cores",
-        "slurm_memory",
-        "task_tiles",
-    }
-)
+from rsbench.contracts.identity import EXECUTION, execution_keys
 
 
 class CorpusBuildConfig(StrictModel):
@@ -100,17 +87,25 @@ class CorpusBuildConfig(StrictModel):
         None,
         gt=0,
         description="local Dask worker processes (default: all cores, small builds in-process; 1: in-process)",
+        json_schema_extra=EXECUTION,
     )
-    scheduler: str | None = Field(None, description="address of a running Dask scheduler to use instead")
-    slurm: bool = Field(False, description="start a dask-jobqueue SLURMCluster")
-    slurm_queue: str | None = Field(None, description="SLURM partition")
-    slurm_account: str | None = Field(None, description="SLURM account")
-    slurm_walltime: str = Field("01:00:00", description="SLURM job walltime")
-    slurm_jobs: int = Field(1, gt=0, description="SLURM jobs (each runs slurm_cores worker processes)")
-    slurm_cores: int = Field(4, gt=0, description="cores per SLURM job")
-    slurm_memory: str = Field("16GB", description="memory per SLURM job")
+    scheduler: str | None = Field(
+        None, description="address of a running Dask scheduler to use instead", json_schema_extra=EXECUTION
+    )
+    slurm: bool = Field(False, description="start a dask-jobqueue SLURMCluster", json_schema_extra=EXECUTION)
+    slurm_queue: str | None = Field(None, description="SLURM partition", json_schema_extra=EXECUTION)
+    slurm_account: str | None = Field(None, description="SLURM account", json_schema_extra=EXECUTION)
+    slurm_walltime: str = Field("01:00:00", description="SLURM job walltime", json_schema_extra=EXECUTION)
+    slurm_jobs: int = Field(
+        1, gt=0, description="SLURM jobs (each runs slurm_cores worker processes)", json_schema_extra=EXECUTION
+    )
+    slurm_cores: int = Field(4, gt=0, description="cores per SLURM job", json_schema_extra=EXECUTION)
+    slurm_memory: str = Field("16GB", description="memory per SLURM job", json_schema_extra=EXECUTION)
     task_tiles: int = Field(
-        2048, gt=0, description="windows per parallel task (rasters are split into parts of this size)"
+        2048,
+        gt=0,
+        description="windows per parallel task (rasters are split into parts of this size)",
+        json_schema_extra=EXECUTION,
     )
 
     @field_validator("bands", mode="before")
@@ -143,3 +138,6 @@ class CorpusBuildConfig(StrictModel):
     def output_settings(self) -> dict:
         """The settings that decide the output (compared with an existing build)."""
         return {k: v for k, v in self.model_dump(mode="json").items() if k not in EXECUTION_KEYS}
+
+
+EXECUTION_KEYS = execution_keys(CorpusBuildConfig)
