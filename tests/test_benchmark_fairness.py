@@ -221,8 +221,8 @@ def test_plan_time_defaults_mirror_the_stages():
     from rsbench.benchmark import shapes
     from rsbench.evaluate.config import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE
     from rsbench.evaluate.inits import BASELINES
+    from rsbench.models import is_vit_name
     from rsbench.ssl import METHODS
-    from rsbench.ssl.backbones import _is_vit
     from rsbench.train import PretrainConfig
 
     fields = PretrainConfig.model_fields
@@ -242,7 +242,7 @@ def test_plan_time_defaults_mirror_the_stages():
         "convnext_tiny",
         "efficientnet_b0",
     ):
-        assert shapes.is_vit(arch) == _is_vit(arch)
+        assert shapes.is_vit(arch) == is_vit_name(arch)
     assert shapes.default_patch("vit_small_patch8_224") == 8 and shapes.default_patch("resnet18") is None
 
 

@@ -25,8 +25,8 @@ from rsbench.evaluate import RESULT_FIELDS, EvaluateConfig, evaluate
 from rsbench.evaluate.probes import classification_metrics, fit_logistic_probe, knn_classify
 from rsbench.evaluate.splits import stratified_split
 from rsbench.io import read_jsonl
+from rsbench.models import create_backbone
 from rsbench.report.recompute import metric_on_examples
-from rsbench.ssl.backbones import create_backbone
 
 # The schema that `rsbench report` and the results DB read; changing it must be deliberate.
 SCHEMA = [  # result rows, schema version 2 (README: Architecture, Results)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from rsbench.errors import ConfigError
-from rsbench.ssl.backbones import adapt_first_layer, backbone_kwargs, create_backbone, load_exported_backbone
+from rsbench.models import adapt_first_layer, backbone_kwargs, create_backbone, load_exported_backbone
 
 
 @pytest.fixture(scope="module")

@@ -212,7 +212,7 @@ def test_runs_lists_status_progress_and_cost(tmp_path):
 
 
 def test_vit_backbones_use_scaled_dot_product_attention():
-    from rsbench.ssl.backbones import create_backbone
+    from rsbench.models import create_backbone
 
     vit = create_backbone("vit_tiny_patch16_224", 3, 32)
     assert all(block.attn.fused_attn for block in vit.blocks)  # timm then calls F.scaled_dot_product_attention

@@ -33,7 +33,7 @@ METHOD_BACKBONES = {"dino": "vit_small_patch16_224", "mae": "vit_base_patch16_22
 # rsbench.evaluate.config.DEFAULT_BACKBONE / DEFAULT_IMAGE_SIZE.
 EVAL_BACKBONE = "resnet18"
 EVAL_IMAGE_SIZE = 64
-# rsbench.ssl.backbones._is_vit.
+# rsbench.models.backbones.VIT_TAGS (is_vit_name).
 VIT_TAGS = ("vit", "deit", "eva", "beit")
 # rsbench.evaluate.inits.BASELINES: no network, so no backbone or patch size to inherit.
 NETWORK_FREE = ("bandstats", "pixels")

@@ -26,6 +26,7 @@ from rsbench.evaluate.config import EvaluateConfig
 from rsbench.evaluate.datasets.tiling import Region, select_fraction, split_regions, whole_images
 from rsbench.evaluate.driver import SeedSplit
 from rsbench.evaluate.inits import Init, resolve_init
+from rsbench.models import backbone_info
 
 PYRAMID_STRIDES = (4, 8, 16, 32)
 WEIGHT_DECAY = 1e-4
@@ -130,15 +131,14 @@ def _copy_weights(src: nn.Module, dst: nn.Module, init: Init) -> None:
 def build_dense_encoder(init: Init, image_size: int) -> DenseEncoder:
     """Multi-scale encoder carrying `init`'s weights, for inputs of image_size (a multiple of 32)."""
     pooled = init.build()
-    info = getattr(pooled, "feature_info", None) or []
-    reductions = {int(f["reduction"]) for f in info if isinstance(f, dict) and "reduction" in f}
-    dim = int(getattr(pooled, "num_features", 0))
-    if len(reductions) == 1 and hasattr(pooled, "forward_intermediates"):  # plain ViT: one stride only
+    info = backbone_info(pooled)
+    dim = info.feature_dim
+    if info.is_vit:  # plain ViT: one stride only
         if image_size != init.image_size:
             if not hasattr(pooled, "set_input_size"):
                 raise ConfigError(f"{init.arch} cannot take {image_size} px inputs (built for {init.image_size})")
             pooled.set_input_size(img_size=(image_size, image_size))
-        return DenseEncoder(pooled, init.in_chans, dim, SimpleFeaturePyramid(dim, reductions.pop()))
+        return DenseEncoder(pooled, init.in_chans, dim, SimpleFeaturePyramid(dim, info.feature_strides[0]))
     from segmentation_models_pytorch.encoders.timm_universal import TimmUniversalEncoder
 
     try:

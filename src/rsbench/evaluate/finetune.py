@@ -18,14 +18,14 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from rsbench.data.augment import RandomDihedral
 from rsbench.data.normalization import Normalization
 from rsbench.evaluate.config import EvaluateConfig
 from rsbench.evaluate.features import preprocess, read_checked, resolve_device
 from rsbench.evaluate.images import ImageSource
 from rsbench.evaluate.inits import Init
 from rsbench.evaluate.training import fit
-from rsbench.ssl.augment import RandomDihedral
-from rsbench.ssl.backbones import feature_dim
+from rsbench.models import backbone_info
 
 DEFAULT_LR = 5e-4
 WEIGHT_DECAY = 0.05
@@ -101,9 +101,11 @@ def finetune(
     L.seed_everything(seed, workers=True, verbose=False)  # head init, shuffling and augmentation
     lr = cfg.lr or DEFAULT_LR
     backbone = init.build()
-    # Transformers (timm ViT/DeiT/BEiT/EVA: a stack of `blocks`) get layer-wise LR decay; CNNs do not.
-    layer_decay = cfg.layer_decay if hasattr(backbone, "blocks") else None
-    head = nn.Linear(feature_dim(backbone), num_classes)
+    info = backbone_info(backbone)
+    # Plain ViTs (timm ViT/DeiT/BEiT/EVA: a stack of `blocks`) get layer-wise LR decay; CNNs do not (not even
+    # EfficientNet/MobileNet, whose timm stages are also called `blocks`).
+    layer_decay = cfg.layer_decay if info.is_vit else None
+    head = nn.Linear(info.feature_dim, num_classes)
     train = DataLoader(
         LabelledImages(images, train_idx, labels, init, norm, augment=True),
         batch_size=cfg.batch_size,

@@ -28,7 +28,7 @@ from rsbench.evaluate.baselines import PIXELS_GRID, BandStatsFeatures, PixelFeat
 from rsbench.evaluate.config import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, EvaluateConfig
 from rsbench.evaluate.torchgeo_init import PREFIX, build_torchgeo_backbone, resolve_torchgeo_weights
 from rsbench.io import read_json
-from rsbench.ssl.backbones import (
+from rsbench.models import (
     BACKBONE_META,
     BACKBONE_WEIGHTS,
     create_backbone,

@@ -19,6 +19,7 @@ from torch import nn
 
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate.config import EvaluateConfig
+from rsbench.models import is_vit_name
 
 PREFIX = "torchgeo:"
 # Classifier keys a torchgeo checkpoint may carry next to the backbone (torchgeo's builders allow them).
@@ -143,7 +144,7 @@ def _band_selection(name, data_bands, w_bands, w_chans, in_chans) -> list[int] |
 
 def build_torchgeo_backbone(info: dict) -> nn.Module:
     kwargs = {"num_classes": 0, "in_chans": info["weights_chans"], **info["create_kwargs"]}
-    if "vit" in info["arch"]:
+    if is_vit_name(info["arch"]):
         kwargs["dynamic_img_size"] = True  # position embeddings interpolated for any input size
     model = timm.create_model(info["arch"], **kwargs)
     path = info["file"]

@@ -17,13 +17,7 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
-
-class RandomDihedral(nn.Module):
-    """Random 90-degree rotation followed by a random horizontal flip (the 8 symmetries of a square)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.rot90(x, k=random.randint(0, 3), dims=(-2, -1))
-        return torch.flip(x, dims=(-1,)) if random.random() < 0.5 else x
+from rsbench.data.augment import RandomDihedral
 
 
 class BandJitter(nn.Module):

@@ -28,8 +28,8 @@ from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from rsbench.models import backbone_kwargs, create_backbone, feature_dim
 from rsbench.ssl.augment import MultiView, asymmetric_views, ssl_view_transform
-from rsbench.ssl.backbones import backbone_kwargs, create_backbone, feature_dim
 from rsbench.ssl.momentum import ema_update, momentum_at
 from rsbench.ssl.monitoring import CollapseMonitor
 from rsbench.ssl.recipe import Recipe, build_recipe

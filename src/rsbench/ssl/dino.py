@@ -34,8 +34,8 @@ from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
 from lightly.models.utils import deactivate_requires_grad
 
+from rsbench.models import is_vit_name
 from rsbench.ssl.augment import MultiView, local_crop_size, ssl_view_transform
-from rsbench.ssl.backbones import _is_vit
 from rsbench.ssl.base import Recipe, SSLMethod
 from rsbench.ssl.momentum import make_teacher
 
@@ -98,7 +98,7 @@ class DINO(SSLMethod):
     @classmethod
     def backbone_options(cls, arch: str) -> dict:
         # Local crops are smaller than global ones: a ViT resamples its position embeddings per input.
-        return {"dynamic_img_size": True} if _is_vit(arch) else {}
+        return {"dynamic_img_size": True} if is_vit_name(arch) else {}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -26,8 +26,8 @@ from lightly.models.modules.masked_vision_transformer_timm import init_weights
 from torch import nn
 
 from rsbench.errors import ConfigError
+from rsbench.models import backbone_info, is_vit_name
 from rsbench.ssl.augment import MultiView, crop_flip_transform
-from rsbench.ssl.backbones import _is_vit
 from rsbench.ssl.base import Recipe, SSLMethod
 
 
@@ -57,7 +57,7 @@ class MAE(SSLMethod):
         return MultiView([crop_flip_transform(image_size, cls.default_min_scale if min_scale is None else min_scale)])
 
     def __init__(self, arch: str, *args, **kwargs):
-        if not _is_vit(arch):
+        if not is_vit_name(arch):
             raise ConfigError(f"mae needs a ViT backbone (e.g. vit_tiny_patch16_224), got '{arch}'")
         super().__init__(arch, *args, **kwargs)
         r = self.recipe
@@ -66,7 +66,7 @@ class MAE(SSLMethod):
             raise ConfigError(
                 f"mae needs a ViT with one class token, '{arch}' has {vit.num_prefix_tokens} prefix tokens"
             )
-        self.patch_size = vit.patch_embed.patch_size[0]
+        self.patch_size = backbone_info(vit).patch_size
         # The encoder wraps (shares) the exported timm ViT; it only adds token selection.
         self.encoder = MaskedVisionTransformerTIMM(vit=vit)
         self.sequence_length = self.encoder.sequence_length

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from lightly.models.modules import MoCoProjectionHead
 from lightly.models.utils import concat_all_gather
 
+from rsbench.models import backbone_info
 from rsbench.ssl.base import Recipe, SSLMethod
 from rsbench.ssl.momentum import make_teacher
 
@@ -68,9 +69,8 @@ class MoCoV3(SSLMethod):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         r = self.recipe
-        patch_embed = getattr(self.backbone, "patch_embed", None)
-        if r["freeze_patch_embed"] and patch_embed is not None:
-            patch_embed.requires_grad_(False)
+        if r["freeze_patch_embed"] and backbone_info(self.backbone).patch_size is not None:  # a patch projection
+            self.backbone.patch_embed.requires_grad_(False)
         self.projection_head = MoCoProjectionHead(
             self.feature_dim, r["hidden_dim"], r["proj_dim"], num_layers=3, batch_norm=True
         )

@@ -11,7 +11,7 @@ import torch
 
 from rsbench import __version__
 from rsbench.io import atomic_write_bytes, atomic_write_text, write_json
-from rsbench.ssl.backbones import BACKBONE_META, BACKBONE_WEIGHTS
+from rsbench.models import BACKBONE_META, BACKBONE_WEIGHTS
 
 METRICS_CSV = "metrics.csv"
 

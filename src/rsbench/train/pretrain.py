@@ -4,7 +4,7 @@ RUN_DIR layout:
   config.yaml        resolved configuration
   checkpoints/       last.ckpt (atomic; every --checkpoint-every steps, on SIGTERM/SIGUSR1/SIGUSR2, at the end)
   metrics.csv        per-step loss, LR, collapse signal, throughput (Lightning CSVLogger; whole curve across resumes)
-  backbone.pt/.json  exported feature extractor (see rsbench.ssl.backbones)
+  backbone.pt/.json  exported feature extractor (see rsbench.models.backbones)
   run.json           status and cost: wall time, device-hours, images/s, data wait, memory, FLOPs/MFU, GPU telemetry
 
 One process per device: `--devices N` on one machine re-launches the `rsbench` command N times
@@ -22,8 +22,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from rsbench.config import load_yaml_mapping, save_config
 from rsbench.errors import ConfigError, DataError
+from rsbench.models import BACKBONE_META
 from rsbench.ssl import get_method
-from rsbench.ssl.backbones import BACKBONE_META
 from rsbench.train.accounting import RunAccounting
 from rsbench.train.checkpoint import LAST_CKPT, RunPreempted, check_resumable
 from rsbench.train.config import PretrainConfig, identity_of

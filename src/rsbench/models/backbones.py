@@ -25,14 +25,20 @@ BACKBONE_WEIGHTS = "backbone.pt"
 BACKBONE_META = "backbone.json"
 
 
-def _is_vit(arch: str) -> bool:
-    return any(tag in arch for tag in ("vit", "deit", "eva", "beit"))
+VIT_TAGS = ("vit", "deit", "eva", "beit")
+
+
+def is_vit_name(arch: str) -> bool:
+    """Whether the timm architecture *name* `arch` is a ViT (vit/deit/eva/beit in the name), for call sites
+    that decide before a model exists (timm kwargs, method checks). With a built model use
+    `backbone_info(model).is_vit`."""
+    return any(tag in arch for tag in VIT_TAGS)
 
 
 def backbone_kwargs(arch: str, image_size: int | None, patch_size: int | None = None) -> dict[str, Any]:
     """The timm kwargs besides in_chans/num_classes that fix the shape of `arch`'s weights: a ViT's
     input size (its position-embedding grid) and patch size; nothing for CNNs."""
-    if not _is_vit(arch):
+    if not is_vit_name(arch):
         return {}
     kwargs: dict[str, Any] = {}
     if image_size is not None:

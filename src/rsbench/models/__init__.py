@@ -1,0 +1,32 @@
+"""Backbones shared by the stages: creation from any timm architecture with any band count, the
+exported-backbone format, and `backbone_info` (what a built model is). No SSL, lightly or Lightning
+imports here, so evaluation and planning load without the pretraining stack."""
+
+from __future__ import annotations
+
+from rsbench.models.backbones import (
+    BACKBONE_META,
+    BACKBONE_WEIGHTS,
+    adapt_first_layer,
+    backbone_kwargs,
+    create_backbone,
+    feature_dim,
+    is_vit_name,
+    load_exported_backbone,
+    load_state_dict_file,
+)
+from rsbench.models.info import BackboneInfo, backbone_info
+
+__all__ = [
+    "BACKBONE_META",
+    "BACKBONE_WEIGHTS",
+    "BackboneInfo",
+    "adapt_first_layer",
+    "backbone_info",
+    "backbone_kwargs",
+    "create_backbone",
+    "feature_dim",
+    "is_vit_name",
+    "load_exported_backbone",
+    "load_state_dict_file",
+]
