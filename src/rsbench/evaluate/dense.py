@@ -15,7 +15,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -269,17 +268,6 @@ class DenseCells:
 
     def subset(self, split: SeedSplit, fraction: float, seed: int) -> list[Region]:
         return select_fraction(split.train, fraction, seed)
-
-
-def progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 def check_input_size(image_size: int, what: str = "--image-size") -> None:

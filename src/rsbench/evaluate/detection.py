@@ -45,11 +45,10 @@ from rsbench.evaluate.dense import (
     check_test_classes,
     fit,
     param_groups,
-    progress,
     resolve_dense_init,
 )
 from rsbench.evaluate.driver import CellResult, Predictions, SeedSplit, run_cells
-from rsbench.evaluate.features import resolve_device
+from rsbench.evaluate.features import progress, resolve_device
 from rsbench.evaluate.tasks import register_task
 from rsbench.metrics.detection_ap import coco_ap, match_image, to_record
 
