@@ -225,3 +225,16 @@ def test_rows_of_two_input_shapes_are_both_kept(tmp_path):
     append_results(tmp_path, [{**base, "image_size": 64, "value": 0.7}])  # same key: replaced
     lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert sorted((r["image_size"], r["value"]) for r in lines) == [(32, 0.5), (64, 0.7)]
+
+
+def test_an_init_at_another_size_on_another_task_stays_one_init(tmp_path):
+    # Classification at the run's 32 px and a dense task at its 64 px crop: one init across both tasks.
+    rows = []
+    for dataset, size in (("eurosat", 32), ("dubai", 64)):
+        rows += [
+            row("ssl", dataset, 0, 0.7, image_size=size),
+            row("random-resnet18", dataset, 0, 0.5, "random", image_size=size),
+        ]
+    _, summary = report(tmp_path, rows)
+    ssl = next(i for i in summary["inits"] if i["init"] == "ssl")
+    assert ssl["n_tasks"] == 2

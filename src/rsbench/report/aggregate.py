@@ -165,14 +165,19 @@ def deduplicate(rows: Iterable[dict]) -> list[dict]:
 
 
 def disambiguate_shapes(rows: list[dict]) -> list[dict]:
-    """An init evaluated at two input shapes is two inits: "<init> (<size> px, patch <p>)". Rows that all
-    share one shape keep their name."""
-    shapes: dict[str, set] = {}
+    """An init evaluated at two input shapes on one leaderboard is two inits there: "<init> (<size> px,
+    patch <p>)", so neither result overwrites the other. An init whose shape differs only between tasks
+    (a dense task's crop size beside classification's input size) keeps one name."""
+
+    def where(r: dict) -> tuple:
+        return (*(r[k] for k in SECTION_KEYS), r["init"])
+
+    shapes: dict[tuple, set] = {}
     for r in rows:
-        shapes.setdefault(r["init"], set()).add((r.get("image_size"), r.get("patch_size")))
+        shapes.setdefault(where(r), set()).add((r.get("image_size"), r.get("patch_size")))
     out = []
     for r in rows:
-        if len(shapes[r["init"]]) > 1:
+        if len(shapes[where(r)]) > 1:
             size, patch = r.get("image_size"), r.get("patch_size")
             suffix = f"{size} px" + (f", patch {patch}" if patch else "")
             r = {**r, "init": f"{r['init']} ({suffix})"}
