@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from rsbench.config import load_yaml_mapping
+from rsbench.contracts.pretrain import PretrainConfig
 from rsbench.errors import ConfigError, RsbenchError
 from rsbench.io import read_json
 
-# rsbench.train.config.PretrainConfig defaults.
-PRETRAIN_METHOD = "simclr"
-PRETRAIN_IMAGE_SIZE = 64
+# PretrainConfig's defaults, read from the model (rsbench.contracts.pretrain imports no torch).
+PRETRAIN_METHOD = str(PretrainConfig.model_fields["method"].default)
+PRETRAIN_IMAGE_SIZE = int(PretrainConfig.model_fields["image_size"].default)
 # SSLMethod.default_backbone of each method (rsbench.ssl); methods not listed use DEFAULT_METHOD_BACKBONE.
 DEFAULT_METHOD_BACKBONE = "resnet18"
 METHOD_BACKBONES = {"dino": "vit_small_patch16_224", "mae": "vit_base_patch16_224", "mocov3": "vit_small_patch16_224"}
