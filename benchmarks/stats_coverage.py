@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from rsbench.report.recompute import MetricOnExamples
-from rsbench.report.uncertainty import SeedCell, TestResampler, estimate
+from rsbench.report.uncertainty import SeedCell, TestResampler, estimate, estimate_difference
 
 SCENARIOS = {
     # name: (n_test, fixed test set?, sigma_seed, share of predictions a seed re-draws)
@@ -108,13 +108,12 @@ def run(reps: int, n_seeds: int, n_boot: int, seed: int, baselines: bool) -> dic
             cells = simulate(rng, n_test, fixed, sigma, p_a, p_r, n_seeds, flip)
             lo, hi = estimate(cells["A"], resampler).ci()
             cover_a += lo <= p_a <= hi
-            diff = estimate({}, resampler, signs={1: cells["A"], -1: cells["R"]})
+            diff = estimate_difference(cells["A"], cells["R"], resampler)
             lo, hi = diff.ci()
             cover_diff += lo <= p_a - p_r <= hi
             null = simulate(rng, n_test, fixed, sigma, p_r, p_r, n_seeds, flip)
             reject_null += (
-                estimate({}, TestResampler(n_boot, seed=rep + 10**6), signs={1: null["A"], -1: null["R"]}).p_value()
-                < 0.05
+                estimate_difference(null["A"], null["R"], TestResampler(n_boot, seed=rep + 10**6)).p_value() < 0.05
             )
             if baselines:
                 lo, hi = seeds_bootstrap_ci([c.value for c in cells["A"].values()], rng, n_boot)

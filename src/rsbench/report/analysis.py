@@ -43,13 +43,17 @@ class TaskNorm:
     zero: float  # m_ref: the score reference's mean (or the normalizer's min)
     zero_from: str | None  # the init that defines 0 (None: a normalizer file)
     best: float  # m_max: the metric's perfect value (or the normalizer's max)
-    per_seed: dict[str, dict[int, float]]  # init -> seed -> raw headline metric (finite values only)
-    cells: dict[str, dict[int, unc.SeedCell]] = field(default_factory=dict)
+    cells: dict[str, dict[int, unc.SeedCell]]  # init -> seed -> headline value (finite) and its examples
     raw: dict[str, unc.Estimate] = field(default_factory=dict)  # init -> mean over seeds, with uncertainty
     score: dict[str, unc.Estimate] = field(default_factory=dict)  # init -> normalized score
     flags: list[str] = field(default_factory=list)
     n_test: int | None = None
     scorable: bool = True
+
+    @property
+    def per_seed(self) -> dict[str, dict[int, float]]:
+        """init -> seed -> raw headline metric."""
+        return {init: {s: c.value for s, c in by_seed.items()} for init, by_seed in self.cells.items()}
 
     def scaled(self, init: str) -> dict[int, float]:
         return {s: float(stats.normalize(v, self.zero, self.best)) for s, v in self.per_seed.get(init, {}).items()}
@@ -91,19 +95,8 @@ class Analysis:
     estimates: dict[tuple, dict[str, unc.Estimate]] = field(default_factory=dict)  # leaderboard -> init -> mean
 
 
-def _per_seed(section: Section) -> dict[str, dict[int, float]]:
-    out = {}
-    for e in section.entries:
-        c = e.cells.get(section.primary_metric)
-        if c is not None:
-            vals = {s: v for s, v in zip(c.seeds, c.values) if math.isfinite(v)}
-            if vals:
-                out[e.init] = vals
-    return out
-
-
 def _cells(section: Section, rows: Sequence[dict]) -> dict[str, dict[int, unc.SeedCell]]:
-    """Per init and seed: the headline value and its per-example outputs (loaded lazily, once)."""
+    """Per init and seed: the finite headline value and its per-example outputs (read once, here)."""
     out: dict[str, dict[int, unc.SeedCell]] = {}
     key = (section.task, section.dataset, section.protocol, section.label_fraction, section.primary_metric)
     for r in rows:
@@ -177,9 +170,8 @@ def task_norms(
     for s in sections:
         if s.label_fraction != largest[(s.task, s.dataset, s.protocol)]:
             continue
-        per_seed = _per_seed(s)
         cells = _cells(s, rows)
-        t = TaskNorm(s, task_title(s), math.nan, None, PERFECT, per_seed, cells)
+        t = TaskNorm(s, task_title(s), math.nan, None, PERFECT, cells)
         n_tests = [c.n_test for by_seed in cells.values() for c in by_seed.values() if c.n_test]
         t.n_test = min(n_tests) if n_tests else None
         nan_inits = sorted(
@@ -231,7 +223,7 @@ def _normalize(t: TaskNorm, kinds, backbones, score_reference, normalizer, resam
                 0.0, 0.0, 0.0, 0.0, math.inf, t.raw[r].n_seeds, t.raw[r].source, ["score reference"]
             )
             continue
-        diff = unc.estimate({}, resampler, signs={1: t.cells[init], -1: t.cells[r]})
+        diff = unc.estimate_difference(t.cells[init], t.cells[r], resampler)
         if diff.n_seeds == 0:  # no seed in common: unpaired difference of the two means
             a, b = t.raw[init], t.raw[r]
             diff = unc.combine([a, unc.scaled(b, -1.0)], weights=[1.0, 1.0])
@@ -360,7 +352,7 @@ def paired(tasks: Sequence[TaskNorm], reference: str, resampler: unc.TestResampl
         for t in tasks:
             if init not in t.cells or reference not in t.cells:
                 continue
-            diff = unc.estimate({}, resampler, signs={1: t.cells[init], -1: t.cells[reference]})
+            diff = unc.estimate_difference(t.cells[init], t.cells[reference], resampler)
             if diff.n_seeds == 0:
                 continue
             p, test = _task_test(t, init, reference, diff)

@@ -117,34 +117,54 @@ def _binomial_var(cells: Mapping[int, SeedCell], shared_split: bool) -> float | 
     return float(per_seed.mean() if shared_split else per_seed.mean() / len(vals))
 
 
-def estimate(
+def estimate(cells: Mapping[int, SeedCell], resampler: TestResampler, binomial_ok: bool = True) -> Estimate:
+    """The mean over seeds of `cells` (seed -> cell) with its uncertainty."""
+    seeds = sorted(cells)
+    binomial = _binomial_var(cells, _shared(cells[s] for s in seeds)) if binomial_ok else None
+    return _estimate(
+        seeds,
+        np.array([cells[s].value for s in seeds]),
+        _test_deviations(cells, resampler),
+        {cells[s].split_id for s in seeds},
+        binomial,
+    )
+
+
+def estimate_difference(
     cells: Mapping[int, SeedCell],
+    reference: Mapping[int, SeedCell],
     resampler: TestResampler,
     binomial_ok: bool = True,
-    signs: Mapping[int, Mapping[int, SeedCell]] | None = None,
 ) -> Estimate:
-    """The mean over seeds of `cells` (seed -> cell) with its uncertainty.
+    """The mean over common seeds of (cells - reference), paired on seeds and on test examples."""
+    seeds = sorted(set(cells) & set(reference))
+    a, b = {s: cells[s] for s in seeds}, {s: reference[s] for s in seeds}
+    dev_a, dev_b = _test_deviations(a, resampler), _test_deviations(b, resampler)
+    dev = None if dev_a is None or dev_b is None else {s: dev_a[s] - dev_b[s] for s in seeds}
+    split_ids = {c.split_id for c in (*a.values(), *b.values())}
+    binomial = None
+    if binomial_ok and seeds:  # on the same examples the unpaired binomial variance is a conservative bound
+        shared = _shared((*a.values(), *b.values()))
+        parts = [_binomial_var(a, shared), _binomial_var(b, shared)]
+        binomial = None if None in parts else float(sum(parts))
+    return _estimate(seeds, np.array([a[s].value - b[s].value for s in seeds]), dev, split_ids, binomial)
 
-    `signs`, for a paired difference: {+1: cells of the init, -1: cells of the reference}; then `cells` is
-    ignored and the estimate is of the mean over common seeds of (init - reference).
-    """
-    if signs is not None:
-        seeds = sorted(set.intersection(*(set(c) for c in signs.values())))
-        values = np.array([sum(sign * signs[sign][s].value for sign in signs) for s in seeds])
-        devs = {sign: _test_deviations({s: signs[sign][s] for s in seeds}, resampler) for sign in signs}
-        dev = (
-            None
-            if any(d is None for d in devs.values())
-            else {s: sum(sign * devs[sign][s] for sign in signs) for s in seeds}
-        )
-        split_ids = {signs[sign][s].split_id for sign in signs for s in seeds}
-        ref_cells = {s: signs[1][s] for s in seeds}
-    else:
-        seeds = sorted(cells)
-        values = np.array([cells[s].value for s in seeds])
-        dev = _test_deviations(cells, resampler)
-        split_ids = {cells[s].split_id for s in seeds}
-        ref_cells = dict(cells)
+
+def _shared(cells) -> bool:
+    """All cells scored on one named test split (a fixed test set)."""
+    ids = {c.split_id for c in cells}
+    return len(ids) == 1 and None not in ids
+
+
+def _estimate(
+    seeds: list[int],
+    values: np.ndarray,
+    dev: dict[int, np.ndarray] | None,
+    split_ids: set,
+    binomial_var: float | None,
+) -> Estimate:
+    """Mean of `values` (one per seed) with seed variance and test-set variance: from the bootstrap
+    deviations `dev` when there are per-example outputs, else from `binomial_var` (None: not included)."""
     n = len(seeds)
     if n == 0:
         return Estimate(math.nan, math.nan, math.nan, math.nan, math.inf, 0, "none", ["no common seeds"])
@@ -155,16 +175,9 @@ def estimate(
         per_seed_test = float(np.mean([np.var(dev[s], ddof=1) for s in seeds]))
         source = "bootstrap"
     else:
-        if not binomial_ok:
-            var_test = None
-        elif signs is None:
-            var_test = _binomial_var(ref_cells, shared)
-        else:  # a difference on the same examples: the unpaired binomial variance is a conservative bound
-            parts = [_binomial_var({s: signs[sign][s] for s in seeds}, shared) for sign in signs]
-            var_test = None if any(v is None for v in parts) else float(sum(parts))
-        per_seed_test = (var_test * (1 if shared else n)) if var_test is not None else 0.0
-        source = "binomial" if var_test is not None else "seeds only"
-        var_test = var_test or 0.0
+        var_test = binomial_var or 0.0
+        per_seed_test = var_test * (1 if shared else n)
+        source = "binomial" if binomial_var is not None else "seeds only"
         flags.append(
             "no per-example outputs: "
             + ("analytic binomial test-set error" if source == "binomial" else "test-set error not included")
