@@ -238,3 +238,24 @@ def test_an_init_at_another_size_on_another_task_stays_one_init(tmp_path):
     _, summary = report(tmp_path, rows)
     ssl = next(i for i in summary["inits"] if i["init"] == "ssl")
     assert ssl["n_tasks"] == 2
+
+
+def test_binomial_fallback_only_for_accuracy(tmp_path):
+    # mIoU is no share of test examples: without per-example files its paired difference must say that the
+    # test-set error is not included, not borrow a binomial variance.
+    rows = [
+        {
+            **row(init, "dubai", seed, v, kind, n_test=20, test_split_id="f"),
+            "task": "segmentation",
+            "protocol": "frozen",
+            "metric": "miou",
+        }
+        for seed in range(3)
+        for init, v, kind in (("random-resnet18", 0.30, "random"), ("ssl", 0.40 + seed * 0.01, None))
+    ]
+    _, summary = report(tmp_path, rows)
+    [d] = summary["paired"]
+    [pt] = d["per_task"]
+    assert pt["source"] == "seeds only"
+    [task] = summary["tasks"]
+    assert any("test-set error not included" in f for f in task["flags"])

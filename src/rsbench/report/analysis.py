@@ -31,6 +31,11 @@ PERFECT = 1.0  # every headline metric rsbench reports (accuracy, mAP, mIoU, F1)
 ALPHA = 0.05
 
 
+def binomial_ok(metric: str) -> bool:
+    """Only accuracy is a share of test examples, so only it has the analytic binomial test-set error."""
+    return metric == "accuracy"
+
+
 def task_title(s: Section) -> str:
     frac = "" if s.label_fraction == 1.0 else f" · {s.label_fraction * 100:g}% labels"
     return f"{s.dataset} · {s.protocol}{frac}"
@@ -181,8 +186,7 @@ def task_norms(
         )
         if nan_inits:
             t.flags.append(f"NaN {s.primary_metric} for {', '.join(nan_inits)} (left out of aggregates)")
-        binomial_ok = s.primary_metric == "accuracy"
-        t.raw = {i: unc.estimate(c, resampler, binomial_ok) for i, c in cells.items()}
+        t.raw = {i: unc.estimate(c, resampler, binomial_ok(s.primary_metric)) for i, c in cells.items()}
         _normalize(t, kinds, backbones, score_reference, normalizer, resampler)
         _task_flags(t)
         norms.append(t)
@@ -223,7 +227,7 @@ def _normalize(t: TaskNorm, kinds, backbones, score_reference, normalizer, resam
                 0.0, 0.0, 0.0, 0.0, math.inf, t.raw[r].n_seeds, t.raw[r].source, ["score reference"]
             )
             continue
-        diff = unc.estimate_difference(t.cells[init], t.cells[r], resampler)
+        diff = unc.estimate_difference(t.cells[init], t.cells[r], resampler, binomial_ok(t.section.primary_metric))
         if diff.n_seeds == 0:  # no seed in common: unpaired difference of the two means
             a, b = t.raw[init], t.raw[r]
             diff = unc.combine([a, unc.scaled(b, -1.0)], weights=[1.0, 1.0])
@@ -352,7 +356,9 @@ def paired(tasks: Sequence[TaskNorm], reference: str, resampler: unc.TestResampl
         for t in tasks:
             if init not in t.cells or reference not in t.cells:
                 continue
-            diff = unc.estimate_difference(t.cells[init], t.cells[reference], resampler)
+            diff = unc.estimate_difference(
+                t.cells[init], t.cells[reference], resampler, binomial_ok(t.section.primary_metric)
+            )
             if diff.n_seeds == 0:
                 continue
             p, test = _task_test(t, init, reference, diff)
@@ -439,8 +445,8 @@ def section_estimates(
     for s in sections:
         key = section_key(s)
         if key not in done:
-            binomial_ok = s.primary_metric == "accuracy"
-            done[key] = {i: unc.estimate(c, resampler, binomial_ok) for i, c in _cells(s, rows).items()}
+            ok = binomial_ok(s.primary_metric)
+            done[key] = {i: unc.estimate(c, resampler, ok) for i, c in _cells(s, rows).items()}
         out[key] = done[key]
     return out
 
