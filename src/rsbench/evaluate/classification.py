@@ -183,6 +183,7 @@ class _Cells:
         self.cfg, self.data, self.init, self.first_shape, self.console = cfg, data, init, first_shape, console
         self.labels = torch.as_tensor(data.labels)
         self.paths = [data.images.describe(i).removeprefix("image ") for i in range(len(data.images))]
+        self.images_id = stable_hash(data.images.identity())  # stats every file: once, not per seed
 
     def split(self, seed: int) -> SeedSplit:
         cfg, data, init, console = self.cfg, self.data, self.init, self.console
@@ -210,7 +211,7 @@ class _Cells:
             resize = describe_resize({f"{self.first_shape[2]}x{self.first_shape[1]}"}, init.image_size)
         if cfg.bands and "bands" not in norm_dict:
             norm_dict = {**norm_dict, "bands": list(cfg.bands)}  # the data's band names, when known
-        split_id = stable_hash({"images": stable_hash(data.images.identity()), "test": test_idx.tolist()})
+        split_id = stable_hash({"images": self.images_id, "test": test_idx.tolist()})
         return SeedSplit(
             train_all,
             test_idx,

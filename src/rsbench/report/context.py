@@ -199,9 +199,7 @@ def compute_table(rows: Sequence[dict]) -> Table | None:
 
 def per_class_table(a: Analysis) -> Table | None:
     """Per-class precision / recall / F1 (mean over seeds) of single-label classification, from the
-    per-example files."""
-    from rsbench.contracts.predictions import read_predictions
-
+    per-example files' metadata (read once, with the examples)."""
     table = Table(
         "per-class",
         "Per-class precision / recall / F1 (mean over seeds)",
@@ -215,10 +213,7 @@ def per_class_table(a: Analysis) -> Table | None:
         for init, by_seed in sorted(t.cells.items()):
             stats_per_seed, classes = [], []
             for cell in by_seed.values():
-                path = getattr(cell.examples, "path", None)
-                if path is None:
-                    continue
-                meta, _ = read_predictions(path)
+                meta = cell.examples.meta if cell.examples is not None else {}
                 if meta.get("per_class"):
                     stats_per_seed.append(meta["per_class"])
                     classes = meta.get("classes") or classes

@@ -9,7 +9,7 @@ metric is a function of weighted sums, so a resample costs a few matrix products
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ class MetricOnExamples:
     n: int
     fn: WeightsFn
     correct: np.ndarray | None = None  # per-example 0/1 correctness (single-label), for McNemar
-    path: Path | None = None  # the per-example file it was read from
+    meta: dict = field(default_factory=dict)  # the per-example file's metadata (classes, per-class stats, ...)
 
     def __call__(self, weights: np.ndarray) -> np.ndarray:
         w = np.atleast_2d(weights).astype(np.float64)
@@ -122,14 +122,14 @@ RECOMPUTABLE = {
 
 def metric_on_examples(path: str | Path, metric: str) -> MetricOnExamples | None:
     """The metric of one cell as a function of test-example weights; None when it is not recomputable."""
-    out = _metric_on_examples(path, metric)
+    meta, cols = read_predictions(path)
+    out = _metric_on_examples(meta, cols, metric)
     if out is not None:
-        out.path = Path(path)
+        out.meta = meta
     return out
 
 
-def _metric_on_examples(path: str | Path, metric: str) -> MetricOnExamples | None:
-    meta, cols = read_predictions(path)
+def _metric_on_examples(meta: dict, cols: dict, metric: str) -> MetricOnExamples | None:
     kind = meta.get("kind")
     if metric not in RECOMPUTABLE.get(kind, ()):
         return None
