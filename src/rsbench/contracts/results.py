@@ -13,7 +13,6 @@ other), `predictions_path` (the per-example test outputs every number can be rec
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timezone
 from typing import Any
 
@@ -116,11 +115,4 @@ def upgrade_row(row: dict) -> dict:
     out = {k: row.get(k) for k in RESULT_FIELDS}
     out.update({k: v for k, v in row.items() if k not in out})  # reader-side extras (e.g. _step) survive
     out["schema_version"] = int(row.get("schema_version") or 1)
-    if out.get("headline") is None:
-        out["headline"] = None
     return out
-
-
-def is_missing(value: Any) -> bool:
-    """True for a metric value that cannot enter an aggregate (None or NaN)."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
