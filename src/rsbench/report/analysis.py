@@ -100,13 +100,21 @@ class Analysis:
     estimates: dict[tuple, dict[str, unc.Estimate]] = field(default_factory=dict)  # leaderboard -> init -> mean
 
 
-def _cells(section: Section, rows: Sequence[dict]) -> dict[str, dict[int, unc.SeedCell]]:
+RowIndex = dict[tuple, list[dict]]  # (task, dataset, protocol, label_fraction, metric) -> rows
+
+
+def index_rows(rows: Sequence[dict]) -> RowIndex:
+    out: RowIndex = {}
+    for r in rows:
+        out.setdefault((r["task"], r["dataset"], r["protocol"], r["label_fraction"], r["metric"]), []).append(r)
+    return out
+
+
+def _cells(section: Section, rows: RowIndex) -> dict[str, dict[int, unc.SeedCell]]:
     """Per init and seed: the finite headline value and its per-example outputs (read once, here)."""
     out: dict[str, dict[int, unc.SeedCell]] = {}
     key = (section.task, section.dataset, section.protocol, section.label_fraction, section.primary_metric)
-    for r in rows:
-        if (r["task"], r["dataset"], r["protocol"], r["label_fraction"], r["metric"]) != key:
-            continue
+    for r in rows.get(key, []):
         if not math.isfinite(r["value"]):
             continue
         examples = None
@@ -160,7 +168,7 @@ def _references(inits: set[str], kinds: dict[str, str], backbones: dict[str, str
 
 def task_norms(
     sections: Sequence[Section],
-    rows: Sequence[dict],
+    rows: RowIndex,
     kinds: dict[str, str],
     backbones: dict[str, str],
     score_reference: str,
@@ -268,16 +276,12 @@ def aggregate(
         for t in scorable:
             if init not in t.score or init not in t.per_seed:
                 continue
-            seeds = sorted(t.scaled(init))
-            values = np.array([t.scaled(init)[s] for s in seeds])
+            scaled = t.scaled(init)
+            seeds = sorted(scaled)
             # Test-set resamples of each seed, on the score scale (None without per-example outputs).
-            devs = unc._test_deviations({s: t.cells[init][s] for s in seeds if s in t.cells.get(init, {})}, resampler)
-            dev = (
-                np.stack([devs[s] for s in seeds]) * 100.0 / (t.best - t.zero)
-                if devs is not None and len(devs) == len(seeds)
-                else None
-            )
-            per_task.append((values, dev))
+            devs = unc.resampled_deviations(t.cells[init], resampler)
+            dev = None if devs is None else np.stack([devs[s] for s in seeds]) * 100.0 / (t.best - t.zero)
+            per_task.append((np.array([scaled[s] for s in seeds]), dev))
         iqm, iqm_lo, iqm_hi = unc.stratified_iqm_ci(per_task, n_boot=n_boot) if per_task else (math.nan,) * 3
         seeds = max((len(t.per_seed.get(init, {})) for t in scorable), default=0)
         out.append(
@@ -437,7 +441,7 @@ def section_key(s: Section) -> tuple:
 
 
 def section_estimates(
-    sections: Sequence[Section], rows: Sequence[dict], tasks: Sequence[TaskNorm], resampler: unc.TestResampler
+    sections: Sequence[Section], rows: RowIndex, tasks: Sequence[TaskNorm], resampler: unc.TestResampler
 ) -> dict[tuple, dict[str, unc.Estimate]]:
     """Per leaderboard: each init's headline mean over seeds with its interval (test set + seeds)."""
     done = {section_key(t.section): t.raw for t in tasks}
@@ -470,7 +474,7 @@ def label_efficiency(sections: Sequence[Section], estimates: dict[tuple, dict[st
 
 def progress(tasks: Sequence[TaskNorm], checkpoint_rows: Sequence[dict], runs: Sequence[RunInfo]) -> dict:
     """Normalized score (mean over the tasks evaluated at checkpoints) per step of each run."""
-    by_task = {(t.section.task, t.section.dataset, t.section.protocol, t.section.label_fraction): t for t in tasks}
+    by_task = {section_key(t.section): t for t in tasks}
     found: dict[str, dict[tuple, dict[int, list[float]]]] = {}
     for r in checkpoint_rows:
         t = by_task.get((r["task"], r["dataset"], r["protocol"], r["label_fraction"]))
@@ -498,18 +502,13 @@ def parity_warnings(rows: Sequence[dict], tasks: Sequence[TaskNorm]) -> list[str
     """Within one leaderboard every init must have had the same protocol settings and input shape."""
     keys = ("image_size", "patch_size", "k", "resize")
     hp_keys = ("c_grid", "epochs", "lr", "batch_size", "decoder")
+    by_section: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by_section.setdefault((r["task"], r["dataset"], r["protocol"], r["label_fraction"]), []).append(r)
     out = []
     for t in tasks:
-        s = t.section
         seen: dict[str, dict[str, set]] = {}
-        for r in rows:
-            if (r["task"], r["dataset"], r["protocol"], r["label_fraction"]) != (
-                s.task,
-                s.dataset,
-                s.protocol,
-                s.label_fraction,
-            ):
-                continue
+        for r in by_section.get(section_key(t.section), []):
             hp = r.get("hparams") or {}
             vals = {k: r.get(k) for k in keys} | {k: hp.get(k) for k in hp_keys if k in hp}
             for k, v in vals.items():
@@ -537,7 +536,8 @@ def analyze(
     baselines = {i for i in kinds if is_baseline(i, kinds[i])}
     randoms = {i for i in kinds if kinds[i] == "random" or (not kinds[i] and i.lower().startswith("random"))}
     resampler = unc.TestResampler(n_boot)
-    tasks = task_norms(sections, rows, kinds, backbones, score_reference, normalizer, resampler)
+    indexed = index_rows(rows)
+    tasks = task_norms(sections, indexed, kinds, backbones, score_reference, normalizer, resampler)
     ref, note = choose_reference(set(kinds), kinds, reference)
     result = Analysis(
         sections,
@@ -556,7 +556,7 @@ def analyze(
     if ref is not None and tasks:
         result.paired = paired(tasks, ref, resampler)
     result.ranks = {e.init: (e.rank, e.tasks) for e in result.aggregate if e.rank is not None}
-    result.estimates = section_estimates(sections, rows, tasks, resampler)
+    result.estimates = section_estimates(sections, indexed, tasks, resampler)
     result.efficiency = label_efficiency(sections, result.estimates)
     result.progress = progress(tasks, checkpoint_rows, runs) if checkpoint_rows else {}
     result.parity = parity_warnings(rows, tasks)

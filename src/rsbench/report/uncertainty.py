@@ -93,7 +93,7 @@ class TestResampler:
         return self._w[key]
 
 
-def _test_deviations(cells: Mapping[int, SeedCell], resampler: TestResampler) -> dict[int, np.ndarray] | None:
+def resampled_deviations(cells: Mapping[int, SeedCell], resampler: TestResampler) -> dict[int, np.ndarray] | None:
     """Per seed: bootstrap values minus the point value (B,), or None if any seed lacks per-example data.
     Computed once per cell and resampler (a cell enters its own estimate and every paired one)."""
     out = {}
@@ -124,7 +124,7 @@ def estimate(cells: Mapping[int, SeedCell], resampler: TestResampler, binomial_o
     return _estimate(
         seeds,
         np.array([cells[s].value for s in seeds]),
-        _test_deviations(cells, resampler),
+        resampled_deviations(cells, resampler),
         {cells[s].split_id for s in seeds},
         binomial,
     )
@@ -139,7 +139,7 @@ def estimate_difference(
     """The mean over common seeds of (cells - reference), paired on seeds and on test examples."""
     seeds = sorted(set(cells) & set(reference))
     a, b = {s: cells[s] for s in seeds}, {s: reference[s] for s in seeds}
-    dev_a, dev_b = _test_deviations(a, resampler), _test_deviations(b, resampler)
+    dev_a, dev_b = resampled_deviations(a, resampler), resampled_deviations(b, resampler)
     dev = None if dev_a is None or dev_b is None else {s: dev_a[s] - dev_b[s] for s in seeds}
     split_ids = {c.split_id for c in (*a.values(), *b.values())}
     binomial = None
