@@ -9,7 +9,7 @@ the init's weights copied in; plain ViTs get ViTDet's simple feature pyramid on 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,6 +24,7 @@ from rsbench.evaluate import training
 from rsbench.evaluate.config import EvaluateConfig
 from rsbench.evaluate.datasets.tiling import Region, select_fraction, split_regions, whole_images
 from rsbench.evaluate.driver import SeedSplit
+from rsbench.evaluate.features import resolve_device
 from rsbench.evaluate.inits import Init, resolve_init
 from rsbench.models import backbone_info
 
@@ -242,14 +243,18 @@ class DenseCells:
     cfg: EvaluateConfig
     data: Any  # SegmentationData / DetectionData: `classes`, ...
     init: Init
-    images: list
-    shapes: list  # (height, width) of each image
-    n_pool: int  # images of the train pool (--test-data's follow)
+    images: list  # C x H x W arrays: the train pool, then --test-data's
+    n_pool: int  # images of the train pool
     paths: list[str]
     size: int
-    device: torch.device
     lr: float
     console: Console
+    shapes: list = field(init=False)  # (height, width) of each image
+    device: torch.device = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.shapes = [img.shape[1:] for img in self.images]
+        self.device = resolve_device(self.cfg.device)
 
     def targets(self, seed: int, test_regions: list[Region]) -> list:
         raise NotImplementedError

@@ -48,7 +48,7 @@ from rsbench.evaluate.dense import (
     resolve_dense_init,
 )
 from rsbench.evaluate.driver import CellResult, Predictions, SeedSplit, run_cells
-from rsbench.evaluate.features import progress, resolve_device
+from rsbench.evaluate.features import progress
 from rsbench.evaluate.tasks import register_task
 from rsbench.metrics.detection_ap import coco_ap, match_image, to_record
 
@@ -231,11 +231,9 @@ def run_detection(cfg: EvaluateConfig, console: Console) -> list[dict]:
         data,
         init,
         images,
-        [img.shape[1:] for img in images],
         n_pool,
         paths,
         size,
-        resolve_device(cfg.device),
         cfg.lr or DEFAULT_LR,
         console,
         boxes,

@@ -38,7 +38,7 @@ from rsbench.evaluate.dense import (
     resolve_dense_init,
 )
 from rsbench.evaluate.driver import CellResult, Predictions, SeedSplit, run_cells
-from rsbench.evaluate.features import progress, resolve_device
+from rsbench.evaluate.features import progress
 from rsbench.evaluate.tasks import register_task
 
 DECODERS = ("fpn", "upernet", "unet", "linear")
@@ -210,11 +210,9 @@ def run_segmentation(cfg: EvaluateConfig, console: Console) -> list[dict]:
         data,
         init,
         images,
-        [m.shape for m in masks],
         n_pool,
         paths,
         size,
-        resolve_device(cfg.device),
         cfg.lr or DEFAULT_LR,
         console,
         masks,
