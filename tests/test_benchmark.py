@@ -16,10 +16,10 @@ import yaml
 from typer.testing import CliRunner
 
 from rsbench.benchmark.db import db_url
+from rsbench.benchmark.experiment import load_experiment
 from rsbench.benchmark.export import export
 from rsbench.benchmark.matrix import expand
 from rsbench.benchmark.plan import load_plan, sync
-from rsbench.benchmark.spec import load_experiment
 from rsbench.benchmark.store import DONE, FAILED, PENDING, RUNNING, Store, worker_identity
 from rsbench.cli import app
 from rsbench.errors import ConfigError
@@ -268,7 +268,7 @@ def test_execution_keys_are_read_from_the_field_markers():
 
     from rsbench.benchmark.matrix import PRETRAIN_EXECUTION
     from rsbench.contracts.identity import EXECUTION, execution_keys
-    from rsbench.corpus.config import CorpusBuildConfig
+    from rsbench.corpus.build_config import CorpusBuildConfig
 
     class Config(BaseModel):
         seed: int = 0

@@ -12,9 +12,9 @@ import yaml
 from typer.testing import CliRunner
 
 from rsbench.benchmark.execute import eval_values
+from rsbench.benchmark.experiment import load_experiment
 from rsbench.benchmark.matrix import expand
 from rsbench.benchmark.plan import load_plan
-from rsbench.benchmark.spec import load_experiment
 from rsbench.cli import app
 from rsbench.errors import ConfigError
 
@@ -217,11 +217,11 @@ def test_different_band_selections_fail(tmp_path, change, expected):
 
 
 def test_plan_time_defaults_mirror_the_stages():
-    """shapes.py mirrors defaults of the stages so planning never imports torch; keep them equal."""
+    """shapes.py keeps only what its sources cannot give without torch (method default backbones, the
+    network-free baselines); keep those equal to the stages. Names are read by contracts.architectures."""
     from rsbench.benchmark import shapes
-    from rsbench.evaluate.config import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE
+    from rsbench.contracts.architectures import patch_size_from_name
     from rsbench.evaluate.inits import BASELINES
-    from rsbench.models import is_vit_name
     from rsbench.ssl import METHODS
 
     # PRETRAIN_METHOD / PRETRAIN_IMAGE_SIZE are read from PretrainConfig itself: nothing to mirror.
@@ -229,19 +229,8 @@ def test_plan_time_defaults_mirror_the_stages():
     assert {name: shapes.run_arch({"method": name}) for name in METHODS} == {
         name: cls.default_backbone for name, cls in METHODS.items()
     }
-    assert (shapes.EVAL_BACKBONE, shapes.EVAL_IMAGE_SIZE) == (DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE)
     assert set(shapes.NETWORK_FREE) == set(BASELINES)
-    for arch in (
-        "resnet18",
-        "vit_tiny_patch16_224",
-        "deit_small_patch16_224",
-        "eva02_tiny_patch14_224",
-        "beit_base_patch16_224",
-        "convnext_tiny",
-        "efficientnet_b0",
-    ):
-        assert shapes.is_vit(arch) == is_vit_name(arch)
-    assert shapes.default_patch("vit_small_patch8_224") == 8 and shapes.default_patch("resnet18") is None
+    assert patch_size_from_name("vit_small_patch8_224") == 8 and patch_size_from_name("resnet18") is None
 
 
 def test_run_directory_baseline_is_checked_by_its_backbone_json(tmp_path):

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from rsbench.models import BackboneInfo, backbone_info, create_backbone, is_vit_name
+from rsbench.contracts.architectures import is_vit_name
+from rsbench.models import BackboneInfo, backbone_info, create_backbone
 
 
 def test_evaluation_imports_neither_lightly_nor_the_ssl_methods():

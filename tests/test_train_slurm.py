@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from rsbench.cli import app
+from rsbench.contracts.pretrain import SlurmOptions
 from rsbench.errors import ConfigError
 from rsbench.train import PretrainConfig
-from rsbench.train.config import SlurmOptions
 from rsbench.train.slurm import PretrainJob, job_config, submit
 
 runner = CliRunner()

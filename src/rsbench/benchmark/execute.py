@@ -20,7 +20,7 @@ from typing import Any
 from rsbench.benchmark.snapshots import CheckpointWatcher, export_snapshots, snapshot_dir
 from rsbench.benchmark.store import Store
 from rsbench.errors import DataError, RsbenchError
-from rsbench.report.runs import collect_run
+from rsbench.report.pretrain_runs import collect_run
 
 HEARTBEAT_S = 15.0
 

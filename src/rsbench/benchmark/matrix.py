@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from rsbench import __version__
+from rsbench.benchmark.experiment import Baseline, CheckpointSpec, Experiment, TaskEntry, load_task, validate
 from rsbench.benchmark.shapes import (
-    EVAL_BACKBONE,
+    DEFAULT_BACKBONE,
     SHAPE_KEYS,
     Entry,
     TaskView,
@@ -29,19 +30,18 @@ from rsbench.benchmark.shapes import (
     run_shape,
     task_view,
 )
-from rsbench.benchmark.spec import Baseline, CheckpointSpec, Experiment, TaskSpec, load_task, validate
-from rsbench.contracts.identity import execution_keys
-from rsbench.contracts.pretrain import PretrainConfig
+from rsbench.contracts.evaluate import EXECUTION_KEYS as evaluate_execution_keys
+from rsbench.contracts.evaluate import EvaluateConfig
+from rsbench.contracts.pretrain import EXECUTION_KEYS as pretrain_execution_keys
 from rsbench.errors import ConfigError
 from rsbench.io import stable_hash
 
 PRETRAIN, EVAL = "pretrain", "eval"
 # How and where a stage runs, not what it computes: left out of cell ids, so a matrix can move from one GPU
-# to many, or change its worker count, without re-running finished cells. The pretrain set is derived from
-# the fields PretrainConfig marks as execution (rsbench.contracts.identity; no torch imported). The eval set
-# mirrors EvaluateConfig's `device` and `out`, which that model does not mark.
-PRETRAIN_EXECUTION = execution_keys(PretrainConfig)
-EVAL_EXECUTION = frozenset({"device", "out"})
+# to many, or change its worker count, without re-running finished cells. Both sets are the fields the
+# stage's config marks as execution (rsbench.contracts.identity); no torch is imported.
+PRETRAIN_EXECUTION = pretrain_execution_keys
+EVAL_EXECUTION = evaluate_execution_keys
 
 
 def cell_id(config: dict[str, Any]) -> str:
@@ -203,7 +203,7 @@ def baseline_inits(exp: Experiment, runs: list[PretrainRun]) -> list[BaselineIni
             backbone = legacy["backbone"]
             if backbone is None and kind == "network" and arch_from is not None and "backbone" not in explicit:
                 arch = run_arch(arch_from)
-                backbone = arch if arch != EVAL_BACKBONE else None
+                backbone = arch if arch != DEFAULT_BACKBONE else None
             label = b.name or "-".join([b.init, *([str(backbone)] if backbone else [])])
             out.append(BaselineInit(label, b, legacy, explicit, arch_from, shape_from, f"baselines.{i}"))
     labels = [o.label for o in out]
@@ -213,11 +213,9 @@ def baseline_inits(exp: Experiment, runs: list[PretrainRun]) -> list[BaselineIni
     return out
 
 
-def load_tasks(exp: Experiment, source: str, base_dir: Path | None = None) -> list[TaskSpec]:
+def load_tasks(exp: Experiment, source: str, base_dir: Path | None = None) -> list[TaskEntry]:
     """The tasks with their names and protocols resolved: the task's own `protocols`, else the
     experiment's, else what `rsbench evaluate` runs for that task kind (knn+linear or frozen)."""
-    from rsbench.evaluate.config import EvaluateConfig
-
     tasks = [load_task(t, source, f"tasks.{i}", base_dir) for i, t in enumerate(exp.tasks)]
     for i, t in enumerate(tasks):
         if not t.protocols:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rsbench.benchmark.db import db_url
+from rsbench.benchmark.experiment import Experiment, load_experiment
 from rsbench.benchmark.matrix import Cell, expand
-from rsbench.benchmark.spec import Experiment, load_experiment
 from rsbench.benchmark.store import Store
 
 

@@ -2,8 +2,8 @@
 so that baselines can inherit the shape of the runs they are compared with and a leaderboard that would
 compare inits at different input shapes fails before any work.
 
-Nothing here imports the stages (torch): the few defaults the stages apply are mirrored below, and
-`tests/test_benchmark_fairness.py` keeps every mirror equal to its source.
+Nothing here imports the stages (torch): the defaults the stages apply are read from their config models
+in rsbench.contracts, and names are interpreted by rsbench.contracts.architectures.
 
 Where the size comes from (mirrors rsbench.evaluate):
 - classification: the backbone's own input size: a pretraining run's `image_size` (PretrainConfig
@@ -15,15 +15,16 @@ Where the size comes from (mirrors rsbench.evaluate):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rsbench.config import load_yaml_mapping
+from rsbench.contracts.architectures import is_vit_name, patch_size_from_name
+from rsbench.contracts.evaluate import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE
 from rsbench.contracts.pretrain import PretrainConfig
 from rsbench.errors import ConfigError, RsbenchError
 from rsbench.io import read_json
+from rsbench.settings import load_yaml_mapping
 
 # PretrainConfig's defaults, read from the model (rsbench.contracts.pretrain imports no torch).
 PRETRAIN_METHOD = str(PretrainConfig.model_fields["method"].default)
@@ -31,29 +32,12 @@ PRETRAIN_IMAGE_SIZE = int(PretrainConfig.model_fields["image_size"].default)
 # SSLMethod.default_backbone of each method (rsbench.ssl); methods not listed use DEFAULT_METHOD_BACKBONE.
 DEFAULT_METHOD_BACKBONE = "resnet18"
 METHOD_BACKBONES = {"dino": "vit_small_patch16_224", "mae": "vit_base_patch16_224", "mocov3": "vit_small_patch16_224"}
-# rsbench.evaluate.config.DEFAULT_BACKBONE / DEFAULT_IMAGE_SIZE.
-EVAL_BACKBONE = "resnet18"
-EVAL_IMAGE_SIZE = 64
-# rsbench.models.backbones.VIT_TAGS (is_vit_name).
-VIT_TAGS = ("vit", "deit", "eva", "beit")
 # rsbench.evaluate.inits.BASELINES: no network, so no backbone or patch size to inherit.
 NETWORK_FREE = ("bandstats", "pixels")
 TORCHGEO_PREFIX = "torchgeo:"
 CLASSIFICATION = "classification"
 # Keys a baseline inherits from the runs it is compared with (and keeps when it sets them itself).
 SHAPE_KEYS = ("backbone", "image_size", "patch_size")
-
-_PATCH = re.compile(r"patch(\d+)")
-
-
-def is_vit(arch: str | None) -> bool:
-    return arch is not None and any(tag in arch for tag in VIT_TAGS)
-
-
-def default_patch(arch: str | None) -> int | None:
-    """A timm ViT's patch size from its name (vit_small_patch16_224 -> 16); None when the name has none."""
-    m = _PATCH.search(arch or "")
-    return int(m.group(1)) if m and is_vit(arch) else None
 
 
 def _int(value: Any) -> int | None:
@@ -81,13 +65,13 @@ class InputShape:
 
     @property
     def tokens(self) -> int | None:
-        if not is_vit(self.arch) or not self.image_size or not self.patch_size:
+        if not is_vit_name(self.arch) or not self.image_size or not self.patch_size:
             return None
         return (self.image_size // self.patch_size) ** 2
 
     def describe(self) -> str:
         parts = [f"{self.image_size} px" if self.image_size else "size set by its weights"]
-        if is_vit(self.arch):
+        if is_vit_name(self.arch):
             parts.append(f"patch {self.patch_size}" if self.patch_size else "default patch")
             if self.tokens:
                 parts.append(f"{self.tokens} tokens")
@@ -137,7 +121,7 @@ def run_shape(options: dict[str, Any], view: TaskView) -> InputShape:
     arch = run_arch(options)
     own = _int(options.get("image_size")) or PRETRAIN_IMAGE_SIZE
     size = (_int(view.options.get("image_size")) or own) if view.dense else own
-    patch = (_int(options.get("patch_size")) or default_patch(arch)) if is_vit(arch) else None
+    patch = (_int(options.get("patch_size")) or patch_size_from_name(arch)) if is_vit_name(arch) else None
     return InputShape(size, arch, patch, _bands(view.options.get("bands")), _int(options.get("bands")))
 
 
@@ -169,7 +153,7 @@ def baseline_shape(spec: dict[str, Any], options: dict[str, Any], view: TaskView
     size, bands = _int(values.get("image_size")), _bands(values.get("bands"))
     kind = baseline_kind(str(spec["init"]))
     if kind == "free":
-        return InputShape(size or EVAL_IMAGE_SIZE, str(spec["init"]), None, bands)
+        return InputShape(size or DEFAULT_IMAGE_SIZE, str(spec["init"]), None, bands)
     if kind == "torchgeo":
         return InputShape(size, None, None, bands)  # the weights fix the backbone and the default size
     if kind == "run":
@@ -178,11 +162,11 @@ def baseline_shape(spec: dict[str, Any], options: dict[str, Any], view: TaskView
             return InputShape(size if view.dense else None, None, None, bands)
         arch, own = meta.get("arch"), _int(meta.get("image_size"))
         size = (size or own) if view.dense else (own or size)
-        patch = _int((meta.get("timm_kwargs") or {}).get("patch_size")) or default_patch(arch)
-        return InputShape(size or EVAL_IMAGE_SIZE, arch, patch if is_vit(arch) else None, bands)
-    arch = str(values.get("backbone") or EVAL_BACKBONE)
-    patch = (_int(values.get("patch_size")) or default_patch(arch)) if is_vit(arch) else None
-    return InputShape(size or EVAL_IMAGE_SIZE, arch, patch, bands)
+        patch = _int((meta.get("timm_kwargs") or {}).get("patch_size")) or patch_size_from_name(arch)
+        return InputShape(size or DEFAULT_IMAGE_SIZE, arch, patch if is_vit_name(arch) else None, bands)
+    arch = str(values.get("backbone") or DEFAULT_BACKBONE)
+    patch = (_int(values.get("patch_size")) or patch_size_from_name(arch)) if is_vit_name(arch) else None
+    return InputShape(size or DEFAULT_IMAGE_SIZE, arch, patch, bands)
 
 
 def inherit(
@@ -214,8 +198,8 @@ def inherit(
         if baseline_shape(spec, options, view).image_size != target:
             spec["image_size"] = target
     mine = baseline_shape(spec, options, view)
-    if kind == "network" and "patch_size" not in explicit and is_vit(mine.arch):
-        vit = next((o for o in shape_from if is_vit(run_arch(o))), None)
+    if kind == "network" and "patch_size" not in explicit and is_vit_name(mine.arch):
+        vit = next((o for o in shape_from if is_vit_name(run_arch(o))), None)
         target = run_shape(vit, view).patch_size if vit is not None else None
         if target is not None and mine.patch_size != target:
             spec["patch_size"] = target

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rsbench.benchmark.experiment import SlurmSpec
 from rsbench.benchmark.plan import Plan, sync
-from rsbench.benchmark.spec import SlurmSpec
 from rsbench.benchmark.store import DONE, FAILED, PENDING, RUNNING, Store, worker_identity
 from rsbench.errors import ConfigError
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rsbench.benchmark.execute import eval_values
+from rsbench.benchmark.experiment import Experiment, validate
 from rsbench.benchmark.matrix import EVAL, PRETRAIN, Cell, load_tasks
-from rsbench.benchmark.spec import Experiment, validate
 from rsbench.errors import ConfigError
 
 # Set by the matrix itself: giving them in the file would be silently overridden, so it is an error.

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from rsbench.cli.common import ConfigOption, console, handle_errors
-from rsbench.config import StrictModel, resolve_config
 from rsbench.errors import ConfigError, RsbenchError
+from rsbench.settings import StrictModel, resolve_config
 
 app = typer.Typer(
     help="Run an experiment matrix (pretraining x tasks x protocols x seeds) and track it.", no_args_is_help=True

@@ -165,8 +165,8 @@ def build_command(
 ) -> None:
     """Tile rasters into WebDataset shards with a manifest, per-band stats and corpus.json (resumable)."""
     # Imported here so `rsbench --help` stays fast (rasterio/torch are heavy).
-    from rsbench.config import resolve_config
     from rsbench.corpus import CorpusBuildConfig, build_corpus
+    from rsbench.settings import resolve_config
 
     given = {
         k: v

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from rsbench.cli.common import ConfigOption, console, handle_errors, split_csv
-from rsbench.config import resolve_config
+from rsbench.settings import resolve_config
 
 
 @handle_errors

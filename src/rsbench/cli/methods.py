@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rsbench.cli.common import ConfigOption, handle_errors
-from rsbench.config import StrictModel, resolve_config
+from rsbench.settings import StrictModel, resolve_config
 
 # Method-specific recipe keys shown in the overview (temperatures, EMA momenta, queue, masking).
 _HIGHLIGHTS = (

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from rsbench.cli.common import ConfigOption, handle_errors
-from rsbench.config import load_yaml_mapping, resolve_config
 from rsbench.errors import ConfigError
+from rsbench.settings import load_yaml_mapping, resolve_config
 
 _SLURM_KEYS = ("partition", "account", "qos", "gpus_per_node", "cpus_per_task", "time", "mem", "constraint")
 

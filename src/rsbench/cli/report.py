@@ -9,8 +9,8 @@ import typer
 from pydantic import Field
 
 from rsbench.cli.common import ConfigOption, handle_errors
-from rsbench.config import StrictModel, resolve_config
 from rsbench.errors import ConfigError
+from rsbench.settings import StrictModel, resolve_config
 
 
 class ReportConfig(StrictModel):

@@ -23,7 +23,7 @@ def runs_command(
 ) -> None:
     """List pretraining runs: status (running/finished/failed/preempted/killed), progress, img/s,
     device-hours and last loss."""
-    from rsbench.train.runs import find_runs, run_summary
+    from rsbench.train.run_status import find_runs, run_summary
 
     rows = [run_summary(d) for d in find_runs(dirs or [Path(".")])]
     if as_json:

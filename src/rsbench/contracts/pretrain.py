@@ -1,6 +1,6 @@
 """Configuration of `rsbench pretrain`, read by the train stage and written by the benchmark planner.
 
-It lives in `rsbench.contracts` (re-exported by `rsbench.train.config`) so that the planner can read which
+It lives in `rsbench.contracts` (re-exported by `rsbench.contracts.pretrain`) so that the planner can read which
 keys are execution settings without importing the train stage, and so torch.
 
 Two kinds of keys: the *run identity* (what is trained: method, data, backbone, batch, schedule,
@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rsbench.config import StrictModel
 from rsbench.contracts.identity import EXECUTION, execution_keys
+from rsbench.settings import StrictModel
 
 
 class SlurmOptions(StrictModel):

@@ -5,7 +5,7 @@ building a corpus, in this process and in every Dask worker, never loads torch.
 """
 
 from rsbench.corpus.build import build_corpus
-from rsbench.corpus.config import CorpusBuildConfig
+from rsbench.corpus.build_config import CorpusBuildConfig
 from rsbench.corpus.filters import REASONS
 from rsbench.corpus.inputs import discover_inputs
 from rsbench.corpus.raster import key_prefix, probe_raster

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rsbench.corpus import filters as F
-from rsbench.corpus.config import CorpusBuildConfig
+from rsbench.corpus.build_config import CorpusBuildConfig
 from rsbench.corpus.selection import balanced_pick, cluster_tiles, find_duplicates
 from rsbench.corpus.shards import assign_shards, sample_metadata
 from rsbench.corpus.stats import histogram_spec

@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 
 from rsbench import __version__
-from rsbench.config import save_config
 from rsbench.corpus import assemble
 from rsbench.corpus import filters as F
-from rsbench.corpus.config import CorpusBuildConfig
+from rsbench.corpus.build_config import CorpusBuildConfig
 from rsbench.corpus.exclude import load_exclusions
 from rsbench.corpus.inputs import discover_inputs, is_gdal_path
 from rsbench.corpus.parallel import Runner
@@ -35,6 +34,7 @@ from rsbench.corpus.stats import group_summary, merge_tile_stats
 from rsbench.corpus.tiling import parquet_bytes, run_part
 from rsbench.errors import DataError, RsbenchError
 from rsbench.io import atomic_write_bytes, read_json, stable_hash, write_json
+from rsbench.settings import save_config
 
 CORPUS_JSON = "corpus.json"
 MANIFEST = "manifest.parquet"

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
-from rsbench.corpus.config import CorpusBuildConfig
+from rsbench.corpus.build_config import CorpusBuildConfig
 
 Log = Callable[[str], None]
 AUTO_CLUSTER_WORK = 20_000  # windows (or window equivalents) below which --workers unset stays in-process

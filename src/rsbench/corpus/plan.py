@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from rsbench.corpus.config import CorpusBuildConfig
+from rsbench.corpus.build_config import CorpusBuildConfig
 from rsbench.corpus.filters import FILTER_KEYS
 from rsbench.corpus.raster import BandMismatch, probe_raster
 from rsbench.corpus.tiling import one_line, part_paths, plan_windows

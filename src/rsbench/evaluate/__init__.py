@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from rsbench.config import save_config
+from rsbench.contracts.evaluate import EvaluateConfig
+from rsbench.contracts.task_spec import TaskSpec, load_task_spec
 from rsbench.evaluate import classification, detection, segmentation  # noqa: F401 - register their tasks
-from rsbench.evaluate.config import EvaluateConfig
 from rsbench.evaluate.results import RESULT_FIELDS, RESULTS_FILE, ROW_KEY, append_results, results_table
-from rsbench.evaluate.spec import TaskSpec, load_task_spec
 from rsbench.evaluate.tasks import available_tasks, get_task, register_task
 from rsbench.io import stable_hash
+from rsbench.settings import save_config
 
 __all__ = [
     "RESULT_FIELDS",

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from rsbench.contracts.evaluate import EvaluateConfig
 from rsbench.contracts.results import headline_metric
 from rsbench.data.normalization import Normalization
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate.cls_data import ClassificationData, load_classification
-from rsbench.evaluate.config import EvaluateConfig
 from rsbench.evaluate.driver import CellResult, Predictions, SeedSplit, run_cells
 from rsbench.evaluate.features import FeatureSet, describe_resize, get_features, resolve_device, train_normalization
 from rsbench.evaluate.inits import Init, resolve_init

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rsbench.contracts.evaluate import EvaluateConfig
 from rsbench.data.images import index_image_folder
 from rsbench.errors import ConfigError, DataError
-from rsbench.evaluate.config import EvaluateConfig
 from rsbench.evaluate.images import FileImages, ImageSource, TorchgeoImages
 from rsbench.evaluate.torchgeo_init import import_torchgeo
 

@@ -18,10 +18,10 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from rsbench.contracts.evaluate import EvaluateConfig
 from rsbench.data.normalization import Normalization, band_stats
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate import training
-from rsbench.evaluate.config import EvaluateConfig
 from rsbench.evaluate.datasets.tiling import Region, select_fraction, split_regions, whole_images
 from rsbench.evaluate.driver import SeedSplit
 from rsbench.evaluate.features import resolve_device

@@ -15,10 +15,10 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from rsbench.contracts.evaluate import EvaluateConfig
 from rsbench.contracts.results import headline_metric
 from rsbench.data.normalization import Normalization
 from rsbench.errors import DataError
-from rsbench.evaluate.config import EvaluateConfig
 from rsbench.evaluate.datasets import DetectionData, load_detection_data
 from rsbench.evaluate.datasets.samples import (
     CHIP_OVERLAP,

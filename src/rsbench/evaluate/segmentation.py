@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
+from rsbench.contracts.evaluate import EvaluateConfig
 from rsbench.contracts.results import headline_metric
 from rsbench.data.normalization import Normalization
 from rsbench.errors import ConfigError, DataError
-from rsbench.evaluate.config import EvaluateConfig
 from rsbench.evaluate.datasets import SegmentationData, load_segmentation_data
 from rsbench.evaluate.datasets.samples import CHIP_OVERLAP, SegmentationCrops, overlap_stride, read_window
 from rsbench.evaluate.datasets.tiling import Region, Window, grid_windows

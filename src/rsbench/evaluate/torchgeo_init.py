@@ -17,9 +17,9 @@ import timm
 import torch
 from torch import nn
 
+from rsbench.contracts.architectures import is_vit_name
+from rsbench.contracts.evaluate import EvaluateConfig
 from rsbench.errors import ConfigError, DataError
-from rsbench.evaluate.config import EvaluateConfig
-from rsbench.models import is_vit_name
 
 PREFIX = "torchgeo:"
 # Classifier keys a torchgeo checkpoint may carry next to the backbone (torchgeo's builders allow them).

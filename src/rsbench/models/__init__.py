@@ -11,7 +11,6 @@ from rsbench.models.backbones import (
     backbone_kwargs,
     create_backbone,
     feature_dim,
-    is_vit_name,
     load_exported_backbone,
     load_state_dict_file,
 )
@@ -26,7 +25,6 @@ __all__ = [
     "backbone_kwargs",
     "create_backbone",
     "feature_dim",
-    "is_vit_name",
     "load_exported_backbone",
     "load_state_dict_file",
 ]

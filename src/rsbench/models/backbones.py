@@ -18,21 +18,12 @@ import timm
 import torch
 from torch import nn
 
+from rsbench.contracts.architectures import is_vit_name
 from rsbench.errors import ConfigError, DataError
 from rsbench.io import read_json
 
 BACKBONE_WEIGHTS = "backbone.pt"
 BACKBONE_META = "backbone.json"
-
-
-VIT_TAGS = ("vit", "deit", "eva", "beit")
-
-
-def is_vit_name(arch: str) -> bool:
-    """Whether the timm architecture *name* `arch` is a ViT (vit/deit/eva/beit in the name), for call sites
-    that decide before a model exists (timm kwargs, method checks). With a built model use
-    `backbone_info(model).is_vit`."""
-    return any(tag in arch for tag in VIT_TAGS)
 
 
 def backbone_kwargs(arch: str, image_size: int | None, patch_size: int | None = None) -> dict[str, Any]:

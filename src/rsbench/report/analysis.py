@@ -24,8 +24,8 @@ from rsbench.contracts.predictions import resolve_predictions_path
 from rsbench.report import stats
 from rsbench.report import uncertainty as unc
 from rsbench.report.aggregate import SOURCE_FILE, Section, build_sections, is_baseline, prepare_rows
+from rsbench.report.pretrain_runs import RunInfo
 from rsbench.report.recompute import metric_on_examples
-from rsbench.report.runs import RunInfo
 
 PERFECT = 1.0  # every headline metric rsbench reports (accuracy, mAP, mIoU, F1) is in [0, 1]
 ALPHA = 0.05

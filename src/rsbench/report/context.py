@@ -13,7 +13,7 @@ from rsbench.report import figures
 from rsbench.report.aggregate import Section
 from rsbench.report.analysis import Analysis
 from rsbench.report.plots import primary_metric_plot
-from rsbench.report.runs import RunInfo, corpus_summary
+from rsbench.report.pretrain_runs import RunInfo, corpus_summary
 from rsbench.report.sources import corpus_paths
 from rsbench.report.stats import pareto_front
 from rsbench.report.tables import Table, seeds_note

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from rsbench.report.analysis import AggEntry, TaskNorm
 from rsbench.report.plots import COLOR_BASELINE, COLOR_BEST, COLOR_RUN, _label, to_data_uri
-from rsbench.report.runs import RunInfo
+from rsbench.report.pretrain_runs import RunInfo
 
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
 

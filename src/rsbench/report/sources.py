@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from rsbench.report.aggregate import deduplicate, find_results_files, load_results, validate_row
-from rsbench.report.runs import RunInfo, run_from_dir
+from rsbench.report.pretrain_runs import RunInfo, run_from_dir
 
 STEP = "_step"
 # evaluate names a run "<method>-<arch> (<run dir>)"; benchmark snapshots live in "<run dir>@step-<N>".

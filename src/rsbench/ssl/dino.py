@@ -34,7 +34,7 @@ from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
 from lightly.models.utils import deactivate_requires_grad
 
-from rsbench.models import is_vit_name
+from rsbench.contracts.architectures import is_vit_name
 from rsbench.ssl.augment import MultiView, local_crop_size, ssl_view_transform
 from rsbench.ssl.base import Recipe, SSLMethod
 from rsbench.ssl.momentum import make_teacher

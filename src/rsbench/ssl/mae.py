@@ -25,8 +25,9 @@ from lightly.models.modules import MaskedVisionTransformerDecoderTIMM, MaskedVis
 from lightly.models.modules.masked_vision_transformer_timm import init_weights
 from torch import nn
 
+from rsbench.contracts.architectures import is_vit_name
 from rsbench.errors import ConfigError
-from rsbench.models import backbone_info, is_vit_name
+from rsbench.models import backbone_info
 from rsbench.ssl.augment import MultiView, crop_flip_transform
 from rsbench.ssl.base import Recipe, SSLMethod
 

@@ -20,13 +20,13 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from rsbench.config import load_yaml_mapping, save_config
+from rsbench.contracts.pretrain import PretrainConfig, identity_of
 from rsbench.errors import ConfigError, DataError
 from rsbench.models import BACKBONE_META
+from rsbench.settings import load_yaml_mapping, save_config
 from rsbench.ssl import get_method
 from rsbench.train.accounting import RunAccounting
 from rsbench.train.checkpoint import LAST_CKPT, RunPreempted, check_resumable
-from rsbench.train.config import PretrainConfig, identity_of
 from rsbench.train.data import seeded_rngs
 from rsbench.train.export import export_backbone, merge_metrics, set_aside_metrics
 from rsbench.train.hardware import count_step_flops

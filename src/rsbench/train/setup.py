@@ -15,12 +15,12 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 from torch.utils.data import DataLoader
 
+from rsbench.contracts.pretrain import PretrainConfig
 from rsbench.data import Normalization
 from rsbench.errors import ConfigError
 from rsbench.train.accounting import RunAccounting
 from rsbench.train.callbacks import DataPosition, SignalCheckpoint, StepProgressBar, StepSeeder
 from rsbench.train.checkpoint import LAST_CKPT, AtomicCheckpointIO
-from rsbench.train.config import PretrainConfig
 from rsbench.train.data import (
     CorpusStream,
     EpochSampler,

@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rsbench.config import resolve_config
+from rsbench.contracts.pretrain import PretrainConfig, SlurmOptions
 from rsbench.errors import ConfigError
+from rsbench.settings import resolve_config
 from rsbench.train.checkpoint import RunPreempted
-from rsbench.train.config import PretrainConfig, SlurmOptions
 
 
 def sbatch_parameters(cfg: PretrainConfig, opts: SlurmOptions) -> dict[str, Any]:

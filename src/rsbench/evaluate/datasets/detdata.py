@@ -9,8 +9,8 @@ import numpy as np
 
 from rsbench.data.images import read_image
 from rsbench.errors import DataError
+from rsbench.evaluate.datasets.adapter_options import DETECTION_ADAPTERS, BoxOptions, find_files, parse_options
 from rsbench.evaluate.datasets.boxes import ImageBoxes, check_boxes, read_coco, read_csv_boxes, read_voc
-from rsbench.evaluate.datasets.spec import DETECTION_ADAPTERS, BoxOptions, find_files, parse_options
 
 _SUFFIX_FORMAT = {".xml": "voc", ".json": "coco", ".csv": "csvboxes"}
 _AUTO_ORDER = ("voc", "coco", "csvboxes")  # a folder with several kinds of annotation files uses the first

@@ -9,8 +9,7 @@ import numpy as np
 
 from rsbench.data.images import read_image
 from rsbench.errors import ConfigError, DataError
-from rsbench.evaluate.datasets.masks import ClassTable, pair_images_masks, parse_class_table, read_mask
-from rsbench.evaluate.datasets.spec import (
+from rsbench.evaluate.datasets.adapter_options import (
     CLASS_TABLE_FILES,
     SEGMENTATION_ADAPTERS,
     MaskOptions,
@@ -18,6 +17,7 @@ from rsbench.evaluate.datasets.spec import (
     find_files,
     parse_options,
 )
+from rsbench.evaluate.datasets.masks import ClassTable, pair_images_masks, parse_class_table, read_mask
 from rsbench.evaluate.datasets.vector import rasterize_labels
 
 VECTOR_DEFAULT_CLASSES = ("background", "object")

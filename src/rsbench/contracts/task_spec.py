@@ -26,8 +26,8 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from rsbench.config import StrictModel, _format_validation_error, load_yaml_mapping
 from rsbench.errors import ConfigError
+from rsbench.settings import StrictModel, _format_validation_error, load_yaml_mapping
 
 _UNSET_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 PATH_KEYS = ("data", "test_data")

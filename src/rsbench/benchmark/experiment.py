@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from rsbench.config import StrictModel, load_yaml_mapping
 from rsbench.errors import ConfigError
+from rsbench.settings import StrictModel, load_yaml_mapping
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -103,7 +103,7 @@ class Experiment(StrictModel):
         return None if value is None else list(dict.fromkeys(value))
 
 
-class TaskSpec(BaseModel):
+class TaskEntry(BaseModel):
     """One downstream task: EvaluateConfig options (extra keys) plus its name and protocol overrides."""
 
     model_config = ConfigDict(extra="allow")
@@ -152,12 +152,12 @@ def validate(model: type[BaseModel], values: Any, source: str, prefix: str = "")
         raise ConfigError(format_error(e, source, prefix)) from None
 
 
-def load_task(entry: dict[str, Any] | str, source: str, where: str, base_dir: Path | None = None) -> TaskSpec:
+def load_task(entry: dict[str, Any] | str, source: str, where: str, base_dir: Path | None = None) -> TaskEntry:
     """A task given inline (EvaluateConfig options), or the path of a task spec file (evaluate's format),
     relative to the experiment file. The spec file is read by evaluate itself; here only its name."""
     if isinstance(entry, str):
         entry = {"task_spec": entry}
-    task = validate(TaskSpec, entry, source, where)
+    task = validate(TaskEntry, entry, source, where)
     spec = task.options.get("task_spec")
     if spec is not None:
         path = Path(str(spec)).expanduser()

@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from rsbench.config import StrictModel
 from rsbench.errors import ConfigError
 from rsbench.evaluate.datasets.masks import IGNORE_INDEX
+from rsbench.settings import StrictModel
 
 CLASS_TABLE_FILES = ("classes.json", "classes.yaml", "classes.yml", "classes.txt")
 

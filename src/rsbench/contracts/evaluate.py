@@ -1,4 +1,9 @@
-"""`EvaluateConfig`: every option of `rsbench evaluate`, from the CLI and/or a YAML file."""
+"""`EvaluateConfig`: every option of `rsbench evaluate`, from the CLI and/or a YAML file.
+
+It lives in `rsbench.contracts` (imports no torch) because the benchmark planner builds evaluation cells
+from it and reads its defaults. Keys marked `json_schema_extra=EXECUTION` only decide how and where the
+evaluation runs (device, output folder): they never change a result row.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from rsbench.config import StrictModel
+from rsbench.contracts.identity import EXECUTION, execution_keys
+from rsbench.settings import StrictModel
 
 DEFAULT_IMAGE_SIZE = 64
 DEFAULT_BACKBONE = "resnet18"
@@ -26,7 +32,7 @@ def default_seeds(protocols: list[str]) -> list[int]:
 
 class EvaluateConfig(StrictModel):
     # A task spec (YAML: name, task, adapter, data, classes, ...) fills every key it sets that the
-    # config file / command line leave unset; see rsbench.evaluate.spec.
+    # config file / command line leave unset; see rsbench.contracts.task_spec.
     task_spec: Path | None = None
     task: str = "classification"
     data: Path
@@ -56,8 +62,8 @@ class EvaluateConfig(StrictModel):
     seeds: list[int] = Field(default_factory=lambda: list(DEFAULT_SEEDS), min_length=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
     batch_size: int = Field(64, gt=0)
-    out: Path = Path("results")
-    device: str = "auto"
+    out: Path = Field(Path("results"), json_schema_extra=EXECUTION)
+    device: str = Field("auto", json_schema_extra=EXECUTION)
     # Label fractions of the training split (stratified, >= 1 sample per class), and trained-part options
     # shared by the fine-tuning, segmentation and detection protocols.
     fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
@@ -76,7 +82,7 @@ class EvaluateConfig(StrictModel):
     @classmethod
     def _from_task_spec(cls, values: Any) -> Any:
         if isinstance(values, dict) and values.get("task_spec") is not None:
-            from rsbench.evaluate.spec import load_task_spec
+            from rsbench.contracts.task_spec import load_task_spec
 
             spec = load_task_spec(values["task_spec"])
             values = {**spec.config_values(), **values}
@@ -132,3 +138,6 @@ class EvaluateConfig(StrictModel):
         if bad:
             raise ValueError(f"label fractions must be in (0, 1], got {bad[0]}")
         return sorted(set(value))
+
+
+EXECUTION_KEYS = execution_keys(EvaluateConfig)

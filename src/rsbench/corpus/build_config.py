@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rsbench.config import StrictModel
 from rsbench.contracts.identity import EXECUTION, execution_keys
+from rsbench.settings import StrictModel
 
 
 class CorpusBuildConfig(StrictModel):
