@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,10 @@ def bad(tmp_path, eurosat_small) -> Path:
     write_csv(tmp_path / "header_only.csv", [["path", "label"]])
     write_csv(tmp_path / "ok.csv", good)
     (tmp_path / "empty").mkdir()
+    for name, files in (("Forest", forest), ("River", river), ("Lava", [])):
+        (tmp_path / "one_empty" / name).mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, tmp_path / "one_empty" / name)
     (tmp_path / "classes.yaml").write_text(
         f"name: t\ndata: {tmp_path / 'unknown_class.csv'}\nclasses: [Forest, River]\n"
     )
@@ -150,6 +155,7 @@ def bad(tmp_path, eurosat_small) -> Path:
         (["--data", "{tmp}/header_only.csv"], "CSV file {tmp}/header_only.csv has a header but no rows"),
         (["--data", "{tmp}/nothing.csv"], "CSV file not found: {tmp}/nothing.csv"),
         (["--data", "{tmp}/empty"], "{tmp}/empty has no class sub-folders"),
+        (["--data", "{tmp}/one_empty"], "class folder(s) without images in {tmp}/one_empty: Lava"),
         (["--task-spec", "{tmp}/bogus.yaml"], "invalid config key 'splits' in task spec {tmp}/bogus.yaml: unknown key"),
         (["--task-spec", "{tmp}/nope.yaml"], "config file not found: {tmp}/nope.yaml"),
         (["--task-spec", "{tmp}/metric.yaml"], "'miou' is not reported for single-label classification"),

@@ -63,11 +63,18 @@ def index_image_folder(root: str | Path) -> ImageFolderIndex:
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise DataError(f"dataset folder {root} has no class sub-folders (expected root/<class>/<image>)")
-    paths, labels = [], []
+    paths, labels, empty = [], [], []
     for i, name in enumerate(classes):
         files = sorted(p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         paths += files
         labels += [i] * len(files)
+        if not files:
+            empty.append(name)
     if not paths:
         raise DataError(f"dataset folder {root} has class folders but no images")
+    if empty:
+        # A class without images would still count as a class (chance level, per-class metrics): refuse it.
+        raise DataError(
+            f"class folder(s) without images in {root}: {', '.join(empty)} (add images or remove the folder)"
+        )
     return ImageFolderIndex(root=root, paths=paths, labels=np.asarray(labels, dtype=np.int64), classes=classes)
