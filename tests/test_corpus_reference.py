@@ -1,0 +1,62 @@
+"""The radiometric reference: a small raster's comes from all its pixels (one read), a large one's from a
+lattice sample that grows with its area."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from rsbench.corpus.raster import (
+    REFERENCE_LATTICE,
+    WHOLE_READ_PIXELS,
+    open_grid,
+    probe_raster,
+    reference_lattice,
+)
+
+NAIP = "naip_m_4709963_se_14_1_20190904_rgbn_5m.tif"
+
+
+def test_small_raster_reference_is_the_percentiles_of_all_its_pixels(rasters_dir: Path, tmp_path: Path):
+    with rasterio.open(rasters_dir / NAIP) as src:
+        window = Window(100, 200, 128, 96)
+        pixels = src.read(window=window)
+        profile = {**src.profile, "width": 128, "height": 96, "transform": src.window_transform(window)}
+    for key in ("blockxsize", "blockysize"):
+        profile.pop(key, None)
+    profile.update(tiled=False)
+    chip = tmp_path / "chip.tif"
+    with rasterio.open(chip, "w", **profile) as dst:
+        dst.write(pixels)
+    info = probe_raster(str(chip))
+    flat = pixels.reshape(pixels.shape[0], -1).astype(np.float64)
+    flat = flat[:, ~(pixels == 0).all(axis=0).ravel()]  # implicit nodata: 0 in every band
+    assert np.allclose(info["reference"]["low"], np.percentile(flat, 2, axis=1))
+    assert np.allclose(info["reference"]["high"], np.percentile(flat, 98, axis=1))
+
+
+def test_whole_read_counts_reads(rasters_dir: Path, monkeypatch):
+    """The NAIP raster (934 x 723 px) is above the whole-read size: it is sampled, 8 x 8 windows."""
+    from rsbench.corpus import raster
+
+    calls = []
+    original = raster.read_block
+    monkeypatch.setattr(raster, "read_block", lambda *a: calls.append(a[2]) or original(*a))
+    info = probe_raster(str(rasters_dir / NAIP))
+    assert info["width"] * info["height"] > WHOLE_READ_PIXELS
+    assert len(calls) == REFERENCE_LATTICE[0] ** 2
+    with open_grid(info) as reader:
+        calls.clear()
+        raster.radiometric_reference(reader, {**info, "width": 500, "height": 500})
+    assert len(calls) == 1 and (calls[0].width, calls[0].height) == (500, 500)
+
+
+def test_lattice_grows_with_the_area():
+    assert reference_lattice(600, 600) == REFERENCE_LATTICE[0]
+    assert reference_lattice(4096, 4096) == 16  # 1/16 of the area in 64 px windows
+    assert reference_lattice(10980, 10980) == REFERENCE_LATTICE[1]
+    sizes = [reference_lattice(s, s) for s in range(512, 20000, 500)]
+    assert sizes == sorted(sizes)
