@@ -52,8 +52,8 @@ class Suite:
         """One message per task whose data is not under the root (empty: all present)."""
         out = []
         for task in self.tasks:
-            for path in (task.data, task.test_data):
-                if path is not None and not path.exists():
+            for path in dict.fromkeys(p for p in (task.data, task.test_data) if p is not None):
+                if not path.exists():
                     out.append(f"suite {self.name}: dataset {task.name} not found at {path} (expected: {task.expects})")
         return out
 

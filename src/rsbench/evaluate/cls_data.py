@@ -8,6 +8,7 @@ Single-label labels are class indices (N,); multi-label labels are multi-hot (N,
 from __future__ import annotations
 
 import csv
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,8 @@ import numpy as np
 from rsbench.contracts.evaluate import EvaluateConfig
 from rsbench.data.images import index_image_folder
 from rsbench.errors import ConfigError, DataError
+from rsbench.evaluate.datasets.torchgeo_open import open_torchgeo
 from rsbench.evaluate.images import FileImages, ImageSource, TorchgeoImages
-from rsbench.evaluate.torchgeo_init import import_torchgeo
 
 PATH_COLUMNS = ("path", "image", "image_path", "file", "filename")
 LABEL_COLUMNS = ("label", "class", "category")
@@ -141,38 +142,42 @@ def _torchgeo(path: Path, classes: list[str] | None, cfg: EvaluateConfig, split_
     """A torchgeo NonGeo classification dataset on disk: options {dataset: EuroSAT, split: train, ...}."""
     opts = dict(cfg.options)
     name = opts.pop("dataset", None)
-    if not name:
-        raise ConfigError("adapter 'torchgeo' needs options.dataset (a torchgeo dataset class, e.g. EuroSAT)")
     split = opts.pop(split_key, None) or ("test" if split_key == "test_split" else "train")
     opts.pop("test_split" if split_key == "split" else "split", None)
-    datasets = import_torchgeo("torchgeo.datasets")
-    cls = getattr(datasets, str(name), None)
-    if not isinstance(cls, type):
-        raise ConfigError(f"invalid key 'options.dataset': torchgeo has no dataset '{name}'")
-    if not path.is_dir():
-        raise DataError(f"torchgeo dataset root not found: {path}")
-    try:
-        ds = cls(root=str(path), split=split, download=False, **opts)
-    except datasets.DatasetNotFoundError as e:
-        raise DataError(
-            f"torchgeo dataset {name} (split {split}) not found in {path}: {str(e).splitlines()[0]}"
-        ) from None
-    except (TypeError, AssertionError, ValueError) as e:
-        raise ConfigError(f"torchgeo dataset {name} rejected options {opts | {'split': split}}: {e}") from None
+    # Never downloads: download=False where the class has it, checksum=False unless set (torchgeo_open).
+    ds = open_torchgeo(name, path, split, opts)
     if len(ds) == 0:
         raise DataError(f"torchgeo dataset {name} (split {split}) in {path} has no samples")
-    # ImageFolder-based datasets know their labels without decoding images; others are read once.
-    targets = getattr(ds, "targets", None)
-    raw = np.asarray(targets) if targets is not None else np.stack([np.asarray(ds[i]["label"]) for i in range(len(ds))])
+    raw = _torchgeo_labels(ds)
     multilabel = raw.ndim == 2
+    n_classes = raw.shape[1] if multilabel else int(raw.max()) + 1
     names = list(getattr(ds, "classes", None) or [])
-    if len(names) != (raw.shape[1] if multilabel else int(raw.max()) + 1):
-        names = [str(i) for i in range(raw.shape[1] if multilabel else int(raw.max()) + 1)]
+    class_sets = getattr(ds, "class_sets", None)  # BigEarthNet: {19: [...], 43: [...]} by num_classes
+    if not names and isinstance(class_sets, dict):
+        names = list(class_sets.get(getattr(ds, "num_classes", None)) or [])
+    # Single-label: a split may lack the last classes, so the names need only cover the labels seen.
+    if (len(names) != n_classes) if multilabel else (len(names) < n_classes):
+        names = [str(i) for i in range(n_classes)]
     if classes is not None and classes != names:
         raise DataError(f"torchgeo dataset {name} has classes {', '.join(names)}, not {', '.join(classes)}")
     identity = {"dataset": str(name), "root": str(path.resolve()), "split": split, "options": opts, "n": len(ds)}
-    bands = [str(b) for b in getattr(ds, "bands", None) or []] or None
+    # `bands` is a list of band names for most classes, but a band-set key for some (BigEarthNet: 's2').
+    found = getattr(ds, "bands", None)
+    bands = [str(b) for b in found] if isinstance(found, (list, tuple)) and found else None
     return Labelled(TorchgeoImages(ds, identity), raw.astype(np.int64), names, multilabel, bands)
+
+
+def _torchgeo_labels(ds) -> np.ndarray:
+    """Every label, without decoding images where the class allows it."""
+    targets = getattr(ds, "targets", None)  # ImageFolder-based classes (EuroSAT, RESISC45, UCMerced)
+    if targets is not None:
+        return np.asarray(targets)
+    load_target = getattr(ds, "_load_target", None)  # BigEarthNet: reads only the patch's labels JSON
+    if callable(load_target) and list(inspect.signature(load_target).parameters) == ["index"]:
+        first = np.asarray(load_target(0))
+        if np.array_equal(first, np.asarray(ds[0]["label"])):  # what the samples hold, not something else
+            return np.stack([first, *(np.asarray(load_target(i)) for i in range(1, len(ds)))])
+    return np.stack([np.asarray(ds[i]["label"]) for i in range(len(ds))])
 
 
 def _torchgeo_test(path: Path, classes, cfg: EvaluateConfig) -> Labelled:

@@ -179,8 +179,8 @@ def _load(data: SegmentationData, console: Console) -> tuple[list[np.ndarray], l
     return images, masks
 
 
-def _data(cfg: EvaluateConfig, path: Path) -> SegmentationData:
-    return load_segmentation_data(path, cfg.adapter, cfg.classes, cfg.options, cfg.dataset_name)
+def _data(cfg: EvaluateConfig, path: Path, test: bool = False) -> SegmentationData:
+    return load_segmentation_data(path, cfg.adapter, cfg.classes, cfg.options, cfg.dataset_name, test=test)
 
 
 @register_task("segmentation", protocols=("frozen", "finetune"))
@@ -188,7 +188,7 @@ def run_segmentation(cfg: EvaluateConfig, console: Console) -> list[dict]:
     if cfg.decoder not in DECODERS:
         raise ConfigError(f"invalid config key 'decoder': '{cfg.decoder}' (available: {', '.join(DECODERS)})")
     data = _data(cfg, cfg.data)
-    test = _data(cfg, cfg.test_data) if cfg.test_data is not None else None
+    test = _data(cfg, cfg.test_data, test=True) if cfg.test_data is not None else None
     check_test_classes(cfg, data, test)
     slugs = metric_names(data.classes)
     check_metric(cfg, ["miou", "pixel_accuracy", *slugs])

@@ -18,9 +18,13 @@ from rsbench.evaluate.datasets.adapter_options import (
     parse_options,
 )
 from rsbench.evaluate.datasets.masks import ClassTable, pair_images_masks, parse_class_table, read_mask
+from rsbench.evaluate.datasets.torchgeo_seg import TorchgeoSegmentationData, load_torchgeo_segmentation
 from rsbench.evaluate.datasets.vector import rasterize_labels
 
 VECTOR_DEFAULT_CLASSES = ("background", "object")
+# Adapters that read a dataset class instead of files: name -> loader(root, classes, options, name, test).
+# `test`: the task's test data (the class's test split). Their options are checked by the loader.
+CLASS_ADAPTERS = {"torchgeo": load_torchgeo_segmentation}
 
 
 @dataclass
@@ -68,10 +72,19 @@ def load_segmentation_data(
     classes: list[str] | None = None,
     options: dict | None = None,
     name: str | None = None,
-) -> SegmentationData:
-    """Index the dataset in folder `root` (nothing is decoded yet); see `datasets.spec` for the options."""
+    test: bool = False,
+) -> SegmentationData | TorchgeoSegmentationData:
+    """Index the dataset in folder `root` (nothing is decoded yet); see `datasets.adapter_options` for the options.
+    `test`: `root` is the task's test data (adapter torchgeo reads options.test_split)."""
     root = Path(root)
     adapter = adapter or "masks"
+    if adapter in CLASS_ADAPTERS:
+        return CLASS_ADAPTERS[adapter](root, classes, options, name, test)
+    if adapter not in SEGMENTATION_ADAPTERS:
+        raise ConfigError(
+            f"invalid config key 'adapter': '{adapter}' is not an adapter of task 'segmentation' "
+            f"({', '.join([*SEGMENTATION_ADAPTERS, *CLASS_ADAPTERS])})"
+        )
     opts = parse_options(SEGMENTATION_ADAPTERS, adapter, options, "segmentation")
     if not root.is_dir():
         raise DataError(f"dataset folder not found: {root}")
