@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from rsbench.benchmark.plan import load_plan
 from rsbench.benchmark.slurm import submit
-from rsbench.benchmark.store import DONE, PENDING, RUNNING
 from rsbench.cli import app
+from rsbench.results_store.store import DONE, PENDING, RUNNING
 
 pytestmark = pytest.mark.slow
 RSBENCH = [str(Path(sys.executable).parent / "rsbench")]  # the installed console script

@@ -218,6 +218,23 @@ def test_rerun_is_noop_and_changed_settings_need_overwrite(tmp_path, rasters_dir
     assert not list(out.glob("**/*.tmp")) and not (out / ".staging").exists()
 
 
+def test_moved_corpus_is_the_same_corpus(tmp_path, rasters_dir):
+    """The output folder is not part of a corpus's identity, also for corpora that recorded it."""
+    out = tmp_path / "c"
+    assert _cli(rasters_dir / SN6, "--out", out, "--tile-size", T, "--workers", 1).exit_code == 0
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    before = _mtimes(moved)
+    res = _cli(rasters_dir / SN6, "--out", moved, "--tile-size", T, "--workers", 1)
+    assert res.exit_code == 0 and "corpus already built" in res.stderr and _mtimes(moved) == before
+    # A corpus.json written before `out` was an execution key holds it in its output settings.
+    info = json.loads((moved / "corpus.json").read_text())
+    info["output_settings"]["out"] = str(out)
+    (moved / "corpus.json").write_text(json.dumps(info))
+    res = _cli(rasters_dir / SN6, "--out", moved, "--tile-size", T, "--workers", 1)
+    assert res.exit_code == 0 and "corpus already built" in res.stderr
+
+
 def test_new_input_file_counts_as_a_change(tmp_path, rasters_dir):
     folder = tmp_path / "in"
     folder.mkdir()

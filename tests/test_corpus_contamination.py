@@ -148,3 +148,25 @@ def test_bad_corpus_is_one_error(tmp_path, planted):
     )
     with pytest.raises(DataError, match="no tile hashes"):
         corpus_hashes(no_hash)
+
+
+def test_corpus_check_command_writes_json_and_fails_on_request(planted, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from rsbench.cli import app
+
+    corpus, expected = planted
+    kept = {image for image, key in expected.items() if key is not None}
+    folder = tmp_path / "downstream"
+    folder.mkdir()
+    for image in kept:
+        shutil.copy(image, folder)
+    out = tmp_path / "found.json"
+    res = CliRunner().invoke(app, ["corpus", "check", str(corpus), "--against", str(folder), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    found = json.loads(out.read_text())
+    assert found["datasets"][0]["images"] == len(kept) == len(found["datasets"][0]["duplicates"])
+    res = CliRunner().invoke(app, ["corpus", "check", str(corpus), "--against", str(folder), "--fail"])
+    assert res.exit_code == 1 and f"{len(kept)} downstream image(s) are near-duplicates" in res.output
+    res = CliRunner().invoke(app, ["corpus", "check", str(tmp_path), "--against", str(folder)])
+    assert res.exit_code == 1 and "is not a corpus" in res.output

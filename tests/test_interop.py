@@ -146,3 +146,47 @@ def test_external_rows_from_torchgeo_bench_documentation_sample(tmp_path):
     bad.write_text("dataset,value\nx,1\n")
     with pytest.raises(DataError, match="lack torchgeo-bench columns: method"):
         read_external(bad)
+
+
+def test_cli_exports_leaderboard_formats_and_report_shows_external_rows(tmp_path):
+    from typer.testing import CliRunner
+
+    from rsbench.cli import app
+    from rsbench.io import write_jsonl
+
+    runner = CliRunner()
+    rows = _rows(protocol="linear")
+    results = write_jsonl(tmp_path / "results.jsonl", rows)
+    db = tmp_path / "store.db"
+    assert runner.invoke(app, ["benchmark", "import", str(results), "--db", str(db)]).exit_code == 0
+
+    res = runner.invoke(
+        app, ["benchmark", "export", "--db", str(db), "--format", "geobench2", "--out", str(tmp_path / "gb2")]
+    )
+    assert res.exit_code == 0, res.output
+    assert geobench2.check_submission(tmp_path / "gb2") == [] and "would reject" not in res.output
+    subset = tmp_path / "subset.jsonl"
+    write_jsonl(subset, [r for r in rows if r["seed"] < 3])
+    db2 = tmp_path / "store2.db"
+    runner.invoke(app, ["benchmark", "import", str(subset), "--db", str(db2)])
+    res = runner.invoke(
+        app, ["benchmark", "export", "--db", str(db2), "--format", "geobench2", "--out", str(tmp_path / "g3")]
+    )
+    assert res.exit_code == 0 and "the leaderboard would reject this: every backbone/dataset needs 5 rows" in res.output
+
+    csv_path = tmp_path / "tgb.csv"
+    res = runner.invoke(
+        app, ["benchmark", "export", "--db", str(db), "--format", "torchgeo-bench", "--out", str(csv_path)]
+    )
+    assert res.exit_code == 0, res.output
+    assert len(read_external(csv_path)) == 4 * 2 * 5
+
+    out = tmp_path / "report.html"
+    res = runner.invoke(
+        app, ["report", str(results), "--external", str(csv_path), "--out", str(out), "--bootstrap", "200"]
+    )
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    assert 'id="external"' in html and "not part of rsbench&#39;s statistics" in html.replace("'", "&#39;")
+    summary = json.loads(out.with_name("report.summary.json").read_text())
+    assert "tgb" not in json.dumps(summary)  # external rows never enter the statistics

@@ -11,7 +11,7 @@ missing under the root is an error naming the folder and what belongs there. Imp
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,13 @@ class Suite:
                 if not path.exists():
                     out.append(f"suite {self.name}: dataset {task.name} not found at {path} (expected: {task.expects})")
         return out
+
+    def select(self, names: list[str]) -> Suite:
+        """The suite with only the tasks `names` (an unknown name is a ConfigError)."""
+        unknown = sorted(set(names) - {t.name for t in self.tasks})
+        if unknown:
+            raise ConfigError(f"suite {self.name} has no task {', '.join(unknown)}")
+        return replace(self, tasks=[t for t in self.tasks if t.name in names])
 
     def task_entries(self) -> list[dict[str, Any]]:
         """The benchmark's inline task entries (EvaluateConfig options + name, protocols, fractions)."""

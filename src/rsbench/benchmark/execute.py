@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from rsbench.benchmark.snapshots import CheckpointWatcher, export_snapshots, snapshot_dir
-from rsbench.benchmark.store import Store
+from rsbench.contracts.backbone_export import BackboneExport
+from rsbench.contracts.run_record import RunRecord, collect_run
 from rsbench.errors import DataError, RsbenchError
-from rsbench.report.pretrain_runs import collect_run
+from rsbench.results_store import Store
 
 HEARTBEAT_S = 15.0
 
@@ -110,7 +111,7 @@ def _preempted(err: BaseException) -> bool:
     return isinstance(err, RunPreempted)
 
 
-def run_pretrain_cell(cell: dict) -> dict:
+def run_pretrain_cell(cell: dict) -> RunRecord:
     from rsbench.train import PretrainConfig, pretrain
 
     run_dir = Path(cell["out_dir"])
@@ -158,7 +159,7 @@ def run_eval_cell(store: Store, cell: dict) -> list[dict]:
         [dep] = store.cells([init["cell"]])
         run_dir = Path(dep["out_dir"])
         init_value = run_dir if init.get("step") is None else snapshot_dir(run_dir, int(init["step"]))
-        if not (init_value / "backbone.json").is_file():
+        if not BackboneExport(init_value).exists():
             what = f"checkpoint of step {init['step']}" if init.get("step") else "pretraining run"
             raise DataError(f"{what} not found at {init_value} (was it captured? see the pretraining cell's log)")
         init_value = str(init_value)

@@ -15,8 +15,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from rsbench.contracts.slurm import SlurmResources
 from rsbench.errors import ConfigError
 from rsbench.settings import StrictModel, load_yaml_mapping
+from rsbench.suites import load_suite, require_data
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -50,12 +52,27 @@ class Baseline(StrictModel):
 
 
 class SlurmSpec(StrictModel):
+    """SLURM jobs of the benchmark: `parameters` for every job, `pretrain` / `evaluate` override them per stage.
+
+    Each is a `SlurmResources` (partition, account, qos, time, mem, cpus_per_task, gpus_per_node, ...); the
+    submitit names of older experiment files (slurm_partition, timeout_min, mem_gb, ...) still load, and an
+    unknown key is an error naming it."""
+
     # 'local' and 'debug' are submitit's own stand-ins for a cluster: for trying a file out and for tests.
     cluster: Literal["slurm", "local", "debug"] = "slurm"
     folder: str | None = Field(None, description="submitit job folder (default: OUT/slurm)")
-    parameters: dict[str, Any] = Field(default_factory=dict, description="submitit parameters for every job")
-    pretrain: dict[str, Any] = Field(default_factory=dict, description="overrides for pretraining jobs")
-    evaluate: dict[str, Any] = Field(default_factory=dict, description="overrides for evaluation jobs")
+    parameters: SlurmResources = Field(default_factory=SlurmResources, description="resources of every job")
+    pretrain: SlurmResources = Field(default_factory=SlurmResources, description="overrides for pretraining jobs")
+    evaluate: SlurmResources = Field(default_factory=SlurmResources, description="overrides for evaluation jobs")
+
+    @field_validator("parameters", "pretrain", "evaluate", mode="before")
+    @classmethod
+    def _submitit_names(cls, value: Any) -> Any:
+        return SlurmResources.from_submitit(value) if isinstance(value, dict) else value
+
+    def resources(self, kind: str) -> SlurmResources:
+        """The resources of a job of `kind` (pretrain, or any evaluation kind): stage keys over `parameters`."""
+        return self.parameters.merged(self.pretrain if kind == "pretrain" else self.evaluate)
 
 
 class ExecutorSpec(StrictModel):
@@ -114,6 +131,34 @@ class TaskEntry(BaseModel):
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+
+class SuiteInclude(StrictModel):
+    """`tasks: [{suite: NAME, root: DIR}]`: every task of a suite (rsbench.suites), or those named in `only`."""
+
+    suite: str = Field(description="suite name (`rsbench suite list`) or a suite file")
+    root: str | None = Field(None, description="data root (default: the suite's own)")
+    only: list[str] | None = Field(None, min_length=1, description="task names of the suite to include")
+
+
+def task_entries(tasks: list[dict[str, Any] | str], source: str, base_dir: Path | None = None) -> list:
+    """The experiment's task entries with each `{suite: ...}` entry replaced by the suite's tasks. A dataset of
+    the suite missing under its root is an error naming the folder and what belongs there."""
+    out: list[dict[str, Any] | str] = []
+    for i, entry in enumerate(tasks):
+        if not (isinstance(entry, dict) and "suite" in entry):
+            out.append(entry)
+            continue
+        include = validate(SuiteInclude, entry, source, f"tasks.{i}")
+        name: str | Path = include.suite
+        if Path(include.suite).suffix and base_dir is not None and not Path(include.suite).is_absolute():
+            name = base_dir / include.suite
+        suite = load_suite(name, include.root)
+        if include.only:
+            suite = suite.select(include.only)
+        require_data(suite)
+        out += suite.task_entries()
+    return out
 
 
 def expand_env(value: Any, where: str = "") -> Any:

@@ -11,9 +11,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from rsbench.benchmark.store import Store
 from rsbench.errors import ConfigError
+from rsbench.interop import geobench2, torchgeo_bench
 from rsbench.io import atomic_write_bytes, write_jsonl
+from rsbench.results_store.store import Store, require_rows
 
 TABLES = ("results", "cells", "runs")
 FORMATS = (".csv", ".parquet", ".jsonl")
@@ -74,3 +75,21 @@ def export(store: Store, path: str | Path, table: str = "results") -> int:
         pq.write_table(arrow, sink)
     atomic_write_bytes(path, sink.getvalue())
     return len(rows)
+
+
+def export_leaderboard(
+    store: Store, out: str | Path, fmt: str, experiment_name: str, protocol: str | None, label_fraction: float
+) -> tuple[int, list[str]]:
+    """The results in a leaderboard's format (rsbench.interop); returns (rows written, what the leaderboard
+    would reject: GEO-Bench-2's acceptance rules, empty for torchgeo-bench)."""
+    rows = require_rows(store)
+    if fmt == "geobench2":
+        out_rows = geobench2.submission_rows(rows, experiment_name, protocol, label_fraction)
+        folder = geobench2.write_submission(Path(out), out_rows, geobench2.additional_info(out_rows))
+        return len(out_rows), geobench2.check_submission(folder)
+    if fmt == "torchgeo-bench":
+        picked = [r for r in rows if protocol is None or r["protocol"] == protocol]
+        out_rows = torchgeo_bench.export_rows(picked, label_fraction)
+        torchgeo_bench.write_csv(Path(out), out_rows)
+        return len(out_rows), []
+    raise ConfigError(f"unknown export format '{fmt}' (table, geobench2, torchgeo-bench)")

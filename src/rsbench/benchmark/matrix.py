@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from rsbench import __version__
-from rsbench.benchmark.experiment import Baseline, CheckpointSpec, Experiment, TaskEntry, load_task, validate
+from rsbench.benchmark.experiment import (
+    Baseline,
+    CheckpointSpec,
+    Experiment,
+    TaskEntry,
+    load_task,
+    task_entries,
+    validate,
+)
 from rsbench.benchmark.shapes import (
     DEFAULT_BACKBONE,
     SHAPE_KEYS,
@@ -216,7 +224,8 @@ def baseline_inits(exp: Experiment, runs: list[PretrainRun]) -> list[BaselineIni
 def load_tasks(exp: Experiment, source: str, base_dir: Path | None = None) -> list[TaskEntry]:
     """The tasks with their names and protocols resolved: the task's own `protocols`, else the
     experiment's, else what `rsbench evaluate` runs for that task kind (knn+linear or frozen)."""
-    tasks = [load_task(t, source, f"tasks.{i}", base_dir) for i, t in enumerate(exp.tasks)]
+    entries = task_entries(exp.tasks, source, base_dir)
+    tasks = [load_task(t, source, f"tasks.{i}", base_dir) for i, t in enumerate(entries)]
     for i, t in enumerate(tasks):
         if not t.protocols:
             t.protocols = (

@@ -6,10 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rsbench.benchmark.db import db_url
 from rsbench.benchmark.experiment import Experiment, load_experiment
 from rsbench.benchmark.matrix import Cell, expand
-from rsbench.benchmark.store import Store
+from rsbench.results_store.db import db_url
+from rsbench.results_store.store import Store
 
 
 @dataclass

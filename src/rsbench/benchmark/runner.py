@@ -19,9 +19,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rsbench.benchmark.plan import Plan, sync
-from rsbench.benchmark.store import DONE, FAILED, Store
 from rsbench.benchmark.worker import open_work
 from rsbench.io import stable_hash, write_json
+from rsbench.results_store.store import DONE, FAILED, Store
 
 
 @dataclass

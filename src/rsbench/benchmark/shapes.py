@@ -20,18 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from rsbench.contracts.architectures import is_vit_name, patch_size_from_name
+from rsbench.contracts.backbone_export import BackboneExport
 from rsbench.contracts.evaluate import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE
 from rsbench.contracts.pretrain import PretrainConfig
 from rsbench.errors import ConfigError, RsbenchError
-from rsbench.io import read_json
 from rsbench.settings import load_yaml_mapping
+from rsbench.ssl.catalog import CATALOG
 
 # PretrainConfig's defaults, read from the model (rsbench.contracts.pretrain imports no torch).
 PRETRAIN_METHOD = str(PretrainConfig.model_fields["method"].default)
 PRETRAIN_IMAGE_SIZE = int(PretrainConfig.model_fields["image_size"].default)
-# SSLMethod.default_backbone of each method (rsbench.ssl); methods not listed use DEFAULT_METHOD_BACKBONE.
-DEFAULT_METHOD_BACKBONE = "resnet18"
-METHOD_BACKBONES = {"dino": "vit_small_patch16_224", "mae": "vit_base_patch16_224", "mocov3": "vit_small_patch16_224"}
 # rsbench.evaluate.inits.BASELINES: no network, so no backbone or patch size to inherit.
 NETWORK_FREE = ("bandstats", "pixels")
 TORCHGEO_PREFIX = "torchgeo:"
@@ -111,9 +109,10 @@ def task_view(evaluate: dict[str, Any], task_options: dict[str, Any]) -> TaskVie
 
 
 def run_arch(options: dict[str, Any]) -> str:
-    """The backbone `rsbench pretrain` builds for these options."""
+    """The backbone `rsbench pretrain` builds for these options (a method's default: its catalog card)."""
     method = str(options.get("method") or PRETRAIN_METHOD)
-    return str(options.get("backbone") or METHOD_BACKBONES.get(method, DEFAULT_METHOD_BACKBONE))
+    card = CATALOG.get(method)  # an unknown method fails the stage's own validation later
+    return str(options.get("backbone") or (card.default_backbone if card else DEFAULT_BACKBONE))
 
 
 def run_shape(options: dict[str, Any], view: TaskView) -> InputShape:
@@ -140,7 +139,7 @@ def baseline_kind(init: str) -> str:
 
 def _run_dir_meta(init: str) -> dict | None:
     try:
-        meta = read_json(Path(init).expanduser() / "backbone.json")
+        meta = BackboneExport(Path(init).expanduser()).read_meta()
     except (OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) else None

@@ -14,8 +14,8 @@ from typing import Any
 
 from rsbench.benchmark.experiment import SlurmSpec
 from rsbench.benchmark.plan import Plan, sync
-from rsbench.benchmark.store import DONE, FAILED, PENDING, RUNNING, Store, worker_identity
 from rsbench.errors import ConfigError
+from rsbench.results_store.store import DONE, FAILED, PENDING, RUNNING, Store, worker_identity
 
 
 def run_cell_job(url: str, cell_id: str, stale_after_s: float, max_attempts: int) -> str:
@@ -39,20 +39,17 @@ def run_cell_job(url: str, cell_id: str, stale_after_s: float, max_attempts: int
 
 
 def job_parameters(spec: SlurmSpec, kind: str, cell: dict) -> dict[str, Any]:
-    stage = spec.pretrain if kind == "pretrain" else spec.evaluate
-    return {"name": f"rsbench-{kind}-{cell['id'][:8]}", **spec.parameters, **stage}
+    """submitit AutoExecutor parameters of the job of one cell (`SlurmResources.submitit_parameters`)."""
+    return {"name": f"rsbench-{kind}-{cell['id'][:8]}", **spec.resources(kind).submitit_parameters()}
 
 
 def check_parameters(spec: SlurmSpec, source: str) -> None:
-    """Let submitit validate every parameter name and type before anything is submitted."""
+    """Let submitit validate every translated parameter before anything is submitted."""
     import submitit
 
     with tempfile.TemporaryDirectory() as tmp:
-        for key, params in (
-            ("parameters", spec.parameters),
-            ("pretrain", {**spec.parameters, **spec.pretrain}),
-            ("evaluate", {**spec.parameters, **spec.evaluate}),
-        ):
+        for key, kind in (("parameters", None), ("pretrain", "pretrain"), ("evaluate", "evaluate")):
+            params = (spec.parameters if kind is None else spec.resources(kind)).submitit_parameters()
             try:
                 submitit.AutoExecutor(folder=tmp, cluster="debug").update_parameters(**params)
             except (NameError, AssertionError, TypeError, ValueError) as e:

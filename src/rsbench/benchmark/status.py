@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from rsbench.benchmark.store import DONE, FAILED, PENDING, RUNNING, Store, worker_alive
+from rsbench.results_store.store import DONE, FAILED, PENDING, RUNNING, Store, worker_alive
 
 BLOCKED = "blocked"
 STYLE = {DONE: "green", FAILED: "bold red", RUNNING: "cyan", PENDING: "white", BLOCKED: "yellow"}

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rsbench.benchmark.execute import run_claimed
-from rsbench.benchmark.store import DONE, PENDING, RUNNING, Store, worker_identity
 from rsbench.errors import RsbenchError
+from rsbench.results_store.store import DONE, PENDING, RUNNING, Store, worker_identity
 
 
 def open_work(cells: Sequence[dict]) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from rsbench import __version__
-from rsbench.cli import benchmark, corpus, evaluate, methods, pretrain, quickstart, report, runs
+from rsbench.cli import benchmark, corpus, evaluate, methods, pretrain, quickstart, report, runs, suite
 
 app = typer.Typer(
     name="rsbench",
@@ -16,6 +16,7 @@ app = typer.Typer(
 )
 app.add_typer(corpus.app, name="corpus")
 app.add_typer(benchmark.app, name="benchmark")
+app.add_typer(suite.app, name="suite")
 app.command("pretrain")(pretrain.pretrain_command)
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("report")(report.report_command)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import typer
 from pydantic import Field
@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rsbench.cli.common import ConfigOption, console, handle_errors
+from rsbench.cli.model_options import GIVEN, Opt, model_options
 from rsbench.errors import ConfigError, RsbenchError
 from rsbench.settings import StrictModel, resolve_config
 
@@ -25,68 +26,56 @@ FileArg = typer.Argument(
     show_default=False,
     metavar="FILE",
 )
-OutOption = typer.Option(None, "--out", help="Benchmark folder: runs, logs, results.db (default: the file's 'out').")
-DbOption = typer.Option(None, "--db", help="SQLAlchemy URL or SQLite file (default: OUT/results.db).")
+DB_HELP = "SQLAlchemy URL or SQLite file (unset: OUT/results.db)."
 
 
 class RunOptions(StrictModel):
-    out: str | None = None
-    db: str | None = None
-    executor: Literal["local", "slurm"] | None = None
-    max_parallel: int | None = Field(None, ge=1)
-    retry_failed: bool = False
-    dry_run: bool = False
+    out: str | None = Field(None, description="Benchmark folder: runs, logs, results.db (unset: the file's 'out').")
+    db: str | None = Field(None, description=DB_HELP)
+    executor: Literal["local", "slurm"] | None = Field(None, description="Executor (unset: the file's executor.kind).")
+    max_parallel: int | None = Field(None, ge=1, description="Local worker processes (unset: the file's, else 1).")
+    retry_failed: bool = Field(False, description="Run failed cells again.")
+    dry_run: bool = Field(False, description="List the cells (and SLURM jobs) without running.")
 
 
 class StatusOptions(StrictModel):
-    out: str | None = None
-    db: str | None = None
-    watch: bool = False
-    interval: float = Field(2.0, gt=0)
-    tail: int = Field(5, ge=0)
-    hide_done: bool = False
+    out: str | None = Field(None, description="Benchmark folder (unset: the file's 'out').")
+    db: str | None = Field(None, description=DB_HELP)
+    watch: bool = Field(False, description="Refresh until no cell is pending or running.")
+    interval: float = Field(2.0, gt=0, description="Seconds between refreshes.")
+    tail: int = Field(5, ge=0, description="Log lines shown per failed cell.")
+    hide_done: bool = Field(False, description="Leave finished cells out of the table.")
 
 
 class ExportOptions(StrictModel):
-    experiment: str | None = None
-    out: str
-    db: str | None = None
-    table: Literal["results", "cells", "runs"] = "results"
-    bench_out: str | None = None
+    experiment: str | None = None  # the [FILE] argument
+    out: str = Field(
+        description="Output: a .csv, .parquet or .jsonl file; a folder for --format geobench2; a .csv file for "
+        "--format torchgeo-bench."
+    )
+    db: str | None = Field(None, description=DB_HELP)
+    table: Literal["results", "cells", "runs"] = Field("results", description="What to export (--format table).")
+    bench_out: str | None = Field(None, description="Benchmark folder, when not the file's 'out'.")
+    format: Literal["table", "geobench2", "torchgeo-bench"] = Field(
+        "table",
+        description="table: the store's rows as they are; geobench2: a GEO-Bench-2 leaderboard submission "
+        "(checked against the leaderboard's rules); torchgeo-bench: its results CSV (headline metrics).",
+    )
+    protocol: str | None = Field(
+        None, description="Leaderboard formats: the protocol to export when a dataset has several."
+    )
+    label_fraction: float = Field(1.0, gt=0, le=1, description="Leaderboard formats: the label fraction to export.")
 
 
 @app.command("run")
 @handle_errors
-def run_command(
-    file: Path = FileArg,
-    out: Path | None = OutOption,
-    db: str | None = DbOption,
-    executor: str | None = typer.Option(None, "--executor", help="local | slurm (default: the file's executor.kind)."),
-    max_parallel: int | None = typer.Option(
-        None, "--max-parallel", help="Local worker processes (default: file, else 1)."
-    ),
-    retry_failed: bool | None = typer.Option(
-        None, "--retry-failed", help="Run failed cells again.", show_default=False
-    ),
-    dry_run: bool | None = typer.Option(
-        None, "--dry-run", help="List the cells (and SLURM jobs) without running.", show_default=False
-    ),
-    config: Path | None = ConfigOption,
-) -> None:
+@model_options(RunOptions)
+def run_command(file: Path = FileArg, given: dict[str, Any] = GIVEN, config: Path | None = ConfigOption) -> None:
     """Run every cell of the matrix once: finished cells are skipped, failed ones only with --retry-failed."""
     from rsbench.benchmark.plan import load_plan
     from rsbench.benchmark.runner import run_local, write_summary
 
-    opts = resolve_config(
-        RunOptions,
-        config,
-        out=str(out) if out else None,
-        db=db,
-        executor=executor,
-        max_parallel=max_parallel,
-        retry_failed=retry_failed,
-        dry_run=dry_run,
-    )
+    opts = resolve_config(RunOptions, config, **given)
     plan = load_plan(file, opts.out, opts.db, check=True)
     exec_spec = plan.experiment.executor
     kind = opts.executor or exec_spec.kind
@@ -117,7 +106,7 @@ def run_command(
 
 
 def _print_plan(plan, kind: str) -> None:
-    from rsbench.benchmark.store import Store
+    from rsbench.results_store.store import Store
 
     known = {}
     db_file = Path(plan.url.removeprefix("sqlite:///")) if plan.url.startswith("sqlite:///") else None
@@ -136,45 +125,24 @@ def _print_plan(plan, kind: str) -> None:
         spec = plan.experiment.executor.slurm
         check_parameters(spec, f"experiment file {plan.path}")
         out.print(f"SLURM jobs (submitit, cluster={spec.cluster}); evaluation jobs wait with afterok on their run:")
-        out.print({"pretrain": {**spec.parameters, **spec.pretrain}, "evaluate": {**spec.parameters, **spec.evaluate}})
+        out.print({stage: spec.resources(stage).submitit_parameters() for stage in ("pretrain", "evaluate")})
     out.print(f"store: {plan.url}")
 
 
 @app.command("status")
 @handle_errors
-def status_command(
-    file: Path = FileArg,
-    out: Path | None = OutOption,
-    db: str | None = DbOption,
-    watch: bool | None = typer.Option(
-        None, "--watch", help="Refresh until no cell is pending or running.", show_default=False
-    ),
-    interval: float | None = typer.Option(None, "--interval", help="Seconds between refreshes (default 2)."),
-    tail: int | None = typer.Option(None, "--tail", help="Log lines shown per failed cell (default 5)."),
-    hide_done: bool | None = typer.Option(
-        None, "--hide-done", help="Leave finished cells out of the table.", show_default=False
-    ),
-    config: Path | None = ConfigOption,
-) -> None:
+@model_options(StatusOptions)
+def status_command(file: Path = FileArg, given: dict[str, Any] = GIVEN, config: Path | None = ConfigOption) -> None:
     """Cells (pending/running/done/failed/blocked) with error lines, failed cells' log tails, cost so far."""
     from rich.live import Live
 
-    from rsbench.benchmark.db import existing_db_url
     from rsbench.benchmark.plan import load_plan
     from rsbench.benchmark.status import status_view
-    from rsbench.benchmark.store import Store
     from rsbench.benchmark.worker import open_work
+    from rsbench.results_store.db import existing_db_url
+    from rsbench.results_store.store import Store
 
-    opts = resolve_config(
-        StatusOptions,
-        config,
-        out=str(out) if out else None,
-        db=db,
-        watch=watch,
-        interval=interval,
-        tail=tail,
-        hide_done=hide_done,
-    )
+    opts = resolve_config(StatusOptions, config, **given)
     plan = load_plan(file, opts.out, opts.db)
     store = Store(existing_db_url(plan.url, None))
     title = f"{plan.experiment.name} · {plan.url}"
@@ -195,31 +163,29 @@ def status_command(
 
 @app.command("export")
 @handle_errors
+@model_options(ExportOptions, exclude={"experiment"}, options={"out": Opt(aliases=("-o",))})
 def export_command(
     file: Path | None = typer.Argument(
         None, help="Experiment file whose store to export (or give --db).", show_default=False, metavar="[FILE]"
     ),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output file: .csv, .parquet or .jsonl."),
-    db: str | None = DbOption,
-    table: str | None = typer.Option(None, "--table", help="results | cells | runs (default: results)."),
-    bench_out: Path | None = typer.Option(None, "--bench-out", help="Benchmark folder, when not the file's 'out'."),
+    given: dict[str, Any] = GIVEN,
     config: Path | None = ConfigOption,
 ) -> None:
-    """Export the results store (results rows, cells or runs) to CSV, Parquet or JSONL."""
-    from rsbench.benchmark.export import export
+    """Export the results store (results rows, cells or runs) to CSV, Parquet or JSONL, or the results in a
+    leaderboard's format (GEO-Bench-2 submission, torchgeo-bench CSV)."""
+    from rsbench.benchmark.export import export, export_leaderboard
 
-    opts = resolve_config(
-        ExportOptions,
-        config,
-        experiment=str(file) if file else None,
-        out=str(out) if out else None,
-        db=db,
-        table=table,
-        bench_out=str(bench_out) if bench_out else None,
-    )
+    opts = resolve_config(ExportOptions, config, experiment=str(file) if file else None, **given)
     store = _store(opts.experiment, opts.db, opts.bench_out)
-    n = export(store, opts.out, opts.table)
-    console.print(f"{n} {opts.table} rows written to {opts.out}", markup=False, highlight=False)
+    if opts.format == "table":
+        n = export(store, opts.out, opts.table)
+        console.print(f"{n} {opts.table} rows written to {opts.out}", markup=False, highlight=False)
+    else:
+        name = Path(opts.experiment).stem if opts.experiment else "rsbench"
+        n, problems = export_leaderboard(store, opts.out, opts.format, name, opts.protocol, opts.label_fraction)
+        console.print(f"{n} {opts.format} rows written to {opts.out}", markup=False, highlight=False)
+        for problem in problems:
+            console.print(f"warning: the leaderboard would reject this: {problem}", style="yellow", markup=False)
     typer.echo(opts.out)
 
 
@@ -232,9 +198,9 @@ def import_command(
     db: str = typer.Option(..., "--db", help="SQLAlchemy URL or SQLite file to import into."),
 ) -> None:
     """Import existing results.jsonl files into a results store (re-importing a file replaces its rows)."""
-    from rsbench.benchmark.db import db_url
-    from rsbench.benchmark.store import Store
-    from rsbench.report.aggregate import find_results_files
+    from rsbench.contracts.results import find_results_files
+    from rsbench.results_store.db import db_url
+    from rsbench.results_store.store import Store
 
     store = Store(db_url(db, None))
     for path in find_results_files(results):
@@ -243,8 +209,8 @@ def import_command(
 
 
 def _store(experiment: str | None, db: str | None, bench_out: str | None):
-    from rsbench.benchmark.db import existing_db_url
-    from rsbench.benchmark.store import Store
+    from rsbench.results_store.db import existing_db_url
+    from rsbench.results_store.store import Store
 
     if experiment:
         from rsbench.benchmark.plan import load_plan

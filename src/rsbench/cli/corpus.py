@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from rsbench.cli.common import ConfigOption, console, handle_errors, split_csv
+from rsbench.cli.common import ConfigOption, console, handle_errors
+from rsbench.cli.model_options import GIVEN, SLURM_RESOURCE_OPTIONS, Opt, model_options, with_section
+from rsbench.contracts.corpus_build import FILTER_KEYS, CorpusBuildConfig, CorpusSlurm
+from rsbench.errors import ConfigError
+from rsbench.settings import load_yaml_mapping, resolve_config
 
 app = typer.Typer(help="Build and inspect tiled pretraining corpora (WebDataset shards).", no_args_is_help=True)
 
@@ -27,12 +32,37 @@ def _log(message: str) -> None:
     console.print(escape(message), style=style, highlight=False, soft_wrap=True)
 
 
-def _opt(*names: str, help: str, panel: str | None = None):
-    return typer.Option(None, *names, help=help, rich_help_panel=panel, show_default=False)
+# Panels and older names; everything else about an option comes from CorpusBuildConfig / CorpusSlurm.
+BUILD_OPTIONS = {
+    "input_lists": Opt(decls=("--input-list",), repeat=True),
+    "exclude": Opt(repeat=True, panel=FILTERS),
+    **{
+        k: Opt(panel=SAMPLING)
+        for k in ("gsd", "resampling", "stride", "tiles_per_raster", "max_tiles", "diversity", "clusters", "seed")
+    },
+    **{k: Opt(panel=FILTERS) for k in (*FILTER_KEYS, "implicit_nodata", "dedup", "dedup_distance")},
+    **{k: Opt(panel=PARALLEL) for k in ("workers", "scheduler", "task_tiles")},
+}
+# Not flags: `inputs` (the INPUT arguments), `slurm` (--slurm, and its fields are the --slurm-* options).
+BUILD_EXCLUDE = frozenset({"inputs", "slurm"})
+# --slurm-* options: the SlurmResources names, and the names older rsbench versions used as aliases.
+SLURM_OPTIONS = {
+    **SLURM_RESOURCE_OPTIONS,
+    "partition": Opt(aliases=("--slurm-queue",)),
+    "time": Opt(type=str, aliases=("--slurm-walltime",)),
+    "cpus_per_task": Opt(aliases=("--slurm-cores",)),
+    "mem": Opt(aliases=("--slurm-memory",)),
+}
+# YAML only (under `slurm:`): GPUs, the checkpoint signal and extra sbatch options mean nothing to Dask workers.
+SLURM_EXCLUDE = frozenset({"gpus_per_node", "signal_delay_s", "extra"})
 
 
 @app.command("build")
 @handle_errors
+@model_options(
+    CorpusSlurm, into="slurm_given", prefix="slurm_", exclude=SLURM_EXCLUDE, options=SLURM_OPTIONS, panel=PARALLEL
+)
+@model_options(CorpusBuildConfig, exclude=BUILD_EXCLUDE, options=BUILD_OPTIONS)
 def build_command(
     inputs: list[str] | None = typer.Argument(
         None,
@@ -41,123 +71,15 @@ def build_command(
         help="Raster files, folders (searched recursively for *.tif), quoted globs ('data/**/*.tif') "
         "or GDAL paths (/vsis3/...).",
     ),
-    input_list: list[Path] | None = _opt("--input-list", help="Text file listing one input per line (repeatable)."),
-    out: Path | None = _opt("--out", help="Output corpus directory."),
-    tile_size: int | None = _opt("--tile-size", help="Tile width/height in pixels."),
-    bands: str | None = _opt(
-        "--bands", help="Band selection and order, e.g. '4,3,2' (1-based) or 'red,green,blue' (descriptions)."
-    ),
-    gsd: float | None = _opt(
-        "--gsd", help="Resample rasters to this ground sampling distance in metres.", panel=SAMPLING
-    ),
-    resampling: str | None = _opt(
-        "--resampling", help="--gsd kernel: bilinear (default), nearest, cubic, average.", panel=SAMPLING
-    ),
-    stride: int | None = _opt("--stride", help="Grid step in pixels (default: the tile size).", panel=SAMPLING),
-    tiles_per_raster: int | None = _opt(
-        "--tiles-per-raster", help="N random (seeded) windows per raster instead of the grid.", panel=SAMPLING
-    ),
-    max_tiles: int | None = _opt(
-        "--max-tiles", help="Cap on kept tiles, balanced across rasters (or clusters).", panel=SAMPLING
-    ),
-    diversity: bool | None = typer.Option(
-        None,
-        "--diversity/--no-diversity",
-        rich_help_panel=SAMPLING,
-        show_default=False,
-        help="Reach --max-tiles evenly across k-means clusters of tile features.",
-    ),
-    clusters: int | None = _opt("--clusters", help="k of the diversity k-means (default 16).", panel=SAMPLING),
-    seed: int | None = _opt("--seed", help="Seed of random windows and sampling (default 0).", panel=SAMPLING),
-    max_nodata_fraction: float | None = _opt(
-        "--max-nodata-fraction", help="Reject tiles with more invalid pixels (default 0.5; 1 = off).", panel=FILTERS
-    ),
-    implicit_nodata: bool | None = typer.Option(
-        None,
-        "--implicit-nodata/--no-implicit-nodata",
-        rich_help_panel=FILTERS,
-        show_default=False,
-        help="In rasters without declared nodata, pixels 0 in every band are fill (default on).",
-    ),
-    blank_filter: bool | None = typer.Option(
-        None,
-        "--blank-filter/--no-blank-filter",
-        rich_help_panel=FILTERS,
-        show_default=False,
-        help="Reject low-information tiles (default on).",
-    ),
-    min_std: float | None = _opt(
-        "--min-std", help="Blank if every band's std < this fraction of its p2-p98 range (default 0.04).", panel=FILTERS
-    ),
-    min_entropy: float | None = _opt(
-        "--min-entropy", help="Blank if the quicklook entropy < this many bits (default 3).", panel=FILTERS
-    ),
-    cloud_filter: bool | None = typer.Option(
-        None,
-        "--cloud-filter/--no-cloud-filter",
-        rich_help_panel=FILTERS,
-        show_default=False,
-        help="Reject cloudy tiles (bright in every band; default on).",
-    ),
-    cloud_brightness: float | None = _opt(
-        "--cloud-brightness",
-        help="Cloud pixel: every band above this fraction of its p2-p98 range (default 0.7).",
-        panel=FILTERS,
-    ),
-    max_cloud_fraction: float | None = _opt(
-        "--max-cloud-fraction", help="Reject tiles with a larger cloud fraction (default 0.2).", panel=FILTERS
-    ),
-    saturation_filter: bool | None = typer.Option(
-        None,
-        "--saturation-filter/--no-saturation-filter",
-        rich_help_panel=FILTERS,
-        show_default=False,
-        help="Reject tiles with many pixels at the dtype maximum (default on).",
-    ),
-    max_saturated_fraction: float | None = _opt(
-        "--max-saturated-fraction", help="Reject tiles with a larger saturated fraction (default 0.2).", panel=FILTERS
-    ),
-    dedup: bool | None = typer.Option(
-        None,
-        "--dedup/--no-dedup",
-        rich_help_panel=FILTERS,
-        show_default=False,
-        help="Reject near-duplicate tiles by perceptual hash (default on).",
-    ),
-    dedup_distance: int | None = _opt(
-        "--dedup-distance", help="Max Hamming distance of duplicate hashes, of 64 bits (default 4).", panel=FILTERS
-    ),
-    exclude: list[str] | None = _opt(
-        "--exclude",
-        help="Vector file or raster of evaluation areas; overlapping tiles are rejected (repeatable).",
-        panel=FILTERS,
-    ),
-    shard_size: int | None = _opt("--shard-size", help="Samples per shard (default 1000)."),
-    workers: int | None = _opt(
-        "--workers",
-        help="Local Dask worker processes (default: all cores, but in-process for builds under 20k windows; "
-        "1 = in-process).",
-        panel=PARALLEL,
-    ),
-    scheduler: str | None = _opt(
-        "--scheduler", help="Address of a running Dask scheduler (tcp://host:8786).", panel=PARALLEL
-    ),
+    given: dict[str, Any] = GIVEN,
     slurm: bool | None = typer.Option(
         None,
         "--slurm/--no-slurm",
         rich_help_panel=PARALLEL,
         show_default=False,
-        help="Run on SLURM through a dask-jobqueue SLURMCluster.",
+        help="Run on SLURM through a dask-jobqueue SLURMCluster (the --slurm-* options size its jobs).",
     ),
-    slurm_queue: str | None = _opt("--slurm-queue", help="SLURM partition.", panel=PARALLEL),
-    slurm_account: str | None = _opt("--slurm-account", help="SLURM account.", panel=PARALLEL),
-    slurm_walltime: str | None = _opt("--slurm-walltime", help="SLURM walltime (default 01:00:00).", panel=PARALLEL),
-    slurm_jobs: int | None = _opt(
-        "--slurm-jobs", help="SLURM jobs, each with one worker process per core (default 1).", panel=PARALLEL
-    ),
-    slurm_cores: int | None = _opt("--slurm-cores", help="Cores per SLURM job (default 4).", panel=PARALLEL),
-    slurm_memory: str | None = _opt("--slurm-memory", help="Memory per SLURM job (default 16GB).", panel=PARALLEL),
-    task_tiles: int | None = _opt("--task-tiles", help="Windows per parallel task (default 2048).", panel=PARALLEL),
+    slurm_given: dict[str, Any] = GIVEN,
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Rebuild even if DIR holds a corpus or an unfinished build with other settings."
     ),
@@ -165,18 +87,18 @@ def build_command(
 ) -> None:
     """Tile rasters into WebDataset shards with a manifest, per-band stats and corpus.json (resumable)."""
     # Imported here so `rsbench --help` stays fast (rasterio/torch are heavy).
-    from rsbench.corpus import CorpusBuildConfig, build_corpus
-    from rsbench.settings import resolve_config
+    from rsbench.corpus import build_corpus
 
-    given = {
-        k: v
-        for k, v in locals().items()
-        if k not in {"config", "overwrite", "resolve_config", "CorpusBuildConfig", "build_corpus"}
-    }
-    given["input_lists"] = [str(p) for p in given.pop("input_list")] if input_list else None
-    given["inputs"] = list(inputs) if inputs else None
-    given["out"] = str(out) if out is not None else None
-    given["bands"] = split_csv(bands)
+    if inputs:
+        given["inputs"] = list(inputs)
+    if slurm is not None or slurm_given:
+        from_file = load_yaml_mapping(config).get("slurm") if config else None
+        if not (slurm if slurm is not None else bool(from_file)):
+            if slurm_given:
+                raise ConfigError(f"--slurm-{next(iter(slurm_given)).replace('_', '-')} only applies with --slurm")
+            given["slurm"] = False
+        else:
+            given["slurm"] = with_section(config, "slurm", slurm_given)
     cfg = resolve_config(CorpusBuildConfig, config, **given)
     progress = Progress(
         TextColumn("{task.description}"),
@@ -218,3 +140,54 @@ def inspect_command(
         console.print(table)
     for path in report["pngs"]:
         console.print(f"wrote {escape(str(path))}", highlight=False)
+
+
+@app.command("check")
+@handle_errors
+def check_command(
+    corpus_dir: Path = typer.Argument(..., metavar="DIR", help="A corpus built by `rsbench corpus build`."),
+    against: list[Path] = typer.Option(
+        ..., "--against", help="Downstream data (folder of images, or an image file); repeatable.", show_default=False
+    ),
+    max_distance: int | None = typer.Option(
+        None, "--max-distance", min=0, max=64, help="Largest pHash Hamming distance counted as the same content."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Write the findings as JSON to this file."),
+    fail: bool = typer.Option(False, "--fail/--no-fail", help="Exit 1 when any near-duplicate is found."),
+) -> None:
+    """Contamination check: downstream images (train and test) that are also pretraining tiles, by content
+    (perceptual hashes), for data without footprints that `--exclude` cannot guard."""
+    from rich.table import Table
+
+    from rsbench.corpus.contamination import DEFAULT_MAX_DISTANCE, check_contamination, find_images
+    from rsbench.errors import DataError
+    from rsbench.io import write_json
+
+    total = sum(len(find_images(d)) for d in against)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console)
+    with progress:
+        task = progress.add_task("hashing downstream images", total=total)
+        found = check_contamination(
+            corpus_dir,
+            against,
+            DEFAULT_MAX_DISTANCE if max_distance is None else max_distance,
+            on_image=lambda: progress.advance(task),
+        )
+    table = Table(title=f"near-duplicates of corpus tiles (Hamming distance <= {found['max_distance']} of 64)")
+    for column in ("data", "images", "duplicates", "closest"):
+        table.add_column(column)
+    for d in found["datasets"]:
+        closest = min(d["duplicates"], key=lambda x: x["distance"], default=None)
+        table.add_row(
+            escape(d["data"]),
+            str(d["images"]),
+            str(len(d["duplicates"])),
+            escape(f"{closest['image']} ~ {closest['tile']} ({closest['distance']})") if closest else "-",
+        )
+    console.print(table)
+    if out is not None:
+        write_json(out, found)
+        console.print(f"wrote {escape(str(out))}", highlight=False)
+    n = sum(len(d["duplicates"]) for d in found["datasets"])
+    if fail and n:
+        raise DataError(f"{n} downstream image(s) are near-duplicates of tiles of {corpus_dir}")

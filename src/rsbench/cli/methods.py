@@ -1,4 +1,6 @@
-"""`rsbench methods [--method NAME]`: the SSL methods, their default backbones and paper recipes."""
+"""`rsbench methods [--method NAME]`: the SSL methods, their default backbones and paper recipes.
+
+Reads rsbench.ssl.catalog only: no torch, Lightning or lightly is imported."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from rich.table import Table
 
 from rsbench.cli.common import ConfigOption, handle_errors
 from rsbench.settings import StrictModel, resolve_config
+from rsbench.ssl.catalog import CATALOG, MethodCard, get_card
 
 # Method-specific recipe keys shown in the overview (temperatures, EMA momenta, queue, masking).
 _HIGHLIGHTS = (
@@ -47,7 +50,7 @@ def _highlights(extra: dict) -> str:
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
 
 
-def overview_table(methods: dict) -> Table:
+def overview_table(cards: dict[str, MethodCard]) -> Table:
     table = Table(title="rsbench SSL methods (paper recipes; override with `recipe:` in the pretrain config)")
     for col in (
         "method",
@@ -60,8 +63,8 @@ def overview_table(methods: dict) -> Table:
         "paper",
     ):
         table.add_column(col, overflow="fold")
-    for cls in methods.values():
-        d = cls.describe()
+    for card in cards.values():
+        d = card.describe()
         table.add_row(
             d["name"],
             d["backbone"],
@@ -75,11 +78,11 @@ def overview_table(methods: dict) -> Table:
     return table
 
 
-def recipe_table(cls) -> Table:
-    table = Table(title=f"{cls.name}: recipe keys (default backbone {cls.default_backbone}; {cls.paper})")
+def recipe_table(card: MethodCard) -> Table:
+    table = Table(title=f"{card.name}: recipe keys (default backbone {card.default_backbone}; {card.paper})")
     table.add_column("recipe key")
     table.add_column("default")
-    recipe = asdict(cls.default_recipe)
+    recipe = asdict(card.default_recipe)
     extra = recipe.pop("extra")
     for key, value in [*recipe.items(), *extra.items()]:
         table.add_row(key, repr(value) if isinstance(value, str) else str(value))
@@ -92,8 +95,6 @@ def methods_command(
     config: Path | None = ConfigOption,
 ) -> None:
     """List the SSL methods with their default backbone and paper recipe (or one method's recipe keys)."""
-    from rsbench.ssl import METHODS, get_method
-
     cfg = resolve_config(MethodsConfig, config, method=method)
     console = Console()
-    console.print(recipe_table(get_method(cfg.method)) if cfg.method else overview_table(METHODS))
+    console.print(recipe_table(get_card(cfg.method)) if cfg.method else overview_table(CATALOG))

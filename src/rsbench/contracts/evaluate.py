@@ -33,50 +33,98 @@ def default_seeds(protocols: list[str]) -> list[int]:
 class EvaluateConfig(StrictModel):
     # A task spec (YAML: name, task, adapter, data, classes, ...) fills every key it sets that the
     # config file / command line leave unset; see rsbench.contracts.task_spec.
-    task_spec: Path | None = None
-    task: str = "classification"
-    data: Path
-    test_data: Path | None = None
-    # How to read `data`: imagefolder | csv | torchgeo (classification); None = folder -> imagefolder,
-    # *.csv -> csv. Other tasks register their own adapter names.
-    adapter: str | None = None
-    dataset_name: str | None = None  # the `dataset` of result rows (default: the data folder/file name)
-    classes: list[str] | None = None  # class names; for CSV labels, any other name is an error
-    metric: str | None = None  # a task spec's headline metric (must be one the task reports)
-    bands: list[str] | None = None  # the data's band names in file order (maps bands onto published weights)
-    # --init imagenet: the data's red, green, blue bands (1-based indices or names of `bands`), where the
-    # ImageNet RGB filters go; None = found from the band names (3 unnamed bands: assumed RGB).
-    rgb_bands: list[str] | None = None
-    options: dict[str, Any] = Field(default_factory=dict)  # adapter/task-specific keys of a task spec
-    # A run directory, 'random', 'imagenet', a state_dict file for `backbone`, 'torchgeo:<WeightsEnum>',
-    # or a network-free baseline: 'bandstats', 'pixels'.
-    init: str
+    task_spec: Path | None = Field(
+        None,
+        description="YAML task spec (name, task, adapter, data, classes, metric, options); "
+        "the command line and --config override its keys.",
+    )
+    task: str = Field("classification", description="Downstream task: classification, segmentation, detection.")
+    data: Path = Field(
+        description="Labelled data: ImageFolder (root/<class>/<image>), a CSV (path,label or path,labels "
+        "with ';'-separated labels), or a torchgeo dataset root (--adapter torchgeo)."
+    )
+    test_data: Path | None = Field(
+        None, description="Fixed test set in the same format; without it --data is split per seed."
+    )
+    # Other tasks register their own adapter names.
+    adapter: str | None = Field(
+        None,
+        description="How to read --data. classification: imagefolder, csv, torchgeo; segmentation: masks, "
+        "vector; detection: voc, coco, csv (unset: from the task spec, else a folder -> imagefolder, "
+        "*.csv -> csv).",
+    )
+    dataset_name: str | None = Field(
+        None, description="The `dataset` of result rows (unset: the task spec's name, else the data folder/file name)."
+    )
+    classes: list[str] | None = Field(
+        None, description="Class names, in label order; for CSV labels, any other name is an error."
+    )
+    metric: str | None = Field(None, description="Headline metric (must be one the task reports).")
+    bands: list[str] | None = Field(
+        None,
+        description="The data's band names in file order, e.g. B04,B03,B02 or blue,green,red,nir (maps them "
+        "onto torchgeo weights, and ImageNet's RGB filters onto the red, green, blue bands; unset: the torchgeo "
+        "dataset's bands or the GeoTIFFs' band descriptions).",
+    )
+    rgb_bands: list[str] | None = Field(
+        None,
+        description="--init imagenet: the data's red, green, blue bands, as 1-based indices (e.g. 4,3,2) "
+        "or --bands names; ImageNet's RGB filters go there, every other band gets their mean (unset: from the "
+        "band names; 3 unnamed bands are taken as RGB, more are an error).",
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="Adapter/task-specific keys of a task spec.")
+    init: str = Field(
+        description="Run directory, 'random', 'imagenet', a state_dict file, 'torchgeo:<WeightsEnum>' "
+        "(e.g. torchgeo:ResNet18_Weights.SENTINEL2_RGB_MOCO), or a baseline: 'bandstats', 'pixels'."
+    )
     # None = take it from the run's backbone.json, else DEFAULT_BACKBONE / DEFAULT_IMAGE_SIZE.
-    backbone: str | None = None
-    image_size: int | None = Field(None, gt=0)
-    # ViT patch size for random / imagenet / weights-file inits (a run dir records its own).
-    patch_size: int | None = Field(None, gt=0)
-    weights: Path | None = None
-    protocol: list[str] = Field(min_length=1)  # default: DEFAULT_PROTOCOLS[task]
+    backbone: str | None = Field(None, description="timm architecture (unset: resnet18; a run uses its own).")
+    image_size: int | None = Field(None, gt=0, description="Input size (unset: the run's / the weights', else 64).")
+    patch_size: int | None = Field(
+        None, gt=0, description="ViT patch size for random/imagenet/weights-file inits (a run uses its own)."
+    )
+    weights: Path | None = Field(
+        None, description="Checkpoint file for --init imagenet or --init torchgeo:... (offline use)."
+    )
+    protocol: list[str] = Field(
+        min_length=1,
+        description="classification: knn, knn5, linear, finetune (unset: knn,linear); segmentation and "
+        "detection: frozen, finetune (unset: frozen).",
+    )  # default: DEFAULT_PROTOCOLS[task]
     # Without seeds: default_seeds(protocol), set by the model validator.
-    seeds: list[int] = Field(default_factory=lambda: list(DEFAULT_SEEDS), min_length=1)
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    batch_size: int = Field(64, gt=0)
-    out: Path = Field(Path("results"), json_schema_extra=EXECUTION)
-    device: str = Field("auto", json_schema_extra=EXECUTION)
+    seeds: list[int] = Field(
+        default_factory=lambda: list(DEFAULT_SEEDS),
+        min_length=1,
+        description="Seeds (unset: 0,1,2,3,4 when every protocol is a frozen one - knn, knn5, linear, frozen - "
+        "else 0,1,2).",
+    )
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="Per-class test share when there is no --test-data.")
+    batch_size: int = Field(64, gt=0, description="Batch size.")
+    out: Path = Field(Path("results"), description="Output folder for results.jsonl.", json_schema_extra=EXECUTION)
+    device: str = Field("auto", description="Torch device: auto, cpu, cuda, cuda:1, ...", json_schema_extra=EXECUTION)
     # Label fractions of the training split (stratified, >= 1 sample per class), and trained-part options
     # shared by the fine-tuning, segmentation and detection protocols.
-    fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
-    epochs: int = Field(10, gt=0)
-    lr: float | None = Field(None, gt=0)
-    decoder: str = "fpn"
-    layer_decay: float = Field(0.75, gt=0, le=1)  # fine-tuning ViTs: LR x layer_decay per block from the top
-    knn_k: int = Field(20, gt=0)
-    knn_temperature: float = Field(0.07, gt=0)
-    # Inverse regularization strengths C the linear probe picks from; None = the probe's default grid.
-    linear_c_grid: list[float] | None = Field(None, min_length=1)
-    # Keep the extracted features next to the results (see the evaluate README section).
-    save_features: bool = False
+    fractions: list[float] = Field(
+        default_factory=lambda: [1.0],
+        min_length=1,
+        description="Label fractions of the train split, e.g. 0.01,0.1,1.0 (stratified, >= 1 per class).",
+    )
+    epochs: int = Field(10, gt=0, description="Epochs for trained parts (fine-tuning, decoders, detectors).")
+    lr: float | None = Field(None, gt=0, description="Learning rate for trained parts (unset: per protocol).")
+    decoder: str = Field("fpn", description="Segmentation decoder.")
+    layer_decay: float = Field(
+        0.75, gt=0, le=1, description="Fine-tuning ViTs: learning rate x layer_decay per block from the top."
+    )
+    knn_k: int = Field(20, gt=0, description="Neighbours of the kNN probe.")
+    knn_temperature: float = Field(0.07, gt=0, description="Temperature of the kNN probe's weighted vote.")
+    linear_c_grid: list[float] | None = Field(
+        None,
+        min_length=1,
+        description="Inverse regularization strengths C the linear probe picks from (unset: the probe's grid).",
+    )
+    save_features: bool = Field(
+        False, description="Keep the extracted frozen features with the results (see the evaluate README section)."
+    )
 
     @model_validator(mode="before")
     @classmethod

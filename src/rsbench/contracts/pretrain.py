@@ -15,87 +15,96 @@ accumulate) images per micro-batch, so one config gives the same optimisation on
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from rsbench.contracts.identity import EXECUTION, execution_keys
+from rsbench.contracts.slurm import SlurmResources
 from rsbench.settings import StrictModel
 
 
-class SlurmOptions(StrictModel):
-    """sbatch settings for `rsbench pretrain --slurm` (submitted through submitit, one task per GPU)."""
+class SlurmOptions(SlurmResources):
+    """sbatch settings for `rsbench pretrain --slurm` (submitted through submitit, one task per device).
 
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    gpus_per_node: int = Field(1, ge=1, le=64)
-    cpus_per_task: int | None = Field(None, ge=1)
-    time: int = Field(60, ge=1, description="wall-clock limit in minutes (also accepts 'HH:MM:SS' or 'D-HH:MM:SS')")
-    mem: str | None = Field(None, description="memory per node, e.g. '64G'")
-    constraint: str | None = None
-    job_name: str | None = None
-    setup: list[str] = Field(default_factory=list, description="shell lines run before srun (module load ...)")
-    signal_delay_s: int = Field(120, ge=10, description="checkpoint signal this long before the time limit")
-    max_requeues: int = Field(3, ge=0, description="how many times a timed-out job is requeued")
+    The shared `SlurmResources` fields with pretraining's defaults, plus the requeue keys."""
 
-    @field_validator("time", mode="before")
-    @classmethod
-    def _minutes(cls, v: Any) -> Any:
-        if isinstance(v, str) and not v.strip().isdigit():
-            m = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?", v.strip())
-            if not m:
-                raise ValueError("expected minutes, 'HH:MM:SS' or 'D-HH:MM:SS'")
-            days, hours, minutes, seconds = (int(g) if g else 0 for g in m.groups())
-            return days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
-        return v
+    time: int = Field(60, ge=1, description="Wall-clock limit of each job: minutes, 'HH:MM:SS' or 'D-HH:MM:SS'.")
+    gpus_per_node: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="GPUs (= tasks) per node; unset: --devices, or none with --accelerator cpu. "
+        "0: a CPU-only job (--devices tasks per node, accelerator cpu).",
+    )
+    job_name: str | None = Field(None, description="Job name (unset: rsbench-<RUN_DIR name>).")
+    signal_delay_s: int = Field(
+        120, ge=10, description="Send the checkpoint signal this many seconds before the time limit."
+    )
+    max_requeues: int = Field(3, ge=0, description="How many times a timed-out or preempted job is requeued.")
 
 
 class PretrainConfig(StrictModel):
-    method: str = "simclr"
-    corpus: Path | None = None
-    images: Path | None = None
-    backbone: str | None = None  # None: the method's default backbone
-    out: Path = Field(json_schema_extra=EXECUTION)
-    epochs: int | None = Field(None, ge=1)
-    max_steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(64, ge=2, description="global batch (all devices, all accumulation micro-batches)")
-    accumulate: int = Field(1, ge=1, description="micro-batches per optimizer step (gradient accumulation)")
-    image_size: int = Field(64, ge=8)
-    patch_size: int | None = Field(None, ge=1, description="ViT patch size (default: the architecture's)")
+    method: str = Field("simclr", description="SSL method (`rsbench methods` lists them).")
+    corpus: Path | None = Field(None, description="Corpus directory made by `rsbench corpus build`.")
+    images: Path | None = Field(None, description="Folder of images (labels, if any, are ignored).")
+    backbone: str | None = Field(None, description="timm architecture (unset: the method's, e.g. resnet18).")
+    out: Path = Field(description="Run directory (created; re-running resumes or skips).", json_schema_extra=EXECUTION)
+    epochs: int | None = Field(None, ge=1, description="Epochs over the data (unset: 1, unless max_steps is given).")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps (overrides epochs).")
+    batch_size: int = Field(64, ge=2, description="GLOBAL batch over all devices and accumulation micro-batches.")
+    accumulate: int = Field(1, ge=1, description="Micro-batches per optimizer step (gradient accumulation).")
+    image_size: int = Field(64, ge=8, description="Crop size fed to the network.")
+    patch_size: int | None = Field(
+        None, ge=1, description="ViT patch size (unset: the architecture's; 8 suits 64 px tiles)."
+    )
     min_scale: float | None = Field(
-        None, gt=0, le=1, description="smallest random-resized-crop area (default: the method's)"
+        None, gt=0, le=1, description="Smallest random-resized-crop area fraction (unset: the method's)."
     )
     color_jitter: bool = Field(
-        False, description="RGB data only: hue/saturation colour jitter on top of the per-band jitter"
+        False, description="RGB data only: hue/saturation colour jitter on top of the per-band jitter."
     )
-    bands: int | None = Field(None, ge=1, description="corpus band group to train on (default: the largest)")
-    seed: int = 0
-    recipe: dict[str, Any] = Field(default_factory=dict, description="overrides of the method's recipe")
+    bands: int | None = Field(None, ge=1, description="Corpus band group to train on (unset: the largest).")
+    seed: int = Field(0, description="Random seed.")
+    recipe: dict[str, Any] = Field(default_factory=dict, description="Overrides of the method's recipe.")
     # ---- execution (json_schema_extra=EXECUTION: never changes what is trained) ----
-    num_workers: int = Field(2, ge=0, json_schema_extra=EXECUTION)
-    precision: Literal["32-true", "32", "bf16-mixed", "16-mixed", "auto"] = Field("auto", json_schema_extra=EXECUTION)
-    accelerator: str = Field("auto", json_schema_extra=EXECUTION)
-    devices: int = Field(1, ge=1, description="devices (GPUs or CPU processes) per node", json_schema_extra=EXECUTION)
-    nodes: int = Field(1, ge=1, json_schema_extra=EXECUTION)
-    strategy: Literal["auto", "ddp", "fsdp"] = Field("auto", json_schema_extra=EXECUTION)
-    compile: bool = Field(False, description="torch.compile the backbone", json_schema_extra=EXECUTION)
-    checkpoint_every: int = Field(
-        500, ge=1, description="save last.ckpt every N optimizer steps", json_schema_extra=EXECUTION
+    num_workers: int = Field(2, ge=0, description="DataLoader workers per device.", json_schema_extra=EXECUTION)
+    precision: Literal["32-true", "32", "bf16-mixed", "16-mixed", "auto"] = Field(
+        "auto", description="Numeric precision (auto: bf16-mixed on capable GPUs).", json_schema_extra=EXECUTION
     )
-    log_every: int = Field(10, ge=1, json_schema_extra=EXECUTION)
+    accelerator: str = Field(
+        "auto",
+        description="auto | cpu | gpu. auto: a GPU when there is one; under --slurm, what the job requests "
+        "(cpu when gpus_per_node is 0, else gpu).",
+        json_schema_extra=EXECUTION,
+    )
+    devices: int = Field(1, ge=1, description="Devices (GPUs, or CPU processes) per node.", json_schema_extra=EXECUTION)
+    nodes: int = Field(1, ge=1, description="Nodes.", json_schema_extra=EXECUTION)
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="Distributed strategy (auto: ddp when more than one device).", json_schema_extra=EXECUTION
+    )
+    compile: bool = Field(False, description="torch.compile the backbone.", json_schema_extra=EXECUTION)
+    checkpoint_every: int = Field(
+        500, ge=1, description="Save last.ckpt every N optimizer steps.", json_schema_extra=EXECUTION
+    )
+    log_every: int = Field(10, ge=1, description="Log metrics every N steps.", json_schema_extra=EXECUTION)
     resume: bool | None = Field(
-        None, description="None: resume when RUN_DIR has a checkpoint; False: refuse to", json_schema_extra=EXECUTION
+        None,
+        description="Unset: resume when RUN_DIR has a checkpoint; --resume requires one; --no-resume refuses to.",
+        json_schema_extra=EXECUTION,
     )
     logger: Literal["csv", "tensorboard", "mlflow"] = Field(
-        "csv", description="metrics.csv is always written", json_schema_extra=EXECUTION
+        "csv", description="Metrics logger (metrics.csv is always written).", json_schema_extra=EXECUTION
     )
     deterministic: bool = Field(
-        False, description="deterministic kernels (bit-exact resume on CPU)", json_schema_extra=EXECUTION
+        False,
+        description="Deterministic kernels (bit-exact resume on CPU; slower on GPU).",
+        json_schema_extra=EXECUTION,
     )
-    slurm: SlurmOptions | None = Field(None, json_schema_extra=EXECUTION)
+    slurm: SlurmOptions | None = Field(
+        None, description="sbatch settings for --slurm (see SlurmOptions).", json_schema_extra=EXECUTION
+    )
 
     @model_validator(mode="after")
     def _check(self) -> PretrainConfig:

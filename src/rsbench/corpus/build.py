@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from rsbench import __version__
+from rsbench.contracts.corpus_build import output_identity
+from rsbench.contracts.corpus_info import CorpusInfo
 from rsbench.corpus import assemble
 from rsbench.corpus import filters as F
 from rsbench.corpus.build_config import CorpusBuildConfig
@@ -29,17 +31,12 @@ from rsbench.corpus.exclude import load_exclusions
 from rsbench.corpus.inputs import discover_inputs, is_gdal_path
 from rsbench.corpus.parallel import Runner
 from rsbench.corpus.plan import finished_parts, load_plan, make_plan, part_task, saved_settings, window_count
-from rsbench.corpus.shards import SHARDS_DIRNAME, write_shard
+from rsbench.corpus.shards import write_shard
 from rsbench.corpus.stats import group_summary, merge_tile_stats
 from rsbench.corpus.tiling import parquet_bytes, run_part
 from rsbench.errors import DataError, RsbenchError
 from rsbench.io import atomic_write_bytes, read_json, stable_hash, write_json
 from rsbench.settings import save_config
-
-CORPUS_JSON = "corpus.json"
-MANIFEST = "manifest.parquet"
-CONFIG_YAML = "config.yaml"
-STAGING = ".staging"
 
 Log = Callable[[str], None]
 
@@ -59,12 +56,13 @@ def _resolve(cfg: CorpusBuildConfig) -> CorpusBuildConfig:
 
 
 def _clear(out: Path, staging_too: bool) -> None:
+    corpus = CorpusInfo(out)
     # corpus.json first: from here on the directory no longer claims to hold a finished corpus.
-    for name in (CORPUS_JSON, MANIFEST, CONFIG_YAML):
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / SHARDS_DIRNAME, ignore_errors=True)
+    for path in (corpus.corpus_json, corpus.manifest, corpus.config):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(corpus.shards, ignore_errors=True)
     if staging_too:
-        shutil.rmtree(out / STAGING, ignore_errors=True)
+        shutil.rmtree(corpus.staging, ignore_errors=True)
 
 
 def _changed(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -73,14 +71,14 @@ def _changed(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 def _check_existing(out: Path, key: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
     """The finished corpus when built with the same output settings; error when different."""
-    marker = out / CORPUS_JSON
+    marker = CorpusInfo(out).corpus_json
     if not marker.is_file() or overwrite:
         return None
     try:
         existing = read_json(marker)
     except ValueError as e:
         raise DataError(f"{marker} is not valid JSON ({e}); pass --overwrite to rebuild") from None
-    old = existing.get("output_settings", {}) if isinstance(existing, dict) else {}
+    old = output_identity(existing.get("output_settings", {})) if isinstance(existing, dict) else {}
     if old == key:
         return existing
     raise RsbenchError(
@@ -107,7 +105,7 @@ def build_corpus(
     if existing is not None:
         log(f"corpus already built: {out}")
         return existing
-    staging = out / STAGING
+    staging = CorpusInfo(out).staging
     old = saved_settings(staging)
     if old is not None and old != key and not overwrite:
         raise RsbenchError(
@@ -179,7 +177,7 @@ def _assemble(cfg, plan, done, key, runner: Runner, out: Path, staging: Path, lo
         )
     groups = assemble.kept_groups(records, infos)
     tasks, shard_names, group_shards = assemble.shard_tasks(records, infos, groups, cfg, out, staging)
-    (out / SHARDS_DIRNAME).mkdir(parents=True, exist_ok=True)
+    CorpusInfo(out).shards.mkdir(parents=True, exist_ok=True)
     bar = progress.add_task("packing", total=sum(len(t["items"]) for t in tasks)) if progress else None
     packed: dict[str, dict[str, Any]] = {}
     for j, result in runner.map_unordered(write_shard, tasks, work=sum(len(t["items"]) for t in tasks)):
@@ -188,8 +186,8 @@ def _assemble(cfg, plan, done, key, runner: Runner, out: Path, staging: Path, lo
             progress.advance(bar, result["count"])
     position = {r: i for i, r in enumerate(ok)}
     records["raster_index"] = [position[r] for r in records["raster"]]
-    atomic_write_bytes(out / MANIFEST, parquet_bytes(assemble.manifest_table(records, infos, cfg)))
-    save_config(cfg, out / CONFIG_YAML)
+    atomic_write_bytes(CorpusInfo(out).manifest, parquet_bytes(assemble.manifest_table(records, infos, cfg)))
+    save_config(cfg, CorpusInfo(out).config)
     corpus = {
         "rsbench_version": __version__,
         "settings": cfg.model_dump(mode="json"),
@@ -209,7 +207,7 @@ def _assemble(cfg, plan, done, key, runner: Runner, out: Path, staging: Path, lo
         "band_groups": {str(b): _group_entry(b, g, group_shards[b], packed) for b, g in sorted(groups.items())},
         "shards": shard_names,
     }
-    write_json(out / CORPUS_JSON, corpus)
+    write_json(CorpusInfo(out).corpus_json, corpus)
     return corpus
 
 

@@ -15,6 +15,7 @@ that was cut into several corpus tiles is still found. Each image is reported wi
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 
+from rsbench.contracts.corpus_info import MANIFEST
 from rsbench.corpus import filters as F
 from rsbench.errors import DataError
 
@@ -36,7 +39,6 @@ LABEL_FOLDERS = frozenset({"masks", "mask", "labels", "annotations", "gt"})
 # 0-6 bits; the closest pair of unrelated EuroSAT images and corpus tiles of the shared rasters is further
 # than this.
 DEFAULT_MAX_DISTANCE = 8
-MANIFEST = "manifest.parquet"
 
 
 @dataclass(frozen=True)
@@ -122,11 +124,14 @@ def _metres_per_pixel(src) -> float | None:
 def image_hashes(path: Path, tile_size: int | None, corpus_gsd: float | None) -> Iterator[int]:
     """pHashes of the whole image and, when it is larger than a corpus tile, of tile-size windows."""
     try:
-        with rasterio.open(path) as src:
-            gsd = _metres_per_pixel(src)
-            scale = gsd / corpus_gsd if gsd and corpus_gsd else 1.0
-            height, width = max(1, round(src.height * scale)), max(1, round(src.width * scale))
-            array = src.read(out_shape=(src.count, height, width), resampling=Resampling.bilinear)
+        with warnings.catch_warnings():
+            # JPEG/PNG chips have no georeferencing; that is expected here, not worth a warning.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                gsd = _metres_per_pixel(src)
+                scale = gsd / corpus_gsd if gsd and corpus_gsd else 1.0
+                height, width = max(1, round(src.height * scale)), max(1, round(src.width * scale))
+                array = src.read(out_shape=(src.count, height, width), resampling=Resampling.bilinear)
     except rasterio.errors.RasterioIOError as e:
         raise DataError(f"cannot read image {path}: {e}") from None
     yield _hash_of(array)

@@ -38,17 +38,6 @@ REASONS = (
     REJECT_DUPLICATE,
     REJECT_MAX_TILES,
 )
-FILTER_KEYS = (
-    "max_nodata_fraction",
-    "blank_filter",
-    "min_std",
-    "min_entropy",
-    "cloud_filter",
-    "cloud_brightness",
-    "max_cloud_fraction",
-    "saturation_filter",
-    "max_saturated_fraction",
-)
 QUICKLOOK = 32
 FEATURE_DIM = 12
 

@@ -13,27 +13,14 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset
 
+from rsbench.contracts.corpus_info import CorpusInfo
 from rsbench.data.normalization import Normalization
 from rsbench.errors import DataError
-from rsbench.io import read_json
-
-CORPUS_JSON = "corpus.json"
 
 
 def read_corpus_info(corpus_dir: str | Path) -> dict[str, Any]:
     """corpus.json of a finished corpus; DataError when `corpus_dir` is not one."""
-    marker = Path(corpus_dir) / CORPUS_JSON
-    if not marker.is_file():
-        raise DataError(
-            f"{corpus_dir} is not an rsbench corpus (no {CORPUS_JSON}; build one with `rsbench corpus build`)"
-        )
-    try:
-        info = read_json(marker)
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read {marker}: {e}") from None
-    if not isinstance(info, dict) or not {"band_groups", "shards", "settings"} <= info.keys():
-        raise DataError(f"{marker} is not an rsbench corpus description (missing band_groups/shards/settings)")
-    return info
+    return CorpusInfo(corpus_dir).read()
 
 
 def _band_group(info: dict[str, Any], corpus_dir: str | Path, bands: int | None) -> dict[str, Any]:

@@ -18,24 +18,19 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
-from rsbench.corpus.build_config import CorpusBuildConfig
+from rsbench.corpus.build_config import CorpusBuildConfig, CorpusSlurm
 
 Log = Callable[[str], None]
 AUTO_CLUSTER_WORK = 20_000  # windows (or window equivalents) below which --workers unset stays in-process
 
 
 def slurm_options(cfg: CorpusBuildConfig) -> dict[str, Any]:
-    """dask-jobqueue SLURMCluster arguments: each job runs one single-threaded worker process per core
+    """dask-jobqueue SLURMCluster arguments: each job runs one single-threaded worker process per CPU
     (the tiling is GIL-bound, so threads would not add throughput)."""
-    return {
-        "queue": cfg.slurm_queue,
-        "account": cfg.slurm_account,
-        "walltime": cfg.slurm_walltime,
-        "cores": cfg.slurm_cores,
-        "memory": cfg.slurm_memory,
-        "processes": cfg.slurm_cores,
-        "job_name": "rsbench-corpus",
-    }
+    resources = cfg.slurm or CorpusSlurm()
+    kwargs = resources.jobqueue_kwargs()
+    kwargs["processes"] = resources.cpus_per_task
+    return kwargs
 
 
 class Runner:
@@ -66,13 +61,13 @@ class Runner:
         if cfg.scheduler:
             self.client = self._stack.enter_context(Client(cfg.scheduler))
             self.log(f"dask scheduler: {cfg.scheduler}")
-        elif cfg.slurm:
+        elif cfg.slurm is not None:
             from dask_jobqueue import SLURMCluster
 
             cluster = self._stack.enter_context(SLURMCluster(**slurm_options(cfg)))
-            cluster.scale(jobs=cfg.slurm_jobs)
+            cluster.scale(jobs=cfg.slurm.jobs)
             self.client = self._stack.enter_context(Client(cluster))
-            self.log(f"dask SLURM cluster: {cfg.slurm_jobs} job(s), scheduler {cluster.scheduler_address}")
+            self.log(f"dask SLURM cluster: {cfg.slurm.jobs} job(s), scheduler {cluster.scheduler_address}")
         else:
             from dask.distributed import LocalCluster
 
@@ -90,7 +85,7 @@ class Runner:
         return self.client
 
     def _in_process(self, n_tasks: int, work: int) -> bool:
-        if self.client is not None or self.cfg.scheduler or self.cfg.slurm:
+        if self.client is not None or self.cfg.scheduler or self.cfg.slurm is not None:
             return False
         if self.workers <= 1 or n_tasks <= 1:
             return True

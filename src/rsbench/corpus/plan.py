@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from rsbench.contracts.corpus_build import FILTER_KEYS, output_identity
 from rsbench.corpus.build_config import CorpusBuildConfig
-from rsbench.corpus.filters import FILTER_KEYS
 from rsbench.corpus.raster import BandMismatch, probe_raster
 from rsbench.corpus.tiling import one_line, part_paths, plan_windows
 from rsbench.io import read_json, write_json
@@ -39,7 +39,9 @@ def load_plan(staging: Path, output_settings: dict[str, Any]) -> dict[str, Any] 
         plan = read_json(staging / PLAN)
     except (OSError, ValueError):
         return None
-    return plan if isinstance(plan, dict) and plan.get("settings") == output_settings else None
+    if not isinstance(plan, dict) or output_identity(plan.get("settings") or {}) != output_settings:
+        return None
+    return plan
 
 
 def saved_settings(staging: Path) -> dict[str, Any] | None:
@@ -47,7 +49,7 @@ def saved_settings(staging: Path) -> dict[str, Any] | None:
         plan = read_json(staging / PLAN)
     except (OSError, ValueError):
         return None
-    return plan.get("settings") if isinstance(plan, dict) else None
+    return output_identity(plan.get("settings") or {}) if isinstance(plan, dict) else None
 
 
 def make_plan(

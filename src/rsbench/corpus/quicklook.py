@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from rasterio.windows import Window
 
+from rsbench.contracts.corpus_info import CorpusInfo
 from rsbench.corpus.filters import REASONS
-from rsbench.corpus.loader import read_corpus_info
 from rsbench.corpus.raster import open_grid, read_block
 
 Log = Callable[[str], None]
@@ -112,9 +112,10 @@ def inspect_corpus(
     """Summary of a corpus plus quicklook PNGs: kept.png and rejected_<reason>.png."""
     log = log or (lambda msg: None)
     corpus_dir = Path(corpus_dir)
-    info = read_corpus_info(corpus_dir)
+    corpus = CorpusInfo(corpus_dir)
+    info = corpus.read()
     out_dir = Path(out_dir) if out_dir is not None else corpus_dir / "inspect"
-    rows = pq.read_table(corpus_dir / "manifest.parquet").to_pylist()
+    rows = pq.read_table(corpus.manifest).to_pylist()
     rasters = info["rasters"]
     pngs = []
     kept = _sample([r for r in rows if r["kept"]], per_grid, seed)

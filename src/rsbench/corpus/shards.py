@@ -27,9 +27,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from rsbench.contracts.corpus_info import shard_name
 from rsbench.corpus.stats import histogram, histogram_moments, tile_moments
-
-SHARDS_DIRNAME = "shards"
 
 
 class TarShard:
@@ -54,10 +53,6 @@ def npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     return buf.getvalue()
-
-
-def shard_name(index: int) -> str:
-    return f"{SHARDS_DIRNAME}/shard-{index:06d}.tar"
 
 
 def assign_shards(band_counts: list[int], shard_size: int) -> tuple[list[int], list[str], dict[int, list[str]]]:

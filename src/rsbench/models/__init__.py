@@ -1,12 +1,12 @@
-"""Backbones shared by the stages: creation from any timm architecture with any band count, the
-exported-backbone format, and `backbone_info` (what a built model is). No SSL, lightly or Lightning
-imports here, so evaluation and planning load without the pretraining stack."""
+"""Backbones shared by the stages: creation from any timm architecture with any band count, loading an
+exported backbone (the format: rsbench.contracts.backbone_export, whose file names are re-exported
+here), and `backbone_info` (what a built model is). No SSL, lightly or Lightning imports here, so
+evaluation and planning load without the pretraining stack."""
 
 from __future__ import annotations
 
+from rsbench.contracts.backbone_export import BACKBONE_META, BACKBONE_WEIGHTS
 from rsbench.models.backbones import (
-    BACKBONE_META,
-    BACKBONE_WEIGHTS,
     adapt_first_layer,
     backbone_kwargs,
     create_backbone,

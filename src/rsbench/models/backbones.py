@@ -1,11 +1,7 @@
-"""Backbones: any timm architecture with any band count, plus the exported-backbone format.
+"""Backbones: any timm architecture with any band count, and loading an exported backbone.
 
-An exported backbone is two files in a run directory:
-  backbone.pt   - state_dict of `timm.create_model(arch, in_chans=C, num_classes=0)`
-  backbone.json - {"arch", "in_chans", "image_size", "feature_dim", "normalization", "method", "steps",
-                   "timm_kwargs" (ViTs: {"img_size", "patch_size"}), ...}
-so it loads with plain timm, `timm.create_model(arch, in_chans=C, num_classes=0, **timm_kwargs)` +
-`load_state_dict`, as well as with `load_exported_backbone`.
+The exported-backbone format (backbone.pt + backbone.json) is a contract between pretraining and
+evaluation: rsbench.contracts.backbone_export describes it; `load_exported_backbone` reads it.
 """
 
 from __future__ import annotations
@@ -19,11 +15,8 @@ import torch
 from torch import nn
 
 from rsbench.contracts.architectures import is_vit_name
+from rsbench.contracts.backbone_export import BackboneExport
 from rsbench.errors import ConfigError, DataError
-from rsbench.io import read_json
-
-BACKBONE_WEIGHTS = "backbone.pt"
-BACKBONE_META = "backbone.json"
 
 
 def backbone_kwargs(arch: str, image_size: int | None, patch_size: int | None = None) -> dict[str, Any]:
@@ -156,12 +149,10 @@ def feature_dim(model: nn.Module) -> int:
 
 
 def load_exported_backbone(run_dir: str | Path) -> tuple[nn.Module, dict]:
-    """Load `backbone.pt` + `backbone.json` from an rsbench run directory."""
-    run_dir = Path(run_dir)
-    meta_path, weights_path = run_dir / BACKBONE_META, run_dir / BACKBONE_WEIGHTS
-    if not meta_path.is_file() or not weights_path.is_file():
-        raise DataError(f"{run_dir} is not a finished rsbench run (missing {BACKBONE_META} or {BACKBONE_WEIGHTS})")
-    meta = read_json(meta_path)
+    """Load `backbone.pt` + `backbone.json` (rsbench.contracts.backbone_export) from an rsbench run directory."""
+    export = BackboneExport(Path(run_dir))
+    export.require()
+    meta = export.read_meta()
     # timm_kwargs (img_size/patch_size of a ViT) make the export loadable by plain timm as well.
     extra = dict(meta.get("timm_kwargs") or {})
     model = create_backbone(
@@ -171,7 +162,7 @@ def load_exported_backbone(run_dir: str | Path) -> tuple[nn.Module, dict]:
         patch_size=extra.pop("patch_size", None),
         **extra,
     )
-    load_state_dict_file(model, weights_path)
+    load_state_dict_file(model, export.weights)
     return model, meta
 
 

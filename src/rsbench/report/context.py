@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from rsbench.contracts.run_record import corpus_summary
 from rsbench.report import figures
 from rsbench.report.aggregate import Section
 from rsbench.report.analysis import Analysis
 from rsbench.report.plots import primary_metric_plot
-from rsbench.report.pretrain_runs import RunInfo, corpus_summary
+from rsbench.report.pretrain_runs import RunInfo
 from rsbench.report.sources import corpus_paths
 from rsbench.report.stats import pareto_front
 from rsbench.report.tables import Table, seeds_note
@@ -433,3 +434,37 @@ __all__ = [
     "summary_table",
     "task_flags_table",
 ]
+
+
+def external_table(external: Sequence[dict], rows: Sequence[dict]) -> Table:
+    """Rows of other benchmarks (rsbench.interop.torchgeo_bench.read_external) beside rsbench's, per
+    (dataset, method, metric, model): shown only, never part of rsbench's statistics."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in external:
+        groups.setdefault((r["dataset"], r["method"], r["metric"], r["name"]), []).append(r)
+    ours = {r["dataset"] for r in rows}
+    out = []
+    for (dataset, method, metric, name), group in sorted(groups.items()):
+        values = [r["value"] for r in group]
+        out.append(
+            [
+                dataset,
+                name,
+                method,
+                metric,
+                str(len(values)),
+                f"{sum(values) / len(values):.4f}",
+                f"{min(values):.4f} - {max(values):.4f}" if len(values) > 1 else "-",
+                "yes" if dataset in ours else "no",
+                Path(group[0]["source"]).name,
+            ]
+        )
+    return Table(
+        "external",
+        "External results (not part of rsbench's statistics)",
+        ["dataset", "model", "method", "metric", "rows", "mean", "range", "dataset in this report", "file"],
+        out,
+        note="Read from other benchmarks' result files (--external). Their splits, preprocessing and protocols "
+        "are theirs: compare with care; they are never mixed into rsbench's intervals, ranks or scores.",
+        numeric={4, 5},
+    )

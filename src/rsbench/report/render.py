@@ -98,6 +98,7 @@ def build_context(
     n_boot: int = N_BOOT,
     score_reference: str = "random",
     normalizer: dict | None = None,
+    external: Sequence[dict] = (),
 ) -> dict[str, Any]:
     data = as_report_data(data)
     rows = data.rows
@@ -133,7 +134,8 @@ def build_context(
     task_flags = ctx.task_flags_table(a) if a.tasks else None
     per_class = ctx.per_class_table(a)
     compute = ctx.compute_table(rows)
-    tables += [t for t in (task_flags, per_class, compute) if t]
+    external_table = ctx.external_table(external, rows) if external else None
+    tables += [t for t in (task_flags, per_class, compute, external_table) if t]
     if heatmap:
         tables.append(heatmap["table"])
     tables += [t for _, t in boards]
@@ -167,6 +169,7 @@ def build_context(
         "task_flags": task_flags,
         "per_class": per_class,
         "compute": compute,
+        "external": external_table,
         "readme_url": README_URL,
         "warnings": a.warnings + [f"protocol parity: {w}" for w in a.parity],
         "analysis": a,
@@ -274,6 +277,7 @@ def render_report(
     write_tables: bool = True,
     score_reference: str = "random",
     normalizer: dict | None = None,
+    external: Sequence[dict] = (),
 ) -> Path:
     """Write the report, its machine-readable summary (OUT stem + .summary.json) and its tables (OUT.tables.md
     / OUT.tables.tex) atomically; returns the HTML path."""
@@ -289,6 +293,7 @@ def render_report(
         n_boot=n_boot,
         score_reference=score_reference,
         normalizer=normalizer,
+        external=external,
     )
     md, tex = table_paths(out)
     write_json(summary_path(out), summary_json(context["analysis"]))

@@ -12,12 +12,15 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from rsbench.report.aggregate import deduplicate, find_results_files, load_results, validate_row
+from rsbench.contracts.results import deduplicate, find_results_files, load_results, validate_row
+from rsbench.contracts.run_dir import SNAPSHOT_NAME
+from rsbench.errors import ConfigError
 from rsbench.report.pretrain_runs import RunInfo, run_from_dir
+from rsbench.results_store import Store, existing_db_url
 
 STEP = "_step"
 # evaluate names a run "<method>-<arch> (<run dir>)"; benchmark snapshots live in "<run dir>@step-<N>".
-_SNAPSHOT = re.compile(r"^(?P<base>.*) \((?P<run>.+)@step-(?P<step>\d+)\)$")
+_SNAPSHOT = re.compile(rf"^(?P<base>.*) \({SNAPSHOT_NAME.pattern}\)$")
 
 
 @dataclass
@@ -45,8 +48,6 @@ def _split(rows: Iterable[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def from_db(url: str) -> ReportData:
-    from rsbench.benchmark.store import Store
-
     store = Store(url)
     rows, stored = [], store.result_rows()
     for i, raw in enumerate(stored, start=1):
@@ -78,15 +79,11 @@ def load_report_data(results: Iterable[str | os.PathLike] = (), db: str | None =
     """Rows from --db and/or RESULTS paths; with both, runs and rows are combined."""
     parts = []
     if db:
-        from rsbench.benchmark.db import existing_db_url
-
         parts.append(from_db(existing_db_url(db, None)))
     results = list(results)
     if results:
         parts.append(from_files(results))
     if not parts:
-        from rsbench.errors import ConfigError
-
         raise ConfigError("no inputs: pass results.jsonl files or folders, or --db URL|FILE")
     if len(parts) == 1:
         return parts[0]

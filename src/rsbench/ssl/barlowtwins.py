@@ -17,22 +17,13 @@ import torch
 from lightly.loss import BarlowTwinsLoss
 from lightly.models.modules import BarlowTwinsProjectionHead
 
-from rsbench.ssl.base import Recipe, SSLMethod
+from rsbench.ssl.base import SSLMethod
+from rsbench.ssl.catalog import CATALOG
 
 
 class BarlowTwins(SSLMethod):
-    name = "barlowtwins"
-    paper = "Zbontar et al. 2021, ICML (Barlow Twins), Sec. 3, Eq. 1"
-    paper_epochs = 1000
-    paper_batch_size = 2048
+    card = CATALOG["barlowtwins"]  # name, paper, default backbone and recipe
     byol_augmentations = True
-    default_recipe = Recipe(
-        optimizer="lars",
-        lr=0.2,
-        weight_decay=1.5e-6,
-        warmup_fraction=10 / 1000,
-        extra={"lambda_param": 5e-3, "proj_dim": 8192},
-    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -30,6 +30,7 @@ from torch import nn
 
 from rsbench.models import backbone_kwargs, create_backbone, feature_dim
 from rsbench.ssl.augment import MultiView, asymmetric_views, ssl_view_transform
+from rsbench.ssl.catalog import MethodCard
 from rsbench.ssl.momentum import ema_update, momentum_at
 from rsbench.ssl.monitoring import CollapseMonitor
 from rsbench.ssl.recipe import Recipe, build_recipe
@@ -45,20 +46,31 @@ def fused_kwargs(groups: list[dict]) -> dict:
 class SSLMethod(L.LightningModule):
     """Base LightningModule. Batches are lists of views, each a (B, C, H, W) tensor."""
 
+    # A method states `card = CATALOG[name]`: its name, paper and defaults below come from that
+    # catalog entry (rsbench.ssl.catalog, readable without torch), see __init_subclass__.
+    card: ClassVar[MethodCard | None] = None
     name: ClassVar[str] = "base"
     default_backbone: ClassVar[str] = "resnet18"
     default_recipe: ClassVar[Recipe] = Recipe()
-    num_views: ClassVar[int] = 2
-    byol_augmentations: ClassVar[bool] = False  # BYOL's two asymmetric view distributions
-    default_min_scale: ClassVar[float] = 0.08  # random-resized-crop area range (min_scale, 1)
     paper: ClassVar[str] = ""  # short reference shown by `rsbench methods`
     paper_epochs: ClassVar[int] = 0  # length of the paper's reference schedule (ImageNet epochs)
     paper_batch_size: ClassVar[int] = 256
+    num_views: ClassVar[int] = 2
+    byol_augmentations: ClassVar[bool] = False  # BYOL's two asymmetric view distributions
+    default_min_scale: ClassVar[float] = 0.08  # random-resized-crop area range (min_scale, 1)
     monitor_collapse: ClassVar[bool] = True  # reconstruction methods (MAE) cannot collapse to a point
     view_options: ClassVar[tuple[str, ...]] = ()  # recipe keys that shape the views (DINO: n_local)
     # The network exported as backbone.pt: the one the paper evaluates (the online/query encoder,
     # except DINO's EMA teacher).
     exported_module: ClassVar[str] = "backbone"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        card = cls.__dict__.get("card")
+        if card is not None:  # a subclass of a method (no card of its own) keeps what it inherits
+            cls.name, cls.paper = card.name, card.paper
+            cls.paper_epochs, cls.paper_batch_size = card.paper_epochs, card.paper_batch_size
+            cls.default_backbone, cls.default_recipe = card.default_backbone, card.default_recipe
 
     def __init__(
         self,
@@ -109,24 +121,6 @@ class SSLMethod(L.LightningModule):
         num_classes=0, **backbone_kwargs()) + load_state_dict (img_size/patch_size for ViTs)."""
         h = self.hparams
         return backbone_kwargs(h.arch, h.image_size, h.patch_size)
-
-    @classmethod
-    def describe(cls) -> dict[str, Any]:
-        """The method's defaults, for `rsbench methods`."""
-        r = cls.default_recipe
-        return {
-            "name": cls.name,
-            "backbone": cls.default_backbone,
-            "optimizer": r.optimizer,
-            "lr": r.lr,
-            "lr_scaling": r.lr_scaling,
-            "weight_decay": r.weight_decay,
-            "warmup_fraction": r.warmup_fraction,
-            "paper_epochs": cls.paper_epochs,
-            "paper_batch_size": cls.paper_batch_size,
-            "extra": dict(r.extra),
-            "paper": cls.paper,
-        }
 
     # ---- training --------------------------------------------------------------------------
     @property

@@ -17,23 +17,14 @@ import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 
-from rsbench.ssl.base import Recipe, SSLMethod
+from rsbench.ssl.base import SSLMethod
+from rsbench.ssl.catalog import CATALOG
 from rsbench.ssl.momentum import make_teacher
 
 
 class BYOL(SSLMethod):
-    name = "byol"
-    paper = "Grill et al. 2020, NeurIPS (BYOL), Sec. 3.3, App. B-C"
-    paper_epochs = 1000
-    paper_batch_size = 4096
+    card = CATALOG["byol"]  # name, paper, default backbone and recipe
     byol_augmentations = True
-    default_recipe = Recipe(
-        optimizer="lars",
-        lr=0.2,
-        weight_decay=1.5e-6,
-        warmup_fraction=10 / 1000,
-        extra={"momentum_start": 0.996, "momentum_end": 1.0, "proj_dim": 256, "hidden_dim": 4096},
-    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

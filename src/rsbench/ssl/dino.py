@@ -36,44 +36,16 @@ from lightly.models.utils import deactivate_requires_grad
 
 from rsbench.contracts.architectures import is_vit_name
 from rsbench.ssl.augment import MultiView, local_crop_size, ssl_view_transform
-from rsbench.ssl.base import Recipe, SSLMethod
+from rsbench.ssl.base import SSLMethod
+from rsbench.ssl.catalog import CATALOG
 from rsbench.ssl.momentum import make_teacher
 
 
 class DINO(SSLMethod):
-    name = "dino"
-    default_backbone = "vit_small_patch16_224"
-    paper = "Caron et al. 2021, ICCV (DINO), Sec. 3.1 and 4, App. (official code defaults)"
-    paper_epochs = 100
-    paper_batch_size = 1024
+    card = CATALOG["dino"]  # name, paper, default backbone and recipe
     default_min_scale = 0.4  # global crops
     view_options = ("n_local",)
     exported_module = "teacher_backbone"
-    default_recipe = Recipe(
-        optimizer="adamw",
-        lr=5e-4,
-        weight_decay=0.04,
-        weight_decay_end=0.4,
-        warmup_fraction=0.1,
-        min_lr_fraction=5e-4,
-        grad_clip=3.0,  # min LR 1e-6 at the paper's peak 5e-4 x 1024/256
-        extra={
-            "out_dim": 65536,
-            "hidden_dim": 2048,
-            "bottleneck_dim": 256,
-            "student_temp": 0.1,
-            "teacher_temp": 0.07,
-            "warmup_teacher_temp": 0.04,
-            "teacher_temp_warmup_fraction": 0.3,
-            "center_momentum": 0.9,
-            "momentum_start": 0.996,
-            "momentum_end": 1.0,
-            "freeze_last_layer_fraction": 0.01,
-            "norm_last_layer": True,
-            "batch_norm_head": False,
-            "n_local": 8,
-        },
-    )
 
     @classmethod
     def view_transform(

@@ -29,26 +29,15 @@ from rsbench.contracts.architectures import is_vit_name
 from rsbench.errors import ConfigError
 from rsbench.models import backbone_info
 from rsbench.ssl.augment import MultiView, crop_flip_transform
-from rsbench.ssl.base import Recipe, SSLMethod
+from rsbench.ssl.base import SSLMethod
+from rsbench.ssl.catalog import CATALOG
 
 
 class MAE(SSLMethod):
-    name = "mae"
-    default_backbone = "vit_base_patch16_224"
-    paper = "He et al. 2022, CVPR (MAE), Sec. 3-4, Table 1, App. A.1 Table 8"
-    paper_epochs = 800
-    paper_batch_size = 4096
+    card = CATALOG["mae"]  # name, paper, default backbone and recipe
     num_views = 1
     default_min_scale = 0.2
     monitor_collapse = False  # a reconstruction loss has no constant solution to collapse to
-    default_recipe = Recipe(
-        optimizer="adamw",
-        lr=1.5e-4,
-        weight_decay=0.05,
-        betas=(0.9, 0.95),
-        warmup_fraction=40 / 800,
-        extra={"mask_ratio": 0.75, "decoder_dim": 512, "decoder_depth": 8, "decoder_heads": 16, "norm_pix_loss": True},
-    )
 
     @classmethod
     def view_transform(

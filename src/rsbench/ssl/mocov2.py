@@ -24,31 +24,13 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules import MoCoProjectionHead
 from lightly.models.utils import batch_shuffle, batch_unshuffle
 
-from rsbench.ssl.base import Recipe, SSLMethod
+from rsbench.ssl.base import SSLMethod
+from rsbench.ssl.catalog import CATALOG
 from rsbench.ssl.momentum import make_teacher
 
 
 class MoCoV2(SSLMethod):
-    name = "mocov2"
-    paper = "Chen et al. 2020, arXiv:2003.04297 (MoCo v2), Sec. 2; He et al. 2020, CVPR, Sec. 3-4"
-    paper_epochs = 200
-    paper_batch_size = 256
-    default_recipe = Recipe(
-        optimizer="sgd",
-        lr=0.03,
-        weight_decay=1e-4,
-        momentum=0.9,
-        warmup_fraction=0.0,
-        exclude_bias_norm=False,
-        extra={
-            "temperature": 0.2,
-            "queue_size": 65536,
-            "momentum_start": 0.999,
-            "momentum_end": 0.999,
-            "proj_dim": 128,
-            "hidden_dim": 2048,
-        },
-    )
+    card = CATALOG["mocov2"]  # name, paper, default backbone and recipe
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

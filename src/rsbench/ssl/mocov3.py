@@ -27,7 +27,8 @@ from lightly.models.modules import MoCoProjectionHead
 from lightly.models.utils import concat_all_gather
 
 from rsbench.models import backbone_info
-from rsbench.ssl.base import Recipe, SSLMethod
+from rsbench.ssl.base import SSLMethod
+from rsbench.ssl.catalog import CATALOG
 from rsbench.ssl.momentum import make_teacher
 
 
@@ -43,28 +44,8 @@ def mocov3_loss(q: torch.Tensor, k: torch.Tensor, temperature: float) -> torch.T
 
 
 class MoCoV3(SSLMethod):
-    name = "mocov3"
-    default_backbone = "vit_small_patch16_224"
-    paper = "Chen, Xie & He 2021, ICCV (MoCo v3), Alg. 1, Sec. 4.2, App. A"
-    paper_epochs = 300
-    paper_batch_size = 4096
+    card = CATALOG["mocov3"]  # name, paper, default backbone and recipe
     byol_augmentations = True  # "we follow BYOL's augmentation" (Sec. 2)
-    default_recipe = Recipe(
-        # The official code decays every parameter under AdamW (its LARS path excludes biases and BN).
-        optimizer="adamw",
-        lr=1.5e-4,
-        weight_decay=0.1,
-        warmup_fraction=40 / 300,
-        exclude_bias_norm=False,
-        extra={
-            "temperature": 0.2,
-            "momentum_start": 0.99,
-            "momentum_end": 1.0,
-            "proj_dim": 256,
-            "hidden_dim": 4096,
-            "freeze_patch_embed": True,
-        },
-    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,7 +1,7 @@
 """Optimisation recipes: one dataclass, filled with a paper's defaults and overridden by the user.
 
-A method declares `default_recipe = Recipe(...)` with the values of its paper. Users override any
-field from the `recipe:` mapping of `rsbench pretrain --config FILE.yaml`:
+A method's catalog card (rsbench.ssl.catalog) holds `default_recipe = Recipe(...)` with the values of
+its paper. Users override any field from the `recipe:` mapping of `rsbench pretrain --config FILE.yaml`:
 
     recipe:
       optimizer: adamw          # lars | sgd | adamw

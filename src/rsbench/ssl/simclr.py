@@ -19,17 +19,12 @@ import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 
-from rsbench.ssl.base import Recipe, SSLMethod
+from rsbench.ssl.base import SSLMethod
+from rsbench.ssl.catalog import CATALOG
 
 
 class SimCLR(SSLMethod):
-    name = "simclr"
-    paper = "Chen et al. 2020, ICML (SimCLR), App. B.1, Table 5"
-    paper_epochs = 100
-    paper_batch_size = 4096
-    default_recipe = Recipe(
-        optimizer="lars", lr=0.3, weight_decay=1e-6, warmup_fraction=0.1, extra={"temperature": 0.1, "proj_dim": 128}
-    )
+    card = CATALOG["simclr"]  # name, paper, default backbone and recipe
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

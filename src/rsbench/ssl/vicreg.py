@@ -16,22 +16,13 @@ import torch
 from lightly.loss import VICRegLoss
 from lightly.models.modules.heads import VICRegProjectionHead
 
-from rsbench.ssl.base import Recipe, SSLMethod
+from rsbench.ssl.base import SSLMethod
+from rsbench.ssl.catalog import CATALOG
 
 
 class VICReg(SSLMethod):
-    name = "vicreg"
-    paper = "Bardes, Ponce & LeCun 2022, ICLR (VICReg), Sec. 4.1, Eq. 6, App. C.1"
-    paper_epochs = 1000
-    paper_batch_size = 2048
+    card = CATALOG["vicreg"]  # name, paper, default backbone and recipe
     byol_augmentations = True
-    default_recipe = Recipe(
-        optimizer="lars",
-        lr=0.2,
-        weight_decay=1e-6,
-        warmup_fraction=10 / 1000,
-        extra={"lambda_param": 25.0, "mu_param": 25.0, "nu_param": 1.0, "proj_dim": 8192},
-    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -25,10 +25,10 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 
 from rsbench import __version__
+from rsbench.contracts.run_dir import RunDir
 from rsbench.io import read_json, write_json
 from rsbench.train.hardware import GpuMonitor, children_rss_bytes, cpu_peak_rss_bytes, device_name, peak_flops
 
-RUN_JSON = "run.json"
 _HEARTBEAT_S = 5.0
 
 
@@ -38,7 +38,7 @@ def _now() -> str:
 
 def previous_segments(run_dir: Path) -> list[dict[str, Any]]:
     """Segments recorded by earlier starts of this run; a 'running' one was killed."""
-    path = run_dir / RUN_JSON
+    path = RunDir(run_dir).run_json
     try:
         segments = list(read_json(path).get("segments", [])) if path.is_file() else []
     except (OSError, ValueError):
@@ -60,7 +60,7 @@ class RunAccounting(Callback):
         flops_note: str | None,
         log_every: int,
     ):
-        self.path = run_dir / RUN_JSON
+        self.path = RunDir(run_dir).run_json
         self.info, self.batch_size, self.accumulate = info, batch_size, accumulate
         self.flops_micro, self.flops_note = flops_per_micro_batch, flops_note
         self.log_every = log_every

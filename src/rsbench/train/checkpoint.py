@@ -20,7 +20,6 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from rsbench.errors import DataError, RsbenchError
 
-LAST_CKPT = "last.ckpt"
 _TRAINING_KEYS = ("state_dict", "global_step", "loops", "optimizer_states", "lr_schedulers")
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -1,4 +1,7 @@
-"""Run-directory artefacts besides checkpoints: the exported backbone and the merged loss curve."""
+"""Run-directory artefacts besides checkpoints: the exported backbone and the merged loss curve.
+
+File names and the exported-backbone format: rsbench.contracts.run_dir and rsbench.contracts.backbone_export.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +10,15 @@ import io
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 from rsbench import __version__
-from rsbench.io import atomic_write_bytes, atomic_write_text, write_json
-from rsbench.models import BACKBONE_META, BACKBONE_WEIGHTS
-
-METRICS_CSV = "metrics.csv"
+from rsbench.contracts.backbone_export import DEFAULT_EXPORTED_MODULE, BackboneExport
+from rsbench.contracts.run_dir import RunDir
+from rsbench.io import atomic_write_text
 
 
 def set_aside_metrics(run_dir: Path) -> Path | None:
     """Lightning's CSVLogger deletes an existing metrics.csv; keep it so a resumed run has its whole curve."""
-    path = run_dir / METRICS_CSV
-    kept = run_dir / f".{METRICS_CSV}.before-resume"
+    path, kept = RunDir(run_dir).metrics, RunDir(run_dir).metrics_before_resume
     if kept.exists():  # an earlier resume died before merging: that file already holds the older rows
         if path.exists():
             merge_metrics(kept, run_dir, keep=True)
@@ -33,7 +32,7 @@ def set_aside_metrics(run_dir: Path) -> Path | None:
 def merge_metrics(earlier: Path, run_dir: Path, keep: bool = False) -> None:
     """metrics.csv := rows of `earlier` logged before the first step of the current metrics.csv,
     then the current rows (columns unioned). `earlier` is removed unless `keep`."""
-    current = run_dir / METRICS_CSV
+    current = RunDir(run_dir).metrics
     old = list(csv.DictReader(earlier.open(newline="")))
     new = list(csv.DictReader(current.open(newline=""))) if current.exists() else []
     first_new = min((int(r["step"]) for r in new if r.get("step")), default=None)
@@ -52,13 +51,10 @@ def merge_metrics(earlier: Path, run_dir: Path, keep: bool = False) -> None:
 
 def export_backbone(model, cfg, arch: str, normalization: dict, source: dict, steps: int, n_samples: int) -> None:
     """backbone.pt (timm state_dict, num_classes=0) + backbone.json, both written atomically."""
-    exported = getattr(model, "exported_module", "backbone")
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in getattr(model, exported).state_dict().items()}, buf)
-    atomic_write_bytes(cfg.out / BACKBONE_WEIGHTS, buf.getvalue())
+    exported = getattr(model, "exported_module", DEFAULT_EXPORTED_MODULE)
     timm_kwargs = model.backbone_kwargs() if hasattr(model, "backbone_kwargs") else {}
-    write_json(
-        cfg.out / BACKBONE_META,
+    BackboneExport(cfg.out).write(
+        getattr(model, exported).state_dict(),
         {
             "arch": arch,
             "in_chans": len(normalization["mean"]),

@@ -1,10 +1,10 @@
 """`rsbench pretrain`: train one SSL method with Lightning and export the backbone for evaluation.
 
-RUN_DIR layout:
+RUN_DIR layout (file names and how to read them: rsbench.contracts.run_dir):
   config.yaml        resolved configuration
   checkpoints/       last.ckpt (atomic; every --checkpoint-every steps, on SIGTERM/SIGUSR1/SIGUSR2, at the end)
   metrics.csv        per-step loss, LR, collapse signal, throughput (Lightning CSVLogger; whole curve across resumes)
-  backbone.pt/.json  exported feature extractor (see rsbench.models.backbones)
+  backbone.pt/.json  exported feature extractor (see rsbench.contracts.backbone_export)
   run.json           status and cost: wall time, device-hours, images/s, data wait, memory, FLOPs/MFU, GPU telemetry
 
 One process per device: `--devices N` on one machine re-launches the `rsbench` command N times
@@ -21,12 +21,12 @@ import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from rsbench.contracts.pretrain import PretrainConfig, identity_of
+from rsbench.contracts.run_dir import RunDir
 from rsbench.errors import ConfigError, DataError
-from rsbench.models import BACKBONE_META
 from rsbench.settings import load_yaml_mapping, save_config
 from rsbench.ssl import get_method
 from rsbench.train.accounting import RunAccounting
-from rsbench.train.checkpoint import LAST_CKPT, RunPreempted, check_resumable
+from rsbench.train.checkpoint import RunPreempted, check_resumable
 from rsbench.train.data import seeded_rngs
 from rsbench.train.export import export_backbone, merge_metrics, set_aside_metrics
 from rsbench.train.hardware import count_step_flops
@@ -35,7 +35,8 @@ from rsbench.train.setup import build_loader, build_trainer, check_layout, globa
 
 def _check_run_dir(cfg: PretrainConfig) -> tuple[str, Path | None]:
     """('new' | 'resume' | 'finished', checkpoint); another run's directory is an error."""
-    saved, ckpt = cfg.out / "config.yaml", cfg.out / "checkpoints" / LAST_CKPT
+    run = RunDir(cfg.out)
+    saved, ckpt = run.config, run.last_ckpt
     if saved.exists():
         old = load_yaml_mapping(saved)
         try:
@@ -50,7 +51,7 @@ def _check_run_dir(cfg: PretrainConfig) -> tuple[str, Path | None]:
             raise ConfigError(
                 f"run directory {cfg.out} holds a run with a different config ({', '.join(diff)}); choose another --out"
             )
-        if (cfg.out / BACKBONE_META).exists():
+        if run.backbone_meta.exists():
             return "finished", None
     if ckpt.exists():
         if cfg.resume is False:
@@ -142,12 +143,12 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
     earlier_metrics = None
     if rank0:
         cfg.out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, cfg.out / "config.yaml")
+        save_config(cfg, RunDir(cfg.out).config)
         earlier_metrics = set_aside_metrics(cfg.out) if ckpt else None
         if ckpt:
             print(f"resuming {cfg.out} from {ckpt} (step {start_step})")
     accounting.begin(start_step, rank0)
-    last = cfg.out / "checkpoints" / LAST_CKPT
+    last = RunDir(cfg.out).last_ckpt
     stopped_by = None
     try:
         with warnings.catch_warnings():

@@ -9,23 +9,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rsbench.contracts.run_dir import RunDir
 from rsbench.errors import DataError
-from rsbench.io import read_json
-from rsbench.train.accounting import RUN_JSON
 
 STALE_AFTER_S = 15 * 60  # a running run writes run.json at least at every checkpoint and log step
 
 
 def find_runs(roots: list[Path]) -> list[Path]:
     """Run directories (holding run.json) at or below each root, sorted."""
-    found: set[Path] = set()
     for root in roots:
         if not root.exists():
             raise DataError(f"no such folder: {root}")
-        if (root / RUN_JSON).is_file():
-            found.add(root)
-        found.update(p.parent for p in root.rglob(RUN_JSON))
-    return sorted(found)
+    return RunDir.find(roots)
 
 
 def _alive(pid: int) -> bool:
@@ -59,7 +54,7 @@ def effective_status(run: dict[str, Any], now: datetime | None = None) -> str:
 
 
 def _last_loss(run_dir: Path) -> float | None:
-    path = run_dir / "metrics.csv"
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         return None
     last = None
@@ -72,7 +67,7 @@ def _last_loss(run_dir: Path) -> float | None:
 
 def run_summary(run_dir: Path) -> dict[str, Any]:
     try:
-        run = read_json(run_dir / RUN_JSON)
+        run = RunDir(run_dir).read_run()
     except (OSError, ValueError) as e:
         return {"run": str(run_dir), "status": f"unreadable run.json ({e.__class__.__name__})"}
     step, max_steps = run.get("step", run.get("steps")), run.get("max_steps")
@@ -86,7 +81,7 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
         "max_steps": max_steps,
         "progress": step / max_steps if isinstance(step, int) and max_steps else None,
         "images_per_s": run.get("images_per_s"),
-        "device_hours": run.get("gpu_hours", run.get("device_hours")),
+        "device_hours": run.get("device_hours"),
         "device": run.get("device_name") or run.get("device"),
         "world_size": run.get("world_size"),
         "loss": loss if loss is not None else run.get("loss"),

@@ -16,11 +16,12 @@ from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 from torch.utils.data import DataLoader
 
 from rsbench.contracts.pretrain import PretrainConfig
+from rsbench.contracts.run_dir import MLFLOW_DIR, TENSORBOARD_DIR, RunDir
 from rsbench.data import Normalization
 from rsbench.errors import ConfigError
 from rsbench.train.accounting import RunAccounting
 from rsbench.train.callbacks import DataPosition, SignalCheckpoint, StepProgressBar, StepSeeder
-from rsbench.train.checkpoint import LAST_CKPT, AtomicCheckpointIO
+from rsbench.train.checkpoint import AtomicCheckpointIO
 from rsbench.train.data import (
     CorpusStream,
     EpochSampler,
@@ -145,17 +146,20 @@ def _strategy(cfg: PretrainConfig, model) -> Any:
 
 
 def _loggers(cfg: PretrainConfig) -> list:
+    # CSVLogger writes RUN_DIR/metrics.csv (rsbench.contracts.run_dir.METRICS_CSV is Lightning's name).
     loggers: list = [CSVLogger(save_dir=cfg.out, name="", version="", flush_logs_every_n_steps=cfg.log_every)]
     if cfg.logger == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        loggers.append(TensorBoardLogger(save_dir=cfg.out, name="tensorboard", version=""))
+        loggers.append(TensorBoardLogger(save_dir=cfg.out, name=TENSORBOARD_DIR, version=""))
     elif cfg.logger == "mlflow":
         from lightning.pytorch.loggers import MLFlowLogger
 
         loggers.append(
             MLFlowLogger(
-                experiment_name="rsbench", run_name=cfg.out.name, tracking_uri=f"file:{(cfg.out / 'mlruns').resolve()}"
+                experiment_name="rsbench",
+                run_name=cfg.out.name,
+                tracking_uri=f"file:{(cfg.out / MLFLOW_DIR).resolve()}",
             )
         )
     return loggers
@@ -170,9 +174,9 @@ def build_trainer(
     micro_batches: int,
     submitit_job: bool,
 ) -> tuple[Trainer, SignalCheckpoint]:
-    ckpt_dir = cfg.out / "checkpoints"
+    ckpt_dir = RunDir(cfg.out).checkpoints
     on_slurm = SLURMEnvironment.detect()
-    signals = SignalCheckpoint(ckpt_dir / LAST_CKPT, cfg.accumulate, stop_on_usr1=on_slurm)
+    signals = SignalCheckpoint(RunDir(cfg.out).last_ckpt, cfg.accumulate, stop_on_usr1=on_slurm)
     plugins: list = [AtomicCheckpointIO(on_saved=accounting.checkpoint_saved)]
     if on_slurm:
         # submitit requeues on its own signal (see slurm.py); a hand-started srun is requeued by us.

@@ -1,4 +1,4 @@
-"""Submitting `rsbench pretrain` to SLURM with submitit: one task per GPU, launched by srun.
+"""Submitting `rsbench pretrain` to SLURM with submitit: one task per device (GPU, or CPU process), launched by srun.
 
 The submitted callable is `PretrainJob` (submitit's checkpointing protocol): SLURM sends SIGUSR2
 `signal_delay_s` before the time limit (or on preemption); the training loop saves last.ckpt at the
@@ -7,7 +7,8 @@ calls `PretrainJob.checkpoint()` (the same job again: it resumes from last.ckpt 
 requeues the job, up to `max_requeues` times.
 
 The sbatch script is made by submitit's own generator, so `--dry-run` prints exactly what
-`sbatch` would receive.
+`sbatch` would receive. The resources are `SlurmOptions` (rsbench.contracts.pretrain), a `SlurmResources`
+translated by its `sbatch_parameters()`.
 """
 
 from __future__ import annotations
@@ -21,60 +22,63 @@ from pathlib import Path
 from typing import Any
 
 from rsbench.contracts.pretrain import PretrainConfig, SlurmOptions
+from rsbench.contracts.run_dir import SLURM_DIR
 from rsbench.errors import ConfigError
 from rsbench.settings import resolve_config
 from rsbench.train.checkpoint import RunPreempted
 
 
 def sbatch_parameters(cfg: PretrainConfig, opts: SlurmOptions) -> dict[str, Any]:
-    """Keyword arguments of submitit's SlurmExecutor.update_parameters / _make_sbatch_string."""
-    params: dict[str, Any] = {
-        "job_name": opts.job_name or f"rsbench-{cfg.out.name}",
-        "nodes": cfg.nodes,
-        "ntasks_per_node": opts.gpus_per_node,  # one task (one DDP rank) per GPU
-        "gpus_per_node": opts.gpus_per_node,
-        "time": opts.time,
-        "signal_delay_s": opts.signal_delay_s,
-        "stderr_to_stdout": False,
-    }
-    optional = {
-        "partition": opts.partition,
-        "account": opts.account,
-        "qos": opts.qos,
-        "cpus_per_task": opts.cpus_per_task,
-        "mem": opts.mem,
-        "constraint": opts.constraint,
-    }
-    params.update({k: v for k, v in optional.items() if v is not None})
-    if opts.setup:
-        params["setup"] = list(opts.setup)
+    """Keyword arguments of submitit's SlurmExecutor.update_parameters / _make_sbatch_string.
+
+    `cfg` is the job's config (`job_config`): one task (one DDP rank) per device, a GPU per task unless
+    the accelerator is the CPU (then no GPU directive at all)."""
+    params = opts.sbatch_parameters()
+    params.pop("gpus_per_node", None)
+    params.update(
+        job_name=opts.job_name or f"rsbench-{cfg.out.name}",
+        nodes=cfg.nodes,
+        ntasks_per_node=cfg.devices,
+        stderr_to_stdout=False,
+    )
+    if cfg.accelerator != "cpu":
+        params["gpus_per_node"] = cfg.devices
     return params
 
 
 def job_config(cfg: PretrainConfig, cluster: str = "slurm") -> PretrainConfig:
-    """The config the job runs: the allocation's layout (one task per GPU), auto-resume."""
+    """The config the job runs: the allocation's layout (one task per device), auto-resume.
+
+    The accelerator and the device count follow what the job requests: --accelerator cpu or
+    --gpus-per-node 0 make a CPU-only job of --devices tasks per node; otherwise each node runs one task
+    per GPU, --gpus-per-node of them (unset: --devices)."""
     # Absolute paths: the job may start in another working directory.
     paths = {k: Path(v).resolve() for k in ("out", "corpus", "images") if (v := getattr(cfg, k)) is not None}
     if cluster == "local":
         return cfg.model_copy(update={"resume": None, **paths})
     opts = cfg.slurm or SlurmOptions()
-    if cfg.devices not in (1, opts.gpus_per_node):
-        raise ConfigError(
-            f"--devices {cfg.devices} differs from --gpus-per-node {opts.gpus_per_node}; under --slurm "
-            f"each node runs one task per GPU"
-        )
+    gpus = opts.gpus_per_node
+    if cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and gpus == 0):
+        if gpus:
+            raise ConfigError(f"--accelerator cpu requests no GPU: drop --gpus-per-node {gpus} (or give 0)")
+        accelerator, devices = "cpu", cfg.devices
+    else:
+        if gpus == 0:
+            raise ConfigError(f"--accelerator {cfg.accelerator} needs GPUs but --gpus-per-node is 0")
+        devices = gpus or cfg.devices
+        if cfg.devices not in (1, devices):
+            raise ConfigError(
+                f"--devices {cfg.devices} differs from --gpus-per-node {devices}; under --slurm "
+                f"each node runs one task per GPU"
+            )
+        accelerator = "gpu" if cfg.accelerator == "auto" else cfg.accelerator
     values = cfg.model_dump()
-    values.update(
-        paths,
-        devices=opts.gpus_per_node,
-        resume=None,
-        accelerator="gpu" if cfg.accelerator == "auto" else cfg.accelerator,
-    )
+    values.update(paths, devices=devices, resume=None, accelerator=accelerator)
     return resolve_config(PretrainConfig, None, **values)  # re-checks batch_size against the new device count
 
 
 def submitit_folder(cfg: PretrainConfig) -> Path:
-    return cfg.out / "slurm"
+    return cfg.out / SLURM_DIR
 
 
 def submit_command(folder: Path) -> str:

@@ -11,20 +11,39 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 
-from rsbench.benchmark.db import cells, engine_for, results, retrying, runs
-from rsbench.benchmark.matrix import Cell
+from rsbench.contracts.results import ROW_KEY, load_results
 from rsbench.errors import DataError
+from rsbench.results_store.db import cells, engine_for, results, retrying, runs
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 _CHUNK = 500
+# A result row's key as the `results` table stores it: the contract's row key without the input shape
+# (image_size, patch_size), which has no column. The table's unique constraint (per source) is on these
+# columns, and stores made before the shape joined the key must keep working, so they stay. Nothing is
+# lost: one cell is evaluated at one shape, and an imported file's init at two shapes gets the shape in
+# its name (rsbench.contracts.results.disambiguate_shapes).
+STORED_KEY = tuple(k for k in ROW_KEY if k in results.c)
+
+
+class CellSpec(Protocol):
+    """A cell of a benchmark matrix as the store records it (rsbench.benchmark.matrix.Cell is one)."""
+
+    id: str
+    kind: str
+    label: str
+    init_label: str
+    task: str | None
+    priority: int
+    config: Mapping[str, Any]
+    depends_on: str | None
 
 
 def worker_identity() -> str:
@@ -75,6 +94,19 @@ def result_columns(row: dict) -> dict:
     return values
 
 
+def _claimed_by(worker: str) -> dict[str, Any]:
+    """The column updates of a pending cell that `worker` claims now."""
+    now = time.time()
+    return {
+        "status": RUNNING,
+        "worker": worker,
+        "claimed_at": now,
+        "heartbeat_at": now,
+        "attempts": cells.c.attempts + 1,
+        "error": None,
+    }
+
+
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -82,7 +114,7 @@ class Store:
 
     # --- the matrix ---------------------------------------------------------------------------------
     @retrying
-    def sync_cells(self, benchmark: str, matrix: Sequence[Cell], out: Path) -> None:
+    def sync_cells(self, benchmark: str, matrix: Sequence[CellSpec], out: Path) -> None:
         """Insert cells not yet known; refresh display fields (names may change without changing ids)."""
         with self.engine.begin() as conn:
             known = {r.id: r for r in self._select(conn, [c.id for c in matrix])}
@@ -159,19 +191,9 @@ class Store:
                 ),
                 key=lambda r: (feature_group(r) in busy, r.priority),
             )
-            now = time.time()
             for r in ready:
                 claimed = conn.execute(
-                    update(cells)
-                    .where(cells.c.id == r.id, cells.c.status == PENDING)
-                    .values(
-                        status=RUNNING,
-                        worker=worker,
-                        claimed_at=now,
-                        heartbeat_at=now,
-                        attempts=cells.c.attempts + 1,
-                        error=None,
-                    )
+                    update(cells).where(cells.c.id == r.id, cells.c.status == PENDING).values(**_claimed_by(worker))
                 ).rowcount
                 if claimed == 1:
                     return {**r._asdict(), "status": RUNNING, "worker": worker, "attempts": r.attempts + 1}
@@ -188,18 +210,8 @@ class Store:
                 dep = conn.execute(select(cells.c.status).where(cells.c.id == row.depends_on)).scalar()
                 if dep != DONE:
                     return None
-            now = time.time()
             n = conn.execute(
-                update(cells)
-                .where(cells.c.id == cell_id, cells.c.status == PENDING)
-                .values(
-                    status=RUNNING,
-                    worker=worker,
-                    claimed_at=now,
-                    heartbeat_at=now,
-                    attempts=cells.c.attempts + 1,
-                    error=None,
-                )
+                update(cells).where(cells.c.id == cell_id, cells.c.status == PENDING).values(**_claimed_by(worker))
             ).rowcount
             return {**row._asdict(), "status": RUNNING, "worker": worker, "attempts": row.attempts + 1} if n else None
 
@@ -254,8 +266,11 @@ class Store:
         return n == 1
 
     @retrying
-    def complete(self, cell: dict, worker: str, rows: Sequence[dict] = (), run: dict | None = None) -> bool:
-        """Mark done and store its rows/run in one transaction; False (nothing written) if the claim was lost."""
+    def complete(
+        self, cell: dict, worker: str, rows: Sequence[dict] = (), run: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Mark done and store its rows/run record (rsbench.contracts.run_record) in one transaction; False
+        (nothing written) if the claim was lost."""
         with self.engine.begin() as conn:
             if not self._finish(conn, cell, worker, status=DONE, error=None):
                 return False  # nothing was changed: another worker owns the cell now
@@ -286,7 +301,7 @@ class Store:
         unique: dict[tuple, dict] = {}
         for row in rows:  # the last row per key wins, as in results.jsonl
             cols = result_columns(row)
-            key = tuple(cols[k] for k in ("task", "dataset", "protocol", "init", "label_fraction", "seed", "metric"))
+            key = tuple(cols[k] for k in STORED_KEY)
             unique[key] = {"source": source, "cell_id": cell_id, "row": row, **cols}
         if unique:
             conn.execute(insert(results), list(unique.values()))
@@ -294,8 +309,6 @@ class Store:
     @retrying
     def import_results(self, path: str | Path) -> int:
         """Load a results.jsonl (validated like `rsbench report` does); re-importing replaces its rows."""
-        from rsbench.report.aggregate import load_results
-
         path = Path(path).resolve()
         rows = load_results([path])
         with self.engine.begin() as conn:
@@ -336,4 +349,17 @@ def require_rows(store: Store) -> list[dict]:
     return rows
 
 
-__all__ = ["DONE", "FAILED", "PENDING", "RUNNING", "Store", "require_rows", "worker_alive", "worker_identity"]
+__all__ = [
+    "DONE",
+    "FAILED",
+    "PENDING",
+    "RUNNING",
+    "STORED_KEY",
+    "CellSpec",
+    "Store",
+    "feature_group",
+    "require_rows",
+    "result_columns",
+    "worker_alive",
+    "worker_identity",
+]

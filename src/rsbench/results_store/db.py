@@ -3,8 +3,8 @@
 Tables:
   cells    one row per matrix cell: its config, state machine (pending -> running -> done|failed),
            claim (worker, heartbeat), attempts, duration, error line, log path
-  runs     one row per finished pretraining cell: run.json (cost), backbone.json, downsampled
-           metrics.csv curves, corpus.json summary
+  runs     one row per finished pretraining cell: its run record (rsbench.contracts.run_record), run.json
+           (cost), backbone.json, downsampled metrics.csv curves, corpus.json summary
   results  one row per results.jsonl row (typed key columns + the whole row as JSON), from a cell or
            an imported file (`source`); unique per source and row key so nothing is stored twice
 """
