@@ -19,7 +19,7 @@ from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate import EvaluateConfig, evaluate
 from rsbench.evaluate.datasets import load_detection_data
 from rsbench.evaluate.datasets.samples import dihedral, dihedral_boxes, overlap_stride
-from rsbench.evaluate.datasets.tiling import Window, clip_boxes, grid_windows, merge_tile_detections
+from rsbench.evaluate.datasets.tiling import ArrayWindow, clip_boxes, grid_windows, merge_tile_detections
 from rsbench.evaluate.detection import detection_metrics, match_detections
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,7 +159,9 @@ def test_tiling_and_merging_round_trip_real_boxes(neon: Path):
     assert got == sorted(map(tuple, boxes[seen].round(3).tolist()))  # each crown once, in place
     # Clipping: a box half outside a window keeps its inside part; a sliver is dropped.
     b, lab = clip_boxes(
-        np.array([[90, 10, 130, 30], [98, 40, 140, 60]], dtype=np.float32), np.array([3, 4]), Window(0, 0, 100, 100)
+        np.array([[90, 10, 130, 30], [98, 40, 140, 60]], dtype=np.float32),
+        np.array([3, 4]),
+        ArrayWindow(0, 0, 100, 100),
     )
     np.testing.assert_array_equal(b, [[90, 10, 100, 30]])
     assert lab.tolist() == [3]

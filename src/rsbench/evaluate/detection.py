@@ -28,8 +28,8 @@ from rsbench.evaluate.datasets.samples import (
     read_window,
 )
 from rsbench.evaluate.datasets.tiling import (
+    ArrayWindow,
     Region,
-    Window,
     clip_boxes,
     grid_windows,
     merge_tile_detections,
@@ -162,7 +162,7 @@ def predict_image(
     for start in range(0, len(windows), batch_size):
         batch = windows[start : start + batch_size]
         x = [
-            read_window(image, Window(rw.row + w.row, rw.col + w.col, w.height, w.width), size, norm).to(device)
+            read_window(image, ArrayWindow(rw.row + w.row, rw.col + w.col, w.height, w.width), size, norm).to(device)
             for w in batch
         ]
         for w, out in zip(batch, model(x)):

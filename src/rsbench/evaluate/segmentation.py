@@ -23,7 +23,7 @@ from rsbench.data.normalization import Normalization
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate.datasets import SegmentationData, load_segmentation_data
 from rsbench.evaluate.datasets.samples import CHIP_OVERLAP, SegmentationCrops, overlap_stride, read_window
-from rsbench.evaluate.datasets.tiling import Region, Window, grid_windows
+from rsbench.evaluate.datasets.tiling import ArrayWindow, Region, grid_windows
 from rsbench.evaluate.dense import (
     BACKBONE_LR_SCALE,
     DenseCells,
@@ -160,8 +160,8 @@ def predict_region(
     return (probs / count).argmax(0)
 
 
-def _shift(w: Window, rw: Window) -> Window:
-    return Window(rw.row + w.row, rw.col + w.col, w.height, w.width)
+def _shift(w: ArrayWindow, rw: ArrayWindow) -> ArrayWindow:
+    return ArrayWindow(rw.row + w.row, rw.col + w.col, w.height, w.width)
 
 
 def _load(data: SegmentationData, console: Console) -> tuple[list[np.ndarray], list[np.ndarray]]:

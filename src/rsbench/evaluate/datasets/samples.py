@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from rsbench.data.normalization import Normalization
-from rsbench.evaluate.datasets.tiling import Region, Window, clip_boxes, grid_windows
+from rsbench.evaluate.datasets.tiling import ArrayWindow, Region, clip_boxes, grid_windows
 
 CHIP_OVERLAP = 0.25  # detection chips and inference windows overlap so objects cut at one edge are whole in the next
 
@@ -22,7 +22,7 @@ def overlap_stride(size: int) -> int:
     return max(1, int(round(size * (1 - CHIP_OVERLAP))))
 
 
-def read_window(image: np.ndarray, window: Window, size: int, norm: Normalization) -> torch.Tensor:
+def read_window(image: np.ndarray, window: ArrayWindow, size: int, norm: Normalization) -> torch.Tensor:
     """C x size x size float tensor: the normalized window, zero-padded (= the band mean) bottom/right."""
     patch = image[:, window.row : window.row + window.height, window.col : window.col + window.width]
     x = norm(torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32)))
@@ -74,7 +74,7 @@ class SegmentationCrops(Dataset):
         w = region.window
         r = w.row + int(torch.randint(0, max(1, w.height - self.size + 1), ()))
         c = w.col + int(torch.randint(0, max(1, w.width - self.size + 1), ()))
-        win = Window(r, c, min(self.size, w.height), min(self.size, w.width))
+        win = ArrayWindow(r, c, min(self.size, w.height), min(self.size, w.width))
         x = read_window(self.images[region.scene], win, self.size, self.norm)
         y = torch.from_numpy(self.masks[region.scene][r : r + win.height, c : c + win.width].astype(np.int64))
         y = F.pad(y, (0, self.size - y.shape[1], 0, self.size - y.shape[0]), value=self.ignore_index)
@@ -97,11 +97,11 @@ class DetectionChips(Dataset):
         norm: Normalization,
     ):
         self.images, self.size, self.norm = images, size, norm
-        self.chips: list[tuple[int, Window, np.ndarray, np.ndarray]] = []
+        self.chips: list[tuple[int, ArrayWindow, np.ndarray, np.ndarray]] = []
         for region in regions:
             rw = region.window
             for w in grid_windows(rw.height, rw.width, size, overlap_stride(size)):
-                win = Window(rw.row + w.row, rw.col + w.col, w.height, w.width)
+                win = ArrayWindow(rw.row + w.row, rw.col + w.col, w.height, w.width)
                 b, lab = clip_boxes(boxes[region.scene], labels[region.scene], win)
                 self.chips.append((region.scene, win, b, lab))
 

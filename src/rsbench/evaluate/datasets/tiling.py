@@ -20,7 +20,10 @@ REGION_CROPS = 2
 
 
 @dataclass(frozen=True)
-class Window:
+class ArrayWindow:
+    """A window in numpy order: array[:, row : row + height, col : col + width]. (rasterio's Window takes
+    (col_off, row_off, width, height): the other order, hence the other name.)"""
+
     row: int
     col: int
     height: int
@@ -32,7 +35,7 @@ class Region:
     """One unit of the train/test split: a window of scene `scene` (the whole image, or a grid cell)."""
 
     scene: int
-    window: Window
+    window: ArrayWindow
 
 
 def _starts(extent: int, size: int, stride: int) -> list[int]:
@@ -44,13 +47,13 @@ def _starts(extent: int, size: int, stride: int) -> list[int]:
     return starts
 
 
-def grid_windows(height: int, width: int, size: int, stride: int | None = None) -> list[Window]:
+def grid_windows(height: int, width: int, size: int, stride: int | None = None) -> list[ArrayWindow]:
     """Windows of `size` x `size` (stride `stride`) covering a height x width area completely.
 
     A side shorter than `size` gets one window of that side's length (the caller pads it)."""
     stride = stride or size
     return [
-        Window(r, c, min(size, height), min(size, width))
+        ArrayWindow(r, c, min(size, height), min(size, width))
         for r in _starts(height, size, stride)
         for c in _starts(width, size, stride)
     ]
@@ -64,7 +67,7 @@ def _grid_regions(scene: int, height: int, width: int, min_side: int) -> list[Re
 
     rows, cols = edges(height), edges(width)
     return [
-        Region(scene, Window(int(r0), int(c0), int(r1 - r0), int(c1 - c0)))
+        Region(scene, ArrayWindow(int(r0), int(c0), int(r1 - r0), int(c1 - c0)))
         for r0, r1 in zip(rows[:-1], rows[1:])
         for c0, c1 in zip(cols[:-1], cols[1:])
     ]
@@ -75,7 +78,7 @@ def split_regions(
 ) -> tuple[list[Region], list[Region], str]:
     """Seeded train/test split of whole images, or of grid regions when there is a single image."""
     if len(shapes) >= 2:
-        units = [Region(i, Window(0, 0, h, w)) for i, (h, w) in enumerate(shapes)]
+        units = [Region(i, ArrayWindow(0, 0, h, w)) for i, (h, w) in enumerate(shapes)]
         how = f"by image, test_fraction={test_fraction}"
     else:
         h, w = shapes[0]
@@ -94,7 +97,7 @@ def split_regions(
 
 
 def whole_images(shapes: Sequence[tuple[int, int]]) -> list[Region]:
-    return [Region(i, Window(0, 0, h, w)) for i, (h, w) in enumerate(shapes)]
+    return [Region(i, ArrayWindow(0, 0, h, w)) for i, (h, w) in enumerate(shapes)]
 
 
 def select_fraction(items: Sequence, fraction: float, seed: int) -> list:
@@ -109,7 +112,7 @@ def select_fraction(items: Sequence, fraction: float, seed: int) -> list:
 def clip_boxes(
     boxes: np.ndarray,
     labels: np.ndarray,
-    window: Window,
+    window: ArrayWindow,
     min_visible: float = MIN_VISIBLE_FRACTION,
     min_side: float = MIN_BOX_SIDE,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +128,7 @@ def clip_boxes(
 
 
 def merge_tile_detections(
-    tiles: Sequence[tuple[Window, torch.Tensor, torch.Tensor, torch.Tensor]], iou_threshold: float = 0.5
+    tiles: Sequence[tuple[ArrayWindow, torch.Tensor, torch.Tensor, torch.Tensor]], iou_threshold: float = 0.5
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-tile (window, boxes, scores, labels) -> whole-image detections: offset, then class-wise NMS
     so an object seen by two overlapping tiles is counted once."""
