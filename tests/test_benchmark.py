@@ -372,3 +372,18 @@ def test_interrupted_cell_is_released_and_a_failure_is_recorded(tmp_path, monkey
         "Traceback" in Path(after["log_path"]).read_text()
         and "=== failed: ValueError" in Path(after["log_path"]).read_text()
     )
+
+
+def test_database_passwords_are_never_printed(tmp_path):
+    from rsbench.results_store.db import display_url
+
+    assert display_url("postgresql+psycopg://bob:s3cret@localhost:5432/rs") == (
+        "postgresql+psycopg://bob:***@localhost:5432/rs"
+    )
+    assert display_url("sqlite:////tmp/results.db") == "sqlite:////tmp/results.db"
+    for args in (
+        ["report", "--db", "nosuchdialect://bob:s3cret@localhost/rs", "--out", str(tmp_path / "r.html")],
+        ["benchmark", "export", "--db", "nosuchdialect://bob:s3cret@localhost/rs", "--out", str(tmp_path / "x.csv")],
+    ):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 1 and "s3cret" not in res.output and "bob:***@localhost" in res.output, res.output

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rsbench.benchmark.plan import Plan, sync
 from rsbench.benchmark.worker import open_work
 from rsbench.io import stable_hash, write_json
+from rsbench.results_store.db import display_url
 from rsbench.results_store.store import DONE, FAILED, Store
 
 
@@ -159,7 +160,7 @@ def write_summary(plan: Plan, summary: RunSummary) -> Path:
         plan.out / "last_run.json",
         {
             "experiment": str(plan.path),
-            "store": plan.url,
+            "store": display_url(plan.url),
             "cells": summary.total,
             "done": summary.done,
             "failed": summary.failed,

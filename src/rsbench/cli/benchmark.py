@@ -74,6 +74,7 @@ def run_command(file: Path = FileArg, given: dict[str, Any] = GIVEN, config: Pat
     """Run every cell of the matrix once: finished cells are skipped, failed ones only with --retry-failed."""
     from rsbench.benchmark.plan import load_plan
     from rsbench.benchmark.runner import run_local, write_summary
+    from rsbench.results_store.db import display_url
 
     opts = resolve_config(RunOptions, config, **given)
     plan = load_plan(file, opts.out, opts.db, check=True)
@@ -96,7 +97,7 @@ def run_command(file: Path = FileArg, given: dict[str, Any] = GIVEN, config: Pat
     write_summary(plan, summary)
     typer.echo(
         f"{summary.total} cells: {summary.done} done, {summary.failed} failed, {summary.blocked} blocked; "
-        f"{summary.ran} ran now in {summary.wall_s:.0f}s; store: {plan.url}"
+        f"{summary.ran} ran now in {summary.wall_s:.0f}s; store: {display_url(plan.url)}"
     )
     if summary.failed or summary.done + summary.failed < summary.total:
         raise RsbenchError(
@@ -106,6 +107,7 @@ def run_command(file: Path = FileArg, given: dict[str, Any] = GIVEN, config: Pat
 
 
 def _print_plan(plan, kind: str) -> None:
+    from rsbench.results_store.db import display_url
     from rsbench.results_store.store import Store
 
     known = {}
@@ -126,7 +128,7 @@ def _print_plan(plan, kind: str) -> None:
         check_parameters(spec, f"experiment file {plan.path}")
         out.print(f"SLURM jobs (submitit, cluster={spec.cluster}); evaluation jobs wait with afterok on their run:")
         out.print({stage: spec.resources(stage).submitit_parameters() for stage in ("pretrain", "evaluate")})
-    out.print(f"store: {plan.url}")
+    out.print(f"store: {display_url(plan.url)}")
 
 
 @app.command("status")
@@ -139,13 +141,13 @@ def status_command(file: Path = FileArg, given: dict[str, Any] = GIVEN, config: 
     from rsbench.benchmark.plan import load_plan
     from rsbench.benchmark.status import status_view
     from rsbench.benchmark.worker import open_work
-    from rsbench.results_store.db import existing_db_url
+    from rsbench.results_store.db import display_url, existing_db_url
     from rsbench.results_store.store import Store
 
     opts = resolve_config(StatusOptions, config, **given)
     plan = load_plan(file, opts.out, opts.db)
     store = Store(existing_db_url(plan.url, None))
-    title = f"{plan.experiment.name} · {plan.url}"
+    title = f"{plan.experiment.name} · {display_url(plan.url)}"
 
     def view():
         return status_view(store, plan.ids, title, tail=opts.tail, show_done=not opts.hide_done)

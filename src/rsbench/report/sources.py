@@ -17,6 +17,7 @@ from rsbench.contracts.run_dir import SNAPSHOT_NAME
 from rsbench.errors import ConfigError
 from rsbench.report.pretrain_runs import RunInfo, run_from_dir
 from rsbench.results_store import Store, existing_db_url
+from rsbench.results_store.db import display_url
 
 STEP = "_step"
 # evaluate names a run "<method>-<arch> (<run dir>)"; benchmark snapshots live in "<run dir>@step-<N>".
@@ -51,7 +52,9 @@ def from_db(url: str) -> ReportData:
     store = Store(url)
     rows, stored = [], store.result_rows()
     for i, raw in enumerate(stored, start=1):
-        row = validate_row({k: v for k, v in raw.items() if not k.startswith("_")}, f"{url} results row {i}")
+        row = validate_row(
+            {k: v for k, v in raw.items() if not k.startswith("_")}, f"{display_url(url)} results row {i}"
+        )
         row["init_name"] = row["init"]
         if raw.get("_label"):
             row["init"] = raw["_label"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from rsbench.errors import ConfigError, DataError
@@ -182,6 +184,14 @@ def retrying(fn: Callable[..., T], attempts: int = 30) -> Callable[..., T]:
     return wrapper
 
 
+def display_url(url: str) -> str:
+    """`url` as it may be printed, logged or saved: a password is replaced by ***."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: hide anything between ':' and '@' of a netloc
+        return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 @functools.lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
     if url.startswith("sqlite:///"):
@@ -192,7 +202,9 @@ def engine_for(url: str) -> Engine:
         try:
             engine = create_engine(url, pool_pre_ping=True)
         except Exception as e:  # unknown dialect, missing driver: the user's URL is wrong
-            raise ConfigError(f"cannot use database URL {url!r}: {e}") from None
+            raise ConfigError(
+                f"cannot use database URL {display_url(url)!r}: {str(e).replace(url, display_url(url))}"
+            ) from None
     retrying(_create_tables)(engine)
     return engine
 

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from rsbench.contracts.results import ROW_KEY, load_results
 from rsbench.errors import DataError
-from rsbench.results_store.db import cells, engine_for, results, retrying, runs
+from rsbench.results_store.db import cells, display_url, engine_for, results, retrying, runs
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 _CHUNK = 500
@@ -345,7 +345,7 @@ class Store:
 def require_rows(store: Store) -> list[dict]:
     rows = store.result_rows()
     if not rows:
-        raise DataError(f"no results in {store.url}")
+        raise DataError(f"no results in {display_url(store.url)}")
     return rows
 
 
