@@ -130,6 +130,8 @@ def bad(tmp_path, eurosat_small) -> Path:
     write_csv(tmp_path / "header_only.csv", [["path", "label"]])
     write_csv(tmp_path / "ok.csv", good)
     (tmp_path / "empty").mkdir()
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "results.jsonl").write_text("\n{not json\n")
     for name, files in (("Forest", forest), ("River", river), ("Lava", [])):
         (tmp_path / "one_empty" / name).mkdir(parents=True)
         for f in files:
@@ -156,6 +158,7 @@ def bad(tmp_path, eurosat_small) -> Path:
         (["--data", "{tmp}/nothing.csv"], "CSV file not found: {tmp}/nothing.csv"),
         (["--data", "{tmp}/empty"], "{tmp}/empty has no class sub-folders"),
         (["--data", "{tmp}/one_empty"], "class folder(s) without images in {tmp}/one_empty: Lava"),
+        (["--data", "{tmp}/ok.csv", "--out", "{tmp}/damaged"], "{tmp}/damaged/results.jsonl:2: malformed JSON"),
         (["--task-spec", "{tmp}/bogus.yaml"], "invalid config key 'splits' in task spec {tmp}/bogus.yaml: unknown key"),
         (["--task-spec", "{tmp}/nope.yaml"], "config file not found: {tmp}/nope.yaml"),
         (["--task-spec", "{tmp}/metric.yaml"], "'miou' is not reported for single-label classification"),

@@ -326,3 +326,13 @@ def test_weights_transforms_fold_into_one_normalization(name):
     got = (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
     assert size == 224 and len(steps) == (2 if "GASSL" in name else 1)
+
+
+def test_imagenet_init_with_a_bad_weights_file_names_that_file(eurosat_small, tmp_path):
+    bad = tmp_path / "weights.pth"
+    bad.write_bytes(b"not a checkpoint")
+    args = ["evaluate", "--data", str(eurosat_small), "--init", "imagenet", "--weights", str(bad)]
+    res = CliRunner().invoke(app, [*args, "--protocol", "knn", "--out", str(tmp_path / "out")])
+    lines = res.stderr.strip().splitlines()
+    assert res.exit_code == 1 and len(lines) == 1, res.output
+    assert f"from --weights {bad}" in lines[0] and "download them once" not in lines[0]

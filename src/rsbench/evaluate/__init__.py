@@ -11,7 +11,14 @@ from rich.console import Console
 from rsbench.contracts.evaluate import EvaluateConfig
 from rsbench.contracts.task_spec import TaskSpec, load_task_spec
 from rsbench.evaluate import classification, detection, segmentation  # noqa: F401 - register their tasks
-from rsbench.evaluate.results import RESULT_FIELDS, RESULTS_FILE, ROW_KEY, append_results, results_table
+from rsbench.evaluate.results import (
+    RESULT_FIELDS,
+    RESULTS_FILE,
+    ROW_KEY,
+    append_results,
+    check_results_file,
+    results_table,
+)
 from rsbench.evaluate.tasks import available_tasks, get_task, register_task
 from rsbench.io import stable_hash
 from rsbench.settings import save_config
@@ -35,6 +42,7 @@ def evaluate(cfg: EvaluateConfig, console: Console | None = None) -> list[dict]:
     """Run every (seed, protocol) of `cfg`, append the rows to cfg.out/results.jsonl and return them."""
     console = console or Console(stderr=True)
     task = get_task(cfg.task, cfg.protocol)  # unknown task/protocol fails before any work
+    check_results_file(cfg.out)  # so does a damaged results.jsonl in the output folder
     rows = task.run(cfg, console)
     if cfg.metric is not None:
         # The report ranks a dense task by the first metric it reads: put the task spec's headline first.

@@ -19,7 +19,7 @@ import torch
 from rich.table import Table
 
 from rsbench.contracts.predictions import PREDICTIONS_DIR
-from rsbench.contracts.results import RESULT_FIELDS, RESULTS_FILE, ROW_KEY, make_row, row_key
+from rsbench.contracts.results import RESULT_FIELDS, RESULTS_FILE, ROW_KEY, make_row, read_results_file, row_key
 from rsbench.io import atomic_write_bytes, read_jsonl, stable_hash, write_jsonl
 
 __all__ = [
@@ -78,6 +78,14 @@ def _locked(out_dir: Path):
         except ImportError:  # pragma: no cover - non-POSIX: best effort
             pass
         yield
+
+
+def check_results_file(out_dir: str | Path) -> None:
+    """A results.jsonl already in `out_dir` must be readable before any work: a malformed line is a DataError
+    naming the file and line now, not after the evaluation has computed everything."""
+    path = Path(out_dir) / RESULTS_FILE
+    if path.is_file():
+        read_results_file(path)
 
 
 def append_results(out_dir: str | Path, rows: list[dict]) -> Path:

@@ -16,7 +16,7 @@ from torch import nn
 
 from rsbench.contracts.architectures import is_vit_name
 from rsbench.contracts.backbone_export import BackboneExport
-from rsbench.errors import ConfigError, DataError
+from rsbench.errors import ConfigError, DataError, RsbenchError
 
 
 def backbone_kwargs(arch: str, image_size: int | None, patch_size: int | None = None) -> dict[str, Any]:
@@ -127,16 +127,19 @@ def _timm(arch: str, pretrained: bool, **kwargs: Any) -> nn.Module:
         if "Unknown model" in str(e):
             raise ConfigError(f"unknown backbone '{arch}' (any timm model name, e.g. resnet18)") from None
         if pretrained:
-            raise _weights_unavailable(arch, e) from None
+            raise _weights_unavailable(arch, e, kwargs) from None
         raise
     except Exception as e:  # hub/network/file errors all mean "no weights"
         if pretrained:
-            raise _weights_unavailable(arch, e) from None
+            raise _weights_unavailable(arch, e, kwargs) from None
         raise
 
 
-def _weights_unavailable(arch: str, cause: Exception) -> ConfigError:
+def _weights_unavailable(arch: str, cause: Exception, kwargs: dict[str, Any]) -> RsbenchError:
     why = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    weights_file = (kwargs.get("pretrained_cfg_overlay") or {}).get("file")
+    if weights_file:  # the user's file is the problem, not the hub cache
+        return DataError(f"cannot load ImageNet weights for '{arch}' from --weights {weights_file}: {why[:200]}")
     return ConfigError(
         f"ImageNet weights for '{arch}' are not available ({why[:160]}); download them once with "
         f"`python -c \"import timm; timm.create_model('{arch}', pretrained=True)\"` on a machine with "
