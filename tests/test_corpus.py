@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 
 from rsbench.cli import app
 from rsbench.corpus import REASONS, CorpusBuildConfig, build_corpus, corpus_normalization, read_corpus_info
-from rsbench.errors import RsbenchError
+from rsbench.errors import DataError, RsbenchError
 
 T = 64
 L7 = "landsat7_etm_RGB.byte.tif"
@@ -268,3 +269,23 @@ def test_config_file_values_and_bad_key(tmp_path, rasters_dir):
 def test_read_corpus_info_rejects_non_corpus(tmp_path):
     with pytest.raises(RsbenchError, match="not an rsbench corpus"):
         read_corpus_info(tmp_path)
+
+
+def test_missing_or_truncated_shard_fails_before_training(corpus, tmp_path):
+    from rsbench.corpus import CorpusDataset
+
+    out, info, _ = corpus
+    assert info["shard_bytes"] == {n: (out / n).stat().st_size for n in info["shards"]}
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    group = max(info["band_groups"].values(), key=lambda g: g["tiles"])
+    victim = copy / group["shards"][-1]
+    victim.write_bytes(victim.read_bytes()[:1024])
+    with pytest.raises(DataError, match=f"shard {group['shards'][-1]} has 1024 bytes, corpus.json recorded"):
+        CorpusDataset(copy, bands=group["bands"])
+    victim.unlink()
+    res = runner.invoke(
+        app, ["pretrain", "--corpus", str(copy), "--bands", str(group["bands"]), "--out", str(tmp_path / "run")]
+    )
+    assert res.exit_code == 1 and f"shard {group['shards'][-1]} is missing" in res.stderr, res.output
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -82,5 +82,21 @@ class CorpusInfo:
         """The shard files of one band group of corpus.json."""
         return [self.path / name for name in group["shards"]]
 
+    def verify_shards(self, info: dict[str, Any], names: list[str]) -> None:
+        """DataError naming the first of `names` that is missing, or whose size differs from the one corpus.json
+        recorded (`shard_bytes`; corpora built before it was recorded are checked for presence only): a damaged
+        corpus fails before training starts, not in the middle of it."""
+        sizes = info.get("shard_bytes") or {}
+        for name in names:
+            path = self.path / name
+            if not path.is_file():
+                raise DataError(f"corpus {self.path}: shard {name} is missing; rebuild with --overwrite")
+            expected = sizes.get(name)
+            if expected is not None and path.stat().st_size != expected:
+                raise DataError(
+                    f"corpus {self.path}: shard {name} has {path.stat().st_size} bytes, corpus.json recorded "
+                    f"{expected} (truncated or replaced); rebuild with --overwrite"
+                )
+
 
 __all__ = ["CONFIG_FILE", "CORPUS_JSON", "MANIFEST", "SHARDS_DIR", "STAGING_DIR", "CorpusInfo", "shard_name"]

@@ -206,6 +206,7 @@ def _assemble(cfg, plan, done, key, runner: Runner, out: Path, staging: Path, lo
         "selection": selection,
         "band_groups": {str(b): _group_entry(b, g, group_shards[b], packed) for b, g in sorted(groups.items())},
         "shards": shard_names,
+        "shard_bytes": {name: (out / name).stat().st_size for name in shard_names},
     }
     write_json(CorpusInfo(out).corpus_json, corpus)
     return corpus

@@ -146,6 +146,7 @@ class CorpusDataset(IterableDataset):
             self._clip_lo, self._clip_hi = (
                 torch.tensor(v, dtype=torch.float32)[:, None, None] for v in self.clip_range
             )
+        CorpusInfo(self.corpus_dir).verify_shards(info, group["shards"])
         self.urls = [str(self.corpus_dir / name) for name in group["shards"]]
         self.shuffle = shuffle
         self.seed = seed
