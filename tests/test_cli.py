@@ -67,3 +67,20 @@ def test_installed_entry_point_exits_non_zero(tmp_path):
     )
     assert proc.returncode != 0
     assert "missing" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_out_that_is_a_file_is_a_one_line_error(tmp_path, eurosat_small, rasters_dir):
+    """An --out that is a file: one `error:` line naming it, for every stage that writes (no traceback)."""
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file, not a folder")
+    cases = [
+        ["evaluate", "--data", str(eurosat_small), "--init", "random", "--protocol", "knn", "--out", str(blocker)],
+        ["corpus", "build", str(next(rasters_dir.glob("spacenet6*.tif"))), "--tile-size", "64", "--out", str(blocker)],
+        ["pretrain", "--images", str(eurosat_small), "--max-steps", "1", "--out", str(blocker / "run")],
+    ]
+    for args in cases:
+        res = runner.invoke(app, args)
+        lines = res.stderr.strip().splitlines()
+        assert res.exit_code == 1 and len(lines) == 1, (args[0], res.output[-2000:])
+        assert lines[0].startswith("error: ") and str(blocker) in lines[0], lines[0]
+    assert blocker.read_text() == "a file, not a folder"

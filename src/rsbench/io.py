@@ -17,6 +17,22 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def check_output_dir(path: str | os.PathLike, option: str = "--out") -> None:
+    """DataError unless `path` is (or can become) a writable folder: checked before any work, so a run does
+    not fail at its first write after minutes of setup."""
+    from rsbench.errors import DataError
+
+    path = Path(path)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        what = f"{option} {path}" if existing == path else f"{option} {path}: {existing}"
+        raise DataError(f"{what} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(f"{option} {path}: {existing} is not writable")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to a temp file beside `path`, fsync, then rename: readers never see a partial file."""
     path = Path(path)

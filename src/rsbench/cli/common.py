@@ -34,11 +34,24 @@ def handle_errors(fn: F) -> F:
                 raise
             print(f"error: {e}", file=sys.stderr)
             raise typer.Exit(code=1) from None
+        except OSError as e:
+            # Operating-system faults on the user's paths (an --out that is a file, a read-only folder, a full
+            # disk): one line naming the path. Written artefacts are atomic, so nothing half-written remains.
+            if os.environ.get("RSBENCH_DEBUG"):
+                raise
+            print(f"error: {_os_error(e)}", file=sys.stderr)
+            raise typer.Exit(code=1) from None
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             raise typer.Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _os_error(e: OSError) -> str:
+    what = e.strerror or type(e).__name__
+    paths = [str(p) for p in (e.filename, e.filename2) if p]
+    return f"{what}: {' -> '.join(paths)}" if paths else str(e).splitlines()[0]
 
 
 def split_csv(value: str | None) -> list[str] | None:

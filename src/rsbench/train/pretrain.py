@@ -23,6 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from rsbench.contracts.pretrain import PretrainConfig, identity_of
 from rsbench.contracts.run_dir import RunDir
 from rsbench.errors import ConfigError, DataError
+from rsbench.io import check_output_dir
 from rsbench.settings import load_yaml_mapping, save_config
 from rsbench.ssl import get_method
 from rsbench.train.accounting import RunAccounting
@@ -78,6 +79,7 @@ def _check_logger(cfg: PretrainConfig) -> None:
 def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
     """Train, export and account; returns the run directory. Re-running a finished run is a no-op,
     re-running an unfinished one resumes from its last checkpoint."""
+    check_output_dir(cfg.out)
     state, ckpt = _check_run_dir(cfg)
     if state == "finished":
         print(f"run {cfg.out} already finished; nothing to do")
