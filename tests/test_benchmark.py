@@ -387,3 +387,18 @@ def test_database_passwords_are_never_printed(tmp_path):
     ):
         res = runner.invoke(app, args)
         assert res.exit_code == 1 and "s3cret" not in res.output and "bob:***@localhost" in res.output, res.output
+
+
+@pytest.mark.parametrize("content", [b"\x00garbage" * 100, b"SQLite format 3\x00" + b"\x01" * 200])
+def test_corrupt_results_store_is_one_line_error(tmp_path, content):
+    db = tmp_path / "results.db"
+    db.write_bytes(content)
+    for args in (
+        ["report", "--db", str(db), "--out", str(tmp_path / "r.html")],
+        ["benchmark", "export", "--db", str(db), "--out", str(tmp_path / "x.csv")],
+    ):
+        res = runner.invoke(app, args)
+        lines = res.stderr.strip().splitlines()
+        assert res.exit_code == 1 and len(lines) == 1, res.output[-2000:]
+        assert lines[0] == f"error: cannot use results store {db}: file is not a database"
+    assert db.read_bytes() == content  # nothing written over it

@@ -36,7 +36,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 
 from rsbench.errors import ConfigError, DataError
 
@@ -167,6 +167,18 @@ def _transient(err: DBAPIError) -> bool:
     return "locked" in text or "busy" in text or code in ("40001", "40P01")
 
 
+def store_error(url: str | None, err: DBAPIError) -> Exception:
+    """A damaged or unreachable store as a one-line DataError naming it (password hidden); other database
+    errors (constraint violations: bugs) are returned unchanged."""
+    if not isinstance(err, OperationalError) and type(err) is not DatabaseError:
+        return err
+    reason = str(err.orig if err.orig is not None else err).strip().splitlines()[0]
+    where = display_url(url) if url else "the results store"
+    if url and url.startswith("sqlite:///"):
+        where = url.removeprefix("sqlite:///")
+    return DataError(f"cannot use results store {where}: {reason}")
+
+
 def retrying(fn: Callable[..., T], attempts: int = 30) -> Callable[..., T]:
     """Re-run a whole transaction when the database is busy or reports a serialization conflict."""
 
@@ -177,7 +189,11 @@ def retrying(fn: Callable[..., T], attempts: int = 30) -> Callable[..., T]:
                 return fn(*args, **kwargs)
             except (OperationalError, DBAPIError) as e:
                 if not _transient(e) or i == attempts - 1:
-                    raise
+                    url = getattr(args[0], "url", None) if args else None  # a Store's, or an Engine's URL
+                    converted = store_error(None if url is None else str(url), e)
+                    if converted is e:
+                        raise
+                    raise converted from e
                 time.sleep(min(2.0, 0.05 * 2**i) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
@@ -205,7 +221,13 @@ def engine_for(url: str) -> Engine:
             raise ConfigError(
                 f"cannot use database URL {display_url(url)!r}: {str(e).replace(url, display_url(url))}"
             ) from None
-    retrying(_create_tables)(engine)
+    try:
+        retrying(_create_tables)(engine)
+    except DBAPIError as e:
+        converted = store_error(url, e)
+        if converted is e:
+            raise
+        raise converted from e
     return engine
 
 
