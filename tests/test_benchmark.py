@@ -384,6 +384,8 @@ def test_database_passwords_are_never_printed(tmp_path):
     for args in (
         ["report", "--db", "nosuchdialect://bob:s3cret@localhost/rs", "--out", str(tmp_path / "r.html")],
         ["benchmark", "export", "--db", "nosuchdialect://bob:s3cret@localhost/rs", "--out", str(tmp_path / "x.csv")],
+        # An unreachable PostgreSQL server (nothing listens on port 1): one line, no password.
+        ["report", "--db", "postgresql+psycopg://bob:s3cret@localhost:1/rs", "--out", str(tmp_path / "r.html")],
     ):
         res = runner.invoke(app, args)
         assert res.exit_code == 1 and "s3cret" not in res.output and "bob:***@localhost" in res.output, res.output
