@@ -145,6 +145,22 @@ def test_sigusr1_checkpoints_and_goes_on_sigterm_checkpoints_and_stops(tmp_path,
     assert row["status"] == "preempted" and row["step"] == ckpt["global_step"] and row["max_steps"] == 500
 
 
+def test_ctrl_c_saves_a_checkpoint_marks_the_run_interrupted_and_exits_130(tmp_path, eurosat_small):
+    out = tmp_path / "int"
+    proc = _start(_args(eurosat_small, out, "--max-steps", "500", "--checkpoint-every", "1000"))
+    _wait_for(out, proc, lambda r: r["step"] >= 1)  # training (and its signal handlers) started
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    error = [ln for ln in err.replace("\r", "\n").splitlines() if "error: " in ln]
+    assert len(error) == 1 and "interrupted at step" in error[0] and "run the same command again" in error[0]
+    assert "Traceback" not in err
+    run = json.loads((out / "run.json").read_text())
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert run["status"] == "interrupted" and ckpt["global_step"] == run["step"] == run["last_checkpoint_step"] >= 1
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]
+
+
 @pytest.fixture()
 def unfinished_run(tmp_path, eurosat_small) -> PretrainConfig:
     """A short real run, made unfinished again (no export) so that it would resume."""
@@ -161,7 +177,7 @@ def unfinished_run(tmp_path, eurosat_small) -> PretrainConfig:
         num_workers=0,
         log_every=1,
     )
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)}
     pretrain(cfg)
     assert {s: signal.getsignal(s) for s in handlers} == handlers, "signal handlers must be given back"
     (cfg.out / "backbone.json").unlink()

@@ -4,6 +4,8 @@
 class RsbenchError(Exception):
     """A problem with the user's input (file, key, option) rather than a bug in rsbench."""
 
+    exit_code = 1  # the CLI's exit status for this error
+
 
 class ConfigError(RsbenchError):
     """An invalid configuration key or value."""

@@ -33,7 +33,7 @@ def handle_errors(fn: F) -> F:
             if os.environ.get("RSBENCH_DEBUG"):
                 raise
             print(f"error: {e}", file=sys.stderr)
-            raise typer.Exit(code=1) from None
+            raise typer.Exit(code=e.exit_code) from None
         except OSError as e:
             # Operating-system faults on the user's paths (an --out that is a file, a read-only folder, a full
             # disk): one line naming the path. Written artefacts are atomic, so nothing half-written remains.

@@ -21,7 +21,7 @@ def runs_command(
     dirs: list[Path] = typer.Argument(None, help="Run directories or folders holding runs (default: .)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per run instead of a table."),
 ) -> None:
-    """List pretraining runs: status (running/finished/failed/preempted/killed), progress, img/s,
+    """List pretraining runs: status (running/finished/failed/preempted/interrupted/killed), progress, img/s,
     device-hours and last loss."""
     from rsbench.train.run_status import find_runs, run_summary
 

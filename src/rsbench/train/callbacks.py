@@ -6,9 +6,10 @@
   without storing per-process generator states (the data side is seeded per sample, see data.py).
 - `DataPosition`: saves (epoch, micro-batches consumed) in the checkpoint and moves the sampler or
   stream there on restore, before Lightning creates the first data iterator.
-- `SignalCheckpoint`: SIGTERM / SIGUSR1 / SIGUSR2 set a flag only; at the next optimizer-step
-  boundary all ranks agree (one tiny all-reduce), save last.ckpt and, for stop signals, stop.
-  Saving from inside a signal handler would catch the model mid-update and, under DDP, deadlock.
+- `SignalCheckpoint`: SIGTERM / SIGUSR1 / SIGUSR2 / SIGINT (Ctrl-C) set a flag only; at the next
+  optimizer-step boundary all ranks agree (one tiny all-reduce), save last.ckpt and, for stop signals, stop.
+  Saving from inside a signal handler would catch the model mid-update and, under DDP, deadlock. A second
+  Ctrl-C while the first waits for the step boundary aborts at once (KeyboardInterrupt).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from rsbench.train.data import seed_from
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
 
 class StepSeeder(Callback):
@@ -75,13 +76,15 @@ class SignalCheckpoint(Callback):
 
     def _handler(self, signum, frame) -> None:
         # Async-signal context: record only. A stop request outranks a checkpoint request.
+        if signum == signal.SIGINT and self.pending == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C twice: do not wait for the step boundary
         if self.pending is None or signum in self.stop_signals:
             self.pending = signum
 
     def on_fit_start(self, trainer, pl_module) -> None:
         # Installed before Lightning's own handlers (registered right after on_fit_start), which then
         # chain to ours for SIGTERM and leave SIGUSR1 to us.
-        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT):
             try:
                 self._previous[sig] = signal.signal(sig, self._handler)
             except ValueError:  # not the main thread: signals cannot be handled here

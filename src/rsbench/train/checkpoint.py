@@ -29,6 +29,12 @@ class RunPreempted(RsbenchError):
     """Training stopped on a signal after saving a checkpoint; running the command again resumes."""
 
 
+class RunInterrupted(RunPreempted):
+    """Stopped by Ctrl-C (SIGINT) after saving a checkpoint: exit status 130, as for any interrupted command."""
+
+    exit_code = 130
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """TorchCheckpointIO whose saves are atomic (temp file + fsync + rename). `on_saved(path, step)`
     is called once a checkpoint is complete on disk (Lightning's callback hooks run before the write)."""

@@ -27,7 +27,7 @@ from rsbench.io import check_output_dir
 from rsbench.settings import load_yaml_mapping, save_config
 from rsbench.ssl import get_method
 from rsbench.train.accounting import RunAccounting
-from rsbench.train.checkpoint import RunPreempted, check_resumable
+from rsbench.train.checkpoint import RunInterrupted, RunPreempted, check_resumable
 from rsbench.train.data import seeded_rngs
 from rsbench.train.export import export_backbone, merge_metrics, set_aside_metrics
 from rsbench.train.hardware import count_step_flops
@@ -169,6 +169,14 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
         signals.restore_handlers()
     finished = trainer.global_step >= max_steps
     stopped_by = None if finished else (signals.stopped_by or stopped_by)
+    if stopped_by == "SIGINT":
+        if rank0:
+            _merge(earlier_metrics, cfg.out)
+            accounting.finish("interrupted", "interrupted (Ctrl-C)")
+        raise RunInterrupted(
+            f"interrupted at step {trainer.global_step}/{max_steps}; checkpoint {last} (step {signals.saved_step}) "
+            "saved; run the same command again to resume"
+        )
     if stopped_by:
         if rank0:
             _merge(earlier_metrics, cfg.out)

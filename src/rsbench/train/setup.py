@@ -213,7 +213,15 @@ def build_trainer(
             DataPosition(source, cfg.world_size),
             signals,
             accounting,
-            ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.checkpoint_every),
+            # No version counter: last.ckpt is also written by SignalCheckpoint and at the end of fit; Lightning
+            # would otherwise save "last-v1.ckpt" beside a last.ckpt it did not write itself.
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                save_last=True,
+                save_top_k=0,
+                every_n_train_steps=cfg.checkpoint_every,
+                enable_version_counter=False,
+            ),
             StepProgressBar(),
         ],
     )
