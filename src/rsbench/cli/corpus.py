@@ -7,12 +7,12 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rsbench.cli.common import ConfigOption, console, handle_errors
 from rsbench.cli.model_options import GIVEN, SLURM_RESOURCE_OPTIONS, Opt, model_options, with_section
 from rsbench.contracts.corpus_build import FILTER_KEYS, CorpusBuildConfig, CorpusSlurm
 from rsbench.errors import ConfigError
+from rsbench.progress import progress_bar
 from rsbench.settings import load_yaml_mapping, resolve_config
 
 app = typer.Typer(help="Build and inspect tiled pretraining corpora (WebDataset shards).", no_args_is_help=True)
@@ -100,14 +100,7 @@ def build_command(
         else:
             given["slurm"] = with_section(config, "slurm", slurm_given)
     cfg = resolve_config(CorpusBuildConfig, config, **given)
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+    progress = progress_bar(console)
     with progress:
         corpus = build_corpus(cfg, overwrite=overwrite, log=_log, progress=progress)
     counts = corpus["counts"]
@@ -164,7 +157,7 @@ def check_command(
     from rsbench.io import write_json
 
     total = sum(len(find_images(d)) for d in against)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console)
+    progress = progress_bar(console, transient=False)
     with progress:
         task = progress.add_task("hashing downstream images", total=total)
         found = check_contamination(

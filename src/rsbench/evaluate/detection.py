@@ -48,9 +48,9 @@ from rsbench.evaluate.dense import (
     resolve_dense_init,
 )
 from rsbench.evaluate.driver import CellResult, Predictions, SeedSplit, run_cells
-from rsbench.evaluate.features import progress
 from rsbench.evaluate.tasks import register_task
 from rsbench.metrics.detection_ap import coco_ap, match_image, to_record
+from rsbench.progress import progress_bar
 
 DEFAULT_LR = 1e-3
 # Remote-sensing objects are small: anchors one octave below torchvision's (32-512) defaults, one size per
@@ -178,7 +178,7 @@ def predict_image(
 
 def _load(data: DetectionData, console: Console) -> tuple[list, list, list]:
     images, boxes, labels = [], [], []
-    with progress(console) as prog:
+    with progress_bar(console) as prog:
         for i in prog.track(range(len(data.items)), description=f"reading {data.name}"):
             img, b, lab = data.read(i)
             if images and img.shape[0] != images[0].shape[0]:
@@ -272,7 +272,7 @@ class _Cells(DenseCells):
         )
         start = time.perf_counter()
         model.eval()
-        with progress(self.console) as prog:
+        with progress_bar(self.console) as prog:
             preds = [
                 predict_image(model, self.images[r.scene], r, size, norm, cfg.batch_size, device)
                 for r in prog.track(test_regions, description=f"predicting {protocol} seed {seed}")

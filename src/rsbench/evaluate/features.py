@@ -17,13 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rsbench.data.normalization import Normalization, band_stats
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate.images import FileImages, ImageSource
 from rsbench.evaluate.inits import Init
 from rsbench.io import atomic_write_bytes, stable_hash
+from rsbench.progress import progress_bar
 
 CACHE_FORMAT = 3
 NORMALIZATION_SOURCE = "train split of each seed (per-band mean/std; test images excluded)"
@@ -79,22 +79,11 @@ def preprocess(arr: np.ndarray, size: int, norm: Normalization) -> torch.Tensor:
     return norm(x)
 
 
-def progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-
-
 def train_normalization(init: Init, images: ImageSource, train_idx: Sequence[int], console: Console) -> Normalization:
     """The init's own normalization (published weights), else per-band mean/std of the train split."""
     if init.normalization is not None:
         return Normalization.from_dict(init.normalization)
-    with progress(console) as prog:
+    with progress_bar(console) as prog:
         task = prog.add_task("band statistics", total=len(train_idx))
         stats = band_stats(read_checked(images, int(i), init.in_chans) for i in prog.track(train_idx, task_id=task))
     return Normalization.from_stats(stats, NORMALIZATION_SOURCE)
@@ -151,7 +140,7 @@ def get_features(
     start = time.perf_counter()
     norm = train_normalization(init, images, train_idx, console)
     feats, native_sizes = [], set()
-    with progress(console) as prog, torch.inference_mode():
+    with progress_bar(console) as prog, torch.inference_mode():
         task = prog.add_task(f"features {init.name}", total=len(images))
         for batch in _batches(len(images), batch_size):
             arrays = [read_checked(images, i, init.in_chans) for i in batch]

@@ -38,8 +38,8 @@ from rsbench.evaluate.dense import (
     resolve_dense_init,
 )
 from rsbench.evaluate.driver import CellResult, Predictions, SeedSplit, run_cells
-from rsbench.evaluate.features import progress
 from rsbench.evaluate.tasks import register_task
+from rsbench.progress import progress_bar
 
 DECODERS = ("fpn", "upernet", "unet", "linear")
 DEFAULT_LR = 1e-3
@@ -166,7 +166,7 @@ def _shift(w: ArrayWindow, rw: ArrayWindow) -> ArrayWindow:
 
 def _load(data: SegmentationData, console: Console) -> tuple[list[np.ndarray], list[np.ndarray]]:
     images, masks = [], []
-    with progress(console) as prog:
+    with progress_bar(console) as prog:
         for i in prog.track(range(len(data.pairs)), description=f"reading {data.name}"):
             img, mask = data.read(i)
             if images and img.shape[0] != images[0].shape[0]:
@@ -251,7 +251,7 @@ class _Cells(DenseCells):
         )
         start = time.perf_counter()
         model.eval()
-        with progress(self.console) as prog:
+        with progress_bar(self.console) as prog:
             preds = [
                 predict_region(model, self.images[r.scene], r, size, norm, len(data.classes), cfg.batch_size, device)
                 for r in prog.track(test_regions, description=f"predicting {protocol} seed {seed}")
