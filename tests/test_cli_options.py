@@ -22,7 +22,7 @@ from rsbench.cli.evaluate import evaluate_command
 from rsbench.cli.model_options import GIVEN, Opt, default_text, model_options, options_of
 from rsbench.cli.pretrain import pretrain_command
 from rsbench.contracts.corpus_build import CorpusBuildConfig, CorpusSlurm
-from rsbench.contracts.pretrain import SlurmOptions
+from rsbench.contracts.pretrain_config import SlurmOptions
 from rsbench.contracts.slurm import SlurmResources, format_walltime
 from rsbench.errors import ConfigError
 from rsbench.settings import StrictModel

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rsbench.contracts.evaluate import EvaluateConfig
+from rsbench.contracts.evaluate_config import EvaluateConfig
 from rsbench.errors import ConfigError, DataError
 from rsbench.suites import available_suites, load_suite, require_data
 

@@ -18,7 +18,7 @@ from PIL import Image
 from rasterio.transform import from_origin
 from rich.console import Console
 
-from rsbench.contracts.evaluate import EvaluateConfig
+from rsbench.contracts.evaluate_config import EvaluateConfig
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate import evaluate
 from rsbench.evaluate.cls_data import load_classification

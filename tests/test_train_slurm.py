@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rsbench.cli import app
-from rsbench.contracts.pretrain import SlurmOptions
+from rsbench.contracts.pretrain_config import SlurmOptions
 from rsbench.errors import ConfigError
 from rsbench.train import PretrainConfig
 from rsbench.train.slurm import PretrainJob, job_config, submit

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from rsbench.contracts.pretrain import PretrainConfig
+from rsbench.contracts.pretrain_config import PretrainConfig
 from rsbench.corpus import CorpusBuildConfig, CorpusDataset, build_corpus
 from rsbench.train.data import CorpusStream, EpochSampler, seeded_rngs
 from rsbench.train.hardware import count_step_flops, peak_flops

@@ -38,9 +38,9 @@ from rsbench.benchmark.shapes import (
     run_shape,
     task_view,
 )
-from rsbench.contracts.evaluate import EXECUTION_KEYS as evaluate_execution_keys
-from rsbench.contracts.evaluate import EvaluateConfig
-from rsbench.contracts.pretrain import EXECUTION_KEYS as pretrain_execution_keys
+from rsbench.contracts.evaluate_config import EXECUTION_KEYS as evaluate_execution_keys
+from rsbench.contracts.evaluate_config import EvaluateConfig
+from rsbench.contracts.pretrain_config import EXECUTION_KEYS as pretrain_execution_keys
 from rsbench.errors import ConfigError
 from rsbench.io import stable_hash
 

@@ -21,13 +21,13 @@ from typing import Any
 
 from rsbench.contracts.architectures import is_vit_name, patch_size_from_name
 from rsbench.contracts.backbone_export import BackboneExport
-from rsbench.contracts.evaluate import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE
-from rsbench.contracts.pretrain import PretrainConfig
+from rsbench.contracts.evaluate_config import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE
+from rsbench.contracts.pretrain_config import PretrainConfig
 from rsbench.errors import ConfigError, RsbenchError
 from rsbench.settings import load_yaml_mapping
 from rsbench.ssl.catalog import CATALOG
 
-# PretrainConfig's defaults, read from the model (rsbench.contracts.pretrain imports no torch).
+# PretrainConfig's defaults, read from the model (rsbench.contracts.pretrain_config imports no torch).
 PRETRAIN_METHOD = str(PretrainConfig.model_fields["method"].default)
 PRETRAIN_IMAGE_SIZE = int(PretrainConfig.model_fields["image_size"].default)
 # rsbench.evaluate.inits.BASELINES: no network, so no backbone or patch size to inherit.

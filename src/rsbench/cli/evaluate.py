@@ -13,7 +13,7 @@ from rich.console import Console
 
 from rsbench.cli.common import ConfigOption, console, handle_errors
 from rsbench.cli.model_options import GIVEN, Opt, model_options
-from rsbench.contracts.evaluate import EvaluateConfig
+from rsbench.contracts.evaluate_config import EvaluateConfig
 from rsbench.settings import resolve_config
 
 # Not a flag: `options` (a task spec's adapter/task-specific mapping; task spec or config file only).

@@ -9,7 +9,7 @@ import typer
 
 from rsbench.cli.common import ConfigOption, handle_errors
 from rsbench.cli.model_options import GIVEN, SLURM_RESOURCE_OPTIONS, model_options, with_section
-from rsbench.contracts.pretrain import PretrainConfig, SlurmOptions
+from rsbench.contracts.pretrain_config import PretrainConfig, SlurmOptions
 from rsbench.errors import ConfigError
 from rsbench.settings import resolve_config
 

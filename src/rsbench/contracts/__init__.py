@@ -14,7 +14,7 @@ and this package:
                  exported module out of a Lightning checkpoint
   corpus_info    `CorpusInfo`: the file names of a built corpus and reading its corpus.json
   run_record     the record of a finished pretraining run that the benchmark stores and the report draws
-  pretrain, evaluate
+  pretrain_config, evaluate_config
                  `PretrainConfig`, `EvaluateConfig`: the stages' configurations, which the benchmark
                  planner writes
   corpus_build   `CorpusBuildConfig`: the corpus stage's configuration

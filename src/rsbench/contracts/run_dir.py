@@ -2,7 +2,7 @@
 
 RUN_DIR layout (written by `rsbench pretrain`, global rank 0 only; read by `rsbench runs`, evaluate,
 the benchmark and the report):
-  config.yaml        resolved configuration (rsbench.contracts.pretrain.PretrainConfig)
+  config.yaml        resolved configuration (rsbench.contracts.pretrain_config.PretrainConfig)
   checkpoints/       last.ckpt (atomic; every --checkpoint-every steps, on SIGTERM/SIGUSR1/SIGUSR2, at the
                      end); other *.ckpt files a run keeps are used by the benchmark's snapshots too
   metrics.csv        per-step loss, LR, collapse signal, throughput (Lightning's CSVLogger); a resume sets the

@@ -2,7 +2,7 @@
 
 Three parts of rsbench submit SLURM jobs, each through its own engine:
 
-- `rsbench pretrain --slurm`: submitit's `SlurmExecutor` (`PretrainSlurm`, in `rsbench.contracts.pretrain`,
+- `rsbench pretrain --slurm`: submitit's `SlurmExecutor` (`PretrainSlurm`, in `rsbench.contracts.pretrain_config`,
   adds the requeue keys) -> `sbatch_parameters()`;
 - `rsbench benchmark run` with `executor.kind: slurm`: submitit's `AutoExecutor` -> `submitit_parameters()`;
 - `rsbench corpus build --slurm`: dask-jobqueue's `SLURMCluster` -> `jobqueue_kwargs()`.

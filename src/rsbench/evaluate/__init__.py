@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from rsbench.contracts.evaluate import EvaluateConfig
+from rsbench.contracts.evaluate_config import EvaluateConfig
 from rsbench.contracts.task_spec import TaskSpec, load_task_spec
 from rsbench.evaluate import classification, detection, segmentation  # noqa: F401 - register their tasks
 from rsbench.evaluate.results import (

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from rsbench.contracts.evaluate import EvaluateConfig
+from rsbench.contracts.evaluate_config import EvaluateConfig
 from rsbench.contracts.results import headline_metric
 from rsbench.data.normalization import Normalization
 from rsbench.errors import ConfigError, DataError

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsbench.contracts.evaluate import EvaluateConfig
+from rsbench.contracts.evaluate_config import EvaluateConfig
 from rsbench.data.images import index_image_folder
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate.datasets.torchgeo_open import open_torchgeo

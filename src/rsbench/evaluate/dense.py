@@ -18,7 +18,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from rsbench.contracts.evaluate import EvaluateConfig
+from rsbench.contracts.evaluate_config import EvaluateConfig
 from rsbench.data.normalization import Normalization, band_stats
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate import training

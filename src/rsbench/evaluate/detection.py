@@ -15,7 +15,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from rsbench.contracts.evaluate import EvaluateConfig
+from rsbench.contracts.evaluate_config import EvaluateConfig
 from rsbench.contracts.results import headline_metric
 from rsbench.data.normalization import Normalization
 from rsbench.errors import DataError

@@ -17,7 +17,7 @@ from rsbench.contracts.predictions import write_predictions
 from rsbench.evaluate.results import make_row, predictions_file, probe_file, save_tensors
 
 if TYPE_CHECKING:
-    from rsbench.contracts.evaluate import EvaluateConfig
+    from rsbench.contracts.evaluate_config import EvaluateConfig
 
 
 @dataclass

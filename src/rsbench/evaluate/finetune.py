@@ -18,7 +18,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from rsbench.contracts.evaluate import EvaluateConfig
+from rsbench.contracts.evaluate_config import EvaluateConfig
 from rsbench.data.augment import RandomDihedral
 from rsbench.data.normalization import Normalization
 from rsbench.evaluate.features import preprocess, read_checked, resolve_device

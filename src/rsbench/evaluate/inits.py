@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from rsbench.contracts.evaluate import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, EvaluateConfig
+from rsbench.contracts.evaluate_config import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, EvaluateConfig
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate.band_mapping import band_code, imagenet_band_mapping
 from rsbench.evaluate.baselines import PIXELS_GRID, BandStatsFeatures, PixelFeatures

@@ -12,7 +12,7 @@ from rich.console import Console
 from rsbench.errors import ConfigError
 
 if TYPE_CHECKING:
-    from rsbench.contracts.evaluate import EvaluateConfig
+    from rsbench.contracts.evaluate_config import EvaluateConfig
 
 # runner(cfg, console) -> result rows (one per seed x protocol x metric)
 Runner = Callable[["EvaluateConfig", Console], list[dict]]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from rsbench.contracts.architectures import is_vit_name
-from rsbench.contracts.evaluate import EvaluateConfig
+from rsbench.contracts.evaluate_config import EvaluateConfig
 from rsbench.errors import ConfigError, DataError
 
 PREFIX = "torchgeo:"

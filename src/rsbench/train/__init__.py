@@ -11,7 +11,7 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-from rsbench.contracts.pretrain import PretrainConfig
+from rsbench.contracts.pretrain_config import PretrainConfig
 
 if TYPE_CHECKING:
     from rsbench.train.pretrain import pretrain

@@ -20,7 +20,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from rsbench.contracts.pretrain import PretrainConfig, identity_of
+from rsbench.contracts.pretrain_config import PretrainConfig, identity_of
 from rsbench.contracts.run_dir import RunDir
 from rsbench.errors import ConfigError, DataError
 from rsbench.io import check_output_dir

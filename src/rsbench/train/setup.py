@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 from torch.utils.data import DataLoader
 
-from rsbench.contracts.pretrain import PretrainConfig
+from rsbench.contracts.pretrain_config import PretrainConfig
 from rsbench.contracts.run_dir import MLFLOW_DIR, TENSORBOARD_DIR, RunDir
 from rsbench.data import Normalization
 from rsbench.errors import ConfigError

@@ -7,7 +7,7 @@ calls `PretrainJob.checkpoint()` (the same job again: it resumes from last.ckpt 
 requeues the job, up to `max_requeues` times.
 
 The sbatch script is made by submitit's own generator, so `--dry-run` prints exactly what
-`sbatch` would receive. The resources are `SlurmOptions` (rsbench.contracts.pretrain), a `SlurmResources`
+`sbatch` would receive. The resources are `SlurmOptions` (rsbench.contracts.pretrain_config), a `SlurmResources`
 translated by its `sbatch_parameters()`.
 """
 
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rsbench.contracts.pretrain import PretrainConfig, SlurmOptions
+from rsbench.contracts.pretrain_config import PretrainConfig, SlurmOptions
 from rsbench.contracts.run_dir import SLURM_DIR
 from rsbench.errors import ConfigError
 from rsbench.settings import resolve_config

@@ -1,6 +1,6 @@
 """Configuration of `rsbench pretrain`, read by the train stage and written by the benchmark planner.
 
-It lives in `rsbench.contracts` (re-exported by `rsbench.contracts.pretrain`) so that the planner can read which
+It lives in `rsbench.contracts` (re-exported by `rsbench.contracts.pretrain_config`) so that the planner can read which
 keys are execution settings without importing the train stage, and so torch.
 
 Two kinds of keys: the *run identity* (what is trained: method, data, backbone, batch, schedule,
