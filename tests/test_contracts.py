@@ -134,3 +134,37 @@ def test_results_store_key_is_the_row_key_without_shape(tmp_path):
     store = Store(db_url(str(tmp_path / "r.db"), None))
     assert store.import_results(path) == 2
     assert sorted(r["init"] for r in store.result_rows()) == ["simclr (32 px)", "simclr (64 px)"]
+
+
+def _imported_modules(package: str) -> dict[str, set[str]]:
+    """{source file: rsbench modules it imports (top-level or inside functions)} for one package."""
+    import ast
+    from pathlib import Path
+
+    import rsbench
+
+    root = Path(rsbench.__file__).parent / package.removeprefix("rsbench.").replace(".", "/")
+    found = {}
+    for path in sorted(root.rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        found[str(path)] = {n for n in names if n.startswith("rsbench")}
+    return found
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"), [("rsbench.report", "rsbench.benchmark"), ("rsbench.benchmark", "rsbench.report")]
+)
+def test_benchmark_and_report_meet_only_in_contracts_and_the_store(package, forbidden):
+    """Stages meet on disk, in rsbench.contracts and in rsbench.results_store: never in each other's modules."""
+    imports = _imported_modules(package)
+    # The scan sees imports (both packages use the shared contracts), so an empty result below means something.
+    assert any(n.startswith("rsbench.contracts") for names in imports.values() for n in names), package
+    offending = {
+        f: sorted(n for n in names if n == forbidden or n.startswith(forbidden + ".")) for f, names in imports.items()
+    }
+    assert {f: n for f, n in offending.items() if n} == {}
