@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from rsbench.errors import DataError
+
 # mkstemp creates 0600 files; artefacts should get the usual permissions (0666 minus the umask).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -20,8 +22,6 @@ os.umask(_UMASK)
 def check_output_dir(path: str | os.PathLike, option: str = "--out") -> None:
     """DataError unless `path` is (or can become) a writable folder: checked before any work, so a run does
     not fail at its first write after minutes of setup."""
-    from rsbench.errors import DataError
-
     path = Path(path)
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
     if existing is None:

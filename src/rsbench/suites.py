@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from rsbench.contracts.task_spec import TaskSpec
+from rsbench.contracts.task_spec import TaskSpec, expand_vars
 from rsbench.errors import ConfigError, DataError
 from rsbench.settings import StrictModel, _format_validation_error, load_yaml_mapping
 
@@ -95,13 +95,6 @@ def available_suites() -> dict[str, Path]:
     return found
 
 
-def _expand(value: str, key: str, source: str) -> str:
-    expanded = os.path.expanduser(os.path.expandvars(value))
-    if "$" in expanded:
-        raise ConfigError(f"invalid key '{key}' in {source}: an environment variable in '{value}' is not set")
-    return expanded
-
-
 def load_suite(name_or_path: str | Path, root: str | Path | None = None) -> Suite:
     """A suite by name (see available_suites) or file path, its task paths resolved against `root` (else the
     suite's default root)."""
@@ -118,13 +111,13 @@ def load_suite(name_or_path: str | Path, root: str | Path | None = None) -> Suit
         raise ConfigError(_format_validation_error(e, source)) from None
     if root is None and suite.root is None:
         raise ConfigError(f"suite {suite.name} has no default root: give one (root: DIR / --root DIR)")
-    base = Path(_expand(str(root if root is not None else suite.root), "root", source))
+    base = Path(expand_vars(str(root if root is not None else suite.root), "root", source))
     tasks = []
     for i, raw in enumerate(suite.tasks):
         raw = dict(raw)
         for key in ("data", "test_data"):
             if raw.get(key) is not None:
-                raw[key] = base / _expand(str(raw[key]), f"tasks.{i}.{key}", source)
+                raw[key] = base / expand_vars(str(raw[key]), f"tasks.{i}.{key}", source)
         try:
             tasks.append(SuiteTask.model_validate(raw))
         except ValidationError as e:

@@ -152,18 +152,18 @@ def check_command(
     (perceptual hashes), for data without footprints that `--exclude` cannot guard."""
     from rich.table import Table
 
-    from rsbench.corpus.contamination import DEFAULT_MAX_DISTANCE, check_contamination, find_images
+    from rsbench.corpus.contamination import DEFAULT_MAX_DISTANCE, check_contamination
     from rsbench.errors import DataError
     from rsbench.io import write_json
 
-    total = sum(len(find_images(d)) for d in against)
     progress = progress_bar(console, transient=False)
     with progress:
-        task = progress.add_task("hashing downstream images", total=total)
+        task = progress.add_task("hashing downstream images", total=None)
         found = check_contamination(
             corpus_dir,
             against,
             DEFAULT_MAX_DISTANCE if max_distance is None else max_distance,
+            on_start=lambda total: progress.update(task, total=total),
             on_image=lambda: progress.advance(task),
         )
     table = Table(title=f"near-duplicates of corpus tiles (Hamming distance <= {found['max_distance']} of 64)")

@@ -63,14 +63,17 @@ class TaskSpec(StrictModel):
         return {k: v for k, v in values.items() if v is not None}
 
 
-def expand_path(value: str, key: str, spec_path: Path) -> Path:
+def expand_vars(value: str, key: str, source: str) -> str:
+    """`value` with ~ and ${VAR} expanded; a variable that is not set is an error naming `key` in `source`."""
     expanded = os.path.expanduser(os.path.expandvars(str(value)))
     unset = _UNSET_VAR.search(expanded)
     if unset:
-        raise ConfigError(
-            f"invalid key '{key}' in task spec {spec_path}: environment variable {unset.group(1)} is not set"
-        )
-    path = Path(expanded)
+        raise ConfigError(f"invalid key '{key}' in {source}: environment variable {unset.group(1)} is not set")
+    return expanded
+
+
+def expand_path(value: str, key: str, spec_path: Path) -> Path:
+    path = Path(expand_vars(value, key, f"task spec {spec_path}"))
     return path if path.is_absolute() else spec_path.parent / path
 
 

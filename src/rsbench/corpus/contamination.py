@@ -29,9 +29,9 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from rsbench.contracts.corpus_info import MANIFEST
 from rsbench.corpus import filters as F
+from rsbench.data.images import list_images
 from rsbench.errors import DataError
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2")
 # Folders that hold labels, not imagery, in the layouts rsbench reads (masks/, annotations/, labels/).
 LABEL_FOLDERS = frozenset({"masks", "mask", "labels", "annotations", "gt"})
 # Default largest Hamming distance (of 64 bits) that counts as the same content. Chosen by measurement on
@@ -90,26 +90,21 @@ def find_images(data: Path) -> list[Path]:
     data = Path(data)
     if data.is_file():
         return [data]
-    if not data.is_dir():
+    if not data.exists():
         raise DataError(f"downstream data {data} not found")
     found = [
         p
-        for p in data.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and p.is_file()
-        and not LABEL_FOLDERS.intersection(part.lower() for part in p.relative_to(data).parts[:-1])
+        for p in list_images(data)
+        if not LABEL_FOLDERS.intersection(part.lower() for part in p.relative_to(data).parts[:-1])
     ]
     if not found:
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {data}")
-    return sorted(found)
+        raise DataError(f"no images outside label folders ({', '.join(sorted(LABEL_FOLDERS))}) in {data}")
+    return found
 
 
 def _hash_of(array: np.ndarray) -> int:
     """pHash of a C x H x W array: bands scaled by their own p2..p98 range, as the corpus scales a raster."""
-    flat = array.reshape(array.shape[0], -1).astype(np.float64)
-    low, high = np.percentile(flat, 2, axis=1), np.percentile(flat, 98, axis=1)
-    high = np.where(high > low, high, low + 1.0)
-    scaled = F.scaled(array, {"low": low.tolist(), "high": high.tolist()})
+    scaled = F.scaled(array, F.percentile_reference(array.reshape(array.shape[0], -1)))
     grey = F.quicklook(scaled, np.ones(array.shape[1:], dtype=bool))
     small = F.hash_quicklook(grey)
     return int(F.perceptual_hashes(small[None])[0]) & 0xFFFF_FFFF_FFFF_FFFF
@@ -158,12 +153,17 @@ def check_contamination(
     corpus_dir: Path,
     datasets: Iterable[Path],
     max_distance: int = DEFAULT_MAX_DISTANCE,
+    on_start: Callable[[int], None] | None = None,
     on_image: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """{"corpus", "max_distance", "tile_size", "gsd", "datasets": [{"data", "images", "duplicates": [
     {"image", "tile", "distance"}]}]}: for every downstream image, its closest kept tile when that is
-    within `max_distance` bits. `on_image` is called once per image read (progress)."""
+    within `max_distance` bits. Progress: `on_start(number of images)` once they are listed, then
+    `on_image()` after each image."""
     corpus = corpus_hashes(corpus_dir)
+    listed = [(Path(data), find_images(data)) for data in datasets]
+    if on_start is not None:
+        on_start(sum(len(images) for _, images in listed))
     report: dict[str, Any] = {
         "corpus": str(corpus_dir),
         "max_distance": int(max_distance),
@@ -171,8 +171,7 @@ def check_contamination(
         "gsd": corpus.gsd,
         "datasets": [],
     }
-    for data in datasets:
-        images = find_images(data)
+    for data, images in listed:
         duplicates = []
         for path in images:
             queries = np.fromiter(image_hashes(path, corpus.tile_size, corpus.gsd), dtype=np.uint64)

@@ -52,6 +52,16 @@ def valid_pixels(array: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return flat if valid.all() else np.compress(valid.ravel(), flat, axis=1)
 
 
+def percentile_reference(pixels: np.ndarray) -> dict[str, list[float]]:
+    """The radiometric reference of C x N valid pixels: each band's p2 and p98 (p98 > p2 always, so a
+    constant band still scales); {0, 1} per band when there are no pixels."""
+    if pixels.shape[1] == 0:
+        return {"low": [0.0] * pixels.shape[0], "high": [1.0] * pixels.shape[0]}
+    low, high = np.percentile(pixels.astype(np.float64), [2, 98], axis=1)
+    high = np.where(high > low, high, low + 1.0)
+    return {"low": low.tolist(), "high": high.tolist()}
+
+
 def scaled(array: np.ndarray, reference: dict[str, list[float]]) -> np.ndarray:
     """C x H x W float32 in [0, 1]: each band mapped from the raster's p2..p98 range."""
     low = np.asarray(reference["low"], dtype=np.float32)[:, None, None]

@@ -25,6 +25,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform as warp_points
 from rasterio.windows import Window
 
+from rsbench.corpus.filters import percentile_reference
 from rsbench.errors import DataError
 
 # Radiometric reference sample: a lattice of REFERENCE_WINDOW px windows covering about 1/16 of the raster,
@@ -266,12 +267,7 @@ def radiometric_reference(reader, info: dict[str, Any]) -> dict[str, list[float]
     for window in windows:
         array, valid = read_block(reader, info, window)
         pixels.append(np.compress(valid.ravel(), array.reshape(array.shape[0], -1), axis=1).astype(np.float64))
-    x = np.concatenate(pixels, axis=1)
-    if x.shape[1] == 0:
-        return {"low": [0.0] * info["bands"], "high": [1.0] * info["bands"]}
-    low, high = np.percentile(x, [2, 98], axis=1)
-    high = np.where(high > low, high, low + 1.0)
-    return {"low": low.tolist(), "high": high.tolist()}
+    return percentile_reference(np.concatenate(pixels, axis=1))
 
 
 def lonlat(crs: str, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

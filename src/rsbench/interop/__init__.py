@@ -36,9 +36,14 @@ def headline_rows(rows: Iterable[dict]) -> list[dict]:
     return out
 
 
+def at_fraction(rows: Iterable[dict], label_fraction: float) -> list[dict]:
+    """The rows evaluated at `label_fraction` of the training labels."""
+    return [r for r in rows if abs(float(r["label_fraction"]) - label_fraction) < 1e-9]
+
+
 def select_protocol(rows: list[dict], protocol: str | None, label_fraction: float) -> list[dict]:
     """The rows of one protocol at one label fraction; without `protocol`, each dataset must have one."""
-    rows = [r for r in rows if abs(float(r["label_fraction"]) - label_fraction) < 1e-9]
+    rows = at_fraction(rows, label_fraction)
     if protocol is not None:
         picked = [r for r in rows if r["protocol"] == protocol]
         if not picked:

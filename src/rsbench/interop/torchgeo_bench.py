@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rsbench.errors import DataError
-from rsbench.interop import headline_rows
+from rsbench.interop import at_fraction, headline_rows
 from rsbench.io import atomic_write_text
 
 COLUMNS = (
@@ -65,9 +65,7 @@ def _best_c(row: dict) -> float | None:
 def export_rows(rows: list[dict[str, Any]], label_fraction: float = 1.0) -> list[dict[str, Any]]:
     """torchgeo-bench rows for the headline metric of every full-label rsbench row."""
     out = []
-    for row in headline_rows(rows):
-        if abs(float(row["label_fraction"]) - label_fraction) > 1e-9:
-            continue
+    for row in at_fraction(headline_rows(rows), label_fraction):
         bands = (row.get("band_mapping") or {}).get("data_bands")
         out.append(
             {

@@ -221,13 +221,7 @@ def engine_for(url: str) -> Engine:
             raise ConfigError(
                 f"cannot use database URL {display_url(url)!r}: {str(e).replace(url, display_url(url))}"
             ) from None
-    try:
-        retrying(_create_tables)(engine)
-    except DBAPIError as e:
-        converted = store_error(url, e)
-        if converted is e:
-            raise
-        raise converted from e
+    retrying(_create_tables)(engine)  # a damaged or unreachable store: retrying's one-line DataError
     return engine
 
 
