@@ -14,17 +14,11 @@ from rasterio.windows import Window
 from rich.console import Console
 from typer.testing import CliRunner
 
+from rsbench.bands import CANONICAL_BANDS, band_code, canonical_band, infer_sensor, pick_bands
 from rsbench.cli import app
 from rsbench.errors import ConfigError
 from rsbench.evaluate import EvaluateConfig, evaluate
-from rsbench.evaluate.band_mapping import (
-    CANONICAL_BANDS,
-    band_code,
-    canonical_band,
-    imagenet_band_mapping,
-    infer_sensor,
-    rgb_indices,
-)
+from rsbench.evaluate.band_mapping import imagenet_band_mapping, rgb_indices
 from rsbench.evaluate.cls_data import geotiff_band_names, load_classification
 
 L8 = "landsat8_oli_LC80200392015216LGN00_B1-B7_30m.tif"  # B1_coastal, B2_blue, ..., B7_swir2
@@ -296,3 +290,13 @@ def test_naip_rgbn_needs_its_band_names(rasters_dir, tmp_path):
     assert init.band_mapping["source"] == "assumed RGB order (3 unnamed bands)"
     assert [init.band_mapping[c] for c in ("red", "green", "blue")] == [0, 1, 2]
     assert "rgb" not in init.identity  # the weights rsbench always built for RGB: feature caches stay valid
+
+
+def test_pick_bands_by_any_spelling_and_missing_named():
+    # An RGB teacher on a Sentinel-2 corpus: red, green, blue are B04, B03, B02 (Sentinel-2 spelling inferred).
+    assert pick_bands(["red", "green", "blue"], S2_BANDS) == [3, 2, 1]
+    # Landsat 8 descriptions carry the colour word; exact names win over canonical ones.
+    l8 = ["B1_coastal", "B2_blue", "B3_green", "B4_red", "B5_nir", "B6_swir1", "B7_swir2"]
+    assert pick_bands(["B4_red", "nir"], l8) == [3, 4]
+    with pytest.raises(ConfigError, match=r"band\(s\) red, green not found in the corpus"):
+        pick_bands(["red", "green", "nir"], ["B05", "B06", "B07", "B08", "B11", "B12"], what="the corpus")

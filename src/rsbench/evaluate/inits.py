@@ -22,9 +22,10 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from rsbench.bands import band_code
 from rsbench.contracts.evaluate_config import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, EvaluateConfig
 from rsbench.errors import ConfigError, DataError
-from rsbench.evaluate.band_mapping import band_code, imagenet_band_mapping
+from rsbench.evaluate.band_mapping import imagenet_band_mapping
 from rsbench.evaluate.baselines import PIXELS_GRID, BandStatsFeatures, PixelFeatures
 from rsbench.evaluate.torchgeo_init import PREFIX, build_torchgeo_backbone, resolve_torchgeo_weights
 from rsbench.io import read_json
