@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from rsbench.cli.common import ConfigOption, handle_errors
-from rsbench.cli.model_options import GIVEN, SLURM_RESOURCE_OPTIONS, model_options, with_section
+from rsbench.cli.model_options import GIVEN, SLURM_RESOURCE_OPTIONS, Opt, model_options, with_section
 from rsbench.contracts.pretrain_config import PretrainConfig, SlurmOptions
 from rsbench.errors import ConfigError
 from rsbench.settings import resolve_config
@@ -23,7 +23,9 @@ SLURM_EXCLUDE = frozenset({"extra"})
 
 @handle_errors
 @model_options(SlurmOptions, into="slurm_given", exclude=SLURM_EXCLUDE, options=SLURM_RESOURCE_OPTIONS, panel=SLURM)
-@model_options(PretrainConfig, exclude=PRETRAIN_EXCLUDE)
+@model_options(
+    PretrainConfig, exclude=PRETRAIN_EXCLUDE, options={"recipe_preset": Opt(decls=("--recipe",), metavar="PRESET")}
+)
 def pretrain_command(
     given: dict[str, Any] = GIVEN,
     slurm: bool = typer.Option(

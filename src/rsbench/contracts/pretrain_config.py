@@ -24,6 +24,9 @@ from rsbench.contracts.identity import EXECUTION, execution_keys
 from rsbench.contracts.slurm import SlurmResources
 from rsbench.settings import StrictModel
 
+# Named recipes a method's overrides apply to (rsbench.ssl.recipe defines them; `rsbench methods --method M`).
+RecipePreset = Literal["paper", "small-batch"]
+
 
 class SlurmOptions(SlurmResources):
     """sbatch settings for `rsbench pretrain --slurm` (submitted through submitit, one task per device).
@@ -67,6 +70,11 @@ class PretrainConfig(StrictModel):
     )
     bands: int | None = Field(None, ge=1, description="Corpus band group to train on (unset: the largest).")
     seed: int = Field(0, description="Random seed.")
+    recipe_preset: RecipePreset = Field(
+        "paper",
+        description="Named recipe: paper (the paper's ImageNet recipe, batches of 256-4096) or small-batch "
+        "(AdamW for small batches and short runs); `recipe` overrides apply on top.",
+    )
     recipe: dict[str, Any] = Field(default_factory=dict, description="Overrides of the method's recipe.")
     # ---- execution (json_schema_extra=EXECUTION: never changes what is trained) ----
     num_workers: int = Field(2, ge=0, description="DataLoader workers per device.", json_schema_extra=EXECUTION)

@@ -8,12 +8,9 @@ schedule: plain cosine decay (torch's CosineAnnealingLR over all steps) or, with
 
 from __future__ import annotations
 
-import logging
 import math
 import time
-import warnings
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,18 +20,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from rsbench.errors import RsbenchError
+from rsbench.quiet import quiet
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 PredictFn = Callable[[nn.Module, Any], torch.Tensor]
-
-# Messages Lightning emits on every small evaluation fit; none is actionable there.
-QUIET_WARNINGS = (
-    ".*does not have many workers.*",
-    ".*smaller than the logging interval.*",
-    ".*module\\(s\\) in eval mode.*",
-    ".*LeafSpec.*",
-)
-QUIET_LOGGERS = ("lightning.pytorch", "pytorch_lightning")  # "GPU available: ..." banners per fit
 
 
 def warmup_steps(total_steps: int, warmup_fraction: float) -> int:
@@ -124,23 +113,6 @@ def trainer(
         callbacks=callbacks,
         log_every_n_steps=log_every_n_steps,
     )
-
-
-@contextmanager
-def quiet():
-    """Lightning's info banners and routine warnings off (levels restored after): they would drown the results."""
-    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            for message in QUIET_WARNINGS:
-                warnings.filterwarnings("ignore", message=message)
-            yield
-    finally:
-        for log, level in zip(loggers, levels):
-            log.setLevel(level)
 
 
 def fit(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rsbench.errors import ConfigError
 from rsbench.ssl.catalog import CATALOG, MethodCard, get_card
-from rsbench.ssl.recipe import Recipe, build_recipe
+from rsbench.ssl.recipe import PAPER, Recipe
 
 if TYPE_CHECKING:
     from rsbench.ssl.base import SSLMethod
@@ -37,15 +37,13 @@ def get_method(name: str) -> type[SSLMethod]:
     return get_card(name).load()
 
 
-def resolve_recipe(name: str, overrides: dict | None) -> Recipe:
-    """The recipe `name` would train with under `overrides` (validates keys before any work starts).
-    Reads the catalog: no torch."""
+def resolve_recipe(name: str, overrides: dict | None, preset: str = PAPER) -> Recipe:
+    """The recipe `name` would train with under `preset` and `overrides` (validates keys before any work
+    starts). Reads the catalog: no torch."""
     registry = _registry()
     if registry is not None and name in registry:
-        method = registry[name]
-        return build_recipe(method.default_recipe, overrides, method.name)
-    card = get_card(name)
-    return build_recipe(card.default_recipe, overrides, card.name)
+        return registry[name].base_recipe(preset, overrides)
+    return get_card(name).recipe(preset, overrides)
 
 
 def __getattr__(name: str) -> Any:

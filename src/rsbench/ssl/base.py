@@ -9,8 +9,10 @@ and the collapse signals (rsbench.ssl.monitoring) every `log_every_n_steps`.
 Contract with `rsbench.train.pretrain`:
   method_cls.view_transform(image_size, in_chans, min_scale=None, patch_size=None, **options)
       -> callable image -> list of views (options: color_jitter=True for RGB; DINO: n_local)
-  method_cls.view_recipe(overrides) -> the recipe's `view_options` keys, as view_transform options
-  method_cls(arch=, in_chans=, image_size=, batch_size=GLOBAL_BATCH, max_steps=, recipe=dict, patch_size=)
+  method_cls.view_recipe(overrides, preset) -> the recipe's `view_options` keys, as view_transform options
+  method_cls.base_recipe(preset, overrides) -> the Recipe the model will train with (before data fitting)
+  method_cls(arch=, in_chans=, image_size=, batch_size=GLOBAL_BATCH, max_steps=, recipe=dict, patch_size=,
+             recipe_preset="paper" | "small-batch")
   model.backbone (a timm model, num_classes=0), model.feature_dim, model.recipe, model.backbone_kwargs(),
   model.exported_module (the attribute exported as backbone.pt; same architecture as model.backbone)
 """
@@ -33,7 +35,7 @@ from rsbench.ssl.augment import MultiView, asymmetric_views, ssl_view_transform
 from rsbench.ssl.catalog import MethodCard
 from rsbench.ssl.momentum import ema_update, momentum_at
 from rsbench.ssl.monitoring import CollapseMonitor
-from rsbench.ssl.recipe import Recipe, build_recipe
+from rsbench.ssl.recipe import PAPER, Recipe, preset_recipe
 
 
 def fused_kwargs(groups: list[dict]) -> dict:
@@ -52,6 +54,8 @@ class SSLMethod(L.LightningModule):
     name: ClassVar[str] = "base"
     default_backbone: ClassVar[str] = "resnet18"
     default_recipe: ClassVar[Recipe] = Recipe()
+    small_batch: ClassVar[dict[str, Any]] = {}  # the method's keys of the small-batch preset
+    sample_store_keys: ClassVar[tuple[str, ...]] = ()  # recipe keys bounded by the data size (queue)
     paper: ClassVar[str] = ""  # short reference shown by `rsbench methods`
     paper_epochs: ClassVar[int] = 0  # length of the paper's reference schedule (ImageNet epochs)
     paper_batch_size: ClassVar[int] = 256
@@ -71,6 +75,7 @@ class SSLMethod(L.LightningModule):
             cls.name, cls.paper = card.name, card.paper
             cls.paper_epochs, cls.paper_batch_size = card.paper_epochs, card.paper_batch_size
             cls.default_backbone, cls.default_recipe = card.default_backbone, card.default_recipe
+            cls.small_batch, cls.sample_store_keys = card.small_batch, card.sample_store_keys
 
     def __init__(
         self,
@@ -81,10 +86,11 @@ class SSLMethod(L.LightningModule):
         max_steps: int,
         recipe: dict | None = None,
         patch_size: int | None = None,
+        recipe_preset: str = PAPER,
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.recipe = build_recipe(self.default_recipe, recipe, self.name)
+        self.recipe = self.base_recipe(recipe_preset, recipe)
         self.backbone = create_backbone(
             arch, in_chans, image_size, patch_size=patch_size, **self.backbone_options(arch)
         )
@@ -110,9 +116,14 @@ class SSLMethod(L.LightningModule):
         return MultiView(ssl_view_transform(image_size, in_chans, min_scale=scale, **options), n=cls.num_views)
 
     @classmethod
-    def view_recipe(cls, overrides: dict | None = None) -> dict[str, Any]:
+    def base_recipe(cls, preset: str = PAPER, overrides: dict | None = None) -> Recipe:
+        """The recipe of `preset` (rsbench.ssl.recipe.PRESETS) with `overrides` applied and validated."""
+        return preset_recipe(cls.default_recipe, cls.small_batch, preset, cls.name, overrides)
+
+    @classmethod
+    def view_recipe(cls, overrides: dict | None = None, preset: str = PAPER) -> dict[str, Any]:
         """The recipe values that are view options (validated like every recipe key)."""
-        recipe = build_recipe(cls.default_recipe, overrides, cls.name)
+        recipe = cls.base_recipe(preset, overrides)
         return {key: recipe[key] for key in cls.view_options}
 
     # ---- export ----------------------------------------------------------------------------

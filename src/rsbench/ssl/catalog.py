@@ -3,18 +3,20 @@
 Readable without the training stack (no torch, Lightning or lightly): `rsbench methods` and the
 benchmark planner (rsbench.benchmark.shapes) read these cards, and each method class in
 rsbench.ssl.<method> takes its name, paper and defaults from its card (`card = CATALOG["simclr"]`), so
-every value below is stated once. The paper sections behind each recipe are in the method's module
-docstring; `MethodCard.load()` imports the implementation.
+every value below is stated once. Each card also holds its method's part of the small-batch preset
+(`small_batch`, on top of rsbench.ssl.recipe.SMALL_BATCH_BASE) and names the recipe keys that count stored
+samples (`sample_store_keys`, fitted to the data at pretrain start). The paper sections behind each
+recipe are in the method's module docstring; `MethodCard.load()` imports the implementation.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rsbench.errors import ConfigError
-from rsbench.ssl.recipe import Recipe
+from rsbench.ssl.recipe import PRESETS, Recipe, preset_recipe
 
 if TYPE_CHECKING:
     from rsbench.ssl.base import SSLMethod
@@ -32,6 +34,18 @@ class MethodCard:
     default_backbone: str
     default_recipe: Recipe
     implementation: str  # "module:Class"
+    # The method's keys of the small-batch preset (smaller heads, faster EMA for short schedules).
+    small_batch: dict[str, Any] = field(default_factory=dict)
+    # Recipe keys that count stored samples (queue, memory bank): bounded by the training-set size.
+    sample_store_keys: tuple[str, ...] = ()
+
+    def recipe(self, preset: str = "paper", overrides: dict[str, Any] | None = None) -> Recipe:
+        """The recipe of `preset` with the user's `overrides` applied and validated."""
+        return preset_recipe(self.default_recipe, self.small_batch, preset, self.name, overrides)
+
+    def presets(self) -> dict[str, Recipe]:
+        """Every named preset's recipe, for `rsbench methods --method NAME`."""
+        return {preset: self.recipe(preset) for preset in PRESETS}
 
     def load(self) -> type[SSLMethod]:
         """The method's LightningModule class (imports torch, Lightning and lightly)."""
@@ -72,6 +86,7 @@ _CARDS = (
             extra={"temperature": 0.1, "proj_dim": 128},
         ),
         implementation="rsbench.ssl.simclr:SimCLR",
+        small_batch={"temperature": 0.2},
     ),
     MethodCard(
         name="mocov2",
@@ -97,6 +112,8 @@ _CARDS = (
             },
         ),
         implementation="rsbench.ssl.mocov2:MoCoV2",
+        small_batch={"momentum_start": 0.99, "momentum_end": 0.99},
+        sample_store_keys=("queue_size",),
     ),
     MethodCard(
         name="mocov3",
@@ -122,6 +139,7 @@ _CARDS = (
             },
         ),
         implementation="rsbench.ssl.mocov3:MoCoV3",
+        small_batch={"momentum_start": 0.99, "hidden_dim": 1024},
     ),
     MethodCard(
         name="byol",
@@ -138,6 +156,7 @@ _CARDS = (
             extra={"momentum_start": 0.996, "momentum_end": 1.0, "proj_dim": 256, "hidden_dim": 4096},
         ),
         implementation="rsbench.ssl.byol:BYOL",
+        small_batch={"momentum_start": 0.99, "hidden_dim": 1024},
     ),
     MethodCard(
         name="dino",
@@ -172,6 +191,7 @@ _CARDS = (
             },
         ),
         implementation="rsbench.ssl.dino:DINO",
+        small_batch={"momentum_start": 0.99, "out_dim": 4096, "hidden_dim": 1024, "weight_decay": 0.04},
     ),
     MethodCard(
         name="mae",
@@ -195,6 +215,7 @@ _CARDS = (
             },
         ),
         implementation="rsbench.ssl.mae:MAE",
+        small_batch={"decoder_depth": 1, "decoder_dim": 256, "decoder_heads": 8},
     ),
     MethodCard(
         name="barlowtwins",
@@ -211,6 +232,7 @@ _CARDS = (
             extra={"lambda_param": 5e-3, "proj_dim": 8192},
         ),
         implementation="rsbench.ssl.barlowtwins:BarlowTwins",
+        small_batch={"proj_dim": 2048},
     ),
     MethodCard(
         name="vicreg",
@@ -227,6 +249,7 @@ _CARDS = (
             extra={"lambda_param": 25.0, "mu_param": 25.0, "nu_param": 1.0, "proj_dim": 8192},
         ),
         implementation="rsbench.ssl.vicreg:VICReg",
+        small_batch={"proj_dim": 2048},
     ),
 )
 
