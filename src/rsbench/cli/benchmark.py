@@ -8,10 +8,9 @@ from typing import Any, Literal
 
 import typer
 from pydantic import Field
-from rich.console import Console
 from rich.table import Table
 
-from rsbench.cli.common import ConfigOption, console, handle_errors
+from rsbench.cli.common import ConfigOption, console, handle_errors, stdout_console
 from rsbench.cli.model_options import GIVEN, Opt, model_options
 from rsbench.errors import ConfigError, RsbenchError
 from rsbench.settings import StrictModel, resolve_config
@@ -119,7 +118,7 @@ def _print_plan(plan, kind: str) -> None:
         table.add_column(col, overflow="fold")
     for c in plan.cells:
         table.add_row(c.id[:8], c.kind, c.label, (c.depends_on or "")[:8], known.get(c.id, "new"))
-    out = Console()
+    out = stdout_console()
     out.print(table)
     if kind == "slurm":
         from rsbench.benchmark.slurm import check_parameters
@@ -152,7 +151,7 @@ def status_command(file: Path = FileArg, given: dict[str, Any] = GIVEN, config: 
     def view():
         return status_view(store, plan.ids, title, tail=opts.tail, show_done=not opts.hide_done)
 
-    out_console = Console()
+    out_console = stdout_console()
     if not opts.watch:
         out_console.print(view())
         return

@@ -14,6 +14,19 @@ from rich.console import Console
 from rsbench.errors import RsbenchError
 
 console = Console(stderr=True)
+# Width of tables written to a log or a pipe, where Rich would assume 80 columns and wrap every wide row.
+LOG_WIDTH = 300
+
+
+def stdout_console() -> Console:
+    """The console for tables on stdout: the terminal's width on a terminal; in a log or pipe, LOG_WIDTH so a
+    table row stays on one line (a COLUMNS variable still wins)."""
+    out = Console()
+    if out.is_terminal or os.environ.get("COLUMNS"):
+        return out
+    return Console(width=LOG_WIDTH)
+
+
 F = TypeVar("F", bound=Callable)
 
 ConfigOption = typer.Option(None, "--config", help="YAML file with this command's options (CLI options override it).")

@@ -9,9 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
-from rsbench.cli.common import ConfigOption, console, handle_errors
+from rsbench.cli.common import ConfigOption, console, handle_errors, stdout_console
 from rsbench.cli.model_options import GIVEN, Opt, model_options
 from rsbench.contracts.evaluate_config import EvaluateConfig
 from rsbench.settings import resolve_config
@@ -38,5 +36,5 @@ def evaluate_command(given: dict[str, Any] = GIVEN, config: Path | None = Config
 
     cfg = resolve_config(EvaluateConfig, config, **given)
     rows = evaluate(cfg, console=console)
-    Console().print(results_table(rows))
+    stdout_console().print(results_table(rows))
     console.print(f"{len(rows)} rows written to {cfg.out / RESULTS_FILE}", markup=False, highlight=False)

@@ -8,10 +8,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from rsbench.cli.common import ConfigOption, handle_errors
+from rsbench.cli.common import ConfigOption, handle_errors, stdout_console
 from rsbench.settings import StrictModel, resolve_config
 from rsbench.ssl.catalog import CATALOG, MethodCard, get_card
 
@@ -51,14 +50,16 @@ def _highlights(extra: dict) -> str:
 
 
 def overview_table(cards: dict[str, MethodCard]) -> Table:
-    table = Table(title="rsbench SSL methods (paper recipes; override with `recipe:` in the pretrain config)")
+    table = Table(
+        title="SSL methods and their paper recipes",
+    )
     for col in (
         "method",
         "default backbone",
         "optimizer",
-        "peak LR (base x batch rule)",
+        "LR (batch rule)",
         "weight decay",
-        "paper epochs / batch",
+        "paper epochs/batch",
         "temperature / momentum",
         "paper",
     ):
@@ -79,13 +80,21 @@ def overview_table(cards: dict[str, MethodCard]) -> Table:
 
 
 def recipe_table(card: MethodCard) -> Table:
-    table = Table(title=f"{card.name}: recipe keys (default backbone {card.default_backbone}; {card.paper})")
+    """Every recipe key of `card` under each named preset (`rsbench pretrain --recipe PRESET`)."""
+    table = Table(
+        title=f"{card.name} recipe presets (rsbench pretrain --recipe PRESET)",
+        caption=f"default backbone {card.default_backbone}; {card.paper}",
+    )
     table.add_column("recipe key")
-    table.add_column("default")
-    recipe = asdict(card.default_recipe)
-    extra = recipe.pop("extra")
-    for key, value in [*recipe.items(), *extra.items()]:
-        table.add_row(key, repr(value) if isinstance(value, str) else str(value))
+    recipes = {preset: asdict(recipe) for preset, recipe in card.presets().items()}
+    for preset in recipes:
+        table.add_column(preset)
+    paper = next(iter(recipes.values()))
+    keys = [k for k in paper if k != "extra"] + list(paper["extra"])
+    for key in keys:
+        values = [r[key] if key in r else r["extra"][key] for r in recipes.values()]
+        note = " (fitted to the data)" if key in card.sample_store_keys else ""
+        table.add_row(key + note, *(repr(v) if isinstance(v, str) else str(v) for v in values))
     return table
 
 
@@ -96,5 +105,12 @@ def methods_command(
 ) -> None:
     """List the SSL methods with their default backbone and paper recipe (or one method's recipe keys)."""
     cfg = resolve_config(MethodsConfig, config, method=method)
-    console = Console()
-    console.print(recipe_table(get_card(cfg.method)) if cfg.method else overview_table(CATALOG))
+    console = stdout_console()
+    if cfg.method:
+        console.print(recipe_table(get_card(cfg.method)))
+        return
+    console.print(overview_table(CATALOG))
+    console.print(
+        "Presets: `rsbench pretrain --recipe small-batch` trains with AdamW for small batches; "
+        "`rsbench methods --method M` shows both presets of M; `recipe:` in a pretrain config overrides single keys."
+    )

@@ -62,8 +62,4 @@ def pretrain_command(
         return
     from rsbench.train import pretrain
 
-    run_dir = pretrain(cfg)
-    from lightning.pytorch.utilities import rank_zero_only
-
-    if rank_zero_only.rank == 0:  # every DDP rank returns here; one line is enough
-        typer.echo(f"backbone exported to {run_dir / 'backbone.pt'}")
+    pretrain(cfg)  # prints its own start and end lines (rank 0), or only "nothing to do" on a finished run

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from rsbench.cli.common import handle_errors
+from rsbench.cli.common import handle_errors, stdout_console
 
 
 def _fmt(value, spec: str) -> str:
@@ -50,4 +49,4 @@ def runs_command(
             _fmt(r.get("loss"), ".4f"),
             f"{r.get('world_size') or '-'} x {r.get('device') or '-'}",
         )
-    Console(width=200).print(table)
+    stdout_console().print(table)

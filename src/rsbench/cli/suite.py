@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from rsbench.cli.common import handle_errors
+from rsbench.cli.common import handle_errors, stdout_console
 
 app = typer.Typer(
     help="Named sets of downstream tasks (suites) that an experiment includes by name.", no_args_is_help=True
@@ -32,7 +31,7 @@ def list_command() -> None:
     for name, path in sorted(available_suites().items()):
         suite = load_suite(path, root=".")  # the root only resolves paths; nothing is read here
         table.add_row(name, str(len(suite.tasks)), suite.description, str(path))
-    Console(width=200).print(table)
+    stdout_console().print(table)
 
 
 @app.command("show")
@@ -62,6 +61,6 @@ def show_command(
             ",".join(f"{f:g}" for f in task.fractions or [1.0]),
             "yes" if present else "no",
         )
-    Console(width=200).print(table)
+    stdout_console().print(table)
     if missing:
         raise DataError("; ".join(missing))

@@ -96,7 +96,13 @@ class PretrainConfig(StrictModel):
     checkpoint_every: int = Field(
         500, ge=1, description="Save last.ckpt every N optimizer steps.", json_schema_extra=EXECUTION
     )
-    log_every: int = Field(10, ge=1, description="Log metrics every N steps.", json_schema_extra=EXECUTION)
+    log_every: int = Field(
+        10,
+        ge=1,
+        description="Log metrics every N steps (a run of fewer than 2N steps logs every max_steps/2 steps, so it "
+        "still has a curve).",
+        json_schema_extra=EXECUTION,
+    )
     resume: bool | None = Field(
         None,
         description="Unset: resume when RUN_DIR has a checkpoint; --resume requires one; --no-resume refuses to.",
@@ -139,6 +145,15 @@ class PretrainConfig(StrictModel):
     def per_device_batch(self) -> int:
         """Images per device per micro-batch."""
         return self.batch_size // self.micro_batch_divisor
+
+    def steps_per_epoch(self, n_samples: int) -> int:
+        """Optimizer steps in one epoch: one shuffled pass over the `n_samples` training samples in full global
+        batches (the last partial batch is dropped). The progress bar, `epochs` and backbone.json count these."""
+        return n_samples // self.batch_size
+
+    def log_interval(self, max_steps: int) -> int:
+        """Steps between logged rows: `log_every`, or max_steps/2 for a run shorter than two intervals."""
+        return max(1, min(self.log_every, max_steps // 2))
 
     def identity(self) -> dict[str, Any]:
         """The keys that define what is trained (compared when a run directory is reused)."""

@@ -178,6 +178,7 @@ def build_context(
         "cost": cost,
         "progress": progress,
         "curves": figures.curves_plot(data.runs, colors) if data.runs else None,
+        "runs_without_curve": [r.name for r in data.runs if len(r.curves.get("train/loss") or []) < 2],
         "corpora": list(zip(corpora, corpus_tables)),
         "preprocessing": _preprocessing(rows),
         "all_tables": tables,

@@ -122,7 +122,17 @@ class SignalCheckpoint(Callback):
 
 
 class StepProgressBar(TQDMProgressBar):
-    """Lightning's bar (ETA, it/s) with the global step and without the logger's version number."""
+    """Lightning's bar (ETA, it/s) with the global step and without the logger's version number. Its epochs
+    are counted from 1 out of the run's total ("epoch 3/20"), the unit `epochs` and backbone.json use (one
+    pass over the training samples, PretrainConfig.steps_per_epoch)."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(f"epoch {trainer.current_epoch + 1}/{self.epochs}")
 
     def get_metrics(self, trainer, pl_module):
         items = super().get_metrics(trainer, pl_module)

@@ -49,8 +49,18 @@ def merge_metrics(earlier: Path, run_dir: Path, keep: bool = False) -> None:
         earlier.unlink()
 
 
-def export_backbone(model, cfg, arch: str, normalization: dict, source: dict, steps: int, n_samples: int) -> None:
-    """backbone.pt (timm state_dict, num_classes=0) + backbone.json, both written atomically."""
+def export_backbone(
+    model,
+    cfg,
+    arch: str,
+    normalization: dict,
+    source: dict,
+    steps: int,
+    n_samples: int,
+    recipe_adaptations: list[dict] | None = None,
+) -> None:
+    """backbone.pt (timm state_dict, num_classes=0) + backbone.json, both written atomically. `epochs` counts
+    passes over the `n_samples` training samples in the unit the progress bar shows (cfg.steps_per_epoch)."""
     exported = getattr(model, "exported_module", DEFAULT_EXPORTED_MODULE)
     timm_kwargs = model.backbone_kwargs() if hasattr(model, "backbone_kwargs") else {}
     BackboneExport(cfg.out).write(
@@ -64,8 +74,13 @@ def export_backbone(model, cfg, arch: str, normalization: dict, source: dict, st
             "normalization": normalization,
             "method": cfg.method,
             "steps": steps,
-            "epochs": round(steps * cfg.batch_size / n_samples, 3),
+            "epochs": round(steps / cfg.steps_per_epoch(n_samples), 3),
+            "training_samples": n_samples,
+            "images_seen": steps * cfg.batch_size,
+            "recipe_preset": cfg.recipe_preset,
             "recipe": asdict(model.recipe),
+            "recipe_adaptations": list(recipe_adaptations or []),
+            "peak_lr": model.recipe.scaled_lr(cfg.batch_size),
             "data": source,
             "rsbench_version": __version__,
             "exported_module": exported,

@@ -24,8 +24,10 @@ from rsbench.contracts.pretrain_config import PretrainConfig, identity_of
 from rsbench.contracts.run_dir import RunDir
 from rsbench.errors import ConfigError, DataError
 from rsbench.io import check_output_dir
+from rsbench.quiet import quiet
 from rsbench.settings import load_yaml_mapping, save_config
 from rsbench.ssl import get_method
+from rsbench.ssl.recipe import fit_to_data, given_keys
 from rsbench.train.accounting import RunAccounting
 from rsbench.train.checkpoint import RunInterrupted, RunPreempted, check_resumable
 from rsbench.train.data import seeded_rngs
@@ -82,7 +84,7 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
     check_output_dir(cfg.out)
     state, ckpt = _check_run_dir(cfg)
     if state == "finished":
-        print(f"run {cfg.out} already finished; nothing to do")
+        print(f"run {cfg.out} already finished; nothing to do")  # the only line of a no-op re-run
         return cfg.out
     _check_logger(cfg)
     check_layout(cfg)
@@ -92,11 +94,21 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     with seeded_rngs(cfg.seed):  # probing the data must not shift the model's initialisation
         data = training_source(cfg, method_cls)
-    steps_per_epoch = data.n_samples // cfg.batch_size
+    steps_per_epoch = cfg.steps_per_epoch(data.n_samples)
     if steps_per_epoch == 0:
         raise DataError(f"only {data.n_samples} training images, fewer than --batch-size {cfg.batch_size}")
     max_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     micro_batches = steps_per_epoch * cfg.accumulate  # per rank per epoch, whatever the number of ranks
+    fit = fit_to_data(
+        method_cls.base_recipe(cfg.recipe_preset, cfg.recipe),
+        method=cfg.method,
+        preset=cfg.recipe_preset,
+        sample_store_keys=method_cls.sample_store_keys,
+        paper_batch_size=method_cls.paper_batch_size,
+        n_samples=data.n_samples,
+        batch_size=cfg.batch_size,
+        given=given_keys(cfg.recipe),
+    )
 
     model_kwargs = dict(
         arch=arch,
@@ -104,7 +116,8 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
         image_size=cfg.image_size,
         batch_size=cfg.batch_size,
         max_steps=max_steps,
-        recipe=cfg.recipe,
+        recipe={**cfg.recipe, **fit.overrides},
+        recipe_preset=cfg.recipe_preset,
     )
     if cfg.patch_size is not None:
         model_kwargs["patch_size"] = cfg.patch_size
@@ -136,11 +149,18 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
         cfg.accumulate,
         flops,
         flops_note,
-        cfg.log_every,
+        cfg.log_interval(max_steps),
     )
-    trainer, signals = build_trainer(cfg, model, source, accounting, max_steps, micro_batches, submitit_job)
+    with quiet():
+        trainer, signals = build_trainer(cfg, model, source, accounting, max_steps, micro_batches, submitit_job)
     accounting.info["precision"] = accounting.precision = str(trainer.precision)
     rank0 = global_rank(trainer) == 0
+    if rank0:
+        print(start_line(cfg, arch, data, max_steps, steps_per_epoch, trainer))
+        for change in fit.adaptations:
+            print(f"  recipe: {change['key']} {change['preset']} -> {change['used']} ({change['reason']})")
+        for note in fit.warnings:
+            warnings.warn(note, stacklevel=2)
 
     earlier_metrics = None
     if rank0:
@@ -153,10 +173,7 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
     last = RunDir(cfg.out).last_ckpt
     stopped_by = None
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        with quiet():
             trainer.fit(model, loader, ckpt_path=ckpt, weights_only=True if ckpt else None)
     except SIGTERMException:
         stopped_by = "SIGTERM"
@@ -195,9 +212,30 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
     trainer.save_checkpoint(last, weights_only=False)  # a collective under DDP: every rank calls it
     if rank0:
         _merge(earlier_metrics, cfg.out)
-        export_backbone(model, cfg, arch, data.norm.to_dict(), data.description, trainer.global_step, data.n_samples)
+        export_backbone(
+            model,
+            cfg,
+            arch,
+            data.norm.to_dict(),
+            data.description,
+            trainer.global_step,
+            data.n_samples,
+            fit.adaptations,
+        )
         accounting.finish("finished")
+        print(f"backbone exported to {RunDir(cfg.out).backbone_weights}")
     return cfg.out
+
+
+def start_line(cfg: PretrainConfig, arch: str, data, max_steps: int, steps_per_epoch: int, trainer) -> str:
+    """The one line a run prints before training: what is trained, on what, for how long, where."""
+    epochs = max_steps / steps_per_epoch
+    device = trainer.strategy.root_device.type
+    return (
+        f"pretraining {cfg.method}/{arch} ({cfg.recipe_preset} recipe) on {data.n_samples} samples of "
+        f"{data.description['path']}: batch {cfg.batch_size}, {max_steps} steps = {epochs:.3g} epochs of "
+        f"{steps_per_epoch} steps, {trainer.world_size} x {device}, {trainer.precision}"
+    )
 
 
 def _merge(earlier: Path | None, run_dir: Path) -> None:

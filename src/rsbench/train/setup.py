@@ -3,6 +3,7 @@ precision, callbacks, loggers, checkpoint I/O, SLURM environment)."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,7 @@ def training_source(cfg: PretrainConfig, method_cls) -> TrainingData:
         first = next(iter(CorpusDataset(cfg.corpus, bands=cfg.bands, shuffle=False)))
         desc = {"kind": "corpus", "path": str(cfg.corpus), "bands": dataset.bands}
     options = {"color_jitter": True} if cfg.color_jitter else {}
-    options.update(method_cls.view_recipe(cfg.recipe))
+    options.update(method_cls.view_recipe(cfg.recipe, cfg.recipe_preset))
     transform = method_cls.view_transform(
         cfg.image_size, norm.bands, cfg.min_scale, patch_size=cfg.patch_size, **options
     )
@@ -145,9 +146,9 @@ def _strategy(cfg: PretrainConfig, model) -> Any:
     return DDPStrategy(process_group_backend="nccl" if gpu else "gloo", find_unused_parameters=False)
 
 
-def _loggers(cfg: PretrainConfig) -> list:
+def _loggers(cfg: PretrainConfig, log_every: int) -> list:
     # CSVLogger writes RUN_DIR/metrics.csv (rsbench.contracts.run_dir.METRICS_CSV is Lightning's name).
-    loggers: list = [CSVLogger(save_dir=cfg.out, name="", version="", flush_logs_every_n_steps=cfg.log_every)]
+    loggers: list = [CSVLogger(save_dir=cfg.out, name="", version="", flush_logs_every_n_steps=log_every)]
     if cfg.logger == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -175,6 +176,7 @@ def build_trainer(
     submitit_job: bool,
 ) -> tuple[Trainer, SignalCheckpoint]:
     ckpt_dir = RunDir(cfg.out).checkpoints
+    log_every = cfg.log_interval(max_steps)  # short runs still log a curve
     on_slurm = SLURMEnvironment.detect()
     signals = SignalCheckpoint(RunDir(cfg.out).last_ckpt, cfg.accumulate, stop_on_usr1=on_slurm)
     plugins: list = [AtomicCheckpointIO(on_saved=accounting.checkpoint_saved)]
@@ -202,8 +204,8 @@ def build_trainer(
         sync_batchnorm=sync_bn,
         deterministic=cfg.deterministic,
         use_distributed_sampler=False,
-        log_every_n_steps=cfg.log_every,
-        logger=_loggers(cfg),
+        log_every_n_steps=log_every,
+        logger=_loggers(cfg, log_every),
         plugins=plugins,
         enable_model_summary=False,
         default_root_dir=cfg.out,
@@ -222,7 +224,7 @@ def build_trainer(
                 every_n_train_steps=cfg.checkpoint_every,
                 enable_version_counter=False,
             ),
-            StepProgressBar(),
+            StepProgressBar(epochs=math.ceil(max_steps * cfg.accumulate / micro_batches)),
         ],
     )
     return trainer, signals
