@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import typer
 
 from rsbench import __version__
@@ -40,5 +43,12 @@ def _root(
     """rsbench: rasters -> corpus -> pretrain -> evaluate -> report."""
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main() -> None:
+    # Warnings read like errors, one line each ("warning: ..."); RSBENCH_DEBUG=1 keeps Python's file:line form.
+    if not os.environ.get("RSBENCH_DEBUG"):
+        warnings.formatwarning = _one_line_warning
     app()

@@ -203,7 +203,7 @@ def fit_to_data(
         value = recipe.extra[key]
         if value <= limit:
             continue
-        reason = f"more than half of the {n_samples} training samples (each image {value / n_samples:.1f} times)"
+        reason = f"{value} would hold each of the {n_samples} training samples {value / n_samples:.1f} times"
         if key in given:
             notes.append(
                 f"recipe key '{key}' of {method} is {value}, more than half of the {n_samples} training samples; "

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 
 from rsbench.train.data import seed_from
 
@@ -130,9 +131,21 @@ class StepProgressBar(TQDMProgressBar):
         super().__init__()
         self.epochs = epochs
 
+    @property
+    def train_description(self) -> str:  # the bar's first drawing (Lightning: "Training")
+        return self._epoch_label()
+
+    def _epoch_label(self) -> str:
+        epoch = self._trainer.current_epoch if self._trainer is not None else 0
+        return f"epoch {epoch + 1}/{self.epochs}"
+
     def on_train_epoch_start(self, trainer, *args) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        self.train_progress_bar.set_description(f"epoch {trainer.current_epoch + 1}/{self.epochs}")
+        # Lightning's, with our description set before the reset draws the bar (not "Epoch 0", then ours).
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        self.train_progress_bar.set_description_str(self._epoch_label(), refresh=False)
+        self.train_progress_bar.reset(total=convert_inf(self.total_train_batches))
+        self.train_progress_bar.initial = 0
 
     def get_metrics(self, trainer, pl_module):
         items = super().get_metrics(trainer, pl_module)

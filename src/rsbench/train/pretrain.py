@@ -158,7 +158,8 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
     if rank0:
         print(start_line(cfg, arch, data, max_steps, steps_per_epoch, trainer))
         for change in fit.adaptations:
-            print(f"  recipe: {change['key']} {change['preset']} -> {change['used']} ({change['reason']})")
+            key, preset, used, reason = (change[k] for k in ("key", "preset", "used", "reason"))
+            print(f"recipe fitted to the data: {key} {preset} -> {used} ({reason})")
         for note in fit.warnings:
             warnings.warn(note, stacklevel=2)
 
