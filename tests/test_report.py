@@ -312,3 +312,23 @@ def test_reference_and_checkpoint_rows(tmp_path, rows):
     assert "Paired comparison with random-init" in html
     with pytest.raises(Exception, match="reference 'nope'"):
         render_report(rows, tmp_path / "r3.html", reference="nope")
+
+
+def test_curves_section_names_runs_without_a_curve(tmp_path, rows):
+    from rsbench.report.pretrain_runs import RunInfo
+    from rsbench.report.sources import ReportData
+
+    runs = [
+        RunInfo("simclr-run1", curves={"train/loss": [[1, 5.0], [2, 4.0], [3, 3.5]]}),
+        RunInfo("short-run", curves={"train/loss": [[1, 5.0]]}),  # one logged step: no line to draw
+        RunInfo("no-metrics-run"),  # no metrics.csv at all
+    ]
+    html = render_report(ReportData(rows, runs=runs), tmp_path / "report.html").read_text(encoding="utf-8")
+    section = html[html.index('id="curves"') :]
+    section = section[: section.index("</section>")]
+    assert "<img" in section  # the run with a curve is still drawn
+    note = re.search(r"No loss curve[^<]*for: ([^<]*)\.</p>", section)
+    assert note is not None and note.group(1) == "short-run, no-metrics-run"
+    # Only runs without a curve at all: the section remains, with the note and no figure.
+    html = render_report(ReportData(rows, runs=runs[1:]), tmp_path / "report2.html").read_text(encoding="utf-8")
+    assert 'id="curves"' in html and "No loss curve" in html

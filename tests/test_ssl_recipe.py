@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -10,9 +11,10 @@ from typer.testing import CliRunner
 
 from rsbench.cli import app
 from rsbench.errors import ConfigError
-from rsbench.ssl import METHODS, get_method, resolve_recipe
+from rsbench.ssl import CATALOG, METHODS, get_method, resolve_recipe
 from rsbench.ssl.augment import BandMeanGrayscale, CentredSolarize, RGBColorJitter, local_crop_size, ssl_view_transform
 from rsbench.ssl.monitoring import CollapseMonitor, effective_rank
+from rsbench.ssl.recipe import SMALL_BATCH_BASE, DataFit, fit_to_data, given_keys, sample_store_limit
 
 NAMES = ["simclr", "mocov2", "mocov3", "byol", "dino", "mae", "barlowtwins", "vicreg"]
 
@@ -141,3 +143,93 @@ def test_methods_cli_lists_every_method_and_one_recipe():
     assert result.exit_code == 0 and "teacher_temp_warmup_fraction" in result.output
     result = runner.invoke(app, ["methods", "--method", "swav"])
     assert result.exit_code == 1 and "unknown SSL method 'swav'" in result.output
+
+
+def test_small_batch_preset_is_the_paper_recipe_with_the_small_batch_keys():
+    for name in NAMES:
+        card, paper, small = CATALOG[name], resolve_recipe(name, {}), resolve_recipe(name, {}, "small-batch")
+        expected = {**SMALL_BATCH_BASE, **card.small_batch}
+        for key, value in asdict(paper).items():
+            if key == "extra":
+                for k, v in value.items():
+                    assert small[k] == expected.get(k, v), (name, k)
+            else:
+                assert getattr(small, key) == expected.get(key, value), (name, key)
+    # AdamW at batch 64: peak LR 1e-3; DINO keeps its own weight decay (0.04, cosine to 0.4).
+    assert resolve_recipe("byol", {}, "small-batch").scaled_lr(64) == pytest.approx(1e-3)
+    dino = resolve_recipe("dino", {}, "small-batch")
+    assert (dino.weight_decay, dino.weight_decay_end, dino["out_dim"]) == (0.04, 0.4, 4096)
+    # Overrides apply on top of the preset.
+    r = resolve_recipe("simclr", {"lr": 0.002, "temperature": 0.5}, "small-batch")
+    assert (r.optimizer, r.lr, r["temperature"]) == ("adamw", 0.002, 0.5)
+    with pytest.raises(ConfigError, match="unknown recipe preset 'large'.*paper, small-batch"):
+        resolve_recipe("simclr", {}, "large")
+
+
+def _fit(name: str, preset: str, overrides: dict, n_samples: int, batch_size: int):
+    card = CATALOG[name]
+    return fit_to_data(
+        resolve_recipe(name, overrides, preset),
+        method=name,
+        preset=preset,
+        sample_store_keys=card.sample_store_keys,
+        paper_batch_size=card.paper_batch_size,
+        n_samples=n_samples,
+        batch_size=batch_size,
+        given=given_keys(overrides),
+    )
+
+
+def test_queue_longer_than_the_data_is_adapted_from_the_preset_and_warned_when_given():
+    # Largest power of two not above half the samples, by hand: 2,300 -> 1,150 -> 1,024; 2,048 -> 1,024; 3 -> 1.
+    assert [sample_store_limit(n) for n in (2300, 2048, 2047, 3)] == [1024, 1024, 512, 1]
+    # The preset's 65,536 keys on EuroSAT's 2,300 images: adapted and recorded, no warning.
+    fit = _fit("mocov2", "small-batch", {}, 2300, 64)
+    assert fit.overrides == {"queue_size": 1024} and fit.warnings == []
+    assert [(a["key"], a["preset"], a["used"]) for a in fit.adaptations] == [("queue_size", 65536, 1024)]
+    assert "28.5 times" in fit.adaptations[0]["reason"]  # 65,536 / 2,300
+    # A queue the user asked for is kept, with a warning naming the key and the size that fits.
+    for given in ({"queue_size": 4096}, {"extra": {"queue_size": 4096}}):
+        fit = _fit("mocov2", "small-batch", given, 2300, 64)
+        assert fit.overrides == {} and fit.adaptations == []
+        assert len(fit.warnings) == 1 and "'queue_size'" in fit.warnings[0] and "at most 1024" in fit.warnings[0]
+    # A queue that fits is left alone; methods without a queue have nothing to fit.
+    assert _fit("mocov2", "small-batch", {"queue_size": 1024}, 2300, 64) == DataFit({}, [], [])
+    assert _fit("simclr", "small-batch", {}, 100, 64) == DataFit({}, [], [])
+
+
+def test_paper_recipe_far_below_its_batch_is_warned_once():
+    fit = _fit("simclr", "paper", {}, 2300, 64)  # tuned for 4,096: 64 is 1/64 of it
+    assert fit.overrides == {} and len(fit.warnings) == 1
+    assert "batch 4096" in fit.warnings[0] and "0.075" in fit.warnings[0] and "--recipe small-batch" in fit.warnings[0]
+    assert _fit("simclr", "paper", {}, 2300, 512).warnings == []  # 1/8 of the paper's batch: within range
+    assert _fit("mocov2", "paper", {}, 2300, 64).warnings[1:] == []  # paper batch 256: only the queue may speak
+    assert _fit("simclr", "small-batch", {}, 2300, 64).warnings == []
+    assert _fit("simclr", "paper", {"lr": 0.5, "lr_scaling": "none"}, 2300, 64).warnings == []  # the user chose
+
+
+def test_methods_cli_shows_both_presets_and_rows_stay_whole_in_a_log():
+    runner = CliRunner()
+    result = runner.invoke(app, ["methods", "--method", "mocov2"], env={"COLUMNS": None})
+    assert result.exit_code == 0, result.output
+    row = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:4]] for line in _rows(result.output)}
+    assert row["optimizer"] == ["'sgd'", "'adamw'"] and row["lr"] == ["0.03", "0.004"]
+    assert row["queue_size (fitted to the data)"] == ["65536", "65536"]
+    assert row["momentum_start"] == ["0.999", "0.99"]
+    # Not a terminal and no COLUMNS: Rich would wrap at 80 columns; every method stays on one line.
+    result = runner.invoke(app, ["methods"], env={"COLUMNS": None})
+    lines = {line.split("│")[1].strip(): line for line in _rows(result.output)}
+    assert set(NAMES) <= set(lines)
+    assert lines["mocov2"].rstrip(" │").endswith("He et al. 2020, CVPR, Sec. 3-4")
+    assert lines["dino"].rstrip(" │").endswith("App. (official code defaults)")
+
+
+def _rows(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("│") and line.split("│")[1].strip()]
+
+
+def test_pretrain_recipe_option_takes_a_preset_name(tmp_path):
+    result = CliRunner().invoke(
+        app, ["pretrain", "--images", str(tmp_path), "--out", str(tmp_path / "run"), "--recipe", "large"]
+    )
+    assert result.exit_code != 0 and "small-batch" in result.output and "recipe_preset" in result.output
