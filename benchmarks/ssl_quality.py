@@ -6,9 +6,10 @@ time budget, then kNN accuracy on a held-out split, next to random init and raw 
 Protocol. A stratified 20 % of EuroSAT (seed 0) is held out before anything else; pretraining sees
 only the other 80 % (no test image, not even unlabelled), and the kNN probe (`rsbench evaluate
 --protocol knn`, k=20, cosine, T=0.07) is fitted on the 80 % and scored on the held-out 20 %. Nothing
-is tuned here: every method runs a small-batch CPU recipe fixed in advance (below), with the
-paper's method-specific values except where the paper's value cannot fit a 2,300-image, few-minute
-run (queue shorter than the data, smaller heads, EMA momentum 0.99 for a short schedule). Each
+is tuned here: every method runs rsbench's small-batch recipe preset (`--recipe small-batch`; AdamW,
+with the paper's method-specific values except where they cannot fit a few-minute run: smaller heads,
+EMA momentum 0.99 for a short schedule; `rsbench methods --method M` shows it), and MoCo's queue is
+fitted to the 1,840 training images at pretrain start (recorded in backbone.json). Each
 method gets `--budget-minutes` of training: its throughput is probed for a few steps and max_steps
 set to fit the budget (data loading in 2 workers usually makes the real run a bit faster).
 Baselines: random init of the same backbone (same seed as `rsbench evaluate`) and the pixels
@@ -39,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rsbench.data import list_images, read_image
 from rsbench.evaluate import EvaluateConfig, evaluate
 from rsbench.io import atomic_write_text
-from rsbench.ssl import get_method
+from rsbench.ssl import CATALOG, get_method
 from rsbench.train import PretrainConfig, pretrain
 from rsbench.train.data import collate_views
 from ssl_speed import Images, run_bare
@@ -48,17 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RSBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "ssl_quality.json"
 VIT = "vit_tiny_patch16_224"  # built with --vit-patch-size (default 8: 64 tokens for a 64 px tile)
-BASE = {"optimizer": "adamw", "lr": 0.004, "weight_decay": 0.05, "warmup_fraction": 0.1}  # peak 1e-3 at B=64
-CPU_RECIPES = {
-    "simclr": {},
-    "mocov2": {"queue_size": 1024},  # shorter than the 1,840 training images: no stale self-negatives
-    "mocov3": {"momentum_start": 0.99, "hidden_dim": 1024},
-    "byol": {"momentum_start": 0.99, "hidden_dim": 1024},
-    "dino": {"momentum_start": 0.99, "out_dim": 4096, "hidden_dim": 1024, "weight_decay": 0.04},
-    "mae": {"decoder_depth": 1, "decoder_dim": 256, "decoder_heads": 8, "weight_decay": 0.05},
-    "barlowtwins": {"proj_dim": 2048},
-    "vicreg": {"proj_dim": 2048},
-}
+PRESET = "small-batch"  # rsbench.ssl.recipe: AdamW, peak LR 1e-3 at batch 64, each method's small heads
 MIN_SCALE = {"dino": 0.4, "mae": 0.2}  # the papers' crop scales; 0.25 for the two-view methods
 # The papers' ResNet settings where they differ from their ViT ones (DINO README's ResNet-50 command:
 # global crops 0.14-1, local 0.05-0.14; MoCo v3's ResNet-50 recipe: temperature 1.0).
@@ -105,9 +96,10 @@ def probe_steps(name: str, arch: str, recipe: dict, tiles, args) -> float:
         max_steps=8,
         recipe=recipe,
         patch_size=patch,
+        recipe_preset=PRESET,
     )
     views = cls.view_transform(
-        args.image_size, 3, min_scale_of(name, arch, args), patch_size=patch, **cls.view_recipe(recipe)
+        args.image_size, 3, min_scale_of(name, arch, args), patch_size=patch, **cls.view_recipe(recipe, PRESET)
     )
     loader = DataLoader(
         Images(tiles, views), batch_size=args.batch_size, shuffle=True, drop_last=True, collate_fn=collate_views
@@ -135,7 +127,7 @@ def knn(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--methods", default=",".join(CPU_RECIPES))
+    ap.add_argument("--methods", default=",".join(CATALOG))
     ap.add_argument("--budget-minutes", type=float, default=10.0, help="training time per method")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--image-size", type=int, default=64)
@@ -150,7 +142,8 @@ def main() -> None:
         "--recipe",
         type=json.loads,
         default={},
-        help="JSON recipe overrides on top of the CPU recipe, e.g. '{\"n_local\": 2}' (name the variant with --tag)",
+        help="JSON recipe overrides on top of the small-batch preset, e.g. '{\"n_local\": 2}' "
+        "(name the variant with --tag)",
     )
     ap.add_argument("--min-scale", type=float, default=None, help="crop scale for every method given")
     ap.add_argument("--tag", default="", help="variant name: results keyed METHOD[-BACKBONE]-TAG")
@@ -212,7 +205,7 @@ def main() -> None:
         default_arch = VIT if get_method(name).default_backbone.startswith("vit") else "resnet18"
         arch = args.backbone or default_arch
         key = (name if arch == default_arch else f"{name}-{arch}") + (f"-{args.tag}" if args.tag else "")
-        recipe = {**BASE, **CPU_RECIPES[name], **(RESNET_RECIPES.get(name, {}) if arch != VIT else {}), **args.recipe}
+        recipe = {**(RESNET_RECIPES.get(name, {}) if arch != VIT else {}), **args.recipe}  # on top of PRESET
         min_scale = min_scale_of(name, arch, args)
         sec_per_step = probe_steps(name, arch, recipe, tiles, args)
         max_steps = max(10, int(args.budget_minutes * 60 / sec_per_step))
@@ -233,20 +226,25 @@ def main() -> None:
                 num_workers=args.num_workers,
                 checkpoint_every=10_000,
                 log_every=20,
+                recipe_preset=PRESET,
                 recipe=recipe,
             )
         )
         wall = time.perf_counter() - start
         run = json.loads((run_dir / "run.json").read_text())
+        meta = json.loads((run_dir / "backbone.json").read_text())
         acc = knn(data, str(run_dir), None, results, args.image_size)
         summary["methods"][key] = {
             "arch": arch,
             "patch_size": patch,
-            "recipe": recipe,
+            "recipe_preset": PRESET,
+            "recipe_overrides": recipe,
+            "recipe": meta["recipe"],  # what it trained with (preset + overrides + data fitting)
+            "recipe_adaptations": meta["recipe_adaptations"],
             "min_scale": min_scale,
             "budget_minutes": args.budget_minutes,
             "steps": run["steps"],
-            "epochs": round(run["steps"] * args.batch_size / len(paths), 2),
+            "epochs": meta["epochs"],
             "train_wall_s": run["wall_time_s"],
             "pretrain_total_s": round(wall, 1),
             "images_per_s": run["images_per_s"],
