@@ -136,7 +136,12 @@ def test_sigusr1_checkpoints_and_goes_on_sigterm_checkpoints_and_stops(tmp_path,
     assert ckpt["global_step"] == run["step"] == run["last_checkpoint_step"] > first
     position = ckpt["callbacks"]["DataPosition"]  # 200 images / 8 = 25 batches per epoch
     assert position["epoch"] * 25 + position["consumed"] == ckpt["global_step"]
-    model = METHODS[METHOD](arch="test_resnet", in_chans=3, image_size=32, batch_size=8, max_steps=500)
+    # Rebuilt from the checkpoint's hyperparameters: they hold the recipe as trained (MoCo's queue fitted to
+    # the 200 images at pretrain start, rsbench.ssl.recipe.fit_to_data).
+    hparams = ckpt["hyper_parameters"]
+    assert hparams["arch"] == "test_resnet" and hparams["max_steps"] == 500
+    assert hparams["recipe"].get("queue_size") == (64 if METHOD == "mocov2" else None)
+    model = METHODS[METHOD](**hparams)
     model.load_state_dict(ckpt["state_dict"], strict=True)
     assert ckpt["optimizer_states"] and ckpt["lr_schedulers"][0]["last_epoch"] == ckpt["global_step"]
     listing = CliRunner().invoke(app, ["runs", str(tmp_path), "--json"])

@@ -12,8 +12,9 @@ Shuffle BN (MoCo Sec. 3.3) matters only when BN statistics are per GPU: under DD
 shuffled across devices with lightly's batch_shuffle; on one device BN sees the whole batch anyway.
 
 Override from `recipe:` in the pretrain config; method keys: temperature, queue_size,
-momentum_start/momentum_end (constant 0.999 in the paper), proj_dim, hidden_dim; e.g.
-`{queue_size: 4096}` for a small dataset.
+momentum_start/momentum_end (constant 0.999 in the paper), proj_dim, hidden_dim. A queue_size from the
+preset above half the training samples is cut at pretrain start (rsbench.ssl.recipe.fit_to_data: 65,536
+-> 1,024 on EuroSAT's 2,300 images) and recorded in backbone.json; one set by hand is kept, with a warning.
 """
 
 from __future__ import annotations

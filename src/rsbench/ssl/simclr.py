@@ -8,8 +8,8 @@ projection head: 2-layer MLP (hidden = backbone width, BN) to 128-d; NT-Xent los
 Appendix B.1 notes that square-root scaling, LR = 0.075 x sqrt(B) (`lr_scaling: sqrt, lr: 1.2`),
 works better for small batches.
 
-Override from `recipe:` in the pretrain config, e.g. `{optimizer: adamw, lr: 0.004, weight_decay:
-0.05, temperature: 0.2}` (the small-batch CPU recipe of the quickstart). Method keys: temperature,
+Override from `recipe:` in the pretrain config; `--recipe small-batch` trains with AdamW and temperature
+0.2 (the small-batch preset, rsbench.ssl.recipe). Method keys: temperature,
 proj_dim.
 """
 

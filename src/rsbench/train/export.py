@@ -76,7 +76,6 @@ def export_backbone(
             "steps": steps,
             "epochs": round(steps / cfg.steps_per_epoch(n_samples), 3),
             "training_samples": n_samples,
-            "images_seen": steps * cfg.batch_size,
             "recipe_preset": cfg.recipe_preset,
             "recipe": asdict(model.recipe),
             "recipe_adaptations": list(recipe_adaptations or []),
