@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from rasterio.windows import Window
 
-from rsbench.contracts.corpus_info import CorpusInfo
+from rsbench.contracts.corpus_info import CorpusInfo, describe_group
 from rsbench.corpus.filters import REASONS
 from rsbench.corpus.raster import open_grid, read_block
 
@@ -182,7 +182,9 @@ def summary_tables(report: dict[str, Any]) -> list:
         reasons.add_row(reason, str(n), f"{100 * n / max(1, counts['tiles_total']):.1f}")
     tables = [rasters, reasons]
     for group in info["band_groups"].values():
-        t = Table(title=f"{group['bands']}-band group: {group['tiles']} tiles in {len(group['shards'])} shard(s)")
+        t = Table(
+            title=f"band group {describe_group(group)}: {group['tiles']} tiles in {len(group['shards'])} shard(s)"
+        )
         for col in ("band", "mean", "std", "p1", "p99", "min", "max"):
             t.add_column(col, justify="right" if col != "band" else "left")
         s = group["stats"]
