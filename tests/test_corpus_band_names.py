@@ -175,3 +175,35 @@ def test_choose_group_by_names_count_and_key():
     assert choose_group(info, 3)["key"] == "red,green,blue|uint8"
     with pytest.raises(DataError, match="no 'blue,green,red' band group"):
         choose_group(info, "blue,green,red")  # another order is another group
+
+
+def test_benchmark_refuses_a_run_whose_band_group_misses_the_task_bands(tmp_path, rasters_dir, eurosat_dir):
+    """A 4-band group pretrained for a 3-band (RGB) task fails at plan time, naming both and the fix."""
+    from rsbench.benchmark.plan import load_plan
+
+    listing = tmp_path / "archive.txt"
+    listing.write_text(f"{rasters_dir / NAIP}  bands=red,green,blue,nir\n")
+    _build(tmp_path / "rgbn", listing)  # one group: red,green,blue,nir|uint8
+    _build(tmp_path / "both", listing, bands=["red", "green", "blue"])  # one group: red,green,blue|uint8
+
+    def experiment(corpus, bands=None):
+        path = tmp_path / "exp.yaml"
+        extra = f"\n    bands: {bands}" if bands else ""
+        path.write_text(
+            f"name: fit\nout: {tmp_path / 'out'}\npretrain:\n  defaults:\n    corpus: {corpus}{extra}\n"
+            f"    max_steps: 2\n  runs:\n    - name: simclr\n      method: simclr\n"
+            f"tasks:\n  - name: eurosat\n    data: {eurosat_dir}\nprotocols: [knn]\nseeds: [0]\n"
+        )
+        return path
+
+    with pytest.raises(RsbenchError) as err:
+        load_plan(experiment(tmp_path / "rgbn"), check=True)
+    message = str(err.value)
+    assert (
+        "band group of 4 band(s): red,green,blue,nir (uint8)" in message and "task 'eurosat' has 3 band(s)" in message
+    )
+    assert "rsbench corpus build ... --out" in message and "--bands red,green,blue --overwrite" in message
+    with pytest.raises(RsbenchError, match="no 'red,green' band group"):
+        load_plan(experiment(tmp_path / "rgbn", "red,green"), check=True)
+    plan = load_plan(experiment(tmp_path / "both", "red,green,blue"), check=True)
+    assert any(c.kind == "pretrain" for c in plan.cells)
