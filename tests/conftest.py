@@ -36,12 +36,21 @@ def eurosat_dir(shared_data: Path) -> Path:
     return shared_data / "classification" / "eurosat_rgb"
 
 
+def _eurosat_sample(root: Path, eurosat_dir: Path, per_class: int) -> Path:
+    for cls in sorted(p for p in eurosat_dir.iterdir() if p.is_dir()):
+        (root / cls.name).mkdir()
+        for f in sorted(cls.iterdir())[:per_class]:
+            (root / cls.name / f.name).symlink_to(f)
+    return root
+
+
 @pytest.fixture(scope="session")
 def eurosat_small(tmp_path_factory: pytest.TempPathFactory, eurosat_dir: Path) -> Path:
     """A 20-per-class ImageFolder of real EuroSAT files (symlinks), for fast tests."""
-    root = tmp_path_factory.mktemp("eurosat_small")
-    for cls in sorted(p for p in eurosat_dir.iterdir() if p.is_dir()):
-        (root / cls.name).mkdir()
-        for f in sorted(cls.iterdir())[:20]:
-            (root / cls.name / f.name).symlink_to(f)
-    return root
+    return _eurosat_sample(tmp_path_factory.mktemp("eurosat_small"), eurosat_dir, 20)
+
+
+@pytest.fixture(scope="session")
+def eurosat_tiny(tmp_path_factory: pytest.TempPathFactory, eurosat_dir: Path) -> Path:
+    """A 5-per-class ImageFolder of real EuroSAT files (symlinks), for end-to-end command tests."""
+    return _eurosat_sample(tmp_path_factory.mktemp("eurosat_tiny"), eurosat_dir, 5)

@@ -17,6 +17,7 @@ from rasterio.windows import Window
 from typer.testing import CliRunner
 
 from rsbench.cli import app
+from rsbench.contracts.corpus_info import choose_group
 from rsbench.corpus import REASONS, CorpusBuildConfig, build_corpus, corpus_normalization, read_corpus_info
 from rsbench.errors import DataError, RsbenchError
 
@@ -71,7 +72,9 @@ def test_tile_counts_follow_the_grid_formula(corpus):
     sn6 = by_name(rows, SN6)
     assert [(r["row_off"], r["col_off"]) for r in sn6] == [(y, x) for y in range(0, 193, 64) for x in range(0, 193, 64)]
     s2 = next(r for r in info["rasters"] if Path(r["path"]).name == S2)
-    assert s2["band_names"][0] == "B05_rededge1" and s2["band_indexes"] == [1, 2, 3, 4, 5, 6]
+    # Band names in the canonical vocabulary, the file's own descriptions beside them.
+    assert s2["band_names"][0] == "rededge1" and s2["source_band_names"][0] == "B05_rededge1"
+    assert s2["band_indexes"] == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.parametrize("name,dtype", [(L8, np.uint16), (SN6, np.float64)])
@@ -88,7 +91,7 @@ def test_shard_sample_equals_direct_read(corpus, rasters_dir, name, dtype):
     with rasterio.open(rasters_dir / name) as src:
         expected_transform = list(src.window_transform(Window(row["col_off"], row["row_off"], T, T)))[:6]
         assert meta["crs"] == f"EPSG:{src.crs.to_epsg()}" == row["crs"]
-        assert meta["band_names"] == [d or f"B{i + 1}" for i, d in enumerate(src.descriptions)]
+        assert meta["source_band_names"] == [d or f"B{i + 1}" for i, d in enumerate(src.descriptions)]
         assert meta["gsd"] == pytest.approx(list(src.res)) and row["gsd"] == pytest.approx(np.mean(src.res))
     assert meta["transform"] == pytest.approx(expected_transform)
     # No declared nodata: the recorded nodata is None, the implicit zero fill is the fill value.
@@ -135,9 +138,19 @@ def test_corpus_json_consistent_with_manifest_and_shards(corpus):
         assert len({np.load(io.BytesIO(s["npy"])).shape[0] for s in samples.values()}) == 1
         in_shards.update({k: shard for k in samples})
     assert in_shards == {r["key"]: r["shard"] for r in kept}
-    for bands, group in info["band_groups"].items():
-        assert group["tiles"] == sum(r["bands"] == int(bands) for r in kept)
-        assert {in_shards[r["key"]] for r in kept if r["bands"] == int(bands)} == set(group["shards"])
+    # Band groups by band names and units: NAIP (uint8) and SpaceNet-6 (float64), both 4 unnamed bands, apart.
+    assert sorted(info["band_groups"]) == [
+        "B1,B2,B3,B4|float64",
+        "B1,B2,B3,B4|uint8",
+        "B1,B2,B3|uint8",
+        "coastal,blue,green,red,nir,swir1,swir2|uint16",
+        "rededge1,rededge2,rededge3,rededge4,swir1,swir2|uint16",
+    ]
+    assert info["warnings"] == [] and not any(g["pooled_sensors"] for g in info["band_groups"].values())
+    for group in info["band_groups"].values():
+        mine = [r for r in kept if (r["bands"], r["dtype"]) == (group["bands"], group["dtype"])]
+        assert group["tiles"] == len(mine) == sum(group["sensors"].values())
+        assert {in_shards[r["key"]] for r in mine} == set(group["shards"])
     for raster in info["rasters"]:
         mine = by_name(rows, Path(raster["path"]).name)
         assert (raster["tiles_kept"], raster["tiles_rejected"]) == (
@@ -146,29 +159,30 @@ def test_corpus_json_consistent_with_manifest_and_shards(corpus):
         )
 
 
-def _valid_pixels(rows, bands):
+def _valid_pixels(rows, bands, dtype):
     pixels = []
     for r in rows:
-        if r["kept"] and r["bands"] == bands:
+        if r["kept"] and (r["bands"], r["dtype"]) == (bands, dtype):
             arr = read_window(r["source"], r["row_off"], r["col_off"]).astype(np.float64)
             # Declared nodata (Landsat 7) or implicit zero fill: invalid = 0 in every band.
             pixels.append(arr[:, ~(arr == 0).all(axis=0)])
     return np.concatenate(pixels, axis=1)
 
 
-@pytest.mark.parametrize("bands", [3, 6, 4])
-def test_band_group_stats_match_numpy(corpus, bands):
-    """3: uint8 with the collar mask; 6: uint16; 4: uint8 NAIP + float64 SpaceNet (histogram bins)."""
+@pytest.mark.parametrize("bands,dtype", [(3, "uint8"), (6, "uint16"), (4, "float64")])
+def test_band_group_stats_match_numpy(corpus, bands, dtype):
+    """3: uint8 with the collar mask; 6: uint16; 4: float64 SpaceNet (histogram bins)."""
     out, info, rows = corpus
-    x = _valid_pixels(rows, bands)
-    stats = info["band_groups"][str(bands)]["stats"]
+    x = _valid_pixels(rows, bands, dtype)
+    group = next(g for g in info["band_groups"].values() if (g["bands"], g["dtype"]) == (bands, dtype))
+    stats = group["stats"]
     assert stats["count"] == x.shape[1]
     np.testing.assert_allclose(stats["mean"], x.mean(axis=1), rtol=1e-9)
     np.testing.assert_allclose(stats["std"], x.std(axis=1, ddof=1), rtol=1e-9)
     np.testing.assert_array_equal(stats["min"], x.min(axis=1))
     np.testing.assert_array_equal(stats["max"], x.max(axis=1))
     p1, p99 = np.percentile(x, 1, axis=1), np.percentile(x, 99, axis=1)
-    if bands == 4:  # mixed dtypes -> 2^16 uniform bins: within one bin width
+    if dtype == "float64":  # float data -> 2^16 uniform bins: within one bin width
         width = stats["percentile_bin_width"]
         assert 0 < width < 0.05
         np.testing.assert_allclose(stats["p1"], p1, atol=width)
@@ -179,7 +193,7 @@ def test_band_group_stats_match_numpy(corpus, bands):
         np.testing.assert_allclose(stats["p99"], p99, rtol=1e-12)
     if bands == 3:
         assert x.shape[1] < sum(r["kept"] and r["bands"] == 3 for r in rows) * T * T  # collar pixels excluded
-    norm = corpus_normalization(out, bands)
+    norm = corpus_normalization(out, group["key"])
     assert norm.mean == stats["mean"] and norm.std == stats["std"]
 
 
@@ -255,7 +269,7 @@ def test_config_file_values_and_bad_key(tmp_path, rasters_dir):
     saved = (tmp_path / "c" / "config.yaml").read_text()
     assert "tile_size: 150" in saved and "stride: 150" in saved
     info = read_corpus_info(tmp_path / "c")
-    assert len(info["shards"]) == 2 and info["band_groups"]["2"]["tiles"] == 4  # 4 tiles of 2 bands, 3 per shard
+    assert len(info["shards"]) == 2 and choose_group(info, 2)["tiles"] == 4  # 4 tiles of 2 bands, 3 per shard
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("tile_sise: 64\n")

@@ -17,6 +17,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from rsbench.contracts.corpus_info import choose_group
 from rsbench.corpus import CorpusBuildConfig, CorpusDataset, build_corpus
 
 T = 64
@@ -75,7 +76,7 @@ def test_implicit_zero_fill_detected_when_nodata_tag_is_removed(tmp_path, raster
     assert [r["nodata_fraction"] for r in rows] == pytest.approx([r["nodata_fraction"] for r in tagged_rows])
     assert [r["reject_reason"] for r in rows] == [r["reject_reason"] for r in tagged_rows]
     assert info["counts"]["rejected"]["nodata"] == tagged["counts"]["rejected"]["nodata"] > 0
-    assert info["band_groups"]["3"]["stats"] == tagged["band_groups"]["3"]["stats"]  # collar not in the stats
+    assert choose_group(info, 3)["stats"] == choose_group(tagged, 3)["stats"]  # collar not in the stats
     # The loader treats the implicit fill as nodata too.
     ds = CorpusDataset(tmp_path / "b", shuffle=False, return_key=True)
     partial = {r["key"] for r in rows if r["kept"] and r["nodata_fraction"] > 0}
@@ -250,9 +251,9 @@ def test_exclude_raster_footprint_and_vector_file(tmp_path, rasters_dir):
 def test_band_selection_by_description_and_index(tmp_path, rasters_dir):
     info, rows = build(tmp_path / "a", [rasters_dir], bands=["B4_red", "b3_green", "B2_BLUE"])
     assert [r["path"].endswith(L8) for r in info["rasters"]] == [True]
-    assert len(info["skipped"]) == 4 and all("no band described 'B4_red'" in s["reason"] for s in info["skipped"])
-    group = info["band_groups"]["3"]
-    assert group["band_names"] == ["B4_red", "B3_green", "B2_blue"]
+    assert len(info["skipped"]) == 4 and all("no band named 'B4_red'" in s["reason"] for s in info["skipped"])
+    group = choose_group(info, 3)
+    assert group["band_names"] == ["red", "green", "blue"] and group["key"] == "red,green,blue|uint16"
     row = next(r for r in rows if r["kept"])
     with tarfile.open(tmp_path / "a" / row["shard"]) as tar:
         arr = np.load(io.BytesIO(tar.extractfile(f"{row['key']}.npy").read()))
@@ -262,7 +263,7 @@ def test_band_selection_by_description_and_index(tmp_path, rasters_dir):
     info, _ = build(tmp_path / "b", [rasters_dir], bands=[4, 1])
     assert sorted(s["path"].endswith(L7) for s in info["skipped"]) == [True]
     assert "band 4 selected but the raster has 3 band(s)" in info["skipped"][0]["reason"]
-    assert info["counts"]["rasters"] == 4 and list(info["band_groups"]) == ["2"]
+    assert info["counts"]["rasters"] == 4 and {g["bands"] for g in info["band_groups"].values()} == {2}
 
 
 def test_gsd_resampling_matches_gdal_warp(tmp_path, rasters_dir):

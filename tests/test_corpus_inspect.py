@@ -32,7 +32,7 @@ def test_inspect_prints_tables_and_writes_quicklooks(corpus, tmp_path):
     for reason in info["counts"]["rejected"]:
         assert f"{reason}" in text
     assert (
-        "B05_rededge1" in text
+        "rededge1" in text
         and "p99" in text
         and f"{info['counts']['tiles_kept']} of {info['counts']['tiles_total']}" in text
     )

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from rsbench.contracts.corpus_info import choose_group
 from rsbench.corpus import CorpusBuildConfig, CorpusDataset, build_corpus
 from rsbench.errors import RsbenchError
 
@@ -37,7 +38,7 @@ def test_dataset_yields_normalized_tensors(corpus):
     largest = max(info["band_groups"].values(), key=lambda g: g["tiles"])
     assert CorpusDataset(out).bands == largest["bands"]  # default: the largest band group
     ds = CorpusDataset(out, bands=6, shuffle=False, return_key=True)
-    s2 = info["band_groups"]["6"]
+    s2 = choose_group(info, 6)
     assert ds.bands == 6 and ds.num_samples == s2["tiles"]
     items = list(ds)
     assert len(items) == s2["tiles"] and len({k for k, _ in items}) == len(items)
@@ -59,8 +60,8 @@ def test_band_subset_and_percentile_clipping(corpus):
     full = dict(CorpusDataset(out, bands=6, shuffle=False, return_key=True))
     by_name = CorpusDataset(out, bands=6, shuffle=False, return_key=True, band_subset=["b11_swir1", "B05_rededge1"])
     by_index = CorpusDataset(out, bands=6, shuffle=False, return_key=True, band_subset=[5, 1])
-    assert by_name.bands == by_index.bands == 2 and by_name.band_names == ["B11_swir1", "B05_rededge1"]
-    stats = info["band_groups"]["6"]["stats"]
+    assert by_name.bands == by_index.bands == 2 and by_name.band_names == ["swir1", "rededge1"]
+    stats = choose_group(info, 6)["stats"]
     assert by_name.normalization.mean == [stats["mean"][4], stats["mean"][0]]
     for (ka, a), (kb, b) in zip(by_name, by_index):
         assert ka == kb and torch.equal(a, b) and torch.allclose(a, full[ka][[4, 0]])
@@ -84,7 +85,7 @@ def test_nodata_pixels_become_zero_and_bad_band_count(corpus):
     raw = _raw(out, next(r for r in rows if r["key"] == key))
     invalid = torch.from_numpy((raw == 0).all(axis=0))
     assert invalid.any() and (t[:, invalid] == 0).all() and (t[:, ~invalid] != 0).any()
-    with pytest.raises(RsbenchError, match="no 5-band tiles"):
+    with pytest.raises(RsbenchError, match="has no 5-band band group"):
         CorpusDataset(out, bands=5)
 
 
@@ -94,7 +95,7 @@ def test_shuffles_reproducibly_and_works_with_workers(corpus):
     a = keys(CorpusDataset(out, bands=7, seed=3, shuffle_buffer=50, return_key=True))
     b = keys(CorpusDataset(out, bands=7, seed=3, shuffle_buffer=50, return_key=True))
     plain = keys(CorpusDataset(out, bands=7, shuffle=False, return_key=True))
-    assert a == b and a != plain and sorted(a) == sorted(plain) and len(plain) == info["band_groups"]["7"]["tiles"]
+    assert a == b and a != plain and sorted(a) == sorted(plain) and len(plain) == choose_group(info, 7)["tiles"]
     ds = CorpusDataset(out, bands=7, seed=3, return_key=True)
     ds.set_epoch(1)
     assert keys(ds) != a
@@ -105,7 +106,7 @@ def test_shuffles_reproducibly_and_works_with_workers(corpus):
 
 def test_splits_shards_across_two_ranks(corpus, monkeypatch):
     out, info, rows = corpus
-    assert len(info["band_groups"]["6"]["shards"]) >= 2
+    assert len(choose_group(info, 6)["shards"]) >= 2
     per_rank = []
     for rank in (0, 1):
         monkeypatch.setenv("RANK", str(rank))

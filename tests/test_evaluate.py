@@ -68,6 +68,7 @@ SCHEMA = [  # result rows, schema version 2 (README: Architecture, Results)
     "features_key",
     "data",
     "test_data",
+    "mixed_inputs",
     "rsbench_version",
     "created",
 ]

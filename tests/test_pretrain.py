@@ -144,7 +144,11 @@ def test_pretrain_on_six_band_sentinel2_corpus(tmp_path, rasters_dir):
     meta = json.loads((run / "backbone.json").read_text())
     assert meta["in_chans"] == 6 and meta["data"]["kind"] == "corpus" and meta["data"]["bands"] == 6
     info = json.loads((corpus / "corpus.json").read_text())
-    assert meta["normalization"]["mean"] == pytest.approx(info["band_groups"]["6"]["stats"]["mean"])
+    (group,) = info["band_groups"].values()
+    assert meta["normalization"]["mean"] == pytest.approx(group["stats"]["mean"])
+    # backbone.json says which group the run trained on and how many tiles it used (all: one group).
+    assert meta["data"]["band_group"] == group["key"] == "rededge1,rededge2,rededge3,rededge4,swir1,swir2|uint16"
+    assert (meta["data"]["tiles"], meta["data"]["tiles_ignored"]) == (group["tiles"], 0)
     model = timm.create_model("resnet18", in_chans=6, num_classes=0)
     model.load_state_dict(torch.load(run / "backbone.pt", weights_only=True))
     losses = _losses(run)

@@ -21,6 +21,7 @@ from typing import Any
 
 from rsbench.contracts.architectures import is_vit_name, patch_size_from_name
 from rsbench.contracts.backbone_export import BackboneExport
+from rsbench.contracts.corpus_info import parse_group_selector
 from rsbench.contracts.evaluate_config import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE
 from rsbench.contracts.pretrain_config import PretrainConfig
 from rsbench.errors import ConfigError, RsbenchError
@@ -53,13 +54,24 @@ def _bands(value: Any) -> tuple[str, ...] | None:
     return tuple(str(v) for v in value) if isinstance(value, (list, tuple)) else None
 
 
+def _group(value: Any) -> str | None:
+    """A run's `bands` (band count, names or group key) in one spelling, so equal selections compare equal."""
+    try:
+        selector = parse_group_selector(value)
+    except ValueError:
+        return None  # the stage's own validation names the key later
+    if selector is None:
+        return None
+    return ",".join(str(b).strip().lower() for b in selector) if isinstance(selector, list) else str(selector)
+
+
 @dataclass(frozen=True)
 class InputShape:
     image_size: int | None  # None: decided by something the plan cannot read (published weights)
     arch: str | None
     patch_size: int | None  # ViTs only
     bands: tuple[str, ...] | None = None  # evaluation `bands`: the data's band names, as the init sees them
-    band_group: int | None = None  # a pretraining run's corpus band group (`bands` of rsbench pretrain)
+    band_group: str | None = None  # a pretraining run's corpus band group (`bands` of rsbench pretrain), as given
 
     @property
     def tokens(self) -> int | None:
@@ -77,7 +89,11 @@ class InputShape:
 
     def describe_bands(self, group: bool = False) -> str:
         if group:
-            return f"{self.band_group}-band corpus group"
+            return (
+                f"{self.band_group}-band corpus group"
+                if self.band_group.isdigit()
+                else f"corpus group {self.band_group}"
+            )
         return "bands " + ",".join(self.bands or ())
 
 
@@ -121,7 +137,7 @@ def run_shape(options: dict[str, Any], view: TaskView) -> InputShape:
     own = _int(options.get("image_size")) or PRETRAIN_IMAGE_SIZE
     size = (_int(view.options.get("image_size")) or own) if view.dense else own
     patch = (_int(options.get("patch_size")) or patch_size_from_name(arch)) if is_vit_name(arch) else None
-    return InputShape(size, arch, patch, _bands(view.options.get("bands")), _int(options.get("bands")))
+    return InputShape(size, arch, patch, _bands(view.options.get("bands")), _group(options.get("bands")))
 
 
 def baseline_kind(init: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from rsbench.benchmark.band_fit import check_band_fit
 from rsbench.benchmark.execute import eval_values
 from rsbench.benchmark.experiment import Experiment, validate
 from rsbench.benchmark.matrix import EVAL, PRETRAIN, Cell, load_tasks
@@ -31,7 +32,8 @@ def validate_stage_options(exp: Experiment, cells: Sequence[Cell], source: str, 
     instead = "use the matrix keys protocols/seeds/fractions and the benchmark folder"
     _owned(exp.evaluate, EVAL_OWNED, "evaluate", source, instead)
     validate(EvaluateConfig, {"data": ".", "init": "random", **exp.evaluate}, source, "evaluate")
-    for i, task in enumerate(load_tasks(exp, source, base_dir)):
+    tasks = load_tasks(exp, source, base_dir)
+    for i, task in enumerate(tasks):
         _owned(task.options, EVAL_OWNED, f"tasks.{i}", source, instead)
         validate(EvaluateConfig, {"init": "random", **exp.evaluate, **task.options}, source, f"tasks.{i}")
     for i, b in enumerate(exp.baselines):
@@ -57,3 +59,4 @@ def validate_stage_options(exp: Experiment, cells: Sequence[Cell], source: str, 
                 get_task(cfg.task, cfg.protocol)
             except ConfigError as e:
                 raise ConfigError(f"invalid key '{cell.where}' in {source}: {e}") from None
+    check_band_fit(cells, tasks, exp.evaluate, source)

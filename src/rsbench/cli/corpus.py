@@ -104,7 +104,11 @@ def build_command(
     with progress:
         corpus = build_corpus(cfg, overwrite=overwrite, log=_log, progress=progress)
     counts = corpus["counts"]
-    groups = ", ".join(f"{g['bands']}-band: {g['tiles']}" for g in corpus["band_groups"].values())
+    from rsbench.contracts.corpus_info import describe_group, upgrade_band_groups
+
+    groups = "; ".join(
+        f"{describe_group(g)}: {g['tiles']}" for g in upgrade_band_groups(corpus)["band_groups"].values()
+    )
     rejected = ", ".join(f"{k} {v}" for k, v in counts["rejected"].items() if v) or "none"
     console.print(
         f"corpus: {escape(corpus['settings']['out'])}\n"

@@ -75,8 +75,9 @@ class CorpusBuildConfig(StrictModel):
     out: str = Field(description="Output corpus directory.", json_schema_extra=EXECUTION)
     bands: list[int | str] | None = Field(
         None,
-        description="Band selection and order: 1-based indexes and/or band descriptions (case-insensitive), "
-        "e.g. '4,3,2' or 'red,green,blue' (unset: every band).",
+        description="Band selection and order: 1-based indexes and/or band names, e.g. '4,3,2' or 'red,green,blue'. "
+        "Names match each raster's band names (input-list bands=, a .bands sidecar, or its band descriptions) in "
+        "any spelling ('B4_red', 'R', 'red'); rasters without them are skipped (unset: every band).",
     )
     # --- windows
     tile_size: int = Field(gt=0, description="Tile width and height in pixels (after --gsd resampling).")

@@ -1,11 +1,17 @@
 """A built corpus directory: the names of its files and reading its description, corpus.json.
 
 CORPUS_DIR layout (written by `rsbench corpus build`; read by pretraining, `corpus inspect` and the report):
-  shards/shard-<N>.tar  WebDataset shards of kept tiles, N zero-padded to 6 digits, one band count per shard
+  shards/shard-<N>.tar  WebDataset shards of kept tiles, N zero-padded to 6 digits, one band group per shard
   manifest.parquet      one row per tile window, kept or rejected (with the reason)
   config.yaml           the build configuration
   corpus.json           counts, band groups (their shards, normalization statistics), settings; written last,
                         so its presence marks a finished corpus
+
+Band groups (`band_groups` in corpus.json) are keyed by band names and units, `red,green,blue|uint8`; each
+entry holds `key, bands (count), tiles, band_names, units, dtype, sensors ({sensor: tiles}), pooled_sensors,
+stats, shards`. Corpora built before band groups had names are keyed by band count ("4"); `CorpusInfo.read`
+upgrades them (`upgrade_band_groups`), so every reader sees one form. `choose_group` is the one rule for
+which group a run trains on.
   .staging/             the build's resumable intermediate state (not part of a finished corpus)
 """
 
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rsbench.bands import canonical_or_none
 from rsbench.errors import DataError
 from rsbench.io import read_json
 
@@ -76,7 +83,7 @@ class CorpusInfo:
             raise DataError(f"cannot read {marker}: {e}") from None
         if not isinstance(info, dict) or not set(REQUIRED_KEYS) <= info.keys():
             raise DataError(f"{marker} is not an rsbench corpus description (missing {'/'.join(REQUIRED_KEYS)})")
-        return info
+        return upgrade_band_groups(info)
 
     def shard_paths(self, group: dict[str, Any]) -> list[Path]:
         """The shard files of one band group of corpus.json."""
@@ -99,4 +106,86 @@ class CorpusInfo:
                 )
 
 
-__all__ = ["CONFIG_FILE", "CORPUS_JSON", "MANIFEST", "SHARDS_DIR", "STAGING_DIR", "CorpusInfo", "shard_name"]
+def upgrade_band_groups(info: dict[str, Any]) -> dict[str, Any]:
+    """corpus.json in today's form: band groups of older corpora (keyed by band count, without units and
+    sensors) get `key`, `units`, `dtype`, `sensors` and `pooled_sensors` (unknown: None / {} / False)."""
+    groups = {}
+    for name, group in (info.get("band_groups") or {}).items():
+        group = {"key": name, "units": None, "dtype": None, "sensors": {}, "pooled_sensors": False, **group}
+        group.setdefault("band_names", [f"B{i + 1}" for i in range(int(group.get("bands") or 0))])
+        groups[name] = group
+    return {**info, "band_groups": groups, "warnings": info.get("warnings") or []}
+
+
+def describe_group(group: dict[str, Any]) -> str:
+    """`red,green,blue (uint8)`: a band group for messages."""
+    units = group.get("units")
+    return ",".join(group.get("band_names") or []) + (f" ({units})" if units else "")
+
+
+def _same_bands(have: list[str], wanted: list[str]) -> bool:
+    if len(have) != len(wanted):
+        return False
+    for a, b in zip(have, wanted):
+        if a.strip().lower() != b.strip().lower() and (canonical_or_none(a, None) or a) != (
+            canonical_or_none(b, None) or b
+        ):
+            return False
+    return True
+
+
+def parse_group_selector(value: Any) -> int | str | list[str] | None:
+    """`bands` of a pretraining config as a group selector: None (the largest group), a band count (4 or
+    "4"), a group key ("red,green,blue|uint8") or band names ("red,green,blue" or a list)."""
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return int(text)
+        if "|" in text:
+            return text
+        value = text.split(",")
+    names = [str(v).strip() for v in value if str(v).strip()]
+    if not names:
+        raise ValueError("bands: name at least one band, or give a band count")
+    return names
+
+
+def choose_group(info: dict[str, Any], bands: Any = None, where: str = "the corpus") -> dict[str, Any]:
+    """The band group a run trains on: `bands` unset -> the group with the most kept tiles (ties: fewer
+    bands, then the key); a band count -> the largest group with that many bands; band names (any
+    spelling of rsbench.bands, in order) -> the largest group with those bands in that order; a group key
+    -> that group. DataError naming the groups there are."""
+    groups = list(upgrade_band_groups(info)["band_groups"].values())
+    if not groups:
+        raise DataError(f"{where} has no kept tiles")
+    selector = parse_group_selector(bands)
+    if selector is None:
+        matches = groups
+    elif isinstance(selector, int):
+        matches = [g for g in groups if g["bands"] == selector]
+    elif isinstance(selector, str):
+        matches = [g for g in groups if g["key"] == selector]
+    else:
+        matches = [g for g in groups if _same_bands(list(g["band_names"]), selector)]
+    if not matches:
+        have = "; ".join(f"{describe_group(g)}: {g['tiles']} tiles" for g in groups)
+        wanted = f"{selector}-band" if isinstance(selector, int) else f"'{bands}'"
+        raise DataError(f"{where} has no {wanted} band group (its groups: {have})")
+    return max(matches, key=lambda g: (g["tiles"], -g["bands"], g["key"]))
+
+
+__all__ = [
+    "CONFIG_FILE",
+    "CORPUS_JSON",
+    "MANIFEST",
+    "SHARDS_DIR",
+    "STAGING_DIR",
+    "CorpusInfo",
+    "choose_group",
+    "describe_group",
+    "parse_group_selector",
+    "shard_name",
+    "upgrade_band_groups",
+]

@@ -101,6 +101,12 @@ class EvaluateConfig(StrictModel):
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Per-class test share when there is no --test-data.")
     batch_size: int = Field(64, gt=0, description="Batch size.")
     out: Path = Field(Path("results"), description="Output folder for results.jsonl.", json_schema_extra=EXECUTION)
+    allow_mixed: bool = Field(
+        False,
+        description="Score this init into an output folder whose rows for the task were scored at another image "
+        "size, token count or band set (a warning, recorded in the rows' mixed_inputs) instead of refusing.",
+        json_schema_extra=EXECUTION,
+    )
     device: str = Field("auto", description="Torch device: auto, cpu, cuda, cuda:1, ...", json_schema_extra=EXECUTION)
     # Label fractions of the training split (stratified, >= 1 sample per class), and trained-part options
     # shared by the fine-tuning, segmentation and detection protocols.

@@ -18,8 +18,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from rsbench.contracts.corpus_info import parse_group_selector
 from rsbench.contracts.identity import EXECUTION, execution_keys
 from rsbench.contracts.slurm import SlurmResources
 from rsbench.settings import StrictModel
@@ -68,7 +69,12 @@ class PretrainConfig(StrictModel):
     color_jitter: bool = Field(
         False, description="RGB data only: hue/saturation colour jitter on top of the per-band jitter."
     )
-    bands: int | None = Field(None, ge=1, description="Corpus band group to train on (unset: the largest).")
+    bands: int | list[str] | str | None = Field(
+        None,
+        description="Corpus band group to train on: band names in order (red,green,blue), a band count (4) or "
+        "a group key (red,green,blue|uint8); unset: the group with the most kept tiles (not the most bands). "
+        "Among several matching groups (same bands, other units) the one with the most tiles.",
+    )
     seed: int = Field(0, description="Random seed.")
     recipe_preset: RecipePreset = Field(
         "paper",
@@ -119,6 +125,15 @@ class PretrainConfig(StrictModel):
     slurm: SlurmOptions | None = Field(
         None, description="sbatch settings for --slurm (see SlurmOptions).", json_schema_extra=EXECUTION
     )
+
+    @field_validator("bands", mode="before")
+    @classmethod
+    def _bands(cls, value):
+        # "4" from the command line is a band count like 4 in YAML; "red,green,blue" a list of names.
+        selector = parse_group_selector(value)
+        if isinstance(selector, int) and selector < 1:
+            raise ValueError("a band count is at least 1")
+        return selector
 
     @model_validator(mode="after")
     def _check(self) -> PretrainConfig:

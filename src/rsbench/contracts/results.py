@@ -87,6 +87,7 @@ class ResultRow(BaseModel):
     features_key: str | None = None
     data: str | None = None
     test_data: str | None = None
+    mixed_inputs: str | None = None  # set by `evaluate --allow-mixed`: the other input shapes in the folder
     rsbench_version: str | None = None
     created: str | None = None
 

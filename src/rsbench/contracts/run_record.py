@@ -70,9 +70,9 @@ def corpus_summary(path: str | None) -> dict | None:
         info = CorpusInfo(path).read()
     except Exception:  # a moved or deleted corpus must not stop the report
         return None
-    out = {k: info.get(k) for k in ("counts", "failures", "settings", "rsbench_version")}
+    out = {k: info.get(k) for k in ("counts", "failures", "settings", "rsbench_version", "warnings")}
     out["band_groups"] = {
-        k: {kk: v.get(kk) for kk in ("bands", "tiles", "band_names")}
+        k: {kk: v.get(kk) for kk in ("key", "bands", "tiles", "band_names", "units", "sensors", "pooled_sensors")}
         for k, v in (info.get("band_groups") or {}).items()
     }
     return out

@@ -121,16 +121,27 @@ def select(records: dict[str, Any], cfg: CorpusBuildConfig) -> dict[str, Any]:
     return summary
 
 
-def kept_groups(records: dict[str, Any], infos: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """Per band count: kept record indexes (global order), exact min/max, histogram spec, band names."""
-    groups: dict[int, dict[str, Any]] = {}
+def raster_group(info: dict[str, Any]) -> str:
+    """The band group key of a probed raster (band names and units; see rsbench.corpus.band_names)."""
+    return info.get("band_group") or str(info["bands"])  # plans probed before band groups had names
+
+
+def kept_groups(records: dict[str, Any], infos: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per band group (band names + units): kept record indexes (global order), exact min/max, histogram
+    spec, band names, units, and the tiles of each sensor pooled into it."""
+    groups: dict[str, dict[str, Any]] = {}
     for i, reason in enumerate(records["reject_reason"]):
         if reason is None:
             info = infos[records["raster"][i]]
-            # A group takes its band names from the first raster that contributes a tile.
-            g = groups.setdefault(info["bands"], {"rows": [], "band_names": info["band_names"], "dtypes": set()})
+            g = groups.setdefault(
+                raster_group(info),
+                {"rows": [], "band_names": info["band_names"], "units": info.get("units"), "dtypes": set()},
+            )
             g["rows"].append(i)
             g["dtypes"].add(info["dtype"])
+            sensors = g.setdefault("sensors", {})
+            sensor = info.get("sensor") or info["dtype"]
+            sensors[sensor] = sensors.get(sensor, 0) + 1
     for g in groups.values():
         rows = g["rows"]
         g["min"] = np.asarray([records["stats_min"][i] for i in rows], dtype=np.float64).min(axis=0).tolist()
@@ -143,14 +154,14 @@ def kept_groups(records: dict[str, Any], infos: dict[int, dict[str, Any]]) -> di
 def shard_tasks(
     records: dict[str, Any],
     infos: dict[int, dict[str, Any]],
-    groups: dict[int, dict[str, Any]],
+    groups: dict[str, dict[str, Any]],
     cfg: CorpusBuildConfig,
     out: Path,
     staging: Path,
 ):
     """(shard write tasks, shard names, shards per group); also fills records['shard']."""
     kept = [i for i, r in enumerate(records["reject_reason"]) if r is None]
-    bands = [infos[records["raster"][i]]["bands"] for i in kept]
+    bands = [raster_group(infos[records["raster"][i]]) for i in kept]
     index, names, group_shards = assign_shards(bands, cfg.shard_size)
     records["shard"] = [None] * len(records["key"])
     tasks = [
@@ -173,7 +184,7 @@ def shard_tasks(
         tasks[s]["items"].append(
             (records["part"][i], records["row_in_part"][i], records["key"][i], meta, info["dtype"])
         )
-        tasks[s]["spec"], tasks[s]["bands"] = groups[b]["spec"], b
+        tasks[s]["spec"], tasks[s]["bands"] = groups[b]["spec"], len(groups[b]["band_names"])
     return tasks, names, group_shards
 
 

@@ -26,6 +26,7 @@ from rsbench.contracts.corpus_build import output_identity
 from rsbench.contracts.corpus_info import CorpusInfo
 from rsbench.corpus import assemble
 from rsbench.corpus import filters as F
+from rsbench.corpus.band_names import describe_group, raster_options
 from rsbench.corpus.build_config import CorpusBuildConfig
 from rsbench.corpus.exclude import load_exclusions
 from rsbench.corpus.inputs import discover_inputs, is_gdal_path
@@ -99,8 +100,11 @@ def build_corpus(
     cfg = _resolve(cfg)
     out = Path(cfg.out)
     paths = discover_inputs(cfg.inputs, log, cfg.input_lists)
-    # Inputs are part of the identity: new or removed files in an input folder change the corpus.
-    key = {**cfg.output_settings(), "input_files": stable_hash(paths), "input_count": len(paths)}
+    band_options = raster_options(paths, cfg.input_lists)
+    # Inputs are part of the identity: new or removed files in an input folder change the corpus, and so
+    # do band names given per raster (kept out of the hash when there are none, as before they existed).
+    inputs_hash = stable_hash([paths, band_options]) if band_options else stable_hash(paths)
+    key = {**cfg.output_settings(), "input_files": inputs_hash, "input_count": len(paths)}
     existing = _check_existing(out, key, overwrite)
     if existing is not None:
         log(f"corpus already built: {out}")
@@ -122,7 +126,7 @@ def build_corpus(
         else:
             staging.mkdir(parents=True, exist_ok=True)
             bar = progress.add_task("probing", total=len(paths)) if progress else None
-            plan = make_plan(cfg, paths, key, runner, staging, lambda: progress and progress.advance(bar))
+            plan = make_plan(cfg, paths, key, runner, staging, lambda: progress and progress.advance(bar), band_options)
         done = _tile_parts(cfg, plan, runner, staging, exclusions, progress)
         try:
             corpus = _assemble(cfg, plan, done, key, runner, out, staging, log, progress)
@@ -160,11 +164,7 @@ def _assemble(cfg, plan, done, key, runner: Runner, out: Path, staging: Path, lo
             ok.append(r)
     _warn(log, failures, skipped, len(plan["rasters"]))
     if not ok:
-        first = (failures or skipped)[0]
-        raise DataError(
-            f"no input raster could be read ({len(failures)} failed, {len(skipped)} skipped; "
-            f"first: {first['path']}: {first['reason']})"
-        )
+        raise DataError(_nothing_usable(cfg, failures, skipped))
     infos = {r: plan["rasters"][r]["info"] for r in ok}
     records = assemble.load_records(plan, staging, ok)
     selection = assemble.select(records, cfg)
@@ -176,6 +176,7 @@ def _assemble(cfg, plan, done, key, runner: Runner, out: Path, staging: Path, lo
             f"rejected: {counts or 'none fit in the rasters'})"
         )
     groups = assemble.kept_groups(records, infos)
+    pooled = _pooled_sensors(groups, log)
     tasks, shard_names, group_shards = assemble.shard_tasks(records, infos, groups, cfg, out, staging)
     CorpusInfo(out).shards.mkdir(parents=True, exist_ok=True)
     bar = progress.add_task("packing", total=sum(len(t["items"]) for t in tasks)) if progress else None
@@ -204,7 +205,8 @@ def _assemble(cfg, plan, done, key, runner: Runner, out: Path, staging: Path, lo
             "rejected": {k: reasons.count(k) for k in F.REASONS},
         },
         "selection": selection,
-        "band_groups": {str(b): _group_entry(b, g, group_shards[b], packed) for b, g in sorted(groups.items())},
+        "band_groups": {name: _group_entry(name, g, group_shards[name], packed) for name, g in sorted(groups.items())},
+        "warnings": pooled,
         "shards": shard_names,
         "shard_bytes": {name: (out / name).stat().st_size for name in shard_names},
     }
@@ -248,7 +250,39 @@ def _raster_entries(infos: dict[int, dict[str, Any]], records: dict[str, Any], o
     return entries
 
 
-def _group_entry(bands: int, g: dict[str, Any], shards: list[str], packed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _nothing_usable(cfg: CorpusBuildConfig, failures: list, skipped: list) -> str:
+    """The error when no raster is usable: unreadable ones and ones without the selected bands are told apart."""
+    first = (failures or skipped)[0]
+    if not failures:
+        return (
+            f"none of the {len(skipped)} input raster(s) has the selected bands (--bands "
+            f"{','.join(map(str, cfg.bands or []))}); first: {first['path']}: {first['reason']}"
+        )
+    if not skipped:
+        return f"no input raster could be read ({len(failures)} failed; first: {first['path']}: {first['reason']})"
+    return (
+        f"no usable input raster: {len(failures)} could not be read, {len(skipped)} do not have the selected "
+        f"bands; first: {first['path']}: {first['reason']}"
+    )
+
+
+def _pooled_sensors(groups: dict[str, dict[str, Any]], log: Log) -> list[str]:
+    """A warning (logged and returned for corpus.json) per band group that pools tiles of several sensors."""
+    warnings = []
+    for g in groups.values():
+        sensors = g.get("sensors") or {}
+        if len(sensors) > 1:
+            each = "; ".join(f"{name}: {n} tiles" for name, n in sensors.items())
+            warnings.append(
+                f"band group {describe_group(g)} pools {len(sensors)} sensors into one mean/std ({each}); "
+                f"give them different units= (input list or .bands sidecar) to keep them apart"
+            )
+    for w in warnings:
+        log(f"warning: {w}")
+    return warnings
+
+
+def _group_entry(key: str, g: dict[str, Any], shards: list[str], packed: dict[str, dict[str, Any]]) -> dict[str, Any]:
     # Shard order, then batch order within a shard: a fixed merge order, whatever ran the shards.
     batches = [m for name in shards for m in packed[name]["moments"]]
     stats = merge_tile_stats(
@@ -259,10 +293,16 @@ def _group_entry(bands: int, g: dict[str, Any], shards: list[str], packed: dict[
         np.asarray([g["max"]]),
     )
     hist = sum(packed[name]["hist"] for name in shards)
+    sensors = g.get("sensors") or {}
     return {
-        "bands": bands,
+        "key": key,
+        "bands": len(g["band_names"]),
         "tiles": len(g["rows"]),
         "band_names": g["band_names"],
+        "units": g.get("units"),
+        "dtype": np.result_type(*sorted(g["dtypes"])).name,
+        "sensors": sensors,
+        "pooled_sensors": len(sensors) > 1,
         "stats": group_summary(stats, hist, g["spec"]),
         "shards": shards,
     }

@@ -8,6 +8,7 @@ sidecar files (.xml, .txt, .ovr) beside the rasters do not show up as failures.
 from __future__ import annotations
 
 import glob
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from rsbench.errors import DataError
 
 RASTER_SUFFIXES = {".tif", ".tiff"}
 GLOB_CHARS = set("*?[")
+# A per-raster option on an input-list line (`bands=red,green,blue`): a word of the form key=value.
+_WITH_OPTIONS = re.compile(r"(\S.*?)((?:\s+[A-Za-z_]+=\S+)+)\s*")
 
 Log = Callable[[str], None]
 
@@ -28,24 +31,41 @@ def _rasters_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
 
 
-def read_input_list(path: str | Path) -> list[str]:
-    """Lines of a list file; relative paths are relative to the list file's folder."""
+def list_line_options(line: str) -> tuple[str, dict[str, str]]:
+    """(input, {key: value}) of one list line: trailing `key=value` words (e.g. `bands=red,green,blue`) are
+    per-raster options (see rsbench.corpus.band_names), the rest is the input, spaces included."""
+    m = _WITH_OPTIONS.fullmatch(line.strip())
+    if m is None:
+        return line.strip(), {}
+    options = dict(word.split("=", 1) for word in m.group(2).split())
+    return m.group(1), {k.lower(): v for k, v in options.items()}
+
+
+def read_input_list_lines(path: str | Path) -> list[tuple[int, tuple[str, dict[str, str]]]]:
+    """(line number, (input, options)) of each input of a list file; relative paths are relative to the list
+    file's folder."""
     path = Path(path).expanduser()
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read input list {path}: {e}") from None
     items = []
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        if not is_gdal_path(line) and not Path(line).expanduser().is_absolute():
-            line = str(path.parent / line)
-        items.append(line)
+        item, options = list_line_options(line)
+        if not is_gdal_path(item) and not Path(item).expanduser().is_absolute():
+            item = str(path.parent / item)
+        items.append((number, (item, options)))
     if not items:
         raise DataError(f"input list {path} names no inputs")
     return items
+
+
+def read_input_list(path: str | Path) -> list[str]:
+    """The inputs of a list file (without their per-raster options)."""
+    return [item for _, (item, _) in read_input_list_lines(path)]
 
 
 def _expand(item: str, empty: list[str]) -> list[str]:

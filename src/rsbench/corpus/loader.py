@@ -13,9 +13,10 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset
 
-from rsbench.contracts.corpus_info import CorpusInfo
+from rsbench.bands import pick_bands
+from rsbench.contracts.corpus_info import CorpusInfo, choose_group
 from rsbench.data.normalization import Normalization
-from rsbench.errors import DataError
+from rsbench.errors import ConfigError, DataError
 
 
 def read_corpus_info(corpus_dir: str | Path) -> dict[str, Any]:
@@ -23,22 +24,13 @@ def read_corpus_info(corpus_dir: str | Path) -> dict[str, Any]:
     return CorpusInfo(corpus_dir).read()
 
 
-def _band_group(info: dict[str, Any], corpus_dir: str | Path, bands: int | None) -> dict[str, Any]:
-    groups = info["band_groups"]
-    if not groups:
-        raise DataError(f"corpus {corpus_dir} has no kept tiles")
-    if bands is None:
-        # Largest group; ties go to the smaller band count so the choice is stable.
-        return max(groups.values(), key=lambda g: (g["tiles"], -g["bands"]))
-    group = groups.get(str(bands))
-    if group is None:
-        have = ", ".join(f"{g['bands']} ({g['tiles']} tiles)" for g in groups.values())
-        raise DataError(f"corpus {corpus_dir} has no {bands}-band tiles; band groups: {have}")
-    return group
+def _band_group(info: dict[str, Any], corpus_dir: str | Path, bands: Any) -> dict[str, Any]:
+    """The group `bands` selects (count, names or key; None: the largest): see contracts.corpus_info.choose_group."""
+    return choose_group(info, bands, where=f"corpus {corpus_dir}")
 
 
-def corpus_normalization(corpus_dir: str | Path, bands: int) -> Normalization:
-    """Per-band mean/std of the corpus's `bands`-band tiles (valid pixels only), in raw units."""
+def corpus_normalization(corpus_dir: str | Path, bands: Any) -> Normalization:
+    """Per-band mean/std of a band group's tiles (valid pixels only), in raw units; `bands` as in CorpusDataset."""
     group = _band_group(read_corpus_info(corpus_dir), corpus_dir, bands)
     stats = group["stats"]
     return Normalization(list(stats["mean"]), list(stats["std"]), source=f"corpus:{Path(corpus_dir).resolve()}")
@@ -69,8 +61,8 @@ def _decode(sample: dict[str, Any]) -> tuple[str, np.ndarray, dict[str, Any]]:
 
 
 def _subset_indexes(subset: list[int | str], names: list[str], corpus_dir) -> list[int]:
-    """0-based positions of a band subset given as 1-based indexes and/or band names."""
-    lookup = {n.lower(): i for i, n in enumerate(names)}
+    """0-based positions of a band subset given as 1-based indexes and/or band names (any spelling of
+    rsbench.bands: 'B11_swir1' finds 'swir1')."""
     out = []
     for item in subset:
         if isinstance(item, str) and item.strip().isdigit():
@@ -81,10 +73,11 @@ def _subset_indexes(subset: list[int | str], names: list[str], corpus_dir) -> li
                     f"band {item} is not in corpus {corpus_dir} (bands 1..{len(names)}: {', '.join(names)})"
                 )
             out.append(item - 1)
-        elif item.lower() in lookup:
-            out.append(lookup[item.lower()])
-        else:
-            raise DataError(f"no band named '{item}' in corpus {corpus_dir} (bands: {', '.join(names)})")
+            continue
+        try:
+            out.append(pick_bands([item], names, what=f"corpus {corpus_dir}")[0])
+        except ConfigError:
+            raise DataError(f"no band named '{item}' in corpus {corpus_dir} (bands: {', '.join(names)})") from None
     if not out:
         raise DataError("band_subset is empty")
     return out
@@ -92,6 +85,10 @@ def _subset_indexes(subset: list[int | str], names: list[str], corpus_dir) -> li
 
 class CorpusDataset(IterableDataset):
     """Streams one band group of a corpus as normalized float32 C x H x W tensors.
+
+    `bands` picks the group: unset, the one with the most tiles; a band count; band names in order
+    ("red,green,blue", any spelling of rsbench.bands); or a group key ("red,green,blue|uint8"). `group`
+    describes it (key, band names, units, sensors, tiles), `tiles_in_corpus` counts every group's tiles.
 
     Shards are split across ranks (RANK/WORLD_SIZE or torch.distributed) and then across
     DataLoader workers, so every sample is seen once per epoch by exactly one reader. With fewer
@@ -110,7 +107,7 @@ class CorpusDataset(IterableDataset):
     def __init__(
         self,
         corpus_dir: str | Path,
-        bands: int | None = None,
+        bands: int | str | list[str] | None = None,
         shuffle: bool = True,
         seed: int = 0,
         shuffle_buffer: int = 1000,
@@ -122,6 +119,8 @@ class CorpusDataset(IterableDataset):
         self.corpus_dir = Path(corpus_dir)
         info = read_corpus_info(self.corpus_dir)
         group = _band_group(info, self.corpus_dir, bands)
+        self.group: dict[str, Any] = {k: v for k, v in group.items() if k not in ("stats", "shards")}
+        self.tiles_in_corpus: int = sum(g["tiles"] for g in info["band_groups"].values())
         stats = group["stats"]
         self.group_bands: int = group["bands"]
         names = list(group["band_names"])

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from rsbench.contracts.corpus_build import FILTER_KEYS, output_identity
+from rsbench.corpus.band_names import BandMismatch
 from rsbench.corpus.build_config import CorpusBuildConfig
-from rsbench.corpus.raster import BandMismatch, probe_raster
+from rsbench.corpus.raster import probe_raster
 from rsbench.corpus.tiling import one_line, part_paths, plan_windows
 from rsbench.io import read_json, write_json
 
@@ -59,7 +60,10 @@ def make_plan(
     runner,
     staging: Path,
     on_probe: Callable[[], None],
+    band_options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """Probe every input and split the usable rasters into parts; `band_options`: per path, the band names,
+    sensor and units given in an input list or sidecar (rsbench.corpus.band_names.raster_options)."""
     opts = {
         "selection": cfg.bands,
         "gsd": cfg.gsd,
@@ -68,7 +72,9 @@ def make_plan(
     }
     probes: list[dict[str, Any] | None] = [None] * len(paths)
     # A probe reads up to 64 small reference windows: count it as 100 windows of work.
-    for i, result in runner.map_unordered(probe_task, [(p, opts) for p in paths], work=100 * len(paths)):
+    for i, result in runner.map_unordered(
+        probe_task, [(p, {**opts, "band_options": (band_options or {}).get(p)}) for p in paths], work=100 * len(paths)
+    ):
         probes[i] = result
         on_probe()
     parts = []

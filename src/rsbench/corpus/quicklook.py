@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +17,11 @@ import numpy as np
 import pyarrow.parquet as pq
 from rasterio.windows import Window
 
-from rsbench.contracts.corpus_info import CorpusInfo
+from rsbench.bands import RGB, pick_bands
+from rsbench.contracts.corpus_info import CorpusInfo, describe_group
 from rsbench.corpus.filters import REASONS
 from rsbench.corpus.raster import open_grid, read_block
+from rsbench.errors import ConfigError
 
 Log = Callable[[str], None]
 _METRIC = {"nodata": "nodata_fraction", "saturated": "saturated_fraction", "cloud": "cloud_fraction"}
@@ -34,11 +35,11 @@ def _sample(rows: list[dict], n: int, seed: int) -> list[dict]:
 
 
 def _rgb_indexes(names: list[str]) -> list[int]:
-    tokens = [set(re.split(r"[^a-z0-9]+", n.lower())) for n in names]
-    found = [next((i for i, t in enumerate(tokens) if colour in t), None) for colour in ("red", "green", "blue")]
-    if None not in found:
-        return found  # type: ignore[return-value]
-    return [0, 1, 2] if len(names) >= 3 else [0]
+    """Red, green, blue by band name (rsbench.bands); else the first three bands (or the first)."""
+    try:
+        return pick_bands(RGB, names)
+    except ConfigError:
+        return [0, 1, 2] if len(names) >= 3 else [0]
 
 
 def _display(array: np.ndarray, raster: dict[str, Any]) -> np.ndarray:
@@ -182,7 +183,9 @@ def summary_tables(report: dict[str, Any]) -> list:
         reasons.add_row(reason, str(n), f"{100 * n / max(1, counts['tiles_total']):.1f}")
     tables = [rasters, reasons]
     for group in info["band_groups"].values():
-        t = Table(title=f"{group['bands']}-band group: {group['tiles']} tiles in {len(group['shards'])} shard(s)")
+        t = Table(
+            title=f"band group {describe_group(group)}: {group['tiles']} tiles in {len(group['shards'])} shard(s)"
+        )
         for col in ("band", "mean", "std", "p1", "p99", "min", "max"):
             t.add_column(col, justify="right" if col != "band" else "left")
         s = group["stats"]

@@ -25,6 +25,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform as warp_points
 from rasterio.windows import Window
 
+from rsbench.corpus.band_names import describe_raster_bands, group_key, label, select
 from rsbench.corpus.filters import percentile_reference
 from rsbench.errors import DataError
 
@@ -52,10 +53,6 @@ _LANDSAT_ID = re.compile(r"L[CETOM]\d\d{6}(\d{4})(\d{3})[A-Z]{3}\d{2}")
 _YMD = re.compile(r"(?<!\d)(19[7-9]\d|20\d\d)[-_:]?(0[1-9]|1[0-2])[-_:]?(0[1-9]|[12]\d|3[01])(?!\d)")
 
 
-class BandMismatch(Exception):
-    """The raster's bands cannot satisfy the band selection (the raster is skipped, not failed)."""
-
-
 def key_prefix(path: str | Path) -> str:
     """Sample-key prefix: the stem made webdataset-safe (no '.'), plus a hash of the full path."""
     stem = re.sub(r"[^A-Za-z0-9_-]", "_", Path(str(path)).stem) or "raster"
@@ -72,25 +69,6 @@ def crs_string(crs) -> str | None:
 def json_number(value: float | None) -> float | str | None:
     # JSON has no NaN; a NaN nodata value is common for float rasters, so spell it out.
     return "nan" if value is not None and math.isnan(value) else value
-
-
-def select_bands(selection: list[int | str] | None, count: int, descriptions: tuple) -> list[int]:
-    """1-based band indexes in the selection's order; BandMismatch with the reason when impossible."""
-    if selection is None:
-        return list(range(1, count + 1))
-    names = {d.lower(): i + 1 for i, d in enumerate(descriptions) if d}
-    out = []
-    for item in selection:
-        if isinstance(item, int):
-            if item > count:
-                raise BandMismatch(f"band {item} selected but the raster has {count} band(s)")
-            out.append(item)
-        elif item.lower() in names:
-            out.append(names[item.lower()])
-        else:
-            have = ", ".join(d or "-" for d in descriptions)
-            raise BandMismatch(f"no band described '{item}' (band descriptions: {have})")
-    return out
 
 
 def _parse_date(text: str) -> str | None:
@@ -141,8 +119,12 @@ def probe_raster(
     gsd: float | None = None,
     implicit_nodata: bool = True,
     resampling: str = "bilinear",
+    band_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The raster's description; raises DataError/rasterio errors (failed) or BandMismatch (skipped)."""
+    """The raster's description; raises DataError/rasterio errors (failed) or BandMismatch (skipped).
+
+    `band_options`: the raster's `bands`, `sensor`, `units` from the input list or a sidecar
+    (rsbench.corpus.band_names); `selection` picks bands by index or by (canonical) name."""
     with rasterio.open(path) as src:
         if src.count == 0:
             subs = src.subdatasets
@@ -150,7 +132,8 @@ def probe_raster(
             raise DataError(f"raster has zero bands{hint}")
         if src.crs is None:
             raise DataError("raster has no CRS (georeferencing); tiles could not be located")
-        indexes = select_bands(selection, src.count, src.descriptions)
+        layout = describe_raster_bands(src.count, src.descriptions, src.dtypes[0], band_options)
+        indexes = select(selection, layout["names"], layout["number_sensor"])
         mpu_x, mpu_y = _metres_per_unit(src.crs, src.transform, src.width, src.height)
         native = (abs(src.res[0]) * mpu_x, abs(src.res[1]) * mpu_y)
         width, height, transform = src.width, src.height, src.transform
@@ -162,6 +145,9 @@ def probe_raster(
         cx, cy = transform * (width / 2, height / 2)
         (lon,), (lat,) = warp_points(src.crs, "EPSG:4326", [cx], [cy])
         dtypes = [src.dtypes[i - 1] for i in indexes]
+        names = [label(layout["names"][i - 1], layout["number_sensor"]) for i in indexes]
+        dtype = np.result_type(*dtypes).name
+        units = layout["units"] if band_options and band_options.get("units") else dtype
         info = {
             "path": path,
             "width": width,
@@ -169,8 +155,13 @@ def probe_raster(
             "source_size": [src.width, src.height],
             "bands": len(indexes),
             "band_indexes": indexes,
-            "band_names": [src.descriptions[i - 1] or f"B{i}" for i in indexes],
-            "dtype": np.result_type(*dtypes).name,
+            "band_names": names,
+            "source_band_names": [layout["names"][i - 1] for i in indexes],
+            "band_names_source": layout["names_source"],
+            "sensor": layout["sensor"],
+            "units": units,
+            "band_group": group_key(names, units),
+            "dtype": dtype,
             "mixed_dtypes": len(set(dtypes)) > 1,
             "crs": crs_string(src.crs),
             "transform": list(transform)[:6],

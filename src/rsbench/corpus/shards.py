@@ -1,8 +1,8 @@
-"""Shards: WebDataset tars that each hold one band count, planned centrally, written in parallel.
+"""Shards: WebDataset tars that each hold one band group, planned centrally, written in parallel.
 
-Why one band count per shard: a corpus can mix sensors (3-, 4-, 6-, 7-band rasters). Homogeneous
-shards let the loader open only the shards of the band group it trains on, so splitting shards
-across ranks/workers splits the actual training data rather than mostly-discarded samples.
+Why one band group (band names + units) per shard: a corpus can mix sensors (3-, 4-, 6-, 7-band rasters,
+uint8 and uint16). Homogeneous shards let the loader open only the shards of the band group it trains on,
+so splitting shards across ranks/workers splits the actual training data rather than mostly-discarded samples.
 
 Why planned centrally: which tile lands in which shard is decided from the final kept list in
 global order (`assign_shards`), so the shard contents do not depend on the number of workers; each
@@ -55,16 +55,17 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def assign_shards(band_counts: list[int], shard_size: int) -> tuple[list[int], list[str], dict[int, list[str]]]:
-    """Shard index of each kept tile (in global order); shards are numbered in the order they open.
+def assign_shards(band_groups: list[str], shard_size: int) -> tuple[list[int], list[str], dict[str, list[str]]]:
+    """Shard index of each kept tile (in global order) from its band group key; shards are numbered in the
+    order they open.
 
-    Each band count has at most one open shard; it closes after `shard_size` samples.
+    Each band group has at most one open shard; it closes after `shard_size` samples.
     """
     index: list[int] = []
     names: list[str] = []
-    group_shards: dict[int, list[str]] = {}
-    open_shard: dict[int, tuple[int, int]] = {}  # bands -> (shard index, samples so far)
-    for bands in band_counts:
+    group_shards: dict[str, list[str]] = {}
+    open_shard: dict[str, tuple[int, int]] = {}  # band group -> (shard index, samples so far)
+    for bands in band_groups:
         current = open_shard.get(bands)
         if current is None:
             current = (len(names), 0)
@@ -172,6 +173,7 @@ def sample_metadata(record: dict[str, Any], info: dict[str, Any], tile: int) -> 
         "crs": info["crs"],
         "transform": transform,
         "band_names": info["band_names"],
+        "source_band_names": info.get("source_band_names", info["band_names"]),
         "band_indexes": info["band_indexes"],
         "dtype": info["dtype"],
         "nodata": info["nodata"],

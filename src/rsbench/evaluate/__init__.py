@@ -11,6 +11,7 @@ from rich.console import Console
 from rsbench.contracts.evaluate_config import EvaluateConfig
 from rsbench.contracts.task_spec import TaskSpec, load_task_spec
 from rsbench.evaluate import classification, detection, segmentation  # noqa: F401 - register their tasks
+from rsbench.evaluate.comparability import check_comparable
 from rsbench.evaluate.results import (
     RESULT_FIELDS,
     RESULTS_FILE,
@@ -49,6 +50,10 @@ def evaluate(cfg: EvaluateConfig, console: Console | None = None) -> list[dict]:
         rows.sort(key=lambda r: r["metric"] != cfg.metric)
         for r in rows:
             r["headline"] = r["metric"] == cfg.metric
+    if rows:  # the band set is known once the rows are: checked before anything is written
+        note = check_comparable(cfg, rows[0], ("band set",), console)
+        for r in rows if note else ():
+            r["mixed_inputs"] = "; ".join(filter(None, (r.get("mixed_inputs"), note)))
     # Saved with the rows, not before: a failed run leaves no config behind that matches no results.
     save_config(cfg, cfg.out / "configs" / f"{stable_hash(cfg.model_dump(mode='json'))}.yaml")
     append_results(cfg.out, rows)

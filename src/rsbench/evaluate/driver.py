@@ -13,7 +13,10 @@ from collections.abc import Mapping, Sized
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from rich.console import Console
+
 from rsbench.contracts.predictions import write_predictions
+from rsbench.evaluate.comparability import check_comparable
 from rsbench.evaluate.results import make_row, predictions_file, probe_file, save_tensors
 
 if TYPE_CHECKING:
@@ -64,6 +67,9 @@ def run_cells(
     cfg: EvaluateConfig, adapter: TaskAdapter, base_fields: dict, headline: str, classes: list[str]
 ) -> list[dict]:
     """Result rows of every (seed, label fraction, protocol, metric), in that order."""
+    # Before any work: the rows already in cfg.out for this task were scored at this input shape.
+    note = check_comparable(cfg, base_fields, ("image size", "token count"), Console(stderr=True))
+    base_fields = {**base_fields, "mixed_inputs": note}
     rows = []
     for seed in cfg.seeds:
         split = adapter.split(seed)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from rsbench.contracts.corpus_info import describe_group, upgrade_band_groups
 from rsbench.contracts.run_record import corpus_summary
 from rsbench.report import figures
 from rsbench.report.aggregate import Section
@@ -393,6 +394,8 @@ def corpus_section(runs: Sequence[RunInfo]) -> list[dict]:
                 ("tiles (windows)", counts.get("tiles_total")),
                 ("tiles kept", counts.get("tiles_kept")),
                 *((f"rejected: {k}", v) for k, v in rejected.items()),
+                *_group_facts(info),
+                *_run_facts(r for r in runs if str(r.data.get("path")) == path),
             ]
             pngs = sorted(Path(path).rglob("*.png"))[:MAX_QUICKLOOKS] if Path(path).is_dir() else []
             item["quicklooks"] = [(p.name, _png_uri(p)) for p in pngs if p.stat().st_size <= MAX_QUICKLOOK_BYTES]
@@ -402,6 +405,34 @@ def corpus_section(runs: Sequence[RunInfo]) -> list[dict]:
             if grid:
                 item["quicklooks"] = [("one image per class folder", grid)]
         out.append(item)
+    return out
+
+
+def _group_facts(info: dict | None) -> list[tuple[str, int | None]]:
+    """Kept tiles per band group of the corpus (a group pooled from several sensors says so)."""
+    groups = upgrade_band_groups({"band_groups": (info or {}).get("band_groups") or {}})["band_groups"]
+    if len(groups) < 2 and not any(g.get("pooled_sensors") for g in groups.values()):
+        return []
+    return [
+        (
+            f"band group {describe_group(g)}"
+            + (f", pooled from {len(g['sensors'])} sensors" if g["pooled_sensors"] else ""),
+            g.get("tiles"),
+        )
+        for g in groups.values()
+    ]
+
+
+def _run_facts(runs) -> list[tuple[str, int | None]]:
+    """What each run trained on: its band group's tiles, and the kept tiles it left out (other groups)."""
+    out = []
+    for r in runs:
+        data = r.data
+        if data.get("tiles") is None:
+            continue  # a run exported before runs recorded their band group
+        group = ",".join(data.get("band_names") or []) + (f" ({data['units']})" if data.get("units") else "")
+        out.append((f"{r.name}: tiles used (band group {group})", data["tiles"]))
+        out.append((f"{r.name}: kept tiles not used (other band groups)", data.get("tiles_ignored")))
     return out
 
 

@@ -31,6 +31,7 @@ from rsbench.ssl.recipe import fit_to_data, given_keys
 from rsbench.train.accounting import RunAccounting
 from rsbench.train.checkpoint import RunInterrupted, RunPreempted, check_resumable
 from rsbench.train.data import seeded_rngs
+from rsbench.train.data_summary import describe_data
 from rsbench.train.export import export_backbone, merge_metrics, set_aside_metrics
 from rsbench.train.hardware import count_step_flops
 from rsbench.train.setup import build_loader, build_trainer, check_layout, global_rank, training_source
@@ -168,6 +169,7 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
         cfg.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, RunDir(cfg.out).config)
         earlier_metrics = set_aside_metrics(cfg.out) if ckpt else None
+        print(describe_data(data.description, data.n_samples))
         if ckpt:
             print(f"resuming {cfg.out} from {ckpt} (step {start_step})")
     accounting.begin(start_step, rank0)

@@ -30,6 +30,7 @@ from rsbench.train.data import (
     collate_views,
     image_folder_source,
 )
+from rsbench.train.data_summary import corpus_description
 
 
 @dataclass
@@ -57,7 +58,7 @@ def training_source(cfg: PretrainConfig, method_cls) -> TrainingData:
         dataset = CorpusDataset(cfg.corpus, bands=cfg.bands, shuffle=True, seed=cfg.seed)
         norm, n = dataset.normalization, dataset.num_samples
         first = next(iter(CorpusDataset(cfg.corpus, bands=cfg.bands, shuffle=False)))
-        desc = {"kind": "corpus", "path": str(cfg.corpus), "bands": dataset.bands}
+        desc = corpus_description(dataset, str(cfg.corpus))
     options = {"color_jitter": True} if cfg.color_jitter else {}
     options.update(method_cls.view_recipe(cfg.recipe, cfg.recipe_preset))
     transform = method_cls.view_transform(
