@@ -7,6 +7,7 @@ CORPUS_DIR layout (written by `rsbench corpus build`; read by pretraining, `corp
   corpus.json           counts, band groups (their shards, normalization statistics), settings; written last,
                         so its presence marks a finished corpus
   .staging/             the build's resumable intermediate state (not part of a finished corpus)
+  progress.json         the running (or last) build's stage, counts, rates and ETA (`rsbench corpus status`)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ MANIFEST = "manifest.parquet"
 CONFIG_FILE = "config.yaml"
 SHARDS_DIR = "shards"
 STAGING_DIR = ".staging"
+PROGRESS_JSON = "progress.json"
 REQUIRED_KEYS = ("band_groups", "shards", "settings")
 
 
@@ -59,6 +61,10 @@ class CorpusInfo:
     @property
     def staging(self) -> Path:
         return self.path / STAGING_DIR
+
+    @property
+    def progress(self) -> Path:
+        return self.path / PROGRESS_JSON
 
     def is_built(self) -> bool:
         return self.corpus_json.is_file()
@@ -99,4 +105,13 @@ class CorpusInfo:
                 )
 
 
-__all__ = ["CONFIG_FILE", "CORPUS_JSON", "MANIFEST", "SHARDS_DIR", "STAGING_DIR", "CorpusInfo", "shard_name"]
+__all__ = [
+    "CONFIG_FILE",
+    "CORPUS_JSON",
+    "MANIFEST",
+    "PROGRESS_JSON",
+    "SHARDS_DIR",
+    "STAGING_DIR",
+    "CorpusInfo",
+    "shard_name",
+]

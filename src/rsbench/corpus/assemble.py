@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rsbench.corpus import filters as F
@@ -73,20 +74,21 @@ MANIFEST_SCHEMA = pa.schema(
 )
 
 
-def load_records(plan: dict[str, Any], staging: Path, rasters: list[int]) -> dict[str, Any]:
-    """All window records of the given (successful) rasters, in global order, as column lists."""
+def load_records(part_count: int, staging: Path, rasters: set[int]) -> dict[str, Any]:
+    """All window records of the given (successful) rasters, in global order, as column lists.
+
+    Parts hold consecutive segments in input order, so reading the parts in order gives global order.
+    """
     tables = []
-    for i, part in enumerate(plan["parts"]):
-        if part["raster"] not in rasters:
-            continue
-        t = pq.read_table(part_paths(staging, i)["records"], columns=RECORD_COLUMNS)
-        tables.append(
-            t.append_column("raster", pa.array([part["raster"]] * len(t), pa.int32()))
-            .append_column("part", pa.array([i] * len(t), pa.int32()))
-            .append_column("row_in_part", pa.array(np.arange(len(t)), pa.int32()))
+    wanted = pa.array(sorted(rasters), pa.int32())
+    for i in range(part_count):
+        t = pq.read_table(part_paths(staging, i)["records"], columns=["raster", *RECORD_COLUMNS])
+        t = t.append_column("part", pa.array(np.full(len(t), i), pa.int32())).append_column(
+            "row_in_part", pa.array(np.arange(len(t)), pa.int32())
         )
+        tables.append(t.filter(pc.is_in(t["raster"], value_set=wanted)))
     if not tables:
-        return {name: [] for name in [*RECORD_COLUMNS, "raster", "part", "row_in_part"]}
+        return {name: [] for name in ["raster", *RECORD_COLUMNS, "part", "row_in_part"]}
     return pa.concat_tables(tables).to_pydict()
 
 

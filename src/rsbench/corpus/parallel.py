@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -22,6 +22,7 @@ from rsbench.corpus.build_config import CorpusBuildConfig, CorpusSlurm
 
 Log = Callable[[str], None]
 AUTO_CLUSTER_WORK = 20_000  # windows (or window equivalents) below which --workers unset stays in-process
+IN_FLIGHT_PER_THREAD = 4  # tasks submitted ahead per worker thread: enough to keep workers busy
 
 
 def slurm_options(cfg: CorpusBuildConfig) -> dict[str, Any]:
@@ -92,26 +93,49 @@ class Runner:
         return self.cfg.workers is None and work < AUTO_CLUSTER_WORK
 
     def map_unordered(
-        self, fn: Callable[[Any], Any], tasks: list[Any], work: int | None = None
+        self, fn: Callable[[Any], Any], tasks: Iterable[Any], work: int | None = None, count: int | None = None
     ) -> Iterator[tuple[int, Any]]:
-        """`work`: size of the job in windows, for the in-process/cluster choice (default: task count)."""
-        if not tasks:
+        """`work`: size of the job in windows, for the in-process/cluster choice (default: task count).
+
+        `tasks` may be a generator (give `count`): it is drawn only as fast as tasks are submitted, at
+        most IN_FLIGHT_PER_THREAD per worker thread ahead, so a build of 100,000 rasters never holds
+        every task (each carries raster descriptions) in memory at once.
+        """
+        n = len(tasks) if count is None else count
+        if not n:
             return
-        if self._in_process(len(tasks), len(tasks) if work is None else work):
+        tasks = iter(tasks)
+        if self._in_process(n, n if work is None else work):
             for i, task in enumerate(tasks):
                 yield i, fn(task)
             return
         from dask.distributed import as_completed
 
         client = self._ensure_client()
-        futures = client.map(fn, tasks, pure=False)
-        index = {f.key: i for i, f in enumerate(futures)}
+        threads = sum(client.nthreads().values()) or 1
+        running: dict[str, tuple[int, Any]] = {}
+
+        def submit(k: int) -> Any:
+            task = next(tasks, None)
+            if task is None:
+                return None
+            future = client.submit(fn, task, pure=False)
+            running[future.key] = (k, future)
+            return future
+
+        first = [f for f in (submit(k) for k in range(min(n, IN_FLIGHT_PER_THREAD * threads))) if f is not None]
+        submitted = len(first)
+        queue = as_completed(first)
         try:
-            for future in as_completed(futures):
+            for future in queue:
+                i, _ = running.pop(future.key)
                 result = future.result()
-                i = index[future.key]
-                futures[i] = None  # drop the reference so the cluster can release the result
-                future.release()
+                future.release()  # the cluster can drop the result now
+                if submitted < n:
+                    nxt = submit(submitted)
+                    if nxt is not None:
+                        queue.add(nxt)
+                        submitted += 1
                 yield i, result
         finally:
-            client.cancel([f for f in futures if f is not None])
+            client.cancel([f for _, f in running.values()])
