@@ -50,9 +50,7 @@ RASTER_SCHEMA = pa.schema(
         ("windows", pa.int64()),
     ]
 )
-SEGMENT_SCHEMA = pa.schema(
-    [("part", pa.int64()), ("raster", pa.int64()), ("start", pa.int64()), ("stop", pa.int64())]
-)
+SEGMENT_SCHEMA = pa.schema([("part", pa.int64()), ("raster", pa.int64()), ("start", pa.int64()), ("stop", pa.int64())])
 
 
 def _probe_one(path: str, opts: dict[str, Any]) -> dict[str, Any]:
