@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import rasterio
 
 from rsbench.contracts.corpus_build import FILTER_KEYS, output_identity
 from rsbench.corpus.build_config import CorpusBuildConfig
-from rsbench.corpus.raster import BandMismatch, probe_raster
+from rsbench.corpus.raster import GDAL_OPTIONS, BandMismatch, probe_raster
 from rsbench.corpus.tiling import one_line, plan_windows
 from rsbench.io import atomic_write_bytes, read_json, write_json
 
@@ -65,7 +66,8 @@ def _probe_one(path: str, opts: dict[str, Any]) -> dict[str, Any]:
 def probe_task(args: tuple[list[str], dict[str, Any]]) -> list[dict[str, Any]]:
     """Probe a batch of rasters: status 'ok' with the description, 'skipped' (band selection) or 'failed'."""
     paths, opts = args
-    return [_probe_one(p, opts) for p in paths]
+    with rasterio.Env(**GDAL_OPTIONS):
+        return [_probe_one(p, opts) for p in paths]
 
 
 @dataclass

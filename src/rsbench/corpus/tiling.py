@@ -24,12 +24,11 @@ from rasterio.windows import Window
 
 from rsbench.corpus import filters as F
 from rsbench.corpus.exclude import overlapping
-from rsbench.corpus.raster import key_prefix, lonlat, open_grid, read_block
+from rsbench.corpus.raster import GDAL_OPTIONS, key_prefix, lonlat, open_grid, read_block
 from rsbench.corpus.shards import npy_bytes
 from rsbench.io import atomic_write_bytes, write_json
 
 MAX_STRIP_BYTES = 32 * 2**20  # consecutive windows of a row are read as one strip up to this size
-GDAL_CACHE_BYTES = 128 * 2**20  # GDAL's default (5% of RAM) would let a huge raster grow the cache
 
 PART_SCHEMA = pa.schema(
     [
@@ -129,7 +128,7 @@ def run_part(task: dict[str, Any]) -> dict[str, Any]:
     paths = part_paths(task["staging"], task["part"])
     tmp = paths["spool"].with_name(paths["spool"].name + ".tmp")
     tables, failures, passed, hashes, rows = [], {}, 0, [], 0
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), open(tmp, "wb") as spool:
+    with rasterio.Env(**GDAL_OPTIONS), open(tmp, "wb") as spool:
         for seg in task["segments"]:
             offset = spool.tell()
             try:
