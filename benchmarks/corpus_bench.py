@@ -213,9 +213,13 @@ def same_corpus(a: Path, b: Path, shards: list[str]) -> bool:
 def versus_bare(rasters: list[Path], work: Path, tile: int, stride: int, client) -> dict:
     """Bare loop, build (1 worker, every filter on / off) and build on the 2-worker cluster, same windows."""
     t_bare, n = bare_loop_memory(rasters, tile, stride)
+    cpu_bare = CPU["last"]
     t_one, one = build(rasters, work / "one", tile, stride, workers=1)
+    cpu_one = CPU["last"]
     t_off, _ = build(rasters, work / "off", tile, stride, workers=1, **FILTERS_OFF)
+    cpu_off = CPU["last"]
     t_bare2, _ = bare_loop_memory(rasters, tile, stride)  # again: the machine's speed drifts
+    cpu_bare = min(cpu_bare, CPU["last"])
     control_before = cpu_control()
     t_two, _ = build(rasters, work / "two", tile, stride, client=client)
     control_after = cpu_control()
@@ -233,6 +237,13 @@ def versus_bare(rasters: list[Path], work: Path, tile: int, stride: int, client)
         "ratio_1_worker_vs_bare": bare / t_one,
         "ratio_filters_off_vs_bare": bare / t_off,
         "ratio_2_workers_vs_bare": bare / t_two,
+        # CPU seconds of this process (bare loop and in-process builds): less sensitive than wall time to
+        # other jobs on a shared machine.
+        "bare_loop_cpu_s": cpu_bare,
+        "build_1_worker_cpu_s": cpu_one,
+        "build_filters_off_cpu_s": cpu_off,
+        "cpu_ratio_1_worker_vs_bare": cpu_bare / cpu_one,
+        "cpu_ratio_filters_off_vs_bare": cpu_bare / cpu_off,
         "speedup_1_to_2_workers": t_one / t_two,
         "control_cpu_speedup_2_processes": [control_before, control_after],
         "identical_output_1_vs_2_workers": same_corpus(work / "one", work / "two", one["shards"]),

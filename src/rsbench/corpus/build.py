@@ -1,15 +1,17 @@
 """`rsbench corpus build`: rasters -> filtered tiles -> WebDataset shards + manifest + corpus.json.
 
 Stages (each parallel stage runs through `parallel.Runner`):
-  1. probe every input (parallel) -> plan.json: usable rasters, windows, parts;
-  2. tile every part (parallel) -> per-part spool + records + completion record;
+  1. probe every input (parallel, in batches) -> the plan (plan.py): usable rasters, windows, parts
+     (groups of small rasters, slices of large ones);
+  2. tile every part (parallel) -> per-part spool + records + completion record (one commit per part);
   3. select centrally (duplicates, --max-tiles, diversity) and plan the shards;
   4. write the shards (parallel), summing their histograms for the percentiles;
-  5. manifest.parquet, config.yaml, then corpus.json last: the marker of a finished corpus.
+  5. manifest.parquet (in row groups), config.yaml, then corpus.json last: the marker of a finished corpus.
 
 Resuming: everything before step 5 lives in `.staging/` next to the settings it was made for. A
 killed build re-run with the same settings reuses the plan and every part with a completion
 record; steps 3-5 are recomputed (cheap, deterministic), so no tile is duplicated, lost or partial.
+Progress (stage, counts, rates, ETA) goes to the terminal and to `<out>/progress.json` (build_progress.py).
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ from rsbench.corpus.plan import Plan, finished_parts, load_plan, make_plan, save
 from rsbench.corpus.shards import write_shard
 from rsbench.corpus.stats import group_summary, merge_tile_stats
 from rsbench.corpus.swap import beside, finish_swap, swap_in
-from rsbench.corpus.tiling import one_line, parquet_bytes, run_part
+from rsbench.corpus.tiling import one_line, run_part
 from rsbench.errors import DataError, RsbenchError
-from rsbench.io import atomic_write_bytes, read_json, stable_hash, write_json
+from rsbench.io import read_json, stable_hash, write_json
 from rsbench.settings import save_config
 
 Log = Callable[[str], None]
@@ -214,7 +216,7 @@ def _assemble(cfg, plan: Plan, done, key, runner: Runner, out: Path, staging: Pa
         report.advance(result["count"])
     position = {r: i for i, r in enumerate(ok)}
     records["raster_index"] = [position[r] for r in records["raster"]]
-    atomic_write_bytes(CorpusInfo(out).manifest, parquet_bytes(assemble.manifest_table(records, infos, cfg)))
+    assemble.write_manifest(CorpusInfo(out).manifest, records, infos, cfg)
     save_config(cfg, CorpusInfo(out).config)
     corpus = {
         "rsbench_version": __version__,

@@ -8,6 +8,13 @@ Without an explicit --workers, small builds run in-process: starting a local clu
 seconds (worker processes are spawned and import rasterio, pyarrow...), more than a build of a few
 thousand windows takes. The cluster starts lazily, at the first map whose work is large enough,
 and every later map uses it.
+
+Worker layout (measured in benchmarks/corpus_bench.py, scaling case): one worker process per core,
+one thread each. The per-tile work holds the GIL (numpy on small arrays, PIL quicklooks, rasterio
+calls), so threads in one process would serialize; Dask's nanny starts each worker with
+OMP_NUM_THREADS / MKL_NUM_THREADS / OPENBLAS_NUM_THREADS = 1 (its `distributed.nanny.pre-spawn-environ`
+default), so numpy does not oversubscribe the cores, and GDAL decodes with one thread (GDAL_NUM_THREADS
+unset). The driver only submits tasks and merges their small records while the workers tile.
 """
 
 from __future__ import annotations
