@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -30,6 +31,7 @@ from rsbench.corpus.build_config import CorpusBuildConfig, CorpusSlurm
 Log = Callable[[str], None]
 AUTO_CLUSTER_WORK = 20_000  # windows (or window equivalents) below which --workers unset stays in-process
 IN_FLIGHT_PER_THREAD = 4  # tasks submitted ahead per worker thread: enough to keep workers busy
+MIN_IN_FLIGHT = 64  # ... and at least this many, for clusters whose workers are still joining
 
 
 def slurm_options(cfg: CorpusBuildConfig) -> dict[str, Any]:
@@ -105,8 +107,8 @@ class Runner:
         """`work`: size of the job in windows, for the in-process/cluster choice (default: task count).
 
         `tasks` may be a generator (give `count`): it is drawn only as fast as tasks are submitted, at
-        most IN_FLIGHT_PER_THREAD per worker thread ahead, so a build of 100,000 rasters never holds
-        every task (each carries raster descriptions) in memory at once.
+        most IN_FLIGHT_PER_THREAD per worker thread (at least MIN_IN_FLIGHT) ahead, so a build of
+        100,000 rasters never holds every task (each carries raster descriptions) in memory at once.
         """
         n = len(tasks) if count is None else count
         if not n:
@@ -119,30 +121,32 @@ class Runner:
         from dask.distributed import as_completed
 
         client = self._ensure_client()
-        threads = sum(client.nthreads().values()) or 1
         running: dict[str, tuple[int, Any]] = {}
+        queue = as_completed()
+        submitted, limit, checked = 0, MIN_IN_FLIGHT, 0.0
 
-        def submit(k: int) -> Any:
-            task = next(tasks, None)
-            if task is None:
-                return None
-            future = client.submit(fn, task, pure=False)
-            running[future.key] = (k, future)
-            return future
+        def top_up() -> None:
+            nonlocal submitted, limit, checked
+            if time.monotonic() - checked > 5:  # workers join late on SLURM: re-read the cluster's size
+                limit = max(MIN_IN_FLIGHT, IN_FLIGHT_PER_THREAD * sum(client.nthreads().values()))
+                checked = time.monotonic()
+            while submitted < n and len(running) < limit:
+                task = next(tasks, None)
+                if task is None:
+                    submitted = n
+                    return
+                future = client.submit(fn, task, pure=False)
+                running[future.key] = (submitted, future)
+                queue.add(future)
+                submitted += 1
 
-        first = [f for f in (submit(k) for k in range(min(n, IN_FLIGHT_PER_THREAD * threads))) if f is not None]
-        submitted = len(first)
-        queue = as_completed(first)
+        top_up()
         try:
             for future in queue:
                 i, _ = running.pop(future.key)
                 result = future.result()
                 future.release()  # the cluster can drop the result now
-                if submitted < n:
-                    nxt = submit(submitted)
-                    if nxt is not None:
-                        queue.add(nxt)
-                        submitted += 1
+                top_up()
                 yield i, result
         finally:
             client.cancel([f for _, f in running.values()])
