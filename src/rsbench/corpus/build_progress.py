@@ -31,6 +31,7 @@ class BuildProgress:
         self._written = 0.0
 
     def stage(self, name: str, unit: str, total: int, done: int = 0) -> None:
+        self._stop_clock()
         self.current = name
         # `resumed`: work finished by an earlier run; the rate counts only what this run does.
         self.stages[name] = {"unit": unit, "total": total, "done": done, "resumed": done, "started": time.time()}
@@ -48,10 +49,16 @@ class BuildProgress:
         self._write()
 
     def end(self, status: str, error: str | None = None) -> None:
+        self._stop_clock()
         self._write(force=True, status=status, error=error)
 
+    def _stop_clock(self) -> None:
+        # A finished stage keeps its own duration and rate, not ones that keep growing with the build.
+        if self.current is not None:
+            self.stages[self.current].setdefault("ended", time.time())
+
     def _figures(self, s: dict[str, Any], now: float) -> dict[str, Any]:
-        elapsed = max(now - s["started"], 1e-9)
+        elapsed = max(s.get("ended", now) - s["started"], 1e-9)
         rate = (s["done"] - s["resumed"]) / elapsed
         left = s["total"] - s["done"]
         return {
