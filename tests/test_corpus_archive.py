@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +22,7 @@ from typer.testing import CliRunner
 from rsbench.cli.corpus import app
 from rsbench.corpus import CorpusBuildConfig, build_corpus
 from rsbench.corpus.tiling import part_paths, run_part
+from test_corpus_parallel import _kill_mid_build  # the same kill, of a build with other inputs
 
 CHIP, STEP, T = 64, 40, 32
 RSBENCH = str(Path(sys.executable).parent / "rsbench")
@@ -47,6 +45,18 @@ def chips(tmp_path_factory, rasters_dir) -> Path:
                 dst.write(src.read(window=window))
     (folder / "chip150_broken.tif").write_bytes(b"II*\x00" + b"\x00" * 200)  # a TIFF header, nothing behind
     return folder
+
+
+def _first_chips(chips: Path, folder: Path, n: int) -> Path:
+    folder.mkdir()
+    for k in range(n):
+        (folder / f"c{k}.tif").write_bytes((chips / f"chip{k:03d}.tif").read_bytes())
+    return folder
+
+
+def _corpus_files(out: Path) -> dict[Path, bytes]:
+    """Every file of a corpus folder but the progress record, with its bytes."""
+    return {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != "progress.json"}
 
 
 def _cfg(chips: Path, out: Path, **kw) -> CorpusBuildConfig:
@@ -123,10 +133,7 @@ def test_status_while_building_and_when_finished(reference):
 
 
 def test_a_raster_broken_inside_a_group_loses_only_its_rows(tmp_path, chips):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for k in range(6):
-        (folder / f"c{k}.tif").write_bytes((chips / f"chip{k:03d}.tif").read_bytes())
+    folder = _first_chips(chips, tmp_path / "in", 6)
     out = tmp_path / "c"
     cfg = _cfg(folder, out, workers=1)
     from rsbench.corpus.build import _resolve
@@ -160,22 +167,8 @@ def test_sigkill_resume_and_status_of_a_killed_build(tmp_path, chips, reference)
     out = tmp_path / "killed"
     cmd = [RSBENCH, "corpus", "build", str(chips), "--out", str(out), "--tile-size", str(T)]
     cmd += ["--shard-size", "400", "--workers", "1", "--task-mib", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    parts = out / ".staging" / "parts"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if parts.is_dir() and len(list(parts.glob("*.done.json"))) >= 3:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.005)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-    assert proc.returncode == -signal.SIGKILL, "the build finished before it could be killed"
-    total = json.loads((out / ".staging" / "plan.json").read_text())["parts"]
-    assert 3 <= len(list(parts.glob("*.done.json"))) < total
+    finished = _kill_mid_build(cmd, out / ".staging", out)
+    assert 4 <= finished < json.loads((out / ".staging" / "plan.json").read_text())["parts"]
     res = CliRunner().invoke(app, ["status", str(out)])
     assert res.exit_code == 0 and "process is gone" in res.output and "tiling" in res.output
     res = subprocess.run(cmd, capture_output=True, text=True)
@@ -184,14 +177,11 @@ def test_sigkill_resume_and_status_of_a_killed_build(tmp_path, chips, reference)
 
 
 def test_overwrite_keeps_the_old_corpus_until_the_new_one_is_complete(tmp_path, chips):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for k in range(3):
-        (folder / f"c{k}.tif").write_bytes((chips / f"chip{k:03d}.tif").read_bytes())
+    folder = _first_chips(chips, tmp_path / "in", 3)
     out = tmp_path / "c"
     base = [RSBENCH, "corpus", "build", str(folder), "--out", str(out), "--workers", "1"]
     assert subprocess.run([*base, "--tile-size", str(T)], capture_output=True).returncode == 0
-    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != "progress.json"}
+    before = _corpus_files(out)
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "x.tif").write_bytes(b"not a tiff")
     failing = [
@@ -202,8 +192,7 @@ def test_overwrite_keeps_the_old_corpus_until_the_new_one_is_complete(tmp_path, 
     for cmd in failing:
         res = subprocess.run([*cmd, "--overwrite"], capture_output=True, text=True)
         assert res.returncode == 1 and res.stderr.strip().splitlines()[-1].startswith("error:"), res.stderr
-        after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != "progress.json"}
-        assert after == before, cmd
+        assert _corpus_files(out) == before, cmd
         assert json.loads((out / "progress.json").read_text())["status"] == "failed"
     # A successful --overwrite replaces it and leaves no sibling folder behind.
     res = subprocess.run([*base, "--tile-size", "16", "--overwrite"], capture_output=True, text=True)
