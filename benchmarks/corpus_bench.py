@@ -2,10 +2,16 @@
 
     .venv/bin/python benchmarks/corpus_bench.py [--copies 3] [--tile 64] [--stride 32] [--skip-big]
 
-All numbers on the same windows (the build's own window plan):
-  * bare loop: rasterio windowed read + np.save per window (the floor any tiler must beat);
-  * `build_corpus` with 1 worker (in-process) and 2 Dask worker processes (cluster started before
-    timing; its start-up is reported separately), default filters on, output checked identical;
+Three jobs, each timed side by side against the bare loop (rasterio open, read every grid window,
+np.save to memory: the floor any tiler must beat) on the same windows:
+  * archive: 1,000 real 128 x 128 4-band chips cut from the shared NAIP raster (4,000 windows of 64 px);
+  * tiling: the five shared rasters, --copies times each (64 px windows, stride 32);
+  * scaling: the five rasters --scaling-copies times at stride 16 (over 30 s of work for 1 worker);
+each with `build_corpus` on 1 worker (in-process; every filter on, and every filter off) and on 2 Dask
+worker processes (cluster started before timing), output checked identical, with a pure-CPU control
+(2 processes vs 1) just before and after the 2-worker build and the load average;
+  * planning memory: peak RSS of the planning step alone on synthetic archives of 64 x 64 GeoTIFFs
+    (--plan-sizes), the per-raster slope, and its extrapolation to 100,000 rasters;
   * torchgeo RasterDataset + RandomGeoSampler + DataLoader producing as many 64 px tiles from the
     Sentinel-2 raster as the build tiles from it (torchgeo only reads, it writes nothing);
   * loader: CorpusDataset over the shards vs np.load of the bare loop's .npy files, same samples;
@@ -16,6 +22,7 @@ Writes benchmarks/results/corpus_bench.json.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -28,15 +35,21 @@ from pathlib import Path
 import numpy as np
 import psutil
 import rasterio
-import torch
 from rasterio.windows import Window
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RSBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 S2 = "sentinel2_l1c_T18SVG_20160112_20m_6band.tif"
+NAIP = "naip_m_4709963_se_14_1_20190904_rgbn_5m.tif"
 sys.path.insert(0, str(REPO / "src"))
 
-from rsbench.corpus import CorpusBuildConfig, CorpusDataset, build_corpus, plan_windows, probe_raster  # noqa: E402
+from rsbench.corpus import (  # noqa: E402
+    CorpusBuildConfig,
+    build_corpus,
+    discover_inputs,
+    plan_windows,
+    probe_raster,
+)
 
 CPU = {}  # process CPU seconds of the last timed() call (this process only: in-process runs)
 
@@ -55,13 +68,13 @@ def _burn(n: int) -> int:
     return s
 
 
-def cpu_control() -> float:
+def cpu_control(n: int = 4_000_000) -> float:
     """Speed-up of a pure-CPU job on 2 processes vs 1, right now: what 2 cores can give on this machine."""
     import multiprocessing as mp
 
-    serial, _ = timed(lambda: [_burn(4_000_000) for _ in range(4)])
+    serial, _ = timed(lambda: [_burn(n) for _ in range(4)])
     with mp.Pool(2) as pool:
-        parallel, _ = timed(lambda: pool.map(_burn, [4_000_000] * 4))
+        parallel, _ = timed(lambda: pool.map(_burn, [n] * 4))
     return serial / parallel
 
 
@@ -94,6 +107,159 @@ def bare_loop(rasters: list[Path], tile: int, stride: int, out: Path) -> tuple[f
     return timed(run)
 
 
+def archive_chips(work: Path, n: int, size: int = 128, step: int = 20) -> list[Path]:
+    """`n` real size x size 4-band chips: overlapping cuts of the shared NAIP raster (an archive of small files)."""
+    folder = work / f"chips{n}"
+    if folder.exists() and len(list(folder.glob("*.tif"))) == n:
+        return sorted(folder.glob("*.tif"))
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    with rasterio.open(SHARED / "rasters" / NAIP) as src:
+        profile = {**src.profile, "width": size, "height": size, "tiled": False, "compress": None}
+        profile.pop("blockxsize", None), profile.pop("blockysize", None)
+        offsets = [(r, c) for r in range(0, src.height - size, step) for c in range(0, src.width - size, step)]
+        assert len(offsets) >= n, f"the NAIP raster gives {len(offsets)} chips of {size} px at step {step}"
+        for k, (r, c) in enumerate(offsets[:n]):
+            window = Window(c, r, size, size)
+            chip = profile | {"transform": src.window_transform(window)}
+            with rasterio.open(folder / f"chip{k:05d}.tif", "w", **chip) as dst:
+                dst.write(src.read(window=window))
+    return sorted(folder.glob("*.tif"))
+
+
+def bare_loop_memory(rasters: list[Path], tile: int, stride: int) -> tuple[float, int]:
+    """The floor: open each raster, read every grid window, np.save it to memory."""
+
+    def run():
+        n = 0
+        for path in rasters:
+            with rasterio.open(path) as src:
+                for r in range(0, src.height - tile + 1, stride):
+                    for c in range(0, src.width - tile + 1, stride):
+                        np.save(io.BytesIO(), src.read(window=Window(c, r, tile, tile)))
+                        n += 1
+        return n
+
+    return timed(run)
+
+
+def synthetic_archive(work: Path, n: int) -> Path:
+    """`n` small synthetic GeoTIFFs (64 x 64, 1 band, uint8, distinct pixels and positions) in one folder."""
+    folder = work / f"synthetic{n}"
+    if folder.exists() and len(os.listdir(folder)) == n:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    profile = {"driver": "GTiff", "width": 64, "height": 64, "count": 1, "dtype": "uint8", "crs": "EPSG:32614"}
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE"):
+        for k in range(n):
+            transform = rasterio.Affine(5.0, 0, 500000 + 320 * (k % 1000), 0, -5.0, 5300000 - 320 * (k // 1000))
+            with rasterio.open(folder / f"s{k:06d}.tif", "w", **profile, transform=transform) as dst:
+                dst.write(rng.integers(0, 255, (1, 64, 64), dtype=np.uint8))
+    return folder
+
+
+def plan_only(folder: Path, out: Path) -> None:
+    """The planning step alone (probe every input, write the plan), in this process; prints its peak RSS."""
+    from rsbench.corpus.build import _resolve
+    from rsbench.corpus.parallel import Runner
+    from rsbench.corpus.plan import make_plan
+
+    cfg = _resolve(CorpusBuildConfig(inputs=[str(folder)], out=str(out), tile_size=32, workers=1))
+    paths = discover_inputs(cfg.inputs)
+    shutil.rmtree(out, ignore_errors=True)
+    with Runner(cfg) as runner:
+        plan = make_plan(cfg, paths, cfg.output_settings(), runner, out / ".staging", lambda n: None)
+    # VmHWM, not getrusage's ru_maxrss: Linux keeps the parent's (this benchmark's) peak in ru_maxrss across exec.
+    status = Path("/proc/self/status").read_text()
+    peak = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 2**10
+    print(json.dumps({"rasters": plan.raster_count, "windows": plan.windows(), "peak_rss_mib": peak}))
+
+
+def planning_memory(work: Path, sizes: list[int]) -> dict:
+    """Peak RSS of the planning step on growing synthetic archives: the per-raster slope, extrapolated."""
+    runs = []
+    for n in sizes:
+        folder = synthetic_archive(work, n)
+        start = time.perf_counter()
+        cmd = [sys.executable, __file__, "--plan-only", str(folder), "--work", str(work / "plan")]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        runs.append(json.loads(res.stdout.strip().splitlines()[-1]) | {"seconds": time.perf_counter() - start})
+        print(json.dumps(runs[-1]), flush=True)
+    (a, b) = runs[0], runs[-1]
+    slope = (b["peak_rss_mib"] - a["peak_rss_mib"]) / (b["rasters"] - a["rasters"])
+    at_100k = b["peak_rss_mib"] + slope * (100_000 - b["rasters"])
+    # The whole build of the smallest archive, for comparison: assembly still holds per-window records.
+    # Cloud and blank filters off: the synthetic pixels are uniform noise, which they reject.
+    cmd = [str(Path(sys.executable).parent / "rsbench"), "corpus", "build", str(synthetic_archive(work, sizes[0]))]
+    cmd += ["--out", str(work / "build-memory"), "--tile-size", "32", "--workers", "1", "--overwrite"]
+    seconds, peak = peak_rss([*cmd, "--no-cloud-filter", "--no-blank-filter"])
+    build = {"rasters": a["rasters"], "windows": a["windows"], "peak_rss_mib": peak, "seconds": seconds}
+    print(json.dumps(build), flush=True)
+    return {
+        "runs": runs,
+        "full_build": build,
+        "full_build_kib_per_window_over_planning": (peak - a["peak_rss_mib"]) * 1024 / a["windows"],
+        "slope_kib_per_raster": slope * 1024,
+        "peak_rss_mib_100k": at_100k if b["rasters"] < 100_000 else b["peak_rss_mib"],
+        "measured_at_100k": b["rasters"] >= 100_000,
+        "under_2_gib": (at_100k if b["rasters"] < 100_000 else b["peak_rss_mib"]) < 2048,
+    }
+
+
+FILTERS_OFF = dict(
+    blank_filter=False, cloud_filter=False, saturation_filter=False, dedup=False, max_nodata_fraction=1.0
+)
+
+
+def same_corpus(a: Path, b: Path, shards: list[str]) -> bool:
+    return (a / "manifest.parquet").read_bytes() == (b / "manifest.parquet").read_bytes() and all(
+        (a / s).read_bytes() == (b / s).read_bytes() for s in shards
+    )
+
+
+def versus_bare(rasters: list[Path], work: Path, tile: int, stride: int, client) -> dict:
+    """Bare loop, build (1 worker, every filter on / off) and build on the 2-worker cluster, same windows."""
+    t_bare, n = bare_loop_memory(rasters, tile, stride)
+    cpu_bare = CPU["last"]
+    t_one, one = build(rasters, work / "one", tile, stride, workers=1)
+    cpu_one = CPU["last"]
+    t_off, _ = build(rasters, work / "off", tile, stride, workers=1, **FILTERS_OFF)
+    cpu_off = CPU["last"]
+    t_bare2, _ = bare_loop_memory(rasters, tile, stride)  # again: the machine's speed drifts
+    cpu_bare = min(cpu_bare, CPU["last"])
+    control_before = cpu_control()
+    t_two, _ = build(rasters, work / "two", tile, stride, client=client)
+    control_after = cpu_control()
+    bare = min(t_bare, t_bare2)
+    return {
+        "rasters": len(rasters),
+        "windows": n,
+        "kept": one["counts"]["tiles_kept"],
+        "tile": tile,
+        "stride": stride,
+        "bare_loop_s": [t_bare, t_bare2],
+        "build_1_worker_s": t_one,
+        "build_1_worker_filters_off_s": t_off,
+        "build_2_workers_s": t_two,
+        "ratio_1_worker_vs_bare": bare / t_one,
+        "ratio_filters_off_vs_bare": bare / t_off,
+        "ratio_2_workers_vs_bare": bare / t_two,
+        # CPU seconds of this process (bare loop and in-process builds): less sensitive than wall time to
+        # other jobs on a shared machine.
+        "bare_loop_cpu_s": cpu_bare,
+        "build_1_worker_cpu_s": cpu_one,
+        "build_filters_off_cpu_s": cpu_off,
+        "cpu_ratio_1_worker_vs_bare": cpu_bare / cpu_one,
+        "cpu_ratio_filters_off_vs_bare": cpu_bare / cpu_off,
+        "speedup_1_to_2_workers": t_one / t_two,
+        "control_cpu_speedup_2_processes": [control_before, control_after],
+        "identical_output_1_vs_2_workers": same_corpus(work / "one", work / "two", one["shards"]),
+        "load_avg": os.getloadavg(),
+    }
+
+
 def build(rasters, out: Path, tile: int, stride: int, client=None, **kw) -> tuple[float, dict]:
     shutil.rmtree(out, ignore_errors=True)
     cfg = CorpusBuildConfig(inputs=[str(p) for p in rasters], out=str(out), tile_size=tile, stride=stride, **kw)
@@ -101,6 +267,7 @@ def build(rasters, out: Path, tile: int, stride: int, client=None, **kw) -> tupl
 
 
 def torchgeo_tiles(path: Path, n: int, tile: int) -> float:
+    import torch
     from torch.utils.data import DataLoader
     from torchgeo.datasets import RasterDataset, stack_samples
     from torchgeo.samplers import RandomGeoSampler
@@ -121,6 +288,10 @@ def torchgeo_tiles(path: Path, n: int, tile: int) -> float:
 
 
 def loader_speed(corpus: Path, npy_files: list[Path]) -> dict:
+    import torch  # not at the top: the planning-memory child process must not load it
+
+    from rsbench.corpus import CorpusDataset
+
     ds = CorpusDataset(corpus, bands=6, shuffle=True, seed=0)
     norm = ds.normalization
 
@@ -203,73 +374,53 @@ def main() -> None:
     ap.add_argument("--tile", type=int, default=64)
     ap.add_argument("--stride", type=int, default=32)
     ap.add_argument("--big-size", type=int, default=40960, help="side of the generated raster (40960: 4.7 GiB raw)")
-    ap.add_argument("--skip-big", action="store_true")
+    ap.add_argument("--skip-big", action="store_true", help="keep the big-raster figures of the previous JSON")
+    ap.add_argument("--chips", type=int, default=1000, help="real 128 px chips of the archive case")
+    ap.add_argument("--scaling-copies", type=int, default=6, help="copies of the five rasters in the scaling job")
+    ap.add_argument(
+        "--plan-sizes", default="5000,20000", help="synthetic archive sizes for planning memory (comma-separated)"
+    )
+    ap.add_argument("--plan-only", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--only-planning", action="store_true", help="re-measure planning memory only, into the existing JSON"
+    )
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "corpus_bench.json")
     args = ap.parse_args()
     work = args.work
+    if args.plan_only:
+        return plan_only(args.plan_only, work)
+    previous = json.loads(args.json.read_text()) if args.json.is_file() else {}
+    if args.only_planning:
+        sizes = [int(n) for n in args.plan_sizes.split(",")]
+        previous["planning_memory"] = planning_memory(work, sizes) | {"load_avg": os.getloadavg()}
+        args.json.write_text(json.dumps(previous, indent=2) + "\n")
+        return print(f"wrote {args.json}")
     rasters = workload(work, args.copies)
     res: dict = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_start": os.getloadavg()},
         "settings": vars(args) | {"work": str(work), "json": str(args.json)},
     }
 
-    t_bare, n = bare_loop(rasters, args.tile, args.stride, work / "bare")
-    cpu_bare = CPU["last"]
-    t_one, one = build(rasters, work / "one", args.tile, args.stride, workers=1)
-    cpu_one = CPU["last"]
-    t_off, _ = build(
-        rasters,
-        work / "nofilter",
-        args.tile,
-        args.stride,
-        workers=1,
-        blank_filter=False,
-        cloud_filter=False,
-        saturation_filter=False,
-        dedup=False,
-        max_nodata_fraction=1.0,
-    )
-    cpu_off = CPU["last"]
     from dask.distributed import Client, LocalCluster
 
     t_start, cluster = timed(
         lambda: LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     )
+    res["dask_cluster_start_s"] = t_start
     with cluster, Client(cluster) as client:
-        control_before = cpu_control()
-        t_two, _ = build(rasters, work / "two", args.tile, args.stride, client=client)
-        control_after = cpu_control()
-    same = (work / "one" / "manifest.parquet").read_bytes() == (work / "two" / "manifest.parquet").read_bytes() and all(
-        (work / "one" / s).read_bytes() == (work / "two" / s).read_bytes() for s in one["shards"]
-    )
-    res["tiling"] = {
-        "rasters": len(rasters),
-        "windows": n,
-        "tile": args.tile,
-        "stride": args.stride,
-        "kept": one["counts"]["tiles_kept"],
-        "bare_loop_s": t_bare,
-        "bare_loop_tiles_per_s": n / t_bare,
-        "build_1_worker_s": t_one,
-        "build_1_worker_tiles_per_s": n / t_one,
-        "ratio_1_worker_vs_bare": t_bare / t_one,
-        "build_1_worker_filters_off_s": t_off,
-        "ratio_filters_off_vs_bare": t_bare / t_off,
-        # CPU seconds of this process: less sensitive than wall time to other jobs on a shared machine.
-        "bare_loop_cpu_s": cpu_bare,
-        "build_1_worker_cpu_s": cpu_one,
-        "build_filters_off_cpu_s": cpu_off,
-        "cpu_ratio_1_worker_vs_bare": cpu_bare / cpu_one,
-        "cpu_ratio_filters_off_vs_bare": cpu_bare / cpu_off,
-        "dask_cluster_start_s": t_start,
-        "build_2_workers_s": t_two,
-        "speedup_1_to_2_workers": t_one / t_two,
-        "identical_output_1_vs_2_workers": same,
-        # Control: a pure-CPU job on 2 processes, just before and after the 2-worker build. Near 1.0
-        # means the machine had no second core to give (shared with other jobs) at that moment.
-        "control_cpu_speedup_2_processes": [control_before, control_after],
-    }
-    print(json.dumps(res["tiling"], indent=2), flush=True)
+        chips = archive_chips(work, args.chips)
+        res["archive"] = versus_bare(chips, work / "archive", 64, 64, client)
+        print(json.dumps(res["archive"], indent=2), flush=True)
+        res["tiling"] = versus_bare(rasters, work / "five", args.tile, args.stride, client)
+        print(json.dumps(res["tiling"], indent=2), flush=True)
+        many = workload(work / "scaling", args.scaling_copies)
+        res["scaling"] = versus_bare(many, work / "scale", args.tile, 16, client)
+        res["scaling"]["control_reaches_1_7"] = min(res["scaling"]["control_cpu_speedup_2_processes"]) >= 1.7
+        print(json.dumps(res["scaling"], indent=2), flush=True)
+    res["planning_memory"] = planning_memory(work, [int(n) for n in args.plan_sizes.split(",")])
+    res["planning_memory"]["load_avg"] = os.getloadavg()
+    print(json.dumps(res["planning_memory"], indent=2), flush=True)
+    bare_loop(rasters, args.tile, args.stride, work / "bare")  # .npy files for the loader comparison
 
     s2 = next(p for p in rasters if p.name.startswith(S2[:-4]))
     t_s2, s2_info = build([s2], work / "s2", args.tile, args.stride, workers=1)
@@ -292,6 +443,8 @@ def main() -> None:
     res["loader"] = loader_speed(work / "s2", [work / "bare" / k for k in kept])
     print(json.dumps(res["loader"], indent=2), flush=True)
 
+    if args.skip_big and "big_raster" in previous:
+        res["big_raster"] = previous["big_raster"] | {"note": "not re-run (--skip-big): from the previous run"}
     if not args.skip_big:
         big = work / "big.tif"
         seconds_gen, _ = timed(lambda: big_raster(big, args.big_size))

@@ -20,6 +20,7 @@ app = typer.Typer(help="Build and inspect tiled pretraining corpora (WebDataset 
 FILTERS = "Filters"
 SAMPLING = "Windows and sampling"
 PARALLEL = "Parallel execution"
+STALE_S = 300  # a running build's progress.json is rewritten at least every stage change; older: likely killed
 
 
 @app.callback()
@@ -41,7 +42,7 @@ BUILD_OPTIONS = {
         for k in ("gsd", "resampling", "stride", "tiles_per_raster", "max_tiles", "diversity", "clusters", "seed")
     },
     **{k: Opt(panel=FILTERS) for k in (*FILTER_KEYS, "implicit_nodata", "dedup", "dedup_distance")},
-    **{k: Opt(panel=PARALLEL) for k in ("workers", "scheduler", "task_tiles")},
+    **{k: Opt(panel=PARALLEL) for k in ("workers", "scheduler", "task_tiles", "task_mib", "group_rasters")},
 }
 # Not flags: `inputs` (the INPUT arguments), `slurm` (--slurm, and its fields are the --slurm-* options).
 BUILD_EXCLUDE = frozenset({"inputs", "slurm"})
@@ -188,3 +189,59 @@ def check_command(
     n = sum(len(d["duplicates"]) for d in found["datasets"])
     if fail and n:
         raise DataError(f"{n} downstream image(s) are near-duplicates of tiles of {corpus_dir}")
+
+
+def _gone(state: dict[str, Any]) -> bool:
+    """The build's process no longer exists (only known when it ran on this host)."""
+    import os
+    import socket
+
+    if state.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(state["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+@app.command("status")
+@handle_errors
+def status_command(
+    corpus_dir: Path = typer.Argument(..., metavar="DIR", help="The output folder of a running or finished build."),
+) -> None:
+    """Stage, counts, rates and ETA of the build writing DIR (read from DIR/progress.json), or its end."""
+    import time
+
+    from rsbench.contracts.corpus_info import CorpusInfo
+    from rsbench.errors import DataError
+    from rsbench.io import read_json
+
+    corpus = CorpusInfo(corpus_dir)
+    try:
+        state = read_json(corpus.progress)
+    except FileNotFoundError:
+        if corpus.is_built():
+            console.print(f"{escape(str(corpus_dir))}: finished corpus (no progress record)", highlight=False)
+            return
+        raise DataError(f"{corpus_dir}: no build has started here ({corpus.progress.name} not found)") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {corpus.progress}: {e}") from None
+    age = time.time() - state["updated_at"]
+    head = {"running": "building", "done": "finished", "failed": "failed"}.get(state["status"], state["status"])
+    if state["status"] == "running" and (_gone(state) or age > STALE_S):
+        head = f"stopped: no update for {age:.0f} s and the build process is gone (re-run the same command to resume)"
+        if not _gone(state):
+            head = f"no update for {age:.0f} s (killed? re-run the same command to resume)"
+    lines = [f"{corpus_dir}: {head}" + (f": {state['error']}" if state.get("error") else "")]
+    for name, s in state["stages"].items():
+        share = f" ({100 * s['done'] / s['total']:.0f}%)" if s["total"] else ""
+        eta = f", ETA {s['eta_s']:.0f} s" if s["eta_s"] is not None and s["done"] < s["total"] else ""
+        lines.append(
+            f"  {name}: {s['done']}/{s['total']} {s['unit']}{share}, {s['rate_per_s']:.1f} {s['unit']}/s, "
+            f"{s['elapsed_s']:.0f} s{eta}"
+        )
+    lines.append(f"  updated {age:.0f} s ago by pid {state['pid']} on {state['host']}")
+    console.print(escape("\n".join(lines)), highlight=False)

@@ -155,7 +155,19 @@ class CorpusBuildConfig(StrictModel):
     task_tiles: int = Field(
         2048,
         gt=0,
-        description="Windows per parallel task (rasters are split into parts of this size).",
+        description="Most windows per parallel task (large rasters are split into parts of this size).",
+        json_schema_extra=EXECUTION,
+    )
+    task_mib: int = Field(
+        32,
+        gt=0,
+        description="Most pixel MiB per parallel task (each raster opened counts 0.25 MiB): small rasters are "
+        "grouped into one task and one commit up to this size.",
+        json_schema_extra=EXECUTION,
+    )
+    group_rasters: bool = Field(
+        True,
+        description="Group small rasters into one task (off: a task never mixes rasters).",
         json_schema_extra=EXECUTION,
     )
 

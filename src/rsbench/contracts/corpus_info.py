@@ -13,6 +13,7 @@ stats, shards`. Corpora built before band groups had names are keyed by band cou
 upgrades them (`upgrade_band_groups`), so every reader sees one form. `choose_group` is the one rule for
 which group a run trains on.
   .staging/             the build's resumable intermediate state (not part of a finished corpus)
+  progress.json         the running (or last) build's stage, counts, rates and ETA (`rsbench corpus status`)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ MANIFEST = "manifest.parquet"
 CONFIG_FILE = "config.yaml"
 SHARDS_DIR = "shards"
 STAGING_DIR = ".staging"
+PROGRESS_JSON = "progress.json"
 REQUIRED_KEYS = ("band_groups", "shards", "settings")
 
 
@@ -66,6 +68,10 @@ class CorpusInfo:
     @property
     def staging(self) -> Path:
         return self.path / STAGING_DIR
+
+    @property
+    def progress(self) -> Path:
+        return self.path / PROGRESS_JSON
 
     def is_built(self) -> bool:
         return self.corpus_json.is_file()
@@ -180,6 +186,7 @@ __all__ = [
     "CONFIG_FILE",
     "CORPUS_JSON",
     "MANIFEST",
+    "PROGRESS_JSON",
     "SHARDS_DIR",
     "STAGING_DIR",
     "CorpusInfo",

@@ -6,11 +6,13 @@ order: rasters in input order, windows in row-major order within a raster.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rsbench.corpus import filters as F
@@ -73,20 +75,21 @@ MANIFEST_SCHEMA = pa.schema(
 )
 
 
-def load_records(plan: dict[str, Any], staging: Path, rasters: list[int]) -> dict[str, Any]:
-    """All window records of the given (successful) rasters, in global order, as column lists."""
+def load_records(part_count: int, staging: Path, rasters: set[int]) -> dict[str, Any]:
+    """All window records of the given (successful) rasters, in global order, as column lists.
+
+    Parts hold consecutive segments in input order, so reading the parts in order gives global order.
+    """
     tables = []
-    for i, part in enumerate(plan["parts"]):
-        if part["raster"] not in rasters:
-            continue
-        t = pq.read_table(part_paths(staging, i)["records"], columns=RECORD_COLUMNS)
-        tables.append(
-            t.append_column("raster", pa.array([part["raster"]] * len(t), pa.int32()))
-            .append_column("part", pa.array([i] * len(t), pa.int32()))
-            .append_column("row_in_part", pa.array(np.arange(len(t)), pa.int32()))
+    wanted = pa.array(sorted(rasters), pa.int32())
+    for i in range(part_count):
+        t = pq.read_table(part_paths(staging, i)["records"], columns=["raster", *RECORD_COLUMNS])
+        t = t.append_column("part", pa.array(np.full(len(t), i), pa.int32())).append_column(
+            "row_in_part", pa.array(np.arange(len(t)), pa.int32())
         )
+        tables.append(t.filter(pc.is_in(t["raster"], value_set=wanted)))
     if not tables:
-        return {name: [] for name in [*RECORD_COLUMNS, "raster", "part", "row_in_part"]}
+        return {name: [] for name in ["raster", *RECORD_COLUMNS, "part", "row_in_part"]}
     return pa.concat_tables(tables).to_pydict()
 
 
@@ -188,30 +191,48 @@ def shard_tasks(
     return tasks, names, group_shards
 
 
-def manifest_table(records: dict[str, Any], infos: dict[int, dict[str, Any]], cfg: CorpusBuildConfig) -> pa.Table:
-    n = len(records["key"])
-    raster = records["raster"]
+MANIFEST_ROW_GROUP = 65_536  # rows per Parquet row group: the manifest is built and written one group at a time
+
+
+def write_manifest(path: Path, records: dict[str, Any], infos: dict[int, dict[str, Any]], cfg: CorpusBuildConfig):
+    """manifest.parquet, one row group at a time (never the whole manifest as one Arrow table), atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with pq.ParquetWriter(tmp, MANIFEST_SCHEMA) as writer:
+            for start in range(0, max(1, len(records["key"])), MANIFEST_ROW_GROUP):
+                writer.write_table(_manifest_rows(records, infos, cfg, start, start + MANIFEST_ROW_GROUP))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _manifest_rows(records, infos, cfg: CorpusBuildConfig, start: int, stop: int) -> pa.Table:
+    raster = records["raster"][start:stop]
+    n = len(raster)
 
     def per_raster(fn):
         return [fn(infos[r]) for r in raster]
 
     columns = {
-        "key": records["key"],
+        "key": records["key"][start:stop],
         "source": per_raster(lambda i: i["path"]),
-        "raster_index": records["raster_index"],
-        "row_off": records["row_off"],
-        "col_off": records["col_off"],
+        "raster_index": records["raster_index"][start:stop],
+        "row_off": records["row_off"][start:stop],
+        "col_off": records["col_off"][start:stop],
         "width": [cfg.tile_size] * n,
         "height": [cfg.tile_size] * n,
         "bands": per_raster(lambda i: i["bands"]),
         "dtype": per_raster(lambda i: i["dtype"]),
         "gsd": per_raster(lambda i: float(np.mean(i["gsd"]))),
-        "phash": [None if h is None else f"{h & 0xFFFF_FFFF_FFFF_FFFF:016x}" for h in records["phash"]],
-        "kept": [r is None for r in records["reject_reason"]],
+        "phash": [None if h is None else f"{h & 0xFFFF_FFFF_FFFF_FFFF:016x}" for h in records["phash"][start:stop]],
+        "kept": [r is None for r in records["reject_reason"][start:stop]],
         "crs": per_raster(lambda i: i["crs"]),
         "date": per_raster(lambda i: i["date"]),
     }
     for name in MANIFEST_SCHEMA.names:
         if name not in columns:
-            columns[name] = records[name]
+            columns[name] = records[name][start:stop]
     return pa.Table.from_pydict(columns, schema=MANIFEST_SCHEMA)

@@ -1,15 +1,17 @@
 """`rsbench corpus build`: rasters -> filtered tiles -> WebDataset shards + manifest + corpus.json.
 
 Stages (each parallel stage runs through `parallel.Runner`):
-  1. probe every input (parallel) -> plan.json: usable rasters, windows, parts;
-  2. tile every part (parallel) -> per-part spool + records + completion record;
+  1. probe every input (parallel, in batches) -> the plan (plan.py): usable rasters, windows, parts
+     (groups of small rasters, slices of large ones);
+  2. tile every part (parallel) -> per-part spool + records + completion record (one commit per part);
   3. select centrally (duplicates, --max-tiles, diversity) and plan the shards;
   4. write the shards (parallel), summing their histograms for the percentiles;
-  5. manifest.parquet, config.yaml, then corpus.json last: the marker of a finished corpus.
+  5. manifest.parquet (in row groups), config.yaml, then corpus.json last: the marker of a finished corpus.
 
 Resuming: everything before step 5 lives in `.staging/` next to the settings it was made for. A
 killed build re-run with the same settings reuses the plan and every part with a completion
 record; steps 3-5 are recomputed (cheap, deterministic), so no tile is duplicated, lost or partial.
+Progress (stage, counts, rates, ETA) goes to the terminal and to `<out>/progress.json` (build_progress.py).
 """
 
 from __future__ import annotations
@@ -28,15 +30,17 @@ from rsbench.corpus import assemble
 from rsbench.corpus import filters as F
 from rsbench.corpus.band_names import describe_group, raster_options
 from rsbench.corpus.build_config import CorpusBuildConfig
+from rsbench.corpus.build_progress import BuildProgress
 from rsbench.corpus.exclude import load_exclusions
 from rsbench.corpus.inputs import discover_inputs, is_gdal_path
 from rsbench.corpus.parallel import Runner
-from rsbench.corpus.plan import finished_parts, load_plan, make_plan, part_task, saved_settings, window_count
+from rsbench.corpus.plan import Plan, finished_parts, load_plan, make_plan, saved_settings
 from rsbench.corpus.shards import write_shard
 from rsbench.corpus.stats import group_summary, merge_tile_stats
-from rsbench.corpus.tiling import parquet_bytes, run_part
+from rsbench.corpus.swap import beside, finish_swap, swap_in
+from rsbench.corpus.tiling import one_line, run_part
 from rsbench.errors import DataError, RsbenchError
-from rsbench.io import atomic_write_bytes, read_json, stable_hash, write_json
+from rsbench.io import read_json, stable_hash, write_json
 from rsbench.settings import save_config
 
 Log = Callable[[str], None]
@@ -95,10 +99,12 @@ def build_corpus(
 
     `log` receives one-line messages; `progress` is an optional `rich.progress.Progress`; `client` an
     optional `dask.distributed.Client` to run on (else cfg.workers / scheduler / slurm decide).
+    --overwrite of a finished corpus builds the new one beside it and swaps it in when complete (swap.py).
     """
     log = log or (lambda msg: None)
     cfg = _resolve(cfg)
     out = Path(cfg.out)
+    finish_swap(out)
     paths = discover_inputs(cfg.inputs, log, cfg.input_lists)
     band_options = raster_options(paths, cfg.input_lists)
     # Inputs are part of the identity: new or removed files in an input folder change the corpus, and so
@@ -109,7 +115,9 @@ def build_corpus(
     if existing is not None:
         log(f"corpus already built: {out}")
         return existing
-    staging = CorpusInfo(out).staging
+    # A finished corpus is replaced only once its successor is complete: build that one beside it.
+    target = beside(out) if overwrite and CorpusInfo(out).is_built() else out
+    staging = CorpusInfo(target).staging
     old = saved_settings(staging)
     if old is not None and old != key and not overwrite:
         raise RsbenchError(
@@ -117,56 +125,81 @@ def build_corpus(
             "re-run it with its settings to resume, or pass --overwrite to start over"
         )
     exclusions = load_exclusions(cfg.exclude)  # before anything is deleted: a bad file changes nothing
-    _clear(out, staging_too=overwrite or old != key)
-    out.mkdir(parents=True, exist_ok=True)
+    # An unfinished successor built beside the corpus is resumed; one in the corpus folder is restarted.
+    _clear(target, staging_too=old != key or (overwrite and target == out))
+    target.mkdir(parents=True, exist_ok=True)
+    report = BuildProgress(CorpusInfo(out).progress, progress)
+    try:
+        corpus = _build(cfg, paths, band_options, key, target, staging, exclusions, log, report, client)
+    except BaseException as e:
+        report.end("failed", error=one_line(e) if isinstance(e, Exception) else type(e).__name__)
+        raise
+    if target != out:
+        swap_in(out, target)
+        log(f"replaced the corpus in {out}")
+    report.end("done")
+    return corpus
+
+
+def _build(
+    cfg, paths, band_options, key, target: Path, staging: Path, exclusions, log: Log, report: BuildProgress, client
+) -> dict:
     with Runner(cfg, client=client, log=log) as runner:
         plan = load_plan(staging, key)
         if plan is not None:
-            log(f"resuming the unfinished build in {out}")
+            log(f"resuming the unfinished build in {target}")
         else:
             staging.mkdir(parents=True, exist_ok=True)
-            bar = progress.add_task("probing", total=len(paths)) if progress else None
-            plan = make_plan(cfg, paths, key, runner, staging, lambda: progress and progress.advance(bar), band_options)
-        done = _tile_parts(cfg, plan, runner, staging, exclusions, progress)
+            report.stage("probing", "rasters", len(paths))
+            plan = make_plan(cfg, paths, key, runner, staging, report.advance, band_options)
+        done = _tile_parts(cfg, plan, runner, staging, exclusions, report)
         try:
-            corpus = _assemble(cfg, plan, done, key, runner, out, staging, log, progress)
+            corpus = _assemble(cfg, plan, done, key, runner, target, staging, log, report)
         except RsbenchError:
-            _clear(out, staging_too=True)  # nothing usable was produced; a re-run starts clean
+            _clear(target, staging_too=True)  # nothing usable was produced; a re-run starts clean
+            if target != Path(cfg.out):
+                shutil.rmtree(target, ignore_errors=True)
             raise
     shutil.rmtree(staging, ignore_errors=True)
     return corpus
 
 
-def _tile_parts(cfg, plan, runner: Runner, staging: Path, exclusions, progress) -> dict[int, dict[str, Any]]:
+def _tile_parts(cfg, plan: Plan, runner: Runner, staging: Path, exclusions, report: BuildProgress) -> dict:
     done = finished_parts(plan, staging)
-    bar = progress.add_task("tiling", total=window_count(plan)) if progress else None
-    if progress:
-        progress.advance(bar, sum(d["tiles"] for d in done.values()))
-    todo = [i for i in range(len(plan["parts"])) if i not in done]
-    tasks = [part_task(cfg, plan, i, exclusions, staging) for i in todo]
-    work = sum(len(t["rows"]) for t in tasks)
-    for j, record in runner.map_unordered(run_part, tasks, work=work):
-        done[todo[j]] = record
-        if progress:
-            progress.advance(bar, record["tiles"])
+    windows = plan.part_windows()
+    todo = {i for i in range(plan.part_count) if i not in done}
+    report.stage("tiling", "windows", plan.windows(), done=int(sum(windows[i] for i in done)))
+    tasks = plan.part_tasks(cfg, todo, exclusions)
+    parts: list[int] = []
+
+    def numbered():  # the runner numbers tasks 0, 1, ...: remember which part each one is
+        for part, task in tasks:
+            parts.append(part)
+            yield task
+
+    work = int(sum(windows[i] for i in todo))
+    for j, record in runner.map_unordered(run_part, numbered(), work=work, count=len(todo)):
+        done[parts[j]] = record
+        report.advance(record["tiles"])
     return done
 
 
-def _assemble(cfg, plan, done, key, runner: Runner, out: Path, staging: Path, log: Log, progress) -> dict:
+def _assemble(cfg, plan: Plan, done, key, runner: Runner, out: Path, staging: Path, log: Log, report) -> dict:
     failures, skipped, ok = [], [], []
-    part_failure = {plan["parts"][i]["raster"]: d["failure"] for i, d in sorted(done.items()) if d["failure"]}
-    for r, probe in enumerate(plan["rasters"]):
-        if probe["status"] == "skipped":
-            skipped.append({"path": probe["path"], "reason": probe["reason"]})
-        elif probe["status"] == "failed" or r in part_failure:
-            failures.append({"path": probe["path"], "reason": probe.get("reason") or part_failure[r]})
+    part_failure = {int(r): reason for _, d in sorted(done.items()) for r, reason in d["failures"].items()}
+    statuses = plan.statuses().to_pydict()
+    for r, (path, status, reason) in enumerate(zip(statuses["path"], statuses["status"], statuses["reason"])):
+        if status == "skipped":
+            skipped.append({"path": path, "reason": reason})
+        elif status == "failed" or r in part_failure:
+            failures.append({"path": path, "reason": reason or part_failure[r]})
         else:
             ok.append(r)
-    _warn(log, failures, skipped, len(plan["rasters"]))
+    _warn(log, failures, skipped, plan.raster_count)
     if not ok:
         raise DataError(_nothing_usable(cfg, failures, skipped))
-    infos = {r: plan["rasters"][r]["info"] for r in ok}
-    records = assemble.load_records(plan, staging, ok)
+    infos = dict(plan.infos(set(ok)))
+    records = assemble.load_records(plan.part_count, staging, set(ok))
     selection = assemble.select(records, cfg)
     reasons = records["reject_reason"]
     if not any(r is None for r in reasons):
@@ -179,15 +212,14 @@ def _assemble(cfg, plan, done, key, runner: Runner, out: Path, staging: Path, lo
     pooled = _pooled_sensors(groups, log)
     tasks, shard_names, group_shards = assemble.shard_tasks(records, infos, groups, cfg, out, staging)
     CorpusInfo(out).shards.mkdir(parents=True, exist_ok=True)
-    bar = progress.add_task("packing", total=sum(len(t["items"]) for t in tasks)) if progress else None
+    report.stage("packing", "tiles", sum(len(t["items"]) for t in tasks))
     packed: dict[str, dict[str, Any]] = {}
     for j, result in runner.map_unordered(write_shard, tasks, work=sum(len(t["items"]) for t in tasks)):
         packed[tasks[j]["name"]] = result
-        if progress:
-            progress.advance(bar, result["count"])
+        report.advance(result["count"])
     position = {r: i for i, r in enumerate(ok)}
     records["raster_index"] = [position[r] for r in records["raster"]]
-    atomic_write_bytes(CorpusInfo(out).manifest, parquet_bytes(assemble.manifest_table(records, infos, cfg)))
+    assemble.write_manifest(CorpusInfo(out).manifest, records, infos, cfg)
     save_config(cfg, CorpusInfo(out).config)
     corpus = {
         "rsbench_version": __version__,

@@ -8,13 +8,21 @@ Without an explicit --workers, small builds run in-process: starting a local clu
 seconds (worker processes are spawned and import rasterio, pyarrow...), more than a build of a few
 thousand windows takes. The cluster starts lazily, at the first map whose work is large enough,
 and every later map uses it.
+
+Worker layout (measured in benchmarks/corpus_bench.py, scaling case): one worker process per core,
+one thread each. The per-tile work holds the GIL (numpy on small arrays, PIL quicklooks, rasterio
+calls), so threads in one process would serialize; Dask's nanny starts each worker with
+OMP_NUM_THREADS / MKL_NUM_THREADS / OPENBLAS_NUM_THREADS = 1 (its `distributed.nanny.pre-spawn-environ`
+default), so numpy does not oversubscribe the cores, and GDAL decodes with one thread (GDAL_NUM_THREADS
+unset). The driver only submits tasks and merges their small records while the workers tile.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -22,6 +30,8 @@ from rsbench.corpus.build_config import CorpusBuildConfig, CorpusSlurm
 
 Log = Callable[[str], None]
 AUTO_CLUSTER_WORK = 20_000  # windows (or window equivalents) below which --workers unset stays in-process
+IN_FLIGHT_PER_THREAD = 4  # tasks submitted ahead per worker thread: enough to keep workers busy
+MIN_IN_FLIGHT = 64  # ... and at least this many, for clusters whose workers are still joining
 
 
 def slurm_options(cfg: CorpusBuildConfig) -> dict[str, Any]:
@@ -92,26 +102,51 @@ class Runner:
         return self.cfg.workers is None and work < AUTO_CLUSTER_WORK
 
     def map_unordered(
-        self, fn: Callable[[Any], Any], tasks: list[Any], work: int | None = None
+        self, fn: Callable[[Any], Any], tasks: Iterable[Any], work: int | None = None, count: int | None = None
     ) -> Iterator[tuple[int, Any]]:
-        """`work`: size of the job in windows, for the in-process/cluster choice (default: task count)."""
-        if not tasks:
+        """`work`: size of the job in windows, for the in-process/cluster choice (default: task count).
+
+        `tasks` may be a generator (give `count`): it is drawn only as fast as tasks are submitted, at
+        most IN_FLIGHT_PER_THREAD per worker thread (at least MIN_IN_FLIGHT) ahead, so a build of
+        100,000 rasters never holds every task (each carries raster descriptions) in memory at once.
+        """
+        n = len(tasks) if count is None else count
+        if not n:
             return
-        if self._in_process(len(tasks), len(tasks) if work is None else work):
+        tasks = iter(tasks)
+        if self._in_process(n, n if work is None else work):
             for i, task in enumerate(tasks):
                 yield i, fn(task)
             return
         from dask.distributed import as_completed
 
         client = self._ensure_client()
-        futures = client.map(fn, tasks, pure=False)
-        index = {f.key: i for i, f in enumerate(futures)}
+        running: dict[str, tuple[int, Any]] = {}
+        queue = as_completed()
+        submitted, limit, checked = 0, MIN_IN_FLIGHT, 0.0
+
+        def top_up() -> None:
+            nonlocal submitted, limit, checked
+            if time.monotonic() - checked > 5:  # workers join late on SLURM: re-read the cluster's size
+                limit = max(MIN_IN_FLIGHT, IN_FLIGHT_PER_THREAD * sum(client.nthreads().values()))
+                checked = time.monotonic()
+            while submitted < n and len(running) < limit:
+                task = next(tasks, None)
+                if task is None:
+                    submitted = n
+                    return
+                future = client.submit(fn, task, pure=False)
+                running[future.key] = (submitted, future)
+                queue.add(future)
+                submitted += 1
+
+        top_up()
         try:
-            for future in as_completed(futures):
+            for future in queue:
+                i, _ = running.pop(future.key)
                 result = future.result()
-                i = index[future.key]
-                futures[i] = None  # drop the reference so the cluster can release the result
-                future.release()
+                future.release()  # the cluster can drop the result now
+                top_up()
                 yield i, result
         finally:
-            client.cancel([f for f in futures if f is not None])
+            client.cancel([f for _, f in running.values()])

@@ -37,6 +37,10 @@ REFERENCE_WINDOW = 64
 REFERENCE_LATTICE = (8, 32)
 REFERENCE_FRACTION = 1 / 16
 WHOLE_READ_PIXELS = REFERENCE_LATTICE[0] ** 2 * REFERENCE_WINDOW**2
+# GDAL environment of every raster access of the build. An archive keeps thousands of rasters in one
+# folder: GDAL would list that folder on every open to look for sidecar files; it probes them by name instead.
+# The cache is bounded: GDAL's default (5% of RAM) would let a huge raster grow it.
+GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "TRUE", "GDAL_CACHEMAX": 128 * 2**20}
 DATE_TAGS = (
     "ACQUISITION_DATE",
     "ACQUISITIONDATE",
@@ -175,6 +179,9 @@ def probe_raster(
             "date_source": dates[1],
             "center_lonlat": [lon, lat],
         }
+        if not info["resampled"]:  # the file is the grid: no second open for the reference sample
+            info["reference"] = radiometric_reference(src, info)
+            return info
     with open_grid(info) as reader:
         info["reference"] = radiometric_reference(reader, info)
     return info

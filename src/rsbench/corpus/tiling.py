@@ -1,11 +1,11 @@
 """Windows of a raster and the per-part worker that reads, measures and filters them.
 
-A *part* is a contiguous slice (at most `task_tiles` windows) of one raster's window list. Its
-output is a pure function of (raster description, windows, settings): no shared state, so Dask can
-run parts anywhere in any order and the corpus stays byte-identical. A part writes three files in
-the staging folder: `.spool` (the .npy bytes of tiles that passed the per-tile filters), `.parquet`
-(one record per window) and, last and atomically, `.done.json`: the completion record that lets a
-killed build resume without redoing the part.
+A *part* is a run of segments (consecutive windows of one raster), many small rasters or a slice of a
+large one (plan.py lays them out). Its output is a pure function of (raster descriptions, windows,
+settings): no shared state, so Dask can run parts anywhere in any order and the corpus stays
+byte-identical. A part writes three files in the staging folder: `.spool` (the .npy bytes of tiles
+that passed the per-tile filters), `.parquet` (one record per window) and, last and atomically,
+`.done.json`: the completion record that lets a killed build resume without redoing the part.
 """
 
 from __future__ import annotations
@@ -24,16 +24,16 @@ from rasterio.windows import Window
 
 from rsbench.corpus import filters as F
 from rsbench.corpus.exclude import overlapping
-from rsbench.corpus.raster import key_prefix, lonlat, open_grid, read_block
+from rsbench.corpus.raster import GDAL_OPTIONS, key_prefix, lonlat, open_grid, read_block
 from rsbench.corpus.shards import npy_bytes
 from rsbench.io import atomic_write_bytes, write_json
 
 MAX_STRIP_BYTES = 32 * 2**20  # consecutive windows of a row are read as one strip up to this size
-GDAL_CACHE_BYTES = 128 * 2**20  # GDAL's default (5% of RAM) would let a huge raster grow the cache
 
 PART_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
+        ("raster", pa.int32()),
         ("row_off", pa.int32()),
         ("col_off", pa.int32()),
         ("center_x", pa.float64()),
@@ -119,16 +119,41 @@ def _corners(transform: Affine, rows: np.ndarray, cols: np.ndarray, tile: int) -
 
 
 def run_part(task: dict[str, Any]) -> dict[str, Any]:
-    """Tile one part; returns its completion record (also written as `.done.json`)."""
+    """Tile one part (its segments in order); returns its completion record (also written as `.done.json`).
+
+    One commit per part: the spool is fsynced once, then the records, then the completion record,
+    whatever the number of rasters in the part. A raster that fails (truncated, corrupt) loses its
+    rows and spool bytes; the others in the part are kept, and the failure is recorded per raster.
+    """
     paths = part_paths(task["staging"], task["part"])
-    try:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
-            table, passed = _tile(task, paths["spool"])
-        done = {"part": task["part"], "tiles": len(task["rows"]), "passed": passed, "failure": None}
-        atomic_write_bytes(paths["records"], parquet_bytes(table))
-    except Exception as e:  # a truncated/corrupt raster fails here; the caller drops the whole raster
-        paths["spool"].unlink(missing_ok=True)
-        done = {"part": task["part"], "tiles": len(task["rows"]), "passed": 0, "failure": one_line(e)}
+    tmp = paths["spool"].with_name(paths["spool"].name + ".tmp")
+    tables, failures, passed, hashes, rows = [], {}, 0, [], 0
+    with rasterio.Env(**GDAL_OPTIONS), open(tmp, "wb") as spool:
+        for seg in task["segments"]:
+            offset = spool.tell()
+            try:
+                table, n, to_hash = _tile(task, seg, spool)
+            except Exception as e:  # a truncated/corrupt raster fails here; the caller drops the whole raster
+                spool.seek(offset)
+                spool.truncate()
+                failures[str(seg["raster"])] = one_line(e)
+                continue
+            hashes.extend((rows + i, small) for i, small in to_hash)
+            tables.append(table)
+            rows += len(table)
+            passed += n
+        spool.flush()
+        os.fsync(spool.fileno())
+    os.replace(tmp, paths["spool"])
+    table = pa.concat_tables(tables) if tables else PART_SCHEMA.empty_table()
+    if hashes:  # one batched pass over the whole part
+        phash = table["phash"].to_pylist()
+        for (i, _), h in zip(hashes, F.perceptual_hashes(np.stack([small for _, small in hashes])).tolist()):
+            phash[i] = h
+        table = table.set_column(table.schema.get_field_index("phash"), "phash", pa.array(phash, pa.int64()))
+    atomic_write_bytes(paths["records"], parquet_bytes(table))
+    windows = sum(s["stop"] - s["start"] for s in task["segments"])
+    done = {"part": task["part"], "tiles": windows, "passed": passed, "failures": failures}
     write_json(paths["done"], done)
     return done
 
@@ -139,9 +164,11 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _tile(task: dict[str, Any], spool_path: Path) -> tuple[pa.Table, int]:
-    info, tile, f = task["info"], task["tile_size"], task["filters"]
-    rows, cols = np.asarray(task["rows"]), np.asarray(task["cols"])
+def _tile(task: dict[str, Any], seg: dict[str, Any], spool) -> tuple[pa.Table, int, list]:
+    """Records of one segment's windows; the passing tiles' .npy bytes appended to `spool`."""
+    info, tile, f = seg["info"], task["tile_size"], task["filters"]
+    rows, cols = plan_windows(info, tile, task["stride"], task["tiles_per_raster"], task["seed"])
+    rows, cols = rows[seg["start"] : seg["stop"]], cols[seg["start"] : seg["stop"]]
     n = len(rows)
     transform = Affine(*info["transform"])
     corners = _corners(transform, rows, cols, tile)
@@ -152,6 +179,7 @@ def _tile(task: dict[str, Any], spool_path: Path) -> tuple[pa.Table, int]:
     cols_out: dict[str, list] = {name: [None] * n for name in PART_SCHEMA.names}
     cols_out.update(
         key=[f"{prefix}_r{r:06d}_c{c:06d}" for r, c in zip(rows.tolist(), cols.tolist())],
+        raster=[seg["raster"]] * n,
         row_off=rows.tolist(),
         col_off=cols.tolist(),
         center_x=centres[:, 0].tolist(),
@@ -163,10 +191,10 @@ def _tile(task: dict[str, Any], spool_path: Path) -> tuple[pa.Table, int]:
         cols_out["reject_reason"][i] = F.REJECT_OVERLAPS_EVAL
     itemsize = np.dtype(info["dtype"]).itemsize
     max_span = max(tile, MAX_STRIP_BYTES // (tile * info["bands"] * itemsize))
-    tmp = spool_path.with_name(spool_path.name + ".tmp")
-    offset = passed = 0
+    offset = spool.tell()
+    passed = 0
     to_hash: list[tuple[int, np.ndarray]] = []
-    with open_grid(info) as reader, open(tmp, "wb") as spool:
+    with open_grid(info) as reader:
         for run in _runs(rows, cols, excluded, max_span):
             c0, row = int(cols[run[0]]), int(rows[run[0]])
             strip, strip_valid = read_block(reader, info, Window(c0, row, int(cols[run[-1]]) - c0 + tile, tile))
@@ -195,11 +223,4 @@ def _tile(task: dict[str, Any], spool_path: Path) -> tuple[pa.Table, int]:
                 cols_out["spool_offset"][i], cols_out["spool_size"][i] = offset, len(blob)
                 offset += len(blob)
                 passed += 1
-        spool.flush()
-        os.fsync(spool.fileno())
-    if to_hash:
-        hashes = F.perceptual_hashes(np.stack([small for _, small in to_hash]))
-        for (i, _), h in zip(to_hash, hashes.tolist()):
-            cols_out["phash"][i] = h
-    os.replace(tmp, spool_path)
-    return pa.Table.from_pydict(cols_out, schema=PART_SCHEMA), passed
+    return pa.Table.from_pydict(cols_out, schema=PART_SCHEMA), passed, to_hash
