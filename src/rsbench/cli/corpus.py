@@ -41,7 +41,7 @@ BUILD_OPTIONS = {
         for k in ("gsd", "resampling", "stride", "tiles_per_raster", "max_tiles", "diversity", "clusters", "seed")
     },
     **{k: Opt(panel=FILTERS) for k in (*FILTER_KEYS, "implicit_nodata", "dedup", "dedup_distance")},
-    **{k: Opt(panel=PARALLEL) for k in ("workers", "scheduler", "task_tiles")},
+    **{k: Opt(panel=PARALLEL) for k in ("workers", "scheduler", "scheduler_timeout_s", "task_tiles")},
 }
 # Not flags: `inputs` (the INPUT arguments), `slurm` (--slurm, and its fields are the --slurm-* options).
 BUILD_EXCLUDE = frozenset({"inputs", "slurm"})
