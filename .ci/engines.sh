@@ -71,6 +71,7 @@ DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER') THEN
     CREATE ROLE $PG_USER LOGIN PASSWORD '$PG_PASSWORD';
   END IF;
+  ALTER ROLE $PG_USER CREATEDB;  -- each engine test makes (and drops) its own database
 END \$\$;
 SQL
   if ! runuser -u postgres -- psql -p "$port" -Atqc "select 1 from pg_database where datname='$PG_DB'" | grep -q 1; then

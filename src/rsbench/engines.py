@@ -92,7 +92,9 @@ def check_request(resources: SlurmResources, what: str, options: Iterable[str] =
     reason = sbatch_reason(done.stderr + done.stdout)
     nodes = partition_nodes(resources.partition) if "partition" not in reason.lower() else []
     where = f"partition {resources.partition}" if resources.partition else "the default partition"
-    sizes = f"; {where} has nodes of at most {max(c for c, _ in nodes)} CPUs and {max(m for _, m in nodes)} MB" if nodes else ""
+    sizes = ""
+    if nodes:
+        sizes = f"; {where} has nodes of at most {max(c for c, _ in nodes)} CPUs and {max(m for _, m in nodes)} MB"
     raise EngineError(f"SLURM cannot run {what} ({resources.describe()}): {reason}{sizes}")
 
 
@@ -104,7 +106,8 @@ def sbatch_refusals(what: str, resources: SlurmResources) -> Iterator[None]:
         with redirect_stderr(captured):  # submitit prints sbatch's stderr itself before raising
             yield
     except FileNotFoundError as e:
-        raise EngineError(f"cannot submit {what}: '{e.filename or 'sbatch'}' not found (not a SLURM login node?)") from None
+        missing = e.filename or "sbatch"
+        raise EngineError(f"cannot submit {what}: '{missing}' not found (not a SLURM login node?)") from None
     except RuntimeError as e:  # submitit's FailedJobError / FailedSubmissionError, dask-jobqueue's _call
         text = f"{e}\n{captured.getvalue()}"
         if "sbatch" not in text and not type(e).__module__.startswith("submitit"):

@@ -82,7 +82,12 @@ def check_resumable(path: Path, model: torch.nn.Module) -> int:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:
-        raise DataError(f"cannot resume from {path}: unreadable checkpoint ({_first_line(e)}); {hint}") from None
+        # torch's own words (mmap, zipfile central directory) describe its reader, not the file: say what it means.
+        size = path.stat().st_size if path.exists() else 0
+        raise DataError(
+            f"cannot resume from {path}: not a readable PyTorch checkpoint ({size} bytes; truncated or "
+            f"overwritten, {type(e).__name__}); {hint}"
+        ) from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in _TRAINING_KEYS):
         missing = [k for k in _TRAINING_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
         raise DataError(
