@@ -11,6 +11,7 @@ there the pretraining jobs are waited for first.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,11 @@ def run_cell_job(url: str, cell_id: str, stale_after_s: float, max_attempts: int
     """Body of one SLURM job. Raises when the cell fails, so `afterok` dependents never start."""
     from rsbench.benchmark.execute import run_claimed
 
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if cpus.isdigit():  # torch would start a thread per core of the node, not per CPU of the job
+        import torch
+
+        torch.set_num_threads(int(cpus))
     store = Store(url)
     [cell] = store.cells([cell_id])
     store.reclaim_abandoned([cell_id], stale_after_s, max_attempts)  # a previous job for it was killed
