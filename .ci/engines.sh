@@ -81,7 +81,7 @@ SQL
 }
 
 # ---------------------------------------------------------------- SLURM
-slurm_up() { timeout 5 sinfo -h -o %T 2>/dev/null | grep -qE "idle|mix|alloc"; }
+slurm_up() { timeout 5 sinfo -h -o %T 2>/dev/null | grep -qE "idle|mix|alloc|comp"; }
 
 write_slurm_conf() {
   local node cpus mem

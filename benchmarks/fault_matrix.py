@@ -111,7 +111,7 @@ def slurm_up() -> bool:
     if not shutil.which("sinfo"):
         return False
     done = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, check=False)
-    return done.returncode == 0 and any(s in done.stdout for s in ("idle", "mix", "alloc"))
+    return done.returncode == 0 and any(s in done.stdout for s in ("idle", "mix", "alloc", "comp"))
 
 
 def squeue_ids() -> list[str]:
@@ -476,6 +476,13 @@ def _blocker() -> str:
     ).stdout.strip()  # fmt: skip
 
 
+def _release(blocker: str) -> None:
+    subprocess.run(["scancel", blocker], check=False)
+    end = time.monotonic() + 60
+    while time.monotonic() < end and blocker in squeue_ids():
+        time.sleep(0.5)
+
+
 @case
 def slurm_corpus_jobs_pending_too_long(work: Path) -> Outcome:
     _needs_slurm()
@@ -485,7 +492,7 @@ def slurm_corpus_jobs_pending_too_long(work: Path) -> Outcome:
                    "--slurm-cpus-per-task", "1", "--slurm-mem", "1GB", "--slurm-start-timeout-s", "10"])  # fmt: skip
         left = [j for j in squeue_ids() if j != blocker]
     finally:
-        subprocess.run(["scancel", blocker], check=False)
+        _release(blocker)
     return outcome("slurm_corpus_jobs_pending_too_long", res, not left, f"jobs left: {left}")
 
 
@@ -505,7 +512,7 @@ def slurm_corpus_sigterm_while_queued(work: Path) -> Outcome:
         _, stderr = proc.communicate(timeout=60)
         left = [j for j in squeue_ids() if j != blocker]
     finally:
-        subprocess.run(["scancel", blocker], check=False)
+        _release(blocker)
     res = subprocess.CompletedProcess(cmd, proc.returncode, "", stderr)
     return outcome(
         "slurm_corpus_sigterm_while_queued", res, queued and not left, f"job was queued: {queued}; left: {left}"
@@ -550,7 +557,7 @@ def main() -> None:
             "cases": len(rows),
             "tracebacks": sum(r.traceback for r in rows),
             "data_lost": sum(r.data_intact is False for r in rows),
-            "without_error_line": sum(not r.message.startswith("error:") for r in rows),
+            "failed_without_error_line": sum(r.exit_code != 0 and not r.message.startswith("error:") for r in rows),
             "skipped": len(skipped),
         },
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "loadavg": os.getloadavg()},

@@ -89,6 +89,6 @@ def slurm_cluster() -> None:
     ok = False
     if _engine_setting("RSBENCH_TEST_SLURM") and shutil.which("sinfo"):
         done = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30, check=False)
-        ok = done.returncode == 0 and any(s in done.stdout for s in ("idle", "mix", "alloc"))
+        ok = done.returncode == 0 and any(s in done.stdout for s in ("idle", "mix", "alloc", "comp"))
     if not ok:
         _engine_missing("SLURM")
