@@ -178,12 +178,13 @@ def test_benchmark_on_slurm_afterok_resubmit_scancel_and_reclaim(tmp_path, euros
 def test_pretrain_slurm_runs_on_the_cpu_only_node_and_a_refusal_is_one_line(tmp_path, eurosat_small, no_jobs_left):
     common = ["--images", str(eurosat_small), "--backbone", "test_resnet", "--max-steps", "2", "--batch-size", "8"]
     common += ["--image-size", "32", "--num-workers", "0", "--slurm", "--mem", "2G", "--time", "10"]
+    common += ["--accelerator", "cpu"]
     # More CPUs than the node has: refused before anything is queued, naming the request and SLURM's reason.
     line = one_line_error(rsbench("pretrain", *common, "--out", str(tmp_path / "big"), "--cpus-per-task", "64"))
     assert "64 CPUs" in line and "Requested node configuration is not available" in line, line
     assert not squeue("%i")
     out = tmp_path / "run"
-    res = rsbench("pretrain", *common, "--out", str(out), "--accelerator", "cpu", "--cpus-per-task", "1")
+    res = rsbench("pretrain", *common, "--out", str(out), "--cpus-per-task", "1")
     assert res.returncode == 0 and "submitted SLURM job" in res.stdout, res.stderr[-2000:]
     [job] = re.findall(r"submitted SLURM job (\d+)", res.stdout)
     script = next((out / "slurm").rglob(f"{job}_submission.sh")).read_text()

@@ -20,7 +20,7 @@ from typing import Any
 from rsbench import engines
 from rsbench.benchmark.experiment import SlurmSpec
 from rsbench.benchmark.plan import Plan, sync
-from rsbench.errors import ConfigError, EngineError
+from rsbench.errors import ConfigError, DataError, EngineError
 from rsbench.io import read_json, write_json
 from rsbench.results_store.store import DONE, FAILED, PENDING, RUNNING, Store, worker_identity
 
@@ -164,20 +164,32 @@ def submit(
 JOBS_FILE = "jobs.json"
 
 
+def recorded_jobs(folder: Path) -> dict[str, str]:
+    """FOLDER/jobs.json: {cell id: SLURM job id} of every job submitted for this experiment."""
+    path = folder / JOBS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        recorded = read_json(path)
+    except ValueError:
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise DataError(f"{path} is not a JSON object of cell -> job ids; delete it (it only lists submitted jobs)")
+    return recorded
+
+
 def record_jobs(folder: Path, jobs: dict[str, str]) -> None:
     """Add {cell id: SLURM job id} to FOLDER/jobs.json (a later submission asks squeue about them)."""
-    path = folder / JOBS_FILE
-    known = read_json(path) if path.is_file() else {}
-    write_json(path, {**known, **jobs})
+    write_json(folder / JOBS_FILE, {**recorded_jobs(folder), **jobs})
 
 
 def live_jobs(folder: Path) -> dict[str, str]:
     """{cell id: job id} of the recorded jobs that SLURM still holds (pending or running)."""
-    path = folder / JOBS_FILE
-    if not path.is_file():
+    recorded = recorded_jobs(folder)
+    if not recorded:
         return {}
-    recorded = read_json(path)
-    held = {j["id"] for j in engines.queued_jobs() if j["state"] in ("PENDING", "RUNNING", "CONFIGURING", "REQUEUED")}
+    # squeue lists active jobs only (pending, running, suspended, requeued, ...); a completing one is over.
+    held = {j["id"] for j in engines.queued_jobs() if j["state"] != "COMPLETING"}
     return {cid: job for cid, job in recorded.items() if job in held}
 
 
