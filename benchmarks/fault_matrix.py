@@ -550,6 +550,12 @@ def main() -> None:
         lost = "DATA LOST " if row.data_intact is False else ""
         print(f"{name}: exit {row.exit_code} {flag}{lost}| {row.message} | {row.note}", flush=True)
     shutil.rmtree(work, ignore_errors=True)
+    if args.only and args.out.is_file():  # a re-run of some cases replaces their rows in the saved table
+        saved = json.loads(args.out.read_text())
+        fresh = {r.case for r in rows} | set(skipped)
+        rows = [Outcome(**c) for c in saved["cases"] if c["case"] not in fresh] + rows
+        skipped = {**{k: v for k, v in saved.get("skipped", {}).items() if k not in fresh}, **skipped}
+        rows.sort(key=lambda r: list(CASES).index(r.case) if r.case in CASES else len(CASES))
     result = {
         "cases": [asdict(r) for r in rows],
         "skipped": skipped,
