@@ -528,7 +528,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fault_matrix.json")
     parser.add_argument("--only", nargs="*", help="run only these cases")
     args = parser.parse_args()
+    args.out = args.out.resolve()
     work = Path(tempfile.mkdtemp(prefix="rsbench-faults-"))
+    os.chdir(work)  # SLURM writes its jobs' slurm-JOBID.out files into the working directory
     INPUTS = Inputs(work / "inputs")
     INPUTS.work.mkdir()
     rows, skipped = [], {}
@@ -549,6 +551,7 @@ def main() -> None:
         flag = "TRACEBACK " if row.traceback else ""
         lost = "DATA LOST " if row.data_intact is False else ""
         print(f"{name}: exit {row.exit_code} {flag}{lost}| {row.message} | {row.note}", flush=True)
+    os.chdir(ROOT)
     shutil.rmtree(work, ignore_errors=True)
     if args.only and args.out.is_file():  # a re-run of some cases replaces their rows in the saved table
         saved = json.loads(args.out.read_text())

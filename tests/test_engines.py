@@ -30,12 +30,14 @@ RASTER = "landsat7_etm_RGB.byte.tif"  # 1 small raster: a corpus of a few hundre
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def rsbench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def rsbench(*args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`cwd`: where SLURM writes the slurm-JOBID.out of dask-jobqueue's jobs (sbatch's default: here)."""
     return subprocess.run(
         [*RSBENCH, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=cwd,
         env=ENV,
         check=False,
         stdin=subprocess.DEVNULL,
@@ -249,12 +251,12 @@ def test_corpus_build_on_slurm_and_on_a_dask_scheduler_is_byte_identical(tmp_pat
     reference = _corpus_bytes(tmp_path / "local")
 
     # A request the partition can never run: one line, nothing queued, before any job is submitted.
-    line = one_line_error(rsbench("corpus", "build", *common, "--out", str(tmp_path / "big"), "--slurm"))
+    line = one_line_error(rsbench("corpus", "build", *common, "--out", str(tmp_path / "big"), "--slurm", cwd=tmp_path))
     assert "4 CPUs" in line and "at most" in line, line
     assert not squeue("%i")
 
     slurm = ["--slurm", "--slurm-cpus-per-task", "1", "--slurm-mem", "1GB", "--slurm-interface", "lo"]
-    res = rsbench("corpus", "build", *common, "--out", str(tmp_path / "slurm"), *slurm)
+    res = rsbench("corpus", "build", *common, "--out", str(tmp_path / "slurm"), *slurm, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert _corpus_bytes(tmp_path / "slurm") == reference
 
