@@ -145,6 +145,12 @@ def cells_of(path: Path) -> list[dict]:
 def test_benchmark_on_slurm_afterok_resubmit_scancel_and_reclaim(tmp_path, eurosat_small, no_jobs_left):
     slurm = {"kind": "slurm", "stale_after_s": 30, "slurm": {"parameters": {"cpus_per_task": 1, "mem": "3G"}}}
     path = bench_file(tmp_path, eurosat_small, pretrain=True, executor=slurm)
+    # A job holding every CPU of the node keeps the benchmark's jobs pending until the test lets them run.
+    cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, check=True).stdout.split()[0]
+    blocker = subprocess.run(
+        ["sbatch", "--parsable", "-c", cpus, "-o", "/dev/null", "--wrap", "sleep 600"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
     res = rsbench("benchmark", "run", str(path))
     assert res.returncode == 0 and "2 job(s) submitted" in res.stdout, res.stderr[-2000:]
     jobs = {name: (jid, dep) for jid, name, dep in squeue("%i", "%j", "%E")}
@@ -152,15 +158,16 @@ def test_benchmark_on_slurm_afterok_resubmit_scancel_and_reclaim(tmp_path, euros
     [(_, eval_dep)] = [v for k, v in jobs.items() if k.startswith("rsbench-eval")]
     assert eval_dep.startswith(f"afterok:{pre_id}"), jobs
 
-    # Re-submitted while both jobs are queued or running: nothing new, and the message says so.
+    # Re-submitted while both jobs are queued: nothing new, and the message says so.
     res = rsbench("benchmark", "run", str(path))
     assert res.returncode == 0 and "0 job(s) submitted" in res.stdout, res.stderr[-2000:]
     assert "already queued" in res.stderr and "submit again later" not in res.stderr, res.stderr
 
-    # scancel the pretraining job once it has saved a checkpoint: its evaluation job is dropped
-    # (kill-on-invalid-dep), the cell goes back to pending (released, or reclaimed from a dead worker), and a
-    # re-submission resumes the pretraining from last.ckpt and finishes everything.
-    wait_until(lambda: next((tmp_path / "bench").rglob("last.ckpt"), None), 180, "a pretraining checkpoint", poll=0.2)
+    # scancel the pretraining job as soon as it has claimed its cell: the cell goes back to pending (released,
+    # or reclaimed from its dead worker) and a re-submission finishes everything, each cell once.
+    subprocess.run(["scancel", blocker], check=True)
+    pretrain_state = lambda: next(c["status"] for c in cells_of(path) if c["kind"] == "pretrain")  # noqa: E731
+    wait_until(lambda: pretrain_state() == "running", 180, "the pretraining cell to run", poll=0.1)
     subprocess.run(["scancel", pre_id], check=True)
     wait_until(lambda: not squeue("%i"), 60, "both jobs to leave the queue")
     res = rsbench("benchmark", "run", str(path))
@@ -170,6 +177,7 @@ def test_benchmark_on_slurm_afterok_resubmit_scancel_and_reclaim(tmp_path, euros
     assert len(cells) == 2 and [c["kind"] for c in cells].count("pretrain") == 1
     [run] = (tmp_path / "bench").rglob("run.json")
     assert json.loads(run.read_text())["steps"] == 8
+    assert [c["attempts"] for c in cells if c["kind"] == "pretrain"] in ([1], [2]), "released (1) or reclaimed (2)"
     from rsbench.benchmark.plan import load_plan
 
     rows = load_plan(path).store().result_rows()
