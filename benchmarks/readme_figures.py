@@ -193,6 +193,18 @@ def _tiny() -> str:
     )
 
 
+def _faults() -> str:
+    d = load("fault_matrix")
+    n = d["counts"]
+    failing = [c["case"] for c in d["cases"] if c["traceback"] or not c["data_intact"]]
+    return (
+        f"{n['cases']} cases: {n['tracebacks']} tracebacks, {n['data_lost']} with data lost, "
+        f"{n['failed_without_error_line']} failures without a one-line `error:`"
+        + (f"; open: {', '.join(failing)}" if failing else "")
+        + f" (load average {d['machine']['loadavg'][0]:.1f})"
+    )
+
+
 ROWS = [  # (script, what it measures, the figures)
     (
         "foundation_real_data.py",
@@ -226,6 +238,14 @@ ROWS = [  # (script, what it measures, the figures)
         "stats_coverage.py",
         "simulated benchmark tasks with a known truth (5 seeds, 1,000 repetitions, 4 scenarios)",
         _coverage_summary,
+    ),
+    (
+        "fault_matrix.py",
+        "the fault cases of issue 16 replayed on the CLI (root, with `.ci/engines.sh start`): interrupts and SIGKILL "
+        "then resume, a full disk (256 KiB tmpfs), read-only and file `--out`, corrupt stores, shards, checkpoints "
+        "and results, a leftover `.staging/`, unreachable PostgreSQL and Dask, sbatch refusals, SLURM jobs pending "
+        "too long or SIGTERM while queued",
+        _faults,
     ),
     ("benchmark_tiny.py", "`rsbench benchmark run examples/benchmark-tiny.yaml` + report, timed", _tiny),
 ]

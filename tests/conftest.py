@@ -54,3 +54,50 @@ def eurosat_small(tmp_path_factory: pytest.TempPathFactory, eurosat_dir: Path) -
 def eurosat_tiny(tmp_path_factory: pytest.TempPathFactory, eurosat_dir: Path) -> Path:
     """A 5-per-class ImageFolder of real EuroSAT files (symlinks), for end-to-end command tests."""
     return _eurosat_sample(tmp_path_factory.mktemp("eurosat_tiny"), eurosat_dir, 5)
+
+
+# ---- the real engines (pytest -m engines): PostgreSQL and a one-node SLURM on localhost --------------------
+# `.ci/engines.sh start` starts them and writes their environment to ENGINES_ENV; `make test` does that and sets
+# RSBENCH_ENGINES=required, so an engine that is not there fails the engine tests instead of skipping them.
+ENGINES_ENV = Path(os.environ.get("RSBENCH_ENGINES_STATE", "/var/tmp/rsbench-engines")) / "env"
+
+
+def _engine_setting(name: str) -> str | None:
+    if os.environ.get(name):
+        return os.environ[name]
+    if ENGINES_ENV.is_file():
+        for line in ENGINES_ENV.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key == name and value:
+                return value
+    return None
+
+
+def _engine_missing(what: str) -> None:
+    why = f"{what} is not running: start the engines with `sudo .ci/engines.sh start` (make test does)"
+    if os.environ.get("RSBENCH_ENGINES") == "required":
+        pytest.fail(f"RSBENCH_ENGINES=required but {why}", pytrace=False)
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The URL of an empty-able PostgreSQL test database (tests use their own table prefix via fresh DBs)."""
+    url = _engine_setting("RSBENCH_TEST_PG_URL")
+    if not url:
+        _engine_missing("PostgreSQL")
+    return url
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """A SLURM cluster that answers (sinfo lists a usable node)."""
+    import shutil
+    import subprocess
+
+    ok = False
+    if _engine_setting("RSBENCH_TEST_SLURM") and shutil.which("sinfo"):
+        done = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30, check=False)
+        ok = done.returncode == 0 and any(s in done.stdout for s in ("idle", "mix", "alloc", "comp"))
+    if not ok:
+        _engine_missing("SLURM")

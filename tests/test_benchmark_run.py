@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -222,6 +223,9 @@ def test_two_concurrent_runners_run_every_cell_once(tmp_path, eurosat_small):
     # Both runners saw the whole matrix finished; how the cells were split between their workers depends on
     # timing (the store-level race is tested deterministically in test_benchmark.py).
     assert all("8 cells: 8 done, 0 failed" in out for out, _ in outs)
+    # Each runner's "ran now" counts the cells its own workers finished: together, each cell once.
+    ran = [int(re.search(r"(\d+) ran now", out).group(1)) for out, _ in outs]
+    assert sum(ran) == 8, [out for out, _ in outs]
 
 
 def test_submitit_debug_executor_runs_the_matrix(tmp_path, eurosat_small):
@@ -275,6 +279,14 @@ def test_slurm_jobs_depend_on_their_pretraining_job(tmp_path, eurosat_small, mon
             assert "dependency" not in text
     _, cells, _ = stored(plan)
     assert {c["status"] for c in cells} == {PENDING}, "submission alone runs nothing"
+    # Re-submitted while SLURM still holds every job (a stand-in squeue lists them pending): nothing is
+    # submitted twice, and the message says the cells are queued (not "submit again later").
+    listing = "\n".join(f"{job}|rsbench|PENDING|Dependency" for job in jobs.values())
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\ncat <<'EOF'\n{listing}\nEOF\n")
+    (bin_dir / "squeue").chmod(0o755)
+    said: list[str] = []
+    assert submit(plan, log=said.append) == {}
+    assert any("6 cell(s) already queued" in m for m in said) and not any("later" in m for m in said), said
 
 
 CHROMIUM = [

@@ -220,6 +220,13 @@ def test_rerun_is_noop_and_changed_settings_need_overwrite(tmp_path, rasters_dir
         assert "corpus already built" in _cli(*args, *extra).stderr
     assert _mtimes(out) == before
 
+    # A stale .staging/ beside the finished corpus is removed with a word; the corpus is left as it was.
+    (out / ".staging").mkdir()
+    (out / ".staging" / "plan.json").write_text("{truncated")
+    res = _cli(*args)
+    assert res.exit_code == 0 and "removed the leftover build state" in res.stderr, res.output
+    assert not (out / ".staging").exists() and _mtimes(out) == before
+
     for changed, key in ((["--tile-size", 100], "tile_size"), (["--min-entropy", 1], "min_entropy")):
         res = _cli(rasters_dir / SN6, "--out", out, "--tile-size", T, *changed)
         assert res.exit_code == 1 and str(out) in res.stderr and key in res.stderr and "--overwrite" in res.stderr

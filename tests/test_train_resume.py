@@ -206,14 +206,15 @@ def test_bad_checkpoints_are_one_line_errors_and_change_nothing(unfinished_run, 
     other = dict(torch.load(ckpt, weights_only=True))
     first_weight = next(k for k, v in other["state_dict"].items() if v.ndim == 4)
     cases = {
-        "unreadable checkpoint": good[: len(good) // 2],  # truncated, as if a copy was cut short
+        "not a PyTorch checkpoint": good[: len(good) // 2],  # truncated, as if a copy was cut short
+        "not a PyTorch checkpoint ": os.urandom(5000),  # garbage
         "not a Lightning training checkpoint": {"conv1.weight": torch.zeros(1)},
         "belongs to another model": {**other, "state_dict": {"other.weight": torch.zeros(3)}},
         "has shape": {
             **other,
             "state_dict": {k: (torch.zeros(7) if k == first_weight else v) for k, v in other["state_dict"].items()},
         },
-        "unreadable checkpoint ": {"x": _NotAllowed()},
+        "objects other than tensors": {"x": _NotAllowed()},
     }
     for expected, content in cases.items():
         if isinstance(content, bytes):
@@ -224,6 +225,7 @@ def test_bad_checkpoints_are_one_line_errors_and_change_nothing(unfinished_run, 
         with pytest.raises(DataError, match=expected.strip()) as err:
             pretrain(cfg)
         assert str(ckpt) in str(err.value) and "\n" not in str(err.value)
+        assert "move it away" in str(err.value) and "mmap" not in str(err.value) and "zip" not in str(err.value)
         assert _snapshot(cfg.out) == before, f"{expected}: the run directory changed"
     # Through the CLI: one line on stderr, exit code 1.
     result = CliRunner().invoke(app, ["pretrain", "--config", str(cfg.out / "config.yaml")])
@@ -240,3 +242,22 @@ def test_resume_flags(unfinished_run):
         pretrain(cfg.model_copy(update={"resume": True}))
     with pytest.raises(ConfigError, match=r"different config \(max_steps\)"):
         pretrain(cfg.model_copy(update={"max_steps": 3}))
+
+
+def test_a_full_disk_while_saving_a_checkpoint_names_the_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    import errno
+
+    from rsbench.train.checkpoint import AtomicCheckpointIO
+
+    def full_disk(obj, f):  # what torch's zip writer does on ENOSPC: a RuntimeError raised while handling it
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 36096 vs 35992") from None
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    with pytest.raises(OSError) as err:
+        AtomicCheckpointIO().save_checkpoint({"global_step": 1}, target)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(target)
+    assert list(target.parent.iterdir()) == [], "the partial temp file is removed"

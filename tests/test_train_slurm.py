@@ -132,3 +132,41 @@ def test_local_executor_runs_a_pretrain_job_end_to_end(tmp_path, eurosat_small, 
     assert (cfg.out / "backbone.pt").is_file()
     logs = list((cfg.out / "slurm" / str(job.job_id)).iterdir())
     assert any(p.name.endswith("_result.pkl") for p in logs), os.listdir(cfg.out / "slurm")
+
+
+def _stand_in(bin_dir, name: str, script: str) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / name).write_text("#!/bin/sh\n" + script)
+    (bin_dir / name).chmod(0o755)
+
+
+def test_a_request_slurm_refuses_is_one_line_naming_it(tmp_path, eurosat_small, monkeypatch):
+    # Stand-ins that answer like SLURM 22.05 on a 2-CPU node: --test-only refuses 64 CPUs, a real submission
+    # refuses an unknown partition (the check passed: another user's limits, a race).
+    bin_dir = tmp_path / "bin"
+    _stand_in(
+        bin_dir,
+        "sbatch",
+        'case "$*" in *--test-only*--cpus-per-task=64*) echo "allocation failure: Requested node configuration '
+        'is not available" >&2; exit 1;; *--test-only*) exit 0;; esac\n'
+        'echo "sbatch: error: invalid partition specified: gone" >&2\n'
+        'echo "sbatch: error: Batch job submission failed: Invalid partition name specified" >&2; exit 1\n',
+    )
+    _stand_in(bin_dir, "sinfo", 'echo "2 21694"\n')
+    _stand_in(bin_dir, "srun", "exit 0\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    args = ["pretrain", "--images", str(eurosat_small), "--out", str(tmp_path / "r"), "--slurm", "--accelerator"]
+    result = runner.invoke(app, [*args, "cpu", "--cpus-per-task", "64"])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.stderr
+    assert lines[0] == (
+        "error: SLURM cannot run the pretraining job (the default partition, 64 CPUs, 60 min): Requested node "
+        "configuration is not available; the default partition has nodes of at most 2 CPUs and 21694 MB"
+    )
+    result = runner.invoke(app, [*args, "cpu", "--partition", "gone"])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.stderr
+    assert lines[0] == (
+        "error: sbatch refused the pretraining job (partition gone, 60 min): invalid partition specified: gone; "
+        "Invalid partition name specified"
+    )

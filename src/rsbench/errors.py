@@ -13,3 +13,7 @@ class ConfigError(RsbenchError):
 
 class DataError(RsbenchError):
     """An unreadable, corrupt or inconsistent input file or folder."""
+
+
+class EngineError(RsbenchError):
+    """An external engine (SLURM, a Dask scheduler) refused the work or could not be reached."""

@@ -8,6 +8,7 @@ pretraining resumes from its last checkpoint).
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -31,16 +32,26 @@ class RunSummary:
     done: int
     failed: int
     blocked: int
-    ran: int  # cells that finished (done or failed) during this invocation
+    ran: int  # cells this invocation's own workers finished (done or failed); other runners' are not counted
     wall_s: float
     failures: list[dict] = field(default_factory=list)
 
 
-def summarize(store: Store, ids: list[str], before: dict[str, str], wall_s: float) -> RunSummary:
+def summarize(
+    store: Store, ids: list[str], before: dict[str, str], wall_s: float, workers: set[str] = frozenset()
+) -> RunSummary:
+    """`workers`: 'host:pid' of this runner's worker processes; a cell counts as ran now when one of them
+    finished it (another runner on the same store finishes cells at the same time)."""
     cells = store.cells(ids)
     status = {c["id"]: c["status"] for c in cells}
     blocked = sum(1 for c in cells if c["status"] == "pending" and status.get(c["depends_on"]) == FAILED)
-    ran = sum(1 for c in cells if c["status"] in (DONE, FAILED) and before.get(c["id"]) != c["status"])
+    ran = sum(
+        1
+        for c in cells
+        if c["status"] in (DONE, FAILED)
+        and before.get(c["id"]) != c["status"]
+        and (c["worker"] or "").rsplit(":", 1)[0] in workers
+    )
     return RunSummary(
         len(cells),
         sum(s == DONE for s in status.values()),
@@ -106,6 +117,7 @@ def run_local(
     matrix = write_matrix(plan, max_parallel)
     threads = threads_per_cell(plan, max_parallel)
     procs: list[subprocess.Popen] = []
+    spawned: set[str] = set()  # 'host:pid' of every worker this runner started
     rounds = 0
     seen: dict[str, str] = dict(before)
     columns = (
@@ -141,6 +153,7 @@ def run_local(
                     rounds += 1
                     pending = sum(c["status"] != DONE for c in cells)
                     procs = [_spawn(matrix, plan, threads) for _ in range(min(max_parallel, max(pending, 1)))]
+                    spawned.update(f"{socket.gethostname()}:{p.pid}" for p in procs)
                 if on_tick:
                     on_tick()
                 time.sleep(poll_s)
@@ -152,7 +165,7 @@ def run_local(
             except subprocess.TimeoutExpired:
                 p.kill()
         raise
-    return summarize(store, plan.ids, before, time.perf_counter() - start)
+    return summarize(store, plan.ids, before, time.perf_counter() - start, spawned)
 
 
 def write_summary(plan: Plan, summary: RunSummary) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -64,7 +65,11 @@ def handle_errors(fn: F) -> F:
 def _os_error(e: OSError) -> str:
     what = e.strerror or type(e).__name__
     paths = [str(p) for p in (e.filename, e.filename2) if p]
-    return f"{what}: {' -> '.join(paths)}" if paths else str(e).splitlines()[0]
+    if paths:
+        return f"{what}: {' -> '.join(paths)}"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):  # a write through an open file names no path
+        return f"{what} while writing the output (free some space, or choose another --out)"
+    return e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def split_csv(value: str | None) -> list[str] | None:

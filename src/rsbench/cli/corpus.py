@@ -42,7 +42,10 @@ BUILD_OPTIONS = {
         for k in ("gsd", "resampling", "stride", "tiles_per_raster", "max_tiles", "diversity", "clusters", "seed")
     },
     **{k: Opt(panel=FILTERS) for k in (*FILTER_KEYS, "implicit_nodata", "dedup", "dedup_distance")},
-    **{k: Opt(panel=PARALLEL) for k in ("workers", "scheduler", "task_tiles", "task_mib", "group_rasters")},
+    **{
+        k: Opt(panel=PARALLEL)
+        for k in ("workers", "scheduler", "scheduler_timeout_s", "task_tiles", "task_mib", "group_rasters")
+    },
 }
 # Not flags: `inputs` (the INPUT arguments), `slurm` (--slurm, and its fields are the --slurm-* options).
 BUILD_EXCLUDE = frozenset({"inputs", "slurm"})

@@ -46,6 +46,15 @@ class CorpusSlurm(SlurmResources):
     mem: str = Field("16GB", description="Memory per SLURM job, e.g. 16GB.")
     job_name: str | None = Field("rsbench-corpus", description="Job name.")
     jobs: int = Field(1, gt=0, description="SLURM jobs, each with one worker process per CPU.")
+    interface: str | None = Field(
+        None, description="Network interface of the scheduler and workers, e.g. ib0 (unset: Dask's choice)."
+    )
+    start_timeout_s: int | None = Field(
+        3600,
+        ge=1,
+        description="Fail when no worker has started this long after submission (the error gives SLURM's "
+        "pending reason; unset: wait forever). A request the partition can never run fails at once.",
+    )
 
 
 # The per-tile filter settings (rsbench.corpus.filters.reject_reason reads exactly these).
@@ -145,6 +154,9 @@ class CorpusBuildConfig(StrictModel):
     )
     scheduler: str | None = Field(
         None, description="Address of a running Dask scheduler (tcp://host:8786).", json_schema_extra=EXECUTION
+    )
+    scheduler_timeout_s: float = Field(
+        10, gt=0, description="Seconds to wait for the --scheduler to answer.", json_schema_extra=EXECUTION
     )
     slurm: CorpusSlurm | None = Field(
         None,

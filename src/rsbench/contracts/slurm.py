@@ -124,6 +124,18 @@ class SlurmResources(StrictModel):
             out[field] = converted
         return out
 
+    def describe(self) -> str:
+        """The request in a few words for messages: 'partition debug, 4 CPUs, 16GB, 60 min'."""
+        parts = [
+            f"partition {self.partition}" if self.partition else "the default partition",
+            f"{self.cpus_per_task} CPUs" if self.cpus_per_task else "",
+            f"{self.mem}" if self.mem else "",
+            f"{self.gpus_per_node} GPU(s) per node" if self.gpus_per_node else "",
+            f"{self.time} min" if self.time else "",
+            f"constraint {self.constraint}" if self.constraint else "",
+        ]
+        return ", ".join(p for p in parts if p)
+
     # ---- translations ----
 
     def merged(self, override: SlurmResources | None) -> SlurmResources:
@@ -157,6 +169,15 @@ class SlurmResources(StrictModel):
         if self.extra:
             params["additional_parameters"] = dict(self.extra)
         return params
+
+    def sbatch_options(self) -> list[str]:
+        """Command-line options of sbatch itself (e.g. for `sbatch --test-only`); `setup` is not one."""
+        params = self._directives()
+        params.pop("signal_delay_s", None)
+        if "time" in params:
+            params["time"] = format_walltime(params["time"])
+        options = [f"--{k.replace('_', '-')}={v}" for k, v in params.items()]
+        return options + [f"--{k}" if v is True else f"--{k}={v}" for k, v in self.extra.items()]
 
     def submitit_parameters(self) -> dict[str, Any]:
         """Keyword arguments of submitit's `AutoExecutor.update_parameters` (generic or `slurm_` names)."""

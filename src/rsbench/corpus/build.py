@@ -70,6 +70,15 @@ def _clear(out: Path, staging_too: bool) -> None:
         shutil.rmtree(corpus.staging, ignore_errors=True)
 
 
+def _drop_leftover_staging(out: Path, log: Log) -> None:
+    """A finished corpus needs no `.staging/` (a build killed after writing corpus.json, or a copy of an
+    unfinished folder over a finished one): it can only mislead a later resume, so it goes, with a word."""
+    staging = CorpusInfo(out).staging
+    if staging.exists():
+        shutil.rmtree(staging, ignore_errors=True)
+        log(f"removed the leftover build state {staging} (the corpus in {out} is complete)")
+
+
 def _changed(old: dict[str, Any], new: dict[str, Any]) -> str:
     return ", ".join(sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)))
 
@@ -114,6 +123,7 @@ def build_corpus(
     existing = _check_existing(out, key, overwrite)
     if existing is not None:
         log(f"corpus already built: {out}")
+        _drop_leftover_staging(out, log)
         return existing
     # A finished corpus is replaced only once its successor is complete: build that one beside it.
     target = beside(out) if overwrite and CorpusInfo(out).is_built() else out

@@ -15,18 +15,27 @@ calls), so threads in one process would serialize; Dask's nanny starts each work
 OMP_NUM_THREADS / MKL_NUM_THREADS / OPENBLAS_NUM_THREADS = 1 (its `distributed.nanny.pre-spawn-environ`
 default), so numpy does not oversubscribe the cores, and GDAL decodes with one thread (GDAL_NUM_THREADS
 unset). The driver only submits tasks and merges their small records while the workers tile.
+
+On SLURM, nothing is left behind: the request is checked with `sbatch --test-only` before any job is
+submitted, a job SLURM will never start (pending reason PartitionConfig, ...) or that waits longer than
+`slurm.start_timeout_s` fails the build with SLURM's reason, and the jobs are cancelled on every way out
+(the build's end, an error, Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
+from rsbench import engines
 from rsbench.corpus.build_config import CorpusBuildConfig, CorpusSlurm
+from rsbench.errors import EngineError
 
 Log = Callable[[str], None]
 AUTO_CLUSTER_WORK = 20_000  # windows (or window equivalents) below which --workers unset stays in-process
@@ -40,7 +49,79 @@ def slurm_options(cfg: CorpusBuildConfig) -> dict[str, Any]:
     resources = cfg.slurm or CorpusSlurm()
     kwargs = resources.jobqueue_kwargs()
     kwargs["processes"] = resources.cpus_per_task
+    if resources.interface:
+        kwargs["interface"] = resources.interface
     return kwargs
+
+
+WORKERS = "the corpus build's Dask workers"
+WAIT_POLL_S = 5.0
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While open, SIGTERM (a supervisor, `kill`) unwinds like Ctrl-C, so the cluster's jobs get cancelled."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _job_ids(cluster) -> list[str]:
+    return [str(w.job_id) for w in list(cluster.workers.values()) if getattr(w, "job_id", None)]
+
+
+def _close_cluster(cluster) -> None:
+    """Close the SLURMCluster (it scancels its jobs); scancel them again in case closing failed half-way."""
+    ids = _job_ids(cluster)
+    try:
+        cluster.close()
+    except Exception:  # e.g. a worker whose job was never submitted: dask asserts on its state
+        pass
+    with suppress(EngineError):
+        engines.cancel(ids)
+
+
+def wait_for_workers(cluster, client, resources: CorpusSlurm, log: Log, poll_s: float = WAIT_POLL_S) -> None:
+    """Until the first worker joins: fail at once on a pending reason that never resolves, after
+    `start_timeout_s` on any other; say every minute what the jobs wait for."""
+    start = last_said = time.monotonic()
+    while True:
+        try:
+            client.wait_for_workers(1, timeout=poll_s)
+            return
+        except TimeoutError:
+            pass
+        waited = time.monotonic() - start
+        ids = _job_ids(cluster)
+        if not ids:
+            if waited > 60:
+                raise EngineError(f"sbatch submitted none of {WORKERS} within {waited:.0f} s")
+            continue
+        reasons = engines.pending_reasons(ids)
+        why = ", ".join(sorted(set(reasons.values()))) or "starting"
+        never = [r for r in reasons.values() if r.startswith(engines.NEVER_STARTS)]
+        if never:
+            raise EngineError(
+                f"SLURM will never start {WORKERS} ({resources.describe()}): job(s) {', '.join(ids)} pending "
+                f"with reason {never[0]}; ask for less (--slurm-cpus-per-task, --slurm-mem) or another partition"
+            )
+        if resources.start_timeout_s and waited > resources.start_timeout_s:
+            raise EngineError(
+                f"no Dask worker started within {resources.start_timeout_s} s (--slurm-start-timeout-s): "
+                f"job(s) {', '.join(ids)} still pending ({why}); their jobs were cancelled"
+            )
+        if time.monotonic() - last_said >= 60:
+            last_said = time.monotonic()
+            log(f"waiting {waited:.0f} s for SLURM job(s) {', '.join(ids)} ({why})")
 
 
 class Runner:
@@ -69,15 +150,22 @@ class Runner:
 
         cfg = self.cfg
         if cfg.scheduler:
-            self.client = self._stack.enter_context(Client(cfg.scheduler))
+            client = engines.connect_scheduler(cfg.scheduler, cfg.scheduler_timeout_s)
+            self.client = self._stack.enter_context(client)
             self.log(f"dask scheduler: {cfg.scheduler}")
         elif cfg.slurm is not None:
             from dask_jobqueue import SLURMCluster
 
-            cluster = self._stack.enter_context(SLURMCluster(**slurm_options(cfg)))
-            cluster.scale(jobs=cfg.slurm.jobs)
+            resources = cfg.slurm
+            engines.check_request(resources, WORKERS, ["--ntasks=1"])
+            with engines.sbatch_refusals(WORKERS, resources):
+                cluster = SLURMCluster(**slurm_options(cfg))
+            self._stack.callback(_close_cluster, cluster)
+            self._stack.enter_context(sigterm_as_interrupt())
+            cluster.scale(jobs=resources.jobs)
             self.client = self._stack.enter_context(Client(cluster))
-            self.log(f"dask SLURM cluster: {cfg.slurm.jobs} job(s), scheduler {cluster.scheduler_address}")
+            self.log(f"dask SLURM cluster: {resources.jobs} job(s), scheduler {cluster.scheduler_address}")
+            wait_for_workers(cluster, self.client, resources, self.log)
         else:
             from dask.distributed import LocalCluster
 

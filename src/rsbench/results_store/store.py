@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import psutil
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from rsbench.contracts.results import ROW_KEY, load_results
 from rsbench.errors import DataError
@@ -113,9 +114,19 @@ class Store:
         self.engine = engine_for(url)
 
     # --- the matrix ---------------------------------------------------------------------------------
-    @retrying
     def sync_cells(self, benchmark: str, matrix: Sequence[CellSpec], out: Path) -> None:
         """Insert cells not yet known; refresh display fields (names may change without changing ids)."""
+        for attempt in range(3):
+            try:
+                return self._sync_cells(benchmark, matrix, out)
+            except IntegrityError:
+                # Two runners starting at once on PostgreSQL (READ COMMITTED): both saw a cell missing and the
+                # second insert of it failed. Its transaction rolled back; the next pass finds the cell known.
+                if attempt == 2:
+                    raise
+
+    @retrying
+    def _sync_cells(self, benchmark: str, matrix: Sequence[CellSpec], out: Path) -> None:
         with self.engine.begin() as conn:
             known = {r.id: r for r in self._select(conn, [c.id for c in matrix])}
             now = time.time()

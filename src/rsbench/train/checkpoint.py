@@ -56,8 +56,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
+            # A full disk surfaces from torch's zip writer as RuntimeError("unexpected pos ...") raised while
+            # handling the OSError: report the OSError, naming the checkpoint (the CLI prints it as one line).
+            cause = e if isinstance(e, OSError) else e.__context__
+            if isinstance(cause, OSError) and cause.errno:
+                raise OSError(cause.errno, os.strerror(cause.errno), str(path)) from None
             raise
         if self.on_saved is not None:
             self.on_saved(path, int(checkpoint.get("global_step", -1)))
@@ -82,7 +87,13 @@ def check_resumable(path: Path, model: torch.nn.Module) -> int:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:
-        raise DataError(f"cannot resume from {path}: unreadable checkpoint ({_first_line(e)}); {hint}") from None
+        # torch's own words (mmap, zipfile central directory) describe its reader, not the file: say what it means.
+        if "weights only load failed" in str(e).lower():
+            what = "it holds objects other than tensors, which a safe load (weights_only) refuses"
+        else:
+            size = path.stat().st_size if path.exists() else 0
+            what = f"not a PyTorch checkpoint ({size} bytes: truncated, or overwritten with something else)"
+        raise DataError(f"cannot resume from {path}: {what}; {hint}") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in _TRAINING_KEYS):
         missing = [k for k in _TRAINING_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
         raise DataError(

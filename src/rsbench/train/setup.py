@@ -167,6 +167,11 @@ def _loggers(cfg: PretrainConfig, log_every: int) -> list:
     return loggers
 
 
+# Lightning warns on every run outside SLURM when `srun` is installed (a login node, a workstation with the
+# SLURM client): rsbench launches SLURM jobs itself (--slurm), so the hint to prepend srun only misleads.
+warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used")
+
+
 def build_trainer(
     cfg: PretrainConfig,
     model,

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rsbench import engines
 from rsbench.contracts.pretrain_config import PretrainConfig, SlurmOptions
 from rsbench.contracts.run_dir import SLURM_DIR
 from rsbench.errors import ConfigError
@@ -113,7 +114,14 @@ def submit(cfg: PretrainConfig, cluster: str = "slurm"):
             executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=opts.max_requeues)
         except RuntimeError as e:
             raise ConfigError(f"cannot submit to SLURM from this machine: {e}") from None
-        executor.update_parameters(**sbatch_parameters(job_cfg, opts))
+        params = sbatch_parameters(job_cfg, opts)
+        executor.update_parameters(**params)
+        # What the job asks for, checked before submitting: a job the partition can never run would wait forever.
+        resources = opts.model_copy(update={"gpus_per_node": params.get("gpus_per_node")})
+        layout = [f"--nodes={job_cfg.nodes}", f"--ntasks-per-node={job_cfg.devices}"]
+        engines.check_request(resources, "the pretraining job", layout)
+        with engines.sbatch_refusals("the pretraining job", resources):
+            return executor.submit(PretrainJob(job_cfg.model_dump(mode="json")))
     else:
         raise ConfigError(f"unknown cluster '{cluster}' (slurm, local)")
     return executor.submit(PretrainJob(job_cfg.model_dump(mode="json")))
