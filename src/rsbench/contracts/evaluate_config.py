@@ -112,6 +112,12 @@ class EvaluateConfig(StrictModel):
     epochs: int = Field(10, gt=0, description="Epochs for trained parts (fine-tuning, decoders, detectors).")
     lr: float | None = Field(None, gt=0, description="Learning rate for trained parts (unset: per protocol).")
     decoder: str = Field("fpn", description="Segmentation decoder.")
+    frozen_cache: bool = Field(
+        True,
+        description="Frozen protocol of segmentation/detection: train the head on backbone maps extracted "
+        "once (float16, in OUT/features) from a fixed grid of overlapping crops, no flips/rot90; false: "
+        "random crops with flips/rot90 through the backbone at every step.",
+    )
     layer_decay: float = Field(
         0.75, gt=0, le=1, description="Fine-tuning ViTs: learning rate x layer_decay per block from the top."
     )

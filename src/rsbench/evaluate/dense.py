@@ -23,6 +23,7 @@ from rsbench.data.normalization import Normalization, band_stats
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate import training
 from rsbench.evaluate.datasets.tiling import Region, select_fraction, split_regions, whole_images
+from rsbench.evaluate.dense_cache import BackboneMaps, extract_maps, image_digests
 from rsbench.evaluate.driver import SeedSplit
 from rsbench.evaluate.features import resolve_device
 from rsbench.evaluate.inits import Init, resolve_init
@@ -97,9 +98,34 @@ class DenseEncoder(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             if self.neck is None:
                 return list(self.backbone(x))
-            feat = self.backbone.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)[-1]
+            feat = self._last_block(x)
         b, _, h, w = x.shape
         return [x, x.new_empty((b, 0, h // 2, w // 2)), *self.neck(feat, (h, w))]
+
+    def _last_block(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)[-1]
+
+    @torch.no_grad()
+    def backbone_maps(self, x: torch.Tensor, levels: tuple[int, ...]) -> list[torch.Tensor]:
+        """What the frozen backbone hands the trained parts (rsbench.evaluate.dense_cache caches it): a CNN's
+        maps at `levels` (indices into forward's list, those the head reads), a ViT's last-block map."""
+        if self.neck is None:
+            maps = self.backbone(x)
+            return [maps[i] for i in levels]
+        return [self._last_block(x)]
+
+    def from_backbone_maps(
+        self, maps: list[torch.Tensor], levels: tuple[int, ...], size: tuple[int, int]
+    ) -> list[torch.Tensor | None]:
+        """forward's list for size-`size` inputs rebuilt from `backbone_maps` (the ViT neck runs here, it
+        trains); levels the head does not read are None."""
+        if self.neck is not None:
+            b, (h, w) = maps[0].shape[0], size
+            return [None, maps[0].new_empty((b, 0, h // 2, w // 2)), *self.neck(maps[0], size)]
+        out: list[torch.Tensor | None] = [None] * len(self.out_channels)
+        for i, m in zip(levels, maps):
+            out[i] = m
+        return out
 
     def trainable_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone parameters that train, neck parameters)."""
@@ -251,10 +277,36 @@ class DenseCells:
     console: Console
     shapes: list = field(init=False)  # (height, width) of each image
     device: torch.device = field(init=False)
+    digests: list[str] | None = field(init=False, default=None)  # image contents, for the map cache's key
 
     def __post_init__(self) -> None:
         self.shapes = [img.shape[1:] for img in self.images]
         self.device = resolve_device(self.cfg.device)
+
+    def uses_cache(self, protocol: str) -> bool:
+        return protocol == "frozen" and self.cfg.frozen_cache
+
+    def backbone_maps(
+        self, encoder: DenseEncoder, init: Init, windows: list, norm: Normalization, levels: tuple[int, ...], what: str
+    ) -> BackboneMaps:
+        """The frozen `encoder`'s maps of `windows` (rsbench.evaluate.dense_cache), cached in OUT/features."""
+        if self.digests is None:
+            self.digests = image_digests(self.images)
+        return extract_maps(
+            encoder,
+            init.identity,
+            self.images,
+            self.digests,
+            windows,
+            self.size,
+            norm,
+            levels,
+            self.cfg.out / "features",
+            self.cfg.batch_size,
+            self.device,
+            self.console,
+            what,
+        )
 
     def targets(self, seed: int, test_regions: list[Region]) -> list:
         raise NotImplementedError
