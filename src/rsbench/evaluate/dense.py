@@ -114,15 +114,13 @@ class DenseEncoder(nn.Module):
             return [maps[i] for i in levels]
         return [self._last_block(x)]
 
-    def from_backbone_maps(
-        self, maps: list[torch.Tensor], levels: tuple[int, ...], size: tuple[int, int]
-    ) -> list[torch.Tensor | None]:
+    def from_backbone_maps(self, maps: list[torch.Tensor], levels: tuple[int, ...], size: tuple[int, int]) -> list:
         """forward's list for size-`size` inputs rebuilt from `backbone_maps` (the ViT neck runs here, it
-        trains); levels the head does not read are None."""
+        trains); a level the head does not read is a zero-channel map of its shape (decoders read shapes)."""
+        b, (h, w) = maps[0].shape[0], size
+        out = [maps[0].new_empty((b, 0, h >> i, w >> i)) for i in range(len(self.out_channels))]
         if self.neck is not None:
-            b, (h, w) = maps[0].shape[0], size
-            return [None, maps[0].new_empty((b, 0, h // 2, w // 2)), *self.neck(maps[0], size)]
-        out: list[torch.Tensor | None] = [None] * len(self.out_channels)
+            return [*out[:2], *self.neck(maps[0], size)]
         for i, m in zip(levels, maps):
             out[i] = m
         return out

@@ -94,7 +94,7 @@ class SegmentationNet(nn.Module):
         return self.decode(self.encoder(x), x.shape[-2:])
 
     def decode(self, features: list, size: tuple[int, int]) -> torch.Tensor:
-        """Logits at `size` from the encoder's maps (levels the decoder does not read may be None)."""
+        """Logits at `size` from the encoder's maps (DenseEncoder.forward's list)."""
         if self.decoder_name == "linear":
             return F.interpolate(self.head(features[-1]), size=size, mode="bilinear", align_corners=False)
         return self.head(self.decoder(features))
