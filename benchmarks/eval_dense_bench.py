@@ -236,11 +236,12 @@ def compare_cache(args, common: dict, jobs: list, console) -> None:
                 "speedup_warm": round(before / runs["cached_warm"]["wall_s"], 2),
             }
         )
+        # Saved after each task, so a long run that is stopped keeps what it measured.
+        summary = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": _machine(), "results": out}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
     for r in out:
         print(f"{r['task']:13} x{r['speedup_cold']:.2f} (empty cache)  x{r['speedup_warm']:.2f} (cache hit)")
-    summary = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": _machine(), "results": out}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"saved {args.json}")
 
 
