@@ -8,7 +8,7 @@ evaluation runs (device, output folder): they never change a result row.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -24,6 +24,8 @@ DEFAULT_PROTOCOLS = {"classification": ["knn", "linear"], "segmentation": ["froz
 FROZEN_PROTOCOLS = frozenset({"knn", "knn5", "linear", "frozen"})
 FROZEN_SEEDS = [0, 1, 2, 3, 4]
 DEFAULT_SEEDS = [0, 1, 2]
+# Tasks whose data carry coordinates a spatial split can use (georeferenced rasters, vector labels).
+SPATIAL_TASKS = ("segmentation", "detection")
 
 
 def default_seeds(protocols: list[str]) -> list[int]:
@@ -99,6 +101,13 @@ class EvaluateConfig(StrictModel):
         "else 0,1,2).",
     )
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Per-class test share when there is no --test-data.")
+    split: Literal["random", "spatial"] = Field(
+        "random",
+        description="How --data is split when there is no --test-data: random (seeded, by image or class), or "
+        "spatial (segmentation/detection on georeferenced images: seeded blocks of --block-m metres, train "
+        "regions within block_m of a test region dropped).",
+    )
+    block_m: float | None = Field(None, gt=0, description="Block side in metres of --split spatial (e.g. 500).")
     batch_size: int = Field(64, gt=0, description="Batch size.")
     out: Path = Field(Path("results"), description="Output folder for results.jsonl.", json_schema_extra=EXECUTION)
     device: str = Field("auto", description="Torch device: auto, cpu, cuda, cuda:1, ...", json_schema_extra=EXECUTION)
@@ -151,6 +160,18 @@ class EvaluateConfig(StrictModel):
             if isinstance(protocols, list) and all(isinstance(p, str) for p in protocols):
                 values = {**values, "seeds": default_seeds(protocols)}
         return values
+
+    @model_validator(mode="after")
+    def _spatial(self) -> EvaluateConfig:
+        if self.split != "spatial":
+            return self
+        if self.block_m is None:
+            raise ValueError("split: spatial needs block_m, the block side in metres (e.g. block_m: 500)")
+        if self.task not in SPATIAL_TASKS:
+            raise ValueError(f"split: spatial is for tasks {', '.join(SPATIAL_TASKS)}, not '{self.task}'")
+        if self.test_data is not None:
+            raise ValueError("split: spatial splits --data; with test_data the test set is already fixed")
+        return self
 
     @field_validator("protocol", "seeds", "linear_c_grid", "fractions", "bands", "classes", mode="before")
     @classmethod

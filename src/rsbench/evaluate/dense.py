@@ -22,6 +22,7 @@ from rsbench.contracts.evaluate_config import EvaluateConfig
 from rsbench.data.normalization import Normalization, band_stats
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate import training
+from rsbench.evaluate.datasets.spatial import read_georefs, spatial_split
 from rsbench.evaluate.datasets.tiling import Region, select_fraction, split_regions, whole_images
 from rsbench.evaluate.dense_cache import BackboneMaps, extract_maps, image_digests
 from rsbench.evaluate.driver import SeedSplit
@@ -212,13 +213,20 @@ def check_test_classes(cfg: EvaluateConfig, data, test) -> None:
         )
 
 
-def seed_regions(cfg: EvaluateConfig, shapes: list, n_pool: int, seed: int, size: int) -> tuple[list, list, str]:
-    """(train regions, test regions, split description) of one seed. Images [n_pool:] are the fixed
-    --test-data set when there is one; otherwise the pool is split into disjoint regions per seed."""
+def seed_regions(
+    cfg: EvaluateConfig, shapes: list, n_pool: int, seed: int, size: int, paths: list[str]
+) -> tuple[list, list, str, dict]:
+    """(train regions, test regions, split description, the rows' split_spec) of one seed. Images [n_pool:]
+    are the fixed --test-data set when there is one; otherwise the pool is split per seed into disjoint
+    regions: whole images or grid cells (split: random), or blocks of block_m metres (split: spatial)."""
     if cfg.test_data is not None:
         test = [Region(n_pool + r.scene, r.window) for r in whole_images(shapes[n_pool:])]
-        return whole_images(shapes[:n_pool]), test, "fixed (--test-data)"
-    return split_regions(shapes[:n_pool], cfg.test_fraction, seed, size)
+        return whole_images(shapes[:n_pool]), test, "fixed (--test-data)", {"kind": "fixed"}
+    if cfg.split == "spatial":
+        assert cfg.block_m is not None  # EvaluateConfig requires it with split: spatial
+        return spatial_split(shapes[:n_pool], read_georefs(paths[:n_pool]), cfg.block_m, cfg.test_fraction, seed)
+    train, test, how = split_regions(shapes[:n_pool], cfg.test_fraction, seed, size)
+    return train, test, how, {"kind": "random", "test_fraction": cfg.test_fraction, "seed": seed}
 
 
 def base_fields(cfg: EvaluateConfig, dataset: str, init: Init, size: int, num_classes: int, resize: str) -> dict:
@@ -310,14 +318,14 @@ class DenseCells:
         raise NotImplementedError
 
     def split(self, seed: int) -> SeedSplit:
-        train, test_regions, split = seed_regions(self.cfg, self.shapes, self.n_pool, seed, self.size)
+        train, test_regions, split, spec = seed_regions(self.cfg, self.shapes, self.n_pool, seed, self.size, self.paths)
         norm = dense_normalization(self.init, self.images, train)
         seed_init = self.init.for_seed(seed)  # random init: one draw per seed
         return SeedSplit(
             train,
             test_regions,
             split,
-            seed_fields(self.init, norm, test_regions, self.paths),
+            seed_fields(self.init, norm, test_regions, self.paths) | {"split_spec": spec},
             {"norm": norm, "init": seed_init, "targets": self.targets(seed, test_regions)},
         )
 
