@@ -154,8 +154,9 @@ class DetectionChips(Dataset):
         if not self.augment:
             return x, self.target(index)
         k, flip = int(torch.randint(0, 4, ())), bool(torch.randint(0, 2, ()))
-        b = dihedral_boxes(self.target(index)["boxes"], k, flip, self.size, self.size)
-        return dihedral(x, k, flip), {**self.target(index), "boxes": b.reshape(-1, 4)}
+        target = self.target(index)
+        b = dihedral_boxes(target["boxes"], k, flip, self.size, self.size)
+        return dihedral(x, k, flip), {**target, "boxes": b.reshape(-1, 4)}
 
     def target(self, index: int) -> dict:
         _, _, boxes, labels = self.chips[index]
