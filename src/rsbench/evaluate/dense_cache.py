@@ -19,7 +19,6 @@ random draw of the seed), the image contents, the windows, input size, normaliza
 from __future__ import annotations
 
 import hashlib
-import io
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,8 @@ from rsbench.data.normalization import Normalization
 from rsbench.errors import DataError
 from rsbench.evaluate.datasets.samples import read_window
 from rsbench.evaluate.datasets.tiling import ArrayWindow
-from rsbench.io import atomic_write_bytes, stable_hash
+from rsbench.evaluate.features import load_cache, save_cache
+from rsbench.io import stable_hash
 from rsbench.progress import progress_bar
 
 CACHE_FORMAT = 1
@@ -111,17 +111,9 @@ def extract_maps(
     """`encoder.backbone_maps` of every window (read as `read_window` reads them), from the cache or now."""
     key = cache_key(init_identity, digests, windows, size, norm, levels)
     path = Path(cache_dir) / f"{CACHE_PREFIX}{key}.pt"
-    if path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            return BackboneMaps(list(blob["maps"]), float(blob["extract_time_s"]), True, key, path)
-        except Exception as e:  # a damaged cache is rebuilt, not fatal
-            console.print(
-                f"warning: re-extracting, cannot load feature cache {path}: {e}",
-                style="yellow",
-                markup=False,
-                highlight=False,
-            )
+    blob = load_cache(path, console)
+    if blob is not None:
+        return BackboneMaps(list(blob["maps"]), float(blob["extract_time_s"]), True, key, path)
     start = time.perf_counter()
     encoder.eval()
     parts: list[list[torch.Tensor]] = []
@@ -136,9 +128,7 @@ def extract_maps(
     if not all(torch.isfinite(m).all() for m in maps):
         raise DataError(f"the frozen backbone produced non-finite maps of {what} (float16 overflow or bad weights)")
     blob = {"maps": maps, "extract_time_s": time.perf_counter() - start}
-    buf = io.BytesIO()
-    torch.save(blob, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    save_cache(path, blob)
     return BackboneMaps(maps, blob["extract_time_s"], False, key, path)
 
 
