@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from rsbench.contracts.identity import EXECUTION, execution_keys
 from rsbench.settings import StrictModel
@@ -107,7 +107,9 @@ class EvaluateConfig(StrictModel):
         "spatial (segmentation/detection on georeferenced images: seeded blocks of --block-m metres, train "
         "regions within block_m of a test region dropped).",
     )
-    block_m: float | None = Field(None, gt=0, description="Block side in metres of --split spatial (e.g. 500).")
+    block_m: float | None = Field(
+        None, gt=0, validate_default=True, description="Block side in metres of --split spatial (e.g. 500)."
+    )
     batch_size: int = Field(64, gt=0, description="Batch size.")
     out: Path = Field(Path("results"), description="Output folder for results.jsonl.", json_schema_extra=EXECUTION)
     device: str = Field("auto", description="Torch device: auto, cpu, cuda, cuda:1, ...", json_schema_extra=EXECUTION)
@@ -161,17 +163,21 @@ class EvaluateConfig(StrictModel):
                 values = {**values, "seeds": default_seeds(protocols)}
         return values
 
-    @model_validator(mode="after")
-    def _spatial(self) -> EvaluateConfig:
-        if self.split != "spatial":
-            return self
-        if self.block_m is None:
-            raise ValueError("split: spatial needs block_m, the block side in metres (e.g. block_m: 500)")
-        if self.task not in SPATIAL_TASKS:
-            raise ValueError(f"split: spatial is for tasks {', '.join(SPATIAL_TASKS)}, not '{self.task}'")
-        if self.test_data is not None:
+    @field_validator("split")
+    @classmethod
+    def _spatial_split(cls, value: str, info: ValidationInfo) -> str:
+        if value == "spatial" and info.data.get("task") not in SPATIAL_TASKS:
+            raise ValueError(f"split: spatial is for tasks {', '.join(SPATIAL_TASKS)}, not '{info.data.get('task')}'")
+        if value == "spatial" and info.data.get("test_data") is not None:
             raise ValueError("split: spatial splits --data; with test_data the test set is already fixed")
-        return self
+        return value
+
+    @field_validator("block_m")
+    @classmethod
+    def _block_m(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None and info.data.get("split") == "spatial":
+            raise ValueError("split: spatial needs block_m, the block side in metres (e.g. block_m: 500)")
+        return value
 
     @field_validator("protocol", "seeds", "linear_c_grid", "fractions", "bands", "classes", mode="before")
     @classmethod
