@@ -11,6 +11,12 @@ Everything runs through `rsbench.evaluate.evaluate`, a few epochs on CPU.
 On a 2-core CPU the defaults take ~10 min per (task, init) when the machine is otherwise idle.
 
 Prints a table and saves JSON (default benchmarks/results/eval_dense_bench.json).
+
+`--compare-cache` measures the frozen-head cache (rsbench.evaluate.dense_cache) instead, random init only:
+per task, the frozen protocol uncached (`frozen_cache: false`, the encoder at every step: before), cached
+with an empty cache (extraction + head training: after) and cached again (cache hit: what a further seed
+of a fixed test set or an HPO trial on the same crops costs), side by side in one run, as ratios of wall
+time; saved to benchmarks/results/eval_dense_cache_bench.json with the load average.
 """
 
 from __future__ import annotations
@@ -72,8 +78,11 @@ def main() -> None:
     ap.add_argument("--seg-lr", type=float, default=1e-3)
     ap.add_argument("--det-lr", type=float, default=1e-3)
     ap.add_argument("--tasks", default="segmentation,detection")
-    ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "eval_dense_bench.json")
+    ap.add_argument("--json", type=Path, help="output (default: results/eval_dense_bench.json or _cache_bench.json)")
+    ap.add_argument("--compare-cache", action="store_true", help="uncached vs cached frozen heads (ratios)")
     args = ap.parse_args()
+    default_json = "eval_dense_cache_bench.json" if args.compare_cache else "eval_dense_bench.json"
+    args.json = args.json or REPO / "benchmarks" / "results" / default_json
 
     from rich.console import Console
 
@@ -121,7 +130,11 @@ def main() -> None:
                 },
             )
         )
-    results, console = [], Console(stderr=True)
+    console = Console(stderr=True)
+    if args.compare_cache:
+        compare_cache(args, common, jobs, console)
+        return
+    results = []
     for task, opts in jobs:
         for init in inits:
             start = time.perf_counter()
@@ -161,16 +174,74 @@ def main() -> None:
         )
     summary = {
         "args": {k: str(v) for k, v in vars(args).items()},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "load_avg_at_end": os.getloadavg(),
-        },
+        "machine": _machine(),
         "results": results,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"saved {args.json}")
+
+
+def _machine() -> dict:
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "load_avg_at_end": os.getloadavg(),
+    }
+
+
+def compare_cache(args, common: dict, jobs: list, console) -> None:
+    import shutil
+
+    from rsbench.evaluate import EvaluateConfig, evaluate
+
+    variants = (("uncached", False), ("cached_cold", True), ("cached_warm", True))
+    out = []
+    for task, opts in jobs:
+        results_dir = args.out / f"cache-{task}"
+        shutil.rmtree(results_dir, ignore_errors=True)  # the cold run must extract
+        runs = {}
+        for name, cached in variants:
+            load_before = os.getloadavg()
+            start = time.perf_counter()
+            cfg = EvaluateConfig(
+                **{**common, "protocol": "frozen", "out": results_dir / ("uncached" if not cached else "cached")},
+                **opts,
+                init="random",
+                frozen_cache=cached,
+            )
+            rows = [r for r in evaluate(cfg, console=console) if r["headline"]]
+            runs[name] = {
+                "wall_s": round(time.perf_counter() - start, 1),
+                "fit_time_s": round(sum(r["fit_time_s"] for r in rows), 1),
+                "eval_time_s": round(sum(r["eval_time_s"] for r in rows), 1),
+                "extract_time_s": rows[0]["extract_time_s"],
+                "features_cached": rows[0]["features_cached"],
+                "headline": {r["metric"]: round(r["value"], 4) for r in rows[:1]},
+                "steps": rows[0]["hparams"]["steps"],
+                "samples_per_epoch": rows[0]["hparams"].get("crops_per_epoch", rows[0]["hparams"].get("chips")),
+                "augment": rows[0]["hparams"]["augment"],
+                "load_avg_before": load_before,
+            }
+            console.print(f"{task} {name}: {runs[name]}", markup=False, highlight=False)
+        before = runs["uncached"]["wall_s"]
+        out.append(
+            {
+                "task": task,
+                "dataset": opts["dataset_name"],
+                "epochs": opts["epochs"],
+                "runs": runs,
+                "speedup_cold": round(before / runs["cached_cold"]["wall_s"], 2),
+                "speedup_warm": round(before / runs["cached_warm"]["wall_s"], 2),
+            }
+        )
+        # Saved after each task, so a long run that is stopped keeps what it measured.
+        summary = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": _machine(), "results": out}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    for r in out:
+        print(f"{r['task']:13} x{r['speedup_cold']:.2f} (empty cache)  x{r['speedup_warm']:.2f} (cache hit)")
     print(f"saved {args.json}")
 
 

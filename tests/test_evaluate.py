@@ -29,7 +29,7 @@ from rsbench.models import create_backbone
 from rsbench.report.recompute import metric_on_examples
 
 # The schema that `rsbench report` and the results DB read; changing it must be deliberate.
-SCHEMA = [  # result rows, schema version 2 (README: Architecture, Results)
+SCHEMA = [  # result rows, schema version 3 (README: Architecture, Results)
     "schema_version",
     "task",
     "dataset",
@@ -53,6 +53,7 @@ SCHEMA = [  # result rows, schema version 2 (README: Architecture, Results)
     "band_mapping",
     "resize",
     "split",
+    "split_spec",
     "test_split_id",
     "k",
     "temperature",
@@ -214,7 +215,7 @@ def test_knn_and_linear_on_real_data(random_run, eurosat_small):
     assert [r["headline"] for r in rows] == [True, False, True, False, False]
     for r in rows:
         assert list(r) == SCHEMA == list(RESULT_FIELDS)
-        assert 0.0 <= r["value"] <= 1.0 and r["schema_version"] == 2
+        assert 0.0 <= r["value"] <= 1.0 and r["schema_version"] == 3
         assert (r["task"], r["dataset"], r["init"], r["init_kind"], r["init_path"], r["backbone"]) == (
             "classification",
             eurosat_small.name,

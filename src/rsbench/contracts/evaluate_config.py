@@ -8,9 +8,9 @@ evaluation runs (device, output folder): they never change a result row.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from rsbench.contracts.identity import EXECUTION, execution_keys
 from rsbench.settings import StrictModel
@@ -24,6 +24,8 @@ DEFAULT_PROTOCOLS = {"classification": ["knn", "linear"], "segmentation": ["froz
 FROZEN_PROTOCOLS = frozenset({"knn", "knn5", "linear", "frozen"})
 FROZEN_SEEDS = [0, 1, 2, 3, 4]
 DEFAULT_SEEDS = [0, 1, 2]
+# Tasks whose data carry coordinates a spatial split can use (georeferenced rasters, vector labels).
+SPATIAL_TASKS = ("segmentation", "detection")
 
 
 def default_seeds(protocols: list[str]) -> list[int]:
@@ -99,6 +101,15 @@ class EvaluateConfig(StrictModel):
         "else 0,1,2).",
     )
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Per-class test share when there is no --test-data.")
+    split: Literal["random", "spatial"] = Field(
+        "random",
+        description="How --data is split when there is no --test-data: random (seeded, by image or class), or "
+        "spatial (segmentation/detection on georeferenced images: seeded blocks of --block-m metres, train "
+        "regions within block_m of a test region dropped).",
+    )
+    block_m: float | None = Field(
+        None, gt=0, validate_default=True, description="Block side in metres of --split spatial (e.g. 500)."
+    )
     batch_size: int = Field(64, gt=0, description="Batch size.")
     out: Path = Field(Path("results"), description="Output folder for results.jsonl.", json_schema_extra=EXECUTION)
     allow_mixed: bool = Field(
@@ -118,6 +129,12 @@ class EvaluateConfig(StrictModel):
     epochs: int = Field(10, gt=0, description="Epochs for trained parts (fine-tuning, decoders, detectors).")
     lr: float | None = Field(None, gt=0, description="Learning rate for trained parts (unset: per protocol).")
     decoder: str = Field("fpn", description="Segmentation decoder.")
+    frozen_cache: bool = Field(
+        True,
+        description="Frozen protocol of segmentation/detection: train the head on backbone maps extracted "
+        "once (float16, in OUT/features) from a fixed grid of overlapping crops, no flips/rot90; false: "
+        "random crops with flips/rot90 through the backbone at every step.",
+    )
     layer_decay: float = Field(
         0.75, gt=0, le=1, description="Fine-tuning ViTs: learning rate x layer_decay per block from the top."
     )
@@ -151,6 +168,22 @@ class EvaluateConfig(StrictModel):
             if isinstance(protocols, list) and all(isinstance(p, str) for p in protocols):
                 values = {**values, "seeds": default_seeds(protocols)}
         return values
+
+    @field_validator("split")
+    @classmethod
+    def _spatial_split(cls, value: str, info: ValidationInfo) -> str:
+        if value == "spatial" and info.data.get("task") not in SPATIAL_TASKS:
+            raise ValueError(f"split: spatial is for tasks {', '.join(SPATIAL_TASKS)}, not '{info.data.get('task')}'")
+        if value == "spatial" and info.data.get("test_data") is not None:
+            raise ValueError("split: spatial splits --data; with test_data the test set is already fixed")
+        return value
+
+    @field_validator("block_m")
+    @classmethod
+    def _block_m(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None and info.data.get("split") == "spatial":
+            raise ValueError("split: spatial needs block_m, the block side in metres (e.g. block_m: 500)")
+        return value
 
     @field_validator("protocol", "seeds", "linear_c_grid", "fractions", "bands", "classes", mode="before")
     @classmethod

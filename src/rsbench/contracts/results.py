@@ -14,6 +14,11 @@ Version 2 added: `schema_version`, `headline` (the metric a task is ranked by), 
 other), `predictions_path` (the per-example test outputs every number can be recomputed from),
 `test_split_id` (rows with equal ids were scored on the same test examples, so they pair),
 `band_mapping` (how published RGB weights were mapped onto the data's bands) and `eval_images_per_s`.
+
+Version 3 added `split_spec`: the split as data, beside the `split` text: {"kind": "fixed"},
+{"kind": "random", "test_fraction", "seed"} or {"kind": "spatial", "block_m", "buffer_m", "crs", "blocks",
+"test_blocks", ...}. Older rows get it from their `split` text where that says fixed or random
+(`split_spec_of`), else None.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from rsbench.errors import DataError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RESULTS_FILE = "results.jsonl"
 ROW_KEY = ("task", "dataset", "protocol", "init", "label_fraction", "seed", "metric", "image_size", "patch_size")
 
@@ -72,6 +77,7 @@ class ResultRow(BaseModel):
     band_mapping: dict | None = None
     resize: str | None = None
     split: str | None = None
+    split_spec: dict | None = None
     test_split_id: str | None = None
     k: int | None = None
     temperature: float | None = None
@@ -128,7 +134,20 @@ def upgrade_row(row: dict) -> dict:
     out = {k: row.get(k) for k in RESULT_FIELDS}
     out.update({k: v for k, v in row.items() if k not in out})  # reader-side extras (e.g. _step) survive
     out["schema_version"] = int(row.get("schema_version") or 1)
+    if out["schema_version"] < 3 and out["split_spec"] is None:
+        out["split_spec"] = split_spec_of(row.get("split"))
     return out
+
+
+def split_spec_of(split: str | None) -> dict | None:
+    """The split_spec of a row written before version 3, from its `split` text (None when it says neither
+    fixed nor random: such rows predate spatial splits, but the text may be a caller's own)."""
+    text = split or ""
+    if text.startswith("fixed"):
+        return {"kind": "fixed"}
+    if text.startswith(("by image", "by ", "stratified", "random")):
+        return {"kind": "random"}
+    return None
 
 
 # --- reading results -------------------------------------------------------------------------------------

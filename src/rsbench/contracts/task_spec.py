@@ -10,6 +10,8 @@
     metric: accuracy                  # headline metric (one the task reports)
     bands: [B04, B03, B02]            # optional band names of the data, in file order
     image_size: 64                    # optional default input size
+    split: spatial                    # optional: random (default) | spatial (georeferenced dense tasks)
+    block_m: 500                      # block side in metres of split: spatial
     options: {}                       # adapter/task-specific keys, e.g. {dataset: EuroSAT} for torchgeo
     description: free text
 
@@ -43,6 +45,8 @@ class TaskSpec(StrictModel):
     metric: str | None = None
     bands: list[str] | None = None
     image_size: int | None = Field(None, gt=0)
+    split: str | None = None  # random | spatial (EvaluateConfig checks it)
+    block_m: float | None = Field(None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
     description: str | None = None
 
@@ -58,6 +62,8 @@ class TaskSpec(StrictModel):
             "metric": self.metric,
             "bands": self.bands,
             "image_size": self.image_size,
+            "split": self.split,
+            "block_m": self.block_m,
             "options": self.options or None,
         }
         return {k: v for k, v in values.items() if v is not None}

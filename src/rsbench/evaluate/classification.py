@@ -129,6 +129,13 @@ def _split(data: ClassificationData, cfg: EvaluateConfig, seed: int) -> tuple[np
     return train, test, f"stratified test_fraction={cfg.test_fraction}"
 
 
+def _split_spec(data: ClassificationData, cfg: EvaluateConfig, seed: int) -> dict:
+    """The rows' split_spec (rsbench.contracts.results) of `_split`."""
+    if data.has_test:
+        return {"kind": "fixed"}
+    return {"kind": "random", "test_fraction": cfg.test_fraction, "seed": seed}
+
+
 def _check(cfg: EvaluateConfig, data: ClassificationData, init: Init | None = None) -> None:
     if len(data.classes) < 2:
         raise DataError(f"{cfg.data} has {len(data.classes)} class(es); classification needs at least 2")
@@ -216,7 +223,12 @@ class _Cells:
             train_all,
             test_idx,
             split,
-            {"normalization": norm_dict, "resize": resize, "test_split_id": split_id},
+            {
+                "normalization": norm_dict,
+                "resize": resize,
+                "test_split_id": split_id,
+                "split_spec": _split_spec(data, cfg, seed),
+            },
             {"init": seed_init, "features": fs},
         )
 

@@ -22,7 +22,9 @@ from rsbench.contracts.evaluate_config import EvaluateConfig
 from rsbench.data.normalization import Normalization, band_stats
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate import training
+from rsbench.evaluate.datasets.spatial import read_georefs, spatial_split
 from rsbench.evaluate.datasets.tiling import Region, select_fraction, split_regions, whole_images
+from rsbench.evaluate.dense_cache import BackboneMaps, extract_maps, image_digests
 from rsbench.evaluate.driver import SeedSplit
 from rsbench.evaluate.features import resolve_device
 from rsbench.evaluate.inits import Init, resolve_init
@@ -97,9 +99,32 @@ class DenseEncoder(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             if self.neck is None:
                 return list(self.backbone(x))
-            feat = self.backbone.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)[-1]
+            feat = self._last_block(x)
         b, _, h, w = x.shape
         return [x, x.new_empty((b, 0, h // 2, w // 2)), *self.neck(feat, (h, w))]
+
+    def _last_block(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)[-1]
+
+    @torch.no_grad()
+    def backbone_maps(self, x: torch.Tensor, levels: tuple[int, ...]) -> list[torch.Tensor]:
+        """What the frozen backbone hands the trained parts (rsbench.evaluate.dense_cache caches it): a CNN's
+        maps at `levels` (indices into forward's list, those the head reads), a ViT's last-block map."""
+        if self.neck is None:
+            maps = self.backbone(x)
+            return [maps[i] for i in levels]
+        return [self._last_block(x)]
+
+    def from_backbone_maps(self, maps: list[torch.Tensor], levels: tuple[int, ...], size: tuple[int, int]) -> list:
+        """forward's list for size-`size` inputs rebuilt from `backbone_maps` (the ViT neck runs here, it
+        trains); a level the head does not read is a zero-channel map of its shape (decoders read shapes)."""
+        b, (h, w) = maps[0].shape[0], size
+        out = [maps[0].new_empty((b, 0, h >> i, w >> i)) for i in range(len(self.out_channels))]
+        if self.neck is not None:
+            return [*out[:2], *self.neck(maps[0], size)]
+        for i, m in zip(levels, maps):
+            out[i] = m
+        return out
 
     def trainable_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone parameters that train, neck parameters)."""
@@ -188,13 +213,20 @@ def check_test_classes(cfg: EvaluateConfig, data, test) -> None:
         )
 
 
-def seed_regions(cfg: EvaluateConfig, shapes: list, n_pool: int, seed: int, size: int) -> tuple[list, list, str]:
-    """(train regions, test regions, split description) of one seed. Images [n_pool:] are the fixed
-    --test-data set when there is one; otherwise the pool is split into disjoint regions per seed."""
+def seed_regions(
+    cfg: EvaluateConfig, shapes: list, n_pool: int, seed: int, size: int, paths: list[str]
+) -> tuple[list, list, str, dict]:
+    """(train regions, test regions, split description, the rows' split_spec) of one seed. Images [n_pool:]
+    are the fixed --test-data set when there is one; otherwise the pool is split per seed into disjoint
+    regions: whole images or grid cells (split: random), or blocks of block_m metres (split: spatial)."""
     if cfg.test_data is not None:
         test = [Region(n_pool + r.scene, r.window) for r in whole_images(shapes[n_pool:])]
-        return whole_images(shapes[:n_pool]), test, "fixed (--test-data)"
-    return split_regions(shapes[:n_pool], cfg.test_fraction, seed, size)
+        return whole_images(shapes[:n_pool]), test, "fixed (--test-data)", {"kind": "fixed"}
+    if cfg.split == "spatial":
+        assert cfg.block_m is not None  # EvaluateConfig requires it with split: spatial
+        return spatial_split(shapes[:n_pool], read_georefs(paths[:n_pool]), cfg.block_m, cfg.test_fraction, seed)
+    train, test, how = split_regions(shapes[:n_pool], cfg.test_fraction, seed, size)
+    return train, test, how, {"kind": "random", "test_fraction": cfg.test_fraction, "seed": seed}
 
 
 def base_fields(cfg: EvaluateConfig, dataset: str, init: Init, size: int, num_classes: int, resize: str) -> dict:
@@ -251,23 +283,49 @@ class DenseCells:
     console: Console
     shapes: list = field(init=False)  # (height, width) of each image
     device: torch.device = field(init=False)
+    digests: list[str] | None = field(init=False, default=None)  # image contents, for the map cache's key
 
     def __post_init__(self) -> None:
         self.shapes = [img.shape[1:] for img in self.images]
         self.device = resolve_device(self.cfg.device)
 
+    def uses_cache(self, protocol: str) -> bool:
+        return protocol == "frozen" and self.cfg.frozen_cache
+
+    def backbone_maps(
+        self, encoder: DenseEncoder, init: Init, windows: list, norm: Normalization, levels: tuple[int, ...], what: str
+    ) -> BackboneMaps:
+        """The frozen `encoder`'s maps of `windows` (rsbench.evaluate.dense_cache), cached in OUT/features."""
+        if self.digests is None:
+            self.digests = image_digests(self.images)
+        return extract_maps(
+            encoder,
+            init.identity,
+            self.images,
+            self.digests,
+            windows,
+            self.size,
+            norm,
+            levels,
+            self.cfg.out / "features",
+            self.cfg.batch_size,
+            self.device,
+            self.console,
+            what,
+        )
+
     def targets(self, seed: int, test_regions: list[Region]) -> list:
         raise NotImplementedError
 
     def split(self, seed: int) -> SeedSplit:
-        train, test_regions, split = seed_regions(self.cfg, self.shapes, self.n_pool, seed, self.size)
+        train, test_regions, split, spec = seed_regions(self.cfg, self.shapes, self.n_pool, seed, self.size, self.paths)
         norm = dense_normalization(self.init, self.images, train)
         seed_init = self.init.for_seed(seed)  # random init: one draw per seed
         return SeedSplit(
             train,
             test_regions,
             split,
-            seed_fields(self.init, norm, test_regions, self.paths),
+            seed_fields(self.init, norm, test_regions, self.paths) | {"split_spec": spec},
             {"norm": norm, "init": seed_init, "targets": self.targets(seed, test_regions)},
         )
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -26,6 +28,7 @@ from rsbench.evaluate.datasets.samples import (
     collate_detection,
     overlap_stride,
     read_window,
+    region_windows,
 )
 from rsbench.evaluate.datasets.tiling import (
     ArrayWindow,
@@ -46,6 +49,13 @@ from rsbench.evaluate.dense import (
     fit,
     param_groups,
     resolve_dense_init,
+)
+from rsbench.evaluate.dense_cache import (
+    FROZEN_CACHE_AUGMENT,
+    BackboneMaps,
+    CachedSamples,
+    cache_fields,
+    collate_listed_targets,
 )
 from rsbench.evaluate.driver import CellResult, Predictions, SeedSplit, run_cells
 from rsbench.evaluate.tasks import register_task
@@ -88,7 +98,31 @@ class FPNBackbone(nn.Module):
         self.out_channels = FPN_CHANNELS
 
     def forward(self, x: torch.Tensor) -> OrderedDict:
-        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(self.body(x)[2:])))
+        return self.pyramid(self.body(x))
+
+    def pyramid(self, features: list) -> OrderedDict:
+        """The FPN on the encoder's strides 4-32 (forward's list: levels DETECTION_LEVELS)."""
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(features[2:])))
+
+
+# The encoder levels (DenseEncoder.forward's list: input, strides 2-32) the FPN reads; cached frozen maps
+# keep only these.
+DETECTION_LEVELS = (2, 3, 4, 5)
+
+
+def detect_from_backbone_maps(model: nn.Module, maps: list[torch.Tensor], size: int, targets: list | None = None):
+    """What `model(chips, targets)` computes for size x size chips, from the frozen backbone's cached maps
+    (rsbench.evaluate.dense_cache): the loss dict when training, else the detections. The detector's
+    transform is the identity on these chips (normalized, chip-sized: no rescaling, no re-normalizing)."""
+    from torchvision.models.detection.image_list import ImageList
+
+    encoder = model.backbone.body
+    features = model.backbone.pyramid(encoder.from_backbone_maps(maps, DETECTION_LEVELS, (size, size)))
+    # The RPN reads only the batch's padded size from the image tensor: a zero-channel stand-in.
+    images = ImageList(maps[0].new_zeros((len(maps[0]), 0, size, size)), [(size, size)] * len(maps[0]))
+    proposals, rpn_losses = model.rpn(images, features, targets)
+    detections, roi_losses = model.roi_heads(features, proposals, images.image_sizes, targets)
+    return {**rpn_losses, **roi_losses} if model.training else detections
 
 
 def build_detector(encoder: DenseEncoder, num_classes: int, size: int, in_chans: int) -> nn.Module:
@@ -145,27 +179,43 @@ def detection_metrics(matches: list[dict]) -> dict[str, float]:
     }
 
 
+def window_detections(model: nn.Module, image: np.ndarray, rw: ArrayWindow, size: int, norm: Normalization, device):
+    """`detect(start, windows)` for predict_image: the model on the windows read from `image`."""
+
+    def detect(start: int, batch: list[ArrayWindow]) -> list[dict]:
+        x = [
+            read_window(image, ArrayWindow(rw.row + w.row, rw.col + w.col, w.height, w.width), size, norm).to(device)
+            for w in batch
+        ]
+        return model(x)
+
+    return detect
+
+
+def cached_detections(model: nn.Module, maps: BackboneMaps, first: int, size: int, device):
+    """`detect(start, windows)` for predict_image from cached maps whose rows from `first` are the region's
+    windows in grid order (datasets.samples.region_windows)."""
+
+    def detect(start: int, batch: list[ArrayWindow]) -> list[dict]:
+        rows = maps.rows(first + start, first + start + len(batch))
+        return detect_from_backbone_maps(model, [m.to(device) for m in rows], size)
+
+    return detect
+
+
 @torch.inference_mode()
 def predict_image(
-    model: nn.Module,
-    image: np.ndarray,
-    region: Region,
-    size: int,
-    norm: Normalization,
-    batch_size: int,
-    device: torch.device,
+    detect: Callable[[int, list[ArrayWindow]], list[dict]], region: Region, size: int, batch_size: int
 ) -> dict:
-    """Detections on one whole region: per-tile predictions offset into region coordinates and merged."""
+    """Detections on one whole region: per-tile predictions, which `detect(index of the first, windows in
+    region coordinates)` gives (window_detections, cached_detections), offset into region coordinates and
+    merged."""
     rw = region.window
     windows = grid_windows(rw.height, rw.width, size, overlap_stride(size))
     tiles = []
     for start in range(0, len(windows), batch_size):
         batch = windows[start : start + batch_size]
-        x = [
-            read_window(image, ArrayWindow(rw.row + w.row, rw.col + w.col, w.height, w.width), size, norm).to(device)
-            for w in batch
-        ]
-        for w, out in zip(batch, model(x)):
+        for w, out in zip(batch, detect(start, batch)):
             boxes = out["boxes"].float().cpu()
             # Boxes reaching into the zero padding of an edge tile stop at the image border.
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w.width)
@@ -199,6 +249,11 @@ def _data(cfg: EvaluateConfig, path: Path) -> DetectionData:
 def _loss(model: nn.Module, batch) -> torch.Tensor:
     images, targets = batch
     return sum(model(images, targets).values())
+
+
+def _cached_loss(model: nn.Module, batch, size: int) -> torch.Tensor:
+    maps, targets = batch
+    return sum(detect_from_backbone_maps(model, [m.float() for m in maps], size, targets).values())
 
 
 @register_task("detection", protocols=("frozen", "finetune"))
@@ -265,17 +320,37 @@ class _Cells(DenseCells):
         # Fine-tuning keeps BatchNorm statistics frozen: detection batches hold few chips.
         encoder = build_dense_encoder(split.context["init"], size).freeze(weights=protocol == "frozen", norm_stats=True)
         model = build_detector(encoder, len(data.classes), size, in_chans).to(device)
-        chips = DetectionChips(self.images, self.boxes, self.labels, selected, size, norm)
         head = [p for n, p in model.named_parameters() if not n.startswith("backbone.body.")]
+        cache, test_maps = {}, None
+        if self.uses_cache(protocol):
+            chips = DetectionChips(self.images, self.boxes, self.labels, selected, size, norm, augment=False)
+            seed_init = split.context["init"]
+            train_maps = self.backbone_maps(encoder, seed_init, chips.windows, norm, DETECTION_LEVELS, "train chips")
+            test_windows = region_windows(test_regions, size)
+            test_maps = self.backbone_maps(encoder, seed_init, test_windows, norm, DETECTION_LEVELS, "test windows")
+            cache = cache_fields(train_maps, test_maps)
+            samples, collate = CachedSamples(train_maps, chips.target), collate_listed_targets
+            loss, augment = partial(_cached_loss, size=size), FROZEN_CACHE_AUGMENT
+        else:
+            chips = DetectionChips(self.images, self.boxes, self.labels, selected, size, norm)
+            samples, collate, loss, augment = chips, collate_detection, _loss, "flips, rot90"
         fit_time, losses = fit(
-            model, _loss, chips, collate_detection, param_groups(encoder, head, lr), cfg.epochs, cfg.batch_size, device
+            model, loss, samples, collate, param_groups(encoder, head, lr), cfg.epochs, cfg.batch_size, device
         )
         start = time.perf_counter()
         model.eval()
+        firsts = np.cumsum([0] + [len(region_windows([r], size)) for r in test_regions])
         with progress_bar(self.console) as prog:
             preds = [
-                predict_image(model, self.images[r.scene], r, size, norm, cfg.batch_size, device)
-                for r in prog.track(test_regions, description=f"predicting {protocol} seed {seed}")
+                predict_image(
+                    cached_detections(model, test_maps, int(first), size, device)
+                    if test_maps is not None
+                    else window_detections(model, self.images[r.scene], r.window, size, norm, device),
+                    r,
+                    size,
+                    cfg.batch_size,
+                )
+                for r, first in zip(prog.track(test_regions, description=f"predicting {protocol} seed {seed}"), firsts)
             ]
         matches = match_detections(preds, split.context["targets"])
         metrics = detection_metrics(matches)
@@ -289,6 +364,7 @@ class _Cells(DenseCells):
             "schedule": "cosine per step",
             "steps": len(losses),
             "chips": len(chips),
+            "augment": augment,
             "train_boxes": chips.n_boxes(),
             "anchor_sizes": [a[0] for a in ANCHOR_SIZES],
             "nms_iou_merge": NMS_IOU,
@@ -304,6 +380,7 @@ class _Cells(DenseCells):
             "hparams": hparams,
             "fit_time_s": round(fit_time, 3),
             "eval_time_s": round(time.perf_counter() - start, 3),
+            **cache,
         }
         state = model.state_dict()
         if protocol == "frozen":  # the backbone is the init's; keep what was trained

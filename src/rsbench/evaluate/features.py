@@ -124,17 +124,9 @@ def get_features(
         }
     )
     cache_path = Path(cache_dir) / f"{key}.pt"
-    if cache_path.is_file():
-        try:
-            blob = torch.load(cache_path, map_location="cpu", weights_only=True)
-            return _feature_set(blob, key, cache_path, cached=True)
-        except Exception as e:  # a damaged cache is rebuilt, not fatal
-            console.print(
-                f"warning: re-extracting, cannot load feature cache {cache_path}: {e}",
-                style="yellow",
-                markup=False,
-                highlight=False,
-            )
+    blob = load_cache(cache_path, console)
+    if blob is not None:
+        return _feature_set(blob, key, cache_path, cached=True)
 
     model = init.build().eval().to(device)  # before reading images: a bad init fails fast
     start = time.perf_counter()
@@ -158,10 +150,30 @@ def get_features(
         "resize": describe_resize(native_sizes, init.image_size),
         "extract_time_s": time.perf_counter() - start,
     }
+    save_cache(cache_path, blob)
+    return _feature_set(blob, key, cache_path, cached=False)
+
+
+def load_cache(path: Path, console: Console) -> dict | None:
+    """A feature cache file's tensors, or None when there is none; a damaged one is rebuilt, not fatal."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        console.print(
+            f"warning: re-extracting, cannot load feature cache {path}: {e}",
+            style="yellow",
+            markup=False,
+            highlight=False,
+        )
+        return None
+
+
+def save_cache(path: Path, blob: dict) -> None:
     buf = io.BytesIO()
     torch.save(blob, buf)
-    atomic_write_bytes(cache_path, buf.getvalue())
-    return _feature_set(blob, key, cache_path, cached=False)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _feature_set(blob: dict, key: str, path: Path, cached: bool) -> FeatureSet:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -22,7 +23,14 @@ from rsbench.contracts.results import headline_metric
 from rsbench.data.normalization import Normalization
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate.datasets import SegmentationData, load_segmentation_data
-from rsbench.evaluate.datasets.samples import CHIP_OVERLAP, SegmentationCrops, overlap_stride, read_window
+from rsbench.evaluate.datasets.samples import (
+    CHIP_OVERLAP,
+    FixedCrops,
+    SegmentationCrops,
+    overlap_stride,
+    read_window,
+    region_windows,
+)
 from rsbench.evaluate.datasets.tiling import ArrayWindow, Region, grid_windows
 from rsbench.evaluate.dense import (
     BACKBONE_LR_SCALE,
@@ -37,11 +45,15 @@ from rsbench.evaluate.dense import (
     param_groups,
     resolve_dense_init,
 )
+from rsbench.evaluate.dense_cache import FROZEN_CACHE_AUGMENT, BackboneMaps, CachedSamples, cache_fields
 from rsbench.evaluate.driver import CellResult, Predictions, SeedSplit, run_cells
 from rsbench.evaluate.tasks import register_task
 from rsbench.progress import progress_bar
 
 DECODERS = ("fpn", "upernet", "unet", "linear")
+# The encoder levels (indices into DenseEncoder.forward's list: the input, then strides 2-32) each smp decoder
+# reads; the cache of frozen maps keeps only these.
+HEAD_LEVELS = {"fpn": (2, 3, 4, 5), "upernet": (2, 3, 4, 5), "unet": (1, 2, 3, 4, 5), "linear": (5,)}
 DEFAULT_LR = 1e-3
 
 
@@ -79,10 +91,18 @@ class SegmentationNet(nn.Module):
             smp_init.initialize_head(self.head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.encoder(x)
+        return self.decode(self.encoder(x), x.shape[-2:])
+
+    def decode(self, features: list, size: tuple[int, int]) -> torch.Tensor:
+        """Logits at `size` from the encoder's maps (DenseEncoder.forward's list)."""
         if self.decoder_name == "linear":
-            return F.interpolate(self.head(features[-1]), size=x.shape[-2:], mode="bilinear", align_corners=False)
+            return F.interpolate(self.head(features[-1]), size=size, mode="bilinear", align_corners=False)
         return self.head(self.decoder(features))
+
+    def from_backbone_maps(self, maps: list[torch.Tensor], size: int) -> torch.Tensor:
+        """forward of size x size inputs, from the frozen backbone's cached maps (rsbench.evaluate.dense_cache)."""
+        levels = HEAD_LEVELS[self.decoder_name]
+        return self.decode(self.encoder.from_backbone_maps(maps, levels, (size, size)), (size, size))
 
     def head_parameters(self) -> list[nn.Parameter]:
         return list(self.decoder.parameters()) + list(self.head.parameters())
@@ -134,26 +154,43 @@ def metric_names(classes: list[str]) -> list[str]:
     return [f"iou_{s}" for s in slugs]
 
 
+def window_logits(model: nn.Module, image: np.ndarray, rw: ArrayWindow, size: int, norm: Normalization, device):
+    """`logits(start, windows)` for predict_region: the model on the windows read from `image`."""
+
+    def logits(start: int, batch: list[ArrayWindow]) -> torch.Tensor:
+        return model(torch.stack([read_window(image, _shift(w, rw), size, norm) for w in batch]).to(device))
+
+    return logits
+
+
+def cached_logits(model: SegmentationNet, maps: BackboneMaps, first: int, size: int, device):
+    """`logits(start, windows)` for predict_region: the head on cached maps whose rows from `first` are the
+    region's windows in grid order (datasets.samples.region_windows)."""
+
+    def logits(start: int, batch: list) -> torch.Tensor:
+        rows = maps.rows(first + start, first + start + len(batch))
+        return model.from_backbone_maps([m.to(device) for m in rows], size)
+
+    return logits
+
+
 @torch.inference_mode()
 def predict_region(
-    model: nn.Module,
-    image: np.ndarray,
+    logits: Callable[[int, list[ArrayWindow]], torch.Tensor],
     region: Region,
     size: int,
-    norm: Normalization,
     num_classes: int,
     batch_size: int,
-    device: torch.device,
 ) -> torch.Tensor:
-    """Class map (H x W int64) of one region: softmax averaged over overlapping windows."""
+    """Class map (H x W int64) of one region: softmax averaged over overlapping windows, whose logits
+    `logits(index of the first, windows in region coordinates)` gives (window_logits, cached_logits)."""
     rw = region.window
     probs = torch.zeros((num_classes, rw.height, rw.width))
     count = torch.zeros((rw.height, rw.width))
     windows = grid_windows(rw.height, rw.width, size, overlap_stride(size))
     for start in range(0, len(windows), batch_size):
         batch = windows[start : start + batch_size]
-        x = torch.stack([read_window(image, _shift(w, rw), size, norm) for w in batch]).to(device)
-        out = model(x).float().softmax(1).cpu()
+        out = logits(start, batch).float().softmax(1).cpu()
         for w, p in zip(batch, out):
             probs[:, w.row : w.row + w.height, w.col : w.col + w.width] += p[:, : w.height, : w.width]
             count[w.row : w.row + w.height, w.col : w.col + w.width] += 1
@@ -237,24 +274,38 @@ class _Cells(DenseCells):
             weights=protocol == "frozen", norm_stats=False
         )
         model = SegmentationNet(encoder, cfg.decoder, len(data.classes)).to(device)
-        crops = SegmentationCrops(self.images, self.masks, selected, size, norm, data.ignore_index)
         groups = param_groups(encoder, model.head_parameters(), lr)
-        fit_time, losses = fit(
-            model,
-            partial(_loss, ignore_index=data.ignore_index),
-            crops,
-            None,
-            groups,
-            cfg.epochs,
-            cfg.batch_size,
-            device,
-        )
+        loss = partial(_loss, ignore_index=data.ignore_index)
+        cache, test_maps = {}, None
+        if self.uses_cache(protocol):
+            crops = FixedCrops(self.images, self.masks, selected, size, norm, data.ignore_index)
+            levels = HEAD_LEVELS[cfg.decoder]
+            train_maps = self.backbone_maps(encoder, split.context["init"], crops.windows, norm, levels, "train crops")
+            test_maps = self.backbone_maps(
+                encoder, split.context["init"], region_windows(test_regions, size), norm, levels, "test windows"
+            )
+            cache = cache_fields(train_maps, test_maps)
+            samples, augment = CachedSamples(train_maps, crops.mask), FROZEN_CACHE_AUGMENT
+            loss = partial(_cached_loss, ignore_index=data.ignore_index, size=size)
+        else:
+            samples = SegmentationCrops(self.images, self.masks, selected, size, norm, data.ignore_index)
+            augment = "random crop, flips, rot90"
+        fit_time, losses = fit(model, loss, samples, None, groups, cfg.epochs, cfg.batch_size, device)
         start = time.perf_counter()
         model.eval()
+        firsts = np.cumsum([0] + [len(region_windows([r], size)) for r in test_regions])
         with progress_bar(self.console) as prog:
             preds = [
-                predict_region(model, self.images[r.scene], r, size, norm, len(data.classes), cfg.batch_size, device)
-                for r in prog.track(test_regions, description=f"predicting {protocol} seed {seed}")
+                predict_region(
+                    cached_logits(model, test_maps, int(first), size, device)
+                    if test_maps is not None
+                    else window_logits(model, self.images[r.scene], r.window, size, norm, device),
+                    r,
+                    size,
+                    len(data.classes),
+                    cfg.batch_size,
+                )
+                for r, first in zip(prog.track(test_regions, description=f"predicting {protocol} seed {seed}"), firsts)
             ]
         metrics = segmentation_metrics(preds, targets, data.classes, data.ignore_index)
         confusions = [confusion_matrix(p, t, len(data.classes), data.ignore_index) for p, t in zip(preds, targets)]
@@ -267,8 +318,8 @@ class _Cells(DenseCells):
             "optimizer": "adamw",
             "schedule": "cosine per step",
             "steps": len(losses),
-            "crops_per_epoch": len(crops),
-            "augment": "random crop, flips, rot90",
+            "crops_per_epoch": len(samples),
+            "augment": augment,
             "inference": f"sliding window {size}px, overlap {CHIP_OVERLAP}",
             "ignore_index": data.ignore_index,
             "final_loss": losses[-1] if losses else None,
@@ -279,6 +330,7 @@ class _Cells(DenseCells):
             "hparams": hparams,
             "fit_time_s": round(fit_time, 3),
             "eval_time_s": round(time.perf_counter() - start, 3),
+            **cache,
         }
         state = {
             "state_dict": _trained_state(model, protocol),
@@ -307,6 +359,11 @@ class _Cells(DenseCells):
 def _loss(net: nn.Module, batch, ignore_index: int) -> torch.Tensor:
     x, y = batch
     return F.cross_entropy(net(x), y, ignore_index=ignore_index)
+
+
+def _cached_loss(net: SegmentationNet, batch, ignore_index: int, size: int) -> torch.Tensor:
+    maps, y = batch
+    return F.cross_entropy(net.from_backbone_maps([m.float() for m in maps], size), y, ignore_index=ignore_index)
 
 
 def _crop(mask: np.ndarray, region: Region) -> np.ndarray:

@@ -82,10 +82,52 @@ class SegmentationCrops(Dataset):
         return dihedral(x, k, flip), dihedral(y, k, flip)
 
 
+def region_windows(regions: Sequence[Region], size: int) -> list[tuple[int, ArrayWindow]]:
+    """(scene, window) of every overlapping grid window of each region, in image coordinates: the chips
+    detection trains on, the windows inference slides over, and the fixed crops of cached frozen heads."""
+    out = []
+    for region in regions:
+        rw = region.window
+        for w in grid_windows(rw.height, rw.width, size, overlap_stride(size)):
+            out.append((region.scene, ArrayWindow(rw.row + w.row, rw.col + w.col, w.height, w.width)))
+    return out
+
+
+class FixedCrops(Dataset):
+    """The grid windows of the training regions (region_windows) as (image, mask) pairs, no augmentation:
+    a frozen encoder sees the same inputs every epoch, so its maps are extracted once
+    (rsbench.evaluate.dense_cache); this is also the uncached reference of that path."""
+
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray],
+        regions: Sequence[Region],
+        size: int,
+        norm: Normalization,
+        ignore_index: int,
+    ):
+        self.images, self.masks, self.size, self.norm, self.ignore_index = images, masks, size, norm, ignore_index
+        self.windows = region_windows(regions, size)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        scene, win = self.windows[index]
+        return read_window(self.images[scene], win, self.size, self.norm), self.mask(index)
+
+    def mask(self, index: int) -> torch.Tensor:
+        scene, w = self.windows[index]
+        y = torch.from_numpy(self.masks[scene][w.row : w.row + w.height, w.col : w.col + w.width].astype(np.int64))
+        return F.pad(y, (0, self.size - y.shape[1], 0, self.size - y.shape[0]), value=self.ignore_index)
+
+
 class DetectionChips(Dataset):
     """Overlapping grid chips of the training regions, boxes clipped to each chip (tiny remnants dropped).
 
-    Targets follow torchvision: labels start at 1 (0 is the background class)."""
+    Targets follow torchvision: labels start at 1 (0 is the background class). `augment`: a random
+    flip/rot90 per chip; without it a chip is the same every epoch (cached frozen heads)."""
 
     def __init__(
         self,
@@ -95,25 +137,34 @@ class DetectionChips(Dataset):
         regions: Sequence[Region],
         size: int,
         norm: Normalization,
+        augment: bool = True,
     ):
-        self.images, self.size, self.norm = images, size, norm
+        self.images, self.size, self.norm, self.augment = images, size, norm, augment
         self.chips: list[tuple[int, ArrayWindow, np.ndarray, np.ndarray]] = []
-        for region in regions:
-            rw = region.window
-            for w in grid_windows(rw.height, rw.width, size, overlap_stride(size)):
-                win = ArrayWindow(rw.row + w.row, rw.col + w.col, w.height, w.width)
-                b, lab = clip_boxes(boxes[region.scene], labels[region.scene], win)
-                self.chips.append((region.scene, win, b, lab))
+        for scene, win in region_windows(regions, size):
+            b, lab = clip_boxes(boxes[scene], labels[scene], win)
+            self.chips.append((scene, win, b, lab))
 
     def __len__(self) -> int:
         return len(self.chips)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
-        scene, win, boxes, labels = self.chips[index]
+        scene, win, _, _ = self.chips[index]
         x = read_window(self.images[scene], win, self.size, self.norm)
+        if not self.augment:
+            return x, self.target(index)
         k, flip = int(torch.randint(0, 4, ())), bool(torch.randint(0, 2, ()))
-        b = dihedral_boxes(torch.from_numpy(boxes).float(), k, flip, self.size, self.size)
-        return dihedral(x, k, flip), {"boxes": b.reshape(-1, 4), "labels": torch.from_numpy(labels).long() + 1}
+        target = self.target(index)
+        b = dihedral_boxes(target["boxes"], k, flip, self.size, self.size)
+        return dihedral(x, k, flip), {**target, "boxes": b.reshape(-1, 4)}
+
+    def target(self, index: int) -> dict:
+        _, _, boxes, labels = self.chips[index]
+        return {"boxes": torch.from_numpy(boxes).float().reshape(-1, 4), "labels": torch.from_numpy(labels).long() + 1}
+
+    @property
+    def windows(self) -> list[tuple[int, ArrayWindow]]:
+        return [(scene, win) for scene, win, _, _ in self.chips]
 
     def n_boxes(self) -> int:
         return sum(len(c[2]) for c in self.chips)
