@@ -11,6 +11,7 @@
     bands: [B04, B03, B02]            # optional band names of the data, in file order
     image_size: 64                    # optional default input size
     options: {}                       # adapter/task-specific keys, e.g. {dataset: EuroSAT} for torchgeo
+    hpo: {trials: 8, space: {lr: [1.0e-5, 1.0e-2, log]}}  # optional: benchmark tuning (rsbench.contracts.hpo)
     description: free text
 
 Paths expand environment variables and `~`; relative paths are relative to the spec file. Run options
@@ -26,6 +27,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from rsbench.contracts.hpo import HpoSpec
 from rsbench.errors import ConfigError
 from rsbench.settings import StrictModel, _format_validation_error, load_yaml_mapping
 
@@ -45,6 +47,7 @@ class TaskSpec(StrictModel):
     image_size: int | None = Field(None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
     description: str | None = None
+    hpo: HpoSpec | None = None  # tuning of its trained protocols in a benchmark (rsbench.contracts.hpo)
 
     def config_values(self) -> dict[str, Any]:
         """The EvaluateConfig keys this spec sets (unset ones are left to the config's defaults)."""
