@@ -1,9 +1,8 @@
 """`rsbench benchmark run` on an experiment that includes the rsbench-mini suite, end to end on the shared data.
 
 The suite's root is a symlinked excerpt of /work/shared/data in the same layout (4 EuroSAT images per class,
-two Dubai tiles, the NEON images), and one random ResNet-18 baseline at 32 px, one seed: every task kind of
-the suite runs through the executor, the store and the report in well under a minute. The Dubai task is also
-tuned (2 trials), so a dense protocol goes through a study whose trials never see the test split.
+3 Dubai images, the two small NEON plots), one random ResNet-18 baseline at each task's input size, one seed,
+one epoch: every task kind and protocol of the suite runs through the executor, the store and the report.
 """
 
 from __future__ import annotations
@@ -32,14 +31,20 @@ def mini_root(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Pa
         (root / "classification" / "eurosat_rgb" / cls.name).mkdir(parents=True)
         for f in sorted(cls.iterdir())[:4]:
             (root / "classification" / "eurosat_rgb" / cls.name / f.name).symlink_to(f)
-    for tile in ("tile_1", "tile_5"):  # two tiles: a test region and train regions to carve a validation from
-        for sub in ("images", "masks"):
-            dst = root / "segmentation" / "dubai_aerial" / tile / sub
-            dst.mkdir(parents=True)
-            for f in sorted((shared_data / "segmentation" / "dubai_aerial" / tile / sub).iterdir())[:2]:
-                (dst / f.name).symlink_to(f)
-    (root / "detection").mkdir()
-    (root / "detection" / "neon_tree_crowns").symlink_to(shared_data / "detection" / "neon_tree_crowns")
+    for sub in ("images", "masks"):  # 3 of tile_1's 797x644 images: 1 test, 2 train
+        dst = root / "segmentation" / "dubai_aerial" / "tile_1" / sub
+        dst.mkdir(parents=True)
+        for f in sorted((shared_data / "segmentation" / "dubai_aerial" / "tile_1" / sub).iterdir())[:3]:
+            (dst / f.name).symlink_to(f)
+    neon = shared_data / "detection" / "neon_tree_crowns"
+    for sub in ("images", "annotations"):
+        (root / "detection" / "neon_tree_crowns" / sub).mkdir(parents=True)
+    for name in ("OSBS_029", "SOAP_061"):  # the two 400 x 400 plots (the third image is 2299 x 2472)
+        image = next((neon / "images").glob(f"{name}.*"))
+        (root / "detection" / "neon_tree_crowns" / "images" / image.name).symlink_to(image)
+        (root / "detection" / "neon_tree_crowns" / "annotations" / f"{name}.xml").symlink_to(
+            neon / "annotations" / f"{name}.xml"
+        )
     return root
 
 
@@ -49,7 +54,7 @@ def test_benchmark_run_on_the_rsbench_mini_suite_end_to_end(tmp_path, mini_root)
         "name": "mini",
         "out": str(out),
         "code_version": "test",
-        "baselines": [{"init": "random", "backbone": "resnet18", "image_size": 32}],
+        "baselines": [{"init": "random", "backbone": "resnet18"}],  # at each task's own input size
         "evaluate": {"batch_size": 8, "epochs": 1},
         "tasks": [{"suite": "rsbench-mini", "root": str(mini_root)}],
         "fractions": [1.0],

@@ -33,6 +33,7 @@ QUIET_WARNINGS = (
     ".*smaller than the logging interval.*",
     ".*module\\(s\\) in eval mode.*",
     ".*LeafSpec.*",
+    ".*have no `val_dataloader`.*",  # validation runs only for early stopping
 )
 QUIET_LOGGERS = ("lightning.pytorch", "pytorch_lightning")  # "GPU available: ..." banners per fit
 

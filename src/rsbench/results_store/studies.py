@@ -14,7 +14,7 @@ from typing import Any
 
 from rsbench.contracts.hpo import STUDY_PREFIX
 from rsbench.errors import DataError
-from rsbench.results_store.db import display_url
+from rsbench.results_store.db import display_url, engine_for, retrying
 
 
 def open_storage(url: str) -> Any:
@@ -37,7 +37,10 @@ def study_records(url: str) -> list[dict]:
     """Every rsbench study in the store: its user attributes (init, task, protocol, label fraction, spec) and
     its trials (number, state, value, overrides, setting), trials in number order."""
     import optuna
+    from sqlalchemy import inspect
 
+    if not retrying(lambda: inspect(engine_for(url)).has_table("studies"))():
+        return []  # nothing was tuned: a reader creates no tables
     storage = open_storage(url)
     out = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
