@@ -166,3 +166,36 @@ def test_bad_hpo_keys_are_named(tmp_path):
     path = write(tmp_path, tasks=[seg], protocols=["frozen"], hpo={"trials": 2, "space": {"weight_decay": [0.0, 0.1]}})
     with pytest.raises(ConfigError, match="'hpo.space.weight_decay'.*segmentation"):
         expand(load_experiment(path), "exp", tmp_path)
+
+
+def _record(init: str, values: list[float]) -> dict:
+    trials = [
+        {"number": n, "state": "complete", "value": v, "overrides": {} if n == 0 else {"lr": 10.0**-n}, "setting": {}}
+        for n, v in enumerate(values)
+    ]
+    return {
+        "init": init,
+        "task": "eurosat",
+        "protocol": "finetune",
+        "fraction": None,
+        "hpo": {"trials": 3},
+        "trials": trials,
+    }
+
+
+def test_report_ranking_change_and_settings_from_trial_records():
+    from rsbench.report.tuning import chosen, ranking_table, settings_table, tuning_section
+
+    # Default (trial 0) ranks a > b > c; tuned ranks c > b > a: reversed, so Kendall's tau is -1 (by hand).
+    studies = [_record("a", [0.7, 0.6, 0.7]), _record("b", [0.6, 0.8, 0.75]), _record("c", [0.5, 0.9, 0.9])]
+    assert chosen(studies[0])["best"]["number"] == 0, "a tie keeps the earlier trial (the default)"
+    assert chosen(studies[2])["best"]["number"] == 1
+    [row] = ranking_table(studies).rows
+    assert row[3] == "-1" and row[4].startswith("c 3→1")
+    studies[2]["trials"][1]["value"] = studies[2]["trials"][2]["value"] = 0.55  # c stays last: a/b swap only
+    [row] = ranking_table(studies).rows
+    assert row[3] == f"{1 / 3:.3g}"  # (2 concordant - 1 discordant) / 3 pairs
+    table = settings_table(studies)
+    assert [r[0] for r in table.rows] == ["a", "b", "c"] and table.rows[1][6:] == ["0.6", "0.8"]
+    section = tuning_section(studies)
+    assert section["curve"].startswith("data:image/png;base64,")
