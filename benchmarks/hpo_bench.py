@@ -62,7 +62,7 @@ def experiment(out: Path, euro: Path, dubai: Path, args, tuned: bool) -> dict:
                     "images": str(euro),
                     "backbone": "resnet18",
                     "image_size": args.image_size,
-                    "batch_size": 32,
+                    "batch_size": 16,
                     "max_steps": args.pretrain_steps,
                     "num_workers": 0,
                 }
@@ -72,16 +72,18 @@ def experiment(out: Path, euro: Path, dubai: Path, args, tuned: bool) -> dict:
         "evaluate": {"epochs": args.epochs, "batch_size": 32},
         "tasks": [
             {"name": "eurosat", "data": str(euro), "image_size": args.image_size, "protocols": ["finetune"]},
-            {
-                "name": "dubai",
-                "task": "segmentation",
-                "adapter": "masks",
-                "data": str(dubai),
-                "classes": seg["classes"],
-                "options": seg["options"],
-                "image_size": 128,
-                "protocols": ["frozen"],
-            },
+            *[
+                {
+                    "name": "dubai",
+                    "task": "segmentation",
+                    "adapter": "masks",
+                    "data": str(dubai),
+                    "classes": seg["classes"],
+                    "options": seg["options"],
+                    "image_size": 128,
+                    "protocols": ["frozen"],
+                }
+            ][: int("dubai" in args.tasks)],
         ],
         "seeds": list(range(args.seeds)),
         "executor": {"max_parallel": 1, "threads_per_cell": THREADS},
@@ -111,6 +113,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--pretrain-steps", type=int, default=60)
+    ap.add_argument("--tasks", default="eurosat,dubai", help="eurosat always; dubai when listed")
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "hpo_bench.json")
     args = ap.parse_args()
