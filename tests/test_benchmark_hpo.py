@@ -199,3 +199,24 @@ def test_report_ranking_change_and_settings_from_trial_records():
     assert [r[0] for r in table.rows] == ["a", "b", "c"] and table.rows[1][6:] == ["0.6", "0.8"]
     section = tuning_section(studies)
     assert section["curve"].startswith("data:image/png;base64,")
+
+
+def test_a_diverging_setting_is_a_trial_at_the_floor_and_bad_data_fails_the_cell(tmp_path):
+    from rsbench.errors import RsbenchError
+
+    url = db_url(None, tmp_path)
+
+    def diverges(values: dict) -> list[dict]:
+        if values.get("lr"):
+            raise RsbenchError("training diverged (loss nan at step 3); lower --lr")
+        return fake_evaluate([])(values)
+
+    run_study(url, tuning_cell(tmp_path, trials=3), {}, diverges, log=lambda m: None)
+    trials = completed(url, "c0ffee")
+    assert [t.value for t in trials][1:] == [0.0, 0.0] and "diverged" in trials[1].user_attrs["error"]
+
+    def missing(values: dict) -> list[dict]:
+        raise DataError("no images found in /nowhere")
+
+    with pytest.raises(DataError):
+        run_study(url, tuning_cell(tmp_path, "bad", trials=2), {}, missing, log=lambda m: None)

@@ -188,7 +188,10 @@ def run_eval_cell(store: Store, cell: dict) -> list[dict]:
         best = best_trial(store.url, tuner, trials=int(tuning["config"]["hpo"]["trials"]))
         print(f"tuned setting: trial {best['trial']} of {best['study']}: {best['overrides'] or 'default'}", flush=True)
         values.update(best["overrides"])
-        values["tuned"] = {k: best[k] for k in ("study", "trial", "trials", "val_value", "val_metric", "overrides")}
+        values["tuned"] = {
+            **{k: best[k] for k in ("study", "trial", "trials", "val_value", "val_metric", "overrides")},
+            "patience": tuning["config"]["hpo"].get("patience"),
+        }
     return run_evaluate(values)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rsbench.contracts.hpo import INT_KEYS, HpoSpec, is_range, study_name
-from rsbench.errors import DataError
+from rsbench.errors import DataError, RsbenchError
 from rsbench.io import stable_hash
 from rsbench.results_store.studies import open_storage
 
@@ -132,6 +132,14 @@ def run_study(
         try:
             rows = evaluate({**trial_values(base, spec, overrides), "out": str(out)})
             value, metric = _score(rows, spec.metric)
+        except RsbenchError as e:
+            if type(e) is not RsbenchError:  # bad data or config: the cell fails, whatever the setting
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            # The setting itself failed (training diverged): a completed trial with the floor score, so the
+            # budget and the sampler's sequence stay those of every other init.
+            rows, value, metric = [{"hparams": overrides, "split": None, "fit_time_s": None}], 0.0, "diverged"
+            trial.set_user_attr("error", str(e).splitlines()[0] if str(e) else "diverged")
         except BaseException:
             study.tell(trial, state=TrialState.FAIL)
             raise
