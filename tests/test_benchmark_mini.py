@@ -1,7 +1,7 @@
 """`rsbench benchmark run` on an experiment that includes the rsbench-mini suite, end to end on the shared data.
 
 The suite's root is a symlinked excerpt of /work/shared/data in the same layout (4 EuroSAT images per class,
-3 Dubai images, the two small NEON plots), one random ResNet-18 baseline at each task's input size, one seed,
+2 Dubai images, the two small NEON plots), one random ResNet-18 baseline at each task's input size, one seed,
 one epoch: every task kind and protocol of the suite runs through the executor, the store and the report.
 """
 
@@ -31,10 +31,10 @@ def mini_root(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Pa
         (root / "classification" / "eurosat_rgb" / cls.name).mkdir(parents=True)
         for f in sorted(cls.iterdir())[:4]:
             (root / "classification" / "eurosat_rgb" / cls.name / f.name).symlink_to(f)
-    for sub in ("images", "masks"):  # 3 of tile_1's 797x644 images: 1 test, 2 train
+    for sub in ("images", "masks"):  # 2 of tile_1's 797x644 images: 1 test, 1 train
         dst = root / "segmentation" / "dubai_aerial" / "tile_1" / sub
         dst.mkdir(parents=True)
-        for f in sorted((shared_data / "segmentation" / "dubai_aerial" / "tile_1" / sub).iterdir())[:3]:
+        for f in sorted((shared_data / "segmentation" / "dubai_aerial" / "tile_1" / sub).iterdir())[:2]:
             (dst / f.name).symlink_to(f)
     neon = shared_data / "detection" / "neon_tree_crowns"
     for sub in ("images", "annotations"):
