@@ -38,7 +38,6 @@ TASK_SPACE_KEYS = {
     "detection": frozenset({"lr", "batch_size", "epochs"}),
 }
 STUDY_PREFIX = "rsbench-hpo-"
-TRIALS_FILE = "trials.json"  # the trial records of one study, beside its tuning cell's log
 
 
 class HpoSpec(StrictModel):
