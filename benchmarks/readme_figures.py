@@ -210,6 +210,23 @@ def _dense_cache() -> str:
     return "; ".join(parts)
 
 
+def _hpo() -> str:
+    d = load("hpo_bench")
+    st, cost = d["settings"], d["cpu_hours"]
+    inits = "; ".join(
+        f"{r['dataset']} {r['protocol']} {r['init']}: test {r['test_default']:.2f} default -> {r['test_tuned']:.2f} "
+        f"tuned (validation {r['val_default']:.2f} -> {r['val_tuned']:.2f}, best trial {r['best_trial']})"
+        for r in d["per_init"]
+    )
+    taus = ", ".join(f"{task} tau {r['kendall_tau_test']:.2f}" for task, r in d["ranking"].items())
+    return (
+        f"tasks {st['tasks']}, {st['per_class']} images per class, {st['image_size']} px, {st['epochs']} epochs, "
+        f"{st['trials']} trials, {st['seeds']} seed(s), SSL run of {st['pretrain_steps']} steps (load average "
+        f"{max(x[0] for x in d['loadavg']):.0f} at most): {inits}; ranking default vs tuned: {taus}; tuning "
+        f"{cost['tuning_studies']:.3f} CPU-hours vs {cost['default_evals']:.3f} for the default evaluations"
+    )
+
+
 def _faults() -> str:
     d = load("fault_matrix")
     n = d["counts"]
@@ -262,6 +279,12 @@ ROWS = [  # (script, what it measures, the figures)
         "stats_coverage.py",
         "simulated benchmark tasks with a known truth (5 seeds, 1,000 repetitions, 4 scenarios)",
         _coverage_summary,
+    ),
+    (
+        "hpo_bench.py",
+        "default vs tuned fine-tuning (Optuna TPE, `hpo`) for random init and an SSL run: test and validation "
+        "scores, chosen settings, Kendall tau of the init ranking, CPU-hours",
+        _hpo,
     ),
     (
         "fault_matrix.py",

@@ -36,7 +36,7 @@ COMMANDS = {
         build_command,
         {"CorpusBuildConfig": {"inputs", "slurm"}, "CorpusSlurm": {"gpus_per_node", "signal_delay_s", "extra"}},
     ),
-    ("evaluate",): (evaluate_command, {"EvaluateConfig": {"options"}}),
+    ("evaluate",): (evaluate_command, {"EvaluateConfig": {"options", "tuned"}}),
     ("benchmark", "run"): (cli_benchmark.run_command, {"RunOptions": set()}),
     ("benchmark", "status"): (cli_benchmark.status_command, {"StatusOptions": set()}),
     ("benchmark", "export"): (cli_benchmark.export_command, {"ExportOptions": {"experiment"}}),

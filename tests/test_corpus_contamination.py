@@ -170,3 +170,44 @@ def test_corpus_check_command_writes_json_and_fails_on_request(planted, tmp_path
     assert res.exit_code == 1 and f"{len(kept)} downstream image(s) are near-duplicates" in res.output
     res = CliRunner().invoke(app, ["corpus", "check", str(tmp_path), "--against", str(folder)])
     assert res.exit_code == 1 and "is not a corpus" in res.output
+
+
+def test_benchmark_contamination_fail_stops_before_any_cell_and_warn_reports(planted, tmp_path: Path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from rsbench.benchmark.contamination import check
+    from rsbench.benchmark.plan import load_plan
+    from rsbench.cli import app
+    from rsbench.report.tuning import contamination_table
+
+    corpus, expected = planted
+    kept = sorted(image for image, key in expected.items() if key is not None)
+    task = tmp_path / "task"
+    for image in kept:  # an ImageFolder whose images are all planted in the corpus
+        (task / Path(image).parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, task / Path(image).parent.name)
+    doc = {
+        "name": "c",
+        "out": str(tmp_path / "bench"),
+        "pretrain": {"runs": [{"name": "simclr", "method": "simclr", "corpus": str(corpus), "max_steps": 2}]},
+        "baselines": ["random"],
+        "tasks": [{"name": "planted", "data": str(task)}],
+        "protocols": ["knn"],
+        "contamination": "fail",
+    }
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    res = CliRunner().invoke(app, ["benchmark", "run", str(exp)])
+    assert res.exit_code == 1
+    [line] = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert f"task {len(kept)}/{len(kept)}" in line and "contamination: fail" in line
+    assert not (tmp_path / "bench" / "results.db").exists(), "nothing ran"
+
+    doc["contamination"] = "warn"
+    exp.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    logged: list[str] = []
+    [found] = check(load_plan(exp), log=logged.append)
+    assert logged and logged[0].startswith("warning: contamination") and found["corpus"] == str(corpus.resolve())
+    table = contamination_table([found])
+    assert table is not None and table.rows[0][2:4] == [str(len(kept)), str(len(kept))]

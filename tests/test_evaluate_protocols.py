@@ -215,6 +215,26 @@ def test_finetune_few_steps_on_real_eurosat(eurosat_small, tmp_path):
     assert (preds == truth).float().mean().item() == pytest.approx(acc["value"])
 
 
+def test_validation_holdout_never_reads_the_test_split_and_stops_early(eurosat_small, tmp_path):
+    import pyarrow.parquet as pq
+
+    def paths(row) -> set[str]:
+        return set(pq.read_table(row["predictions_path"], columns=["path"]).column("path").to_pylist())
+
+    knn = cfg(eurosat_small, tmp_path / "t", protocol=["knn"], image_size=32)
+    [test_row] = [r for r in evaluate(knn, quiet()) if r["headline"]]
+    options = dict(protocol=["finetune"], image_size=32, epochs=2, batch_size=32, weight_decay=0.01)
+    rows = evaluate(cfg(eurosat_small, tmp_path / "v", holdout="validation", early_stop_patience=1, **options), quiet())
+    val = next(r for r in rows if r["headline"])
+    # 20 per class: 4 test, then round(0.2 x 16) = 3 validation and 13 train
+    assert val["split"].startswith("validation: stratified 0.2 of the train split") and val["n_test"] == 30
+    assert test_row["n_test"] == 40 and val["n_train"] == 130
+    assert not paths(val) & paths(test_row), "validation images are never test images"
+    hp = val["hparams"]
+    assert hp["weight_decay"] == val["weight_decay"] == 0.01 and hp["early_stop_patience"] == 1
+    assert 1 <= hp["epochs_trained"] <= 2 and hp["steps"] == 5 * hp["epochs_trained"]  # 130 / 32 per epoch
+
+
 def test_vit_finetune_uses_layer_wise_lr_decay():
     backbone = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32)
     head = torch.nn.Linear(backbone.num_features, 10)

@@ -22,6 +22,7 @@ QUIET_WARNINGS = (
     ".*exists and is not empty.*",  # the run directory is rsbench's own (resumed runs reuse it)
     ".*module\\(s\\) in eval mode.*",
     ".*LeafSpec.*",  # torch's pytree deprecation, raised from Lightning's code
+    ".*have no `val_dataloader`.*",  # evaluation validates only for early stopping (tuned fine-tuning)
 )
 # Loggers whose INFO lines are banners and tips ("GPU available: ...", "💡 Tip: ... litlogger", "`Trainer.fit`
 # stopped: `max_steps=N` reached."): raised to WARNING for the duration.

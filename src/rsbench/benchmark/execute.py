@@ -84,6 +84,8 @@ def run_claimed(store: Store, cell: dict, worker: str) -> bool:
         try:
             if cell["kind"] == "pretrain":
                 ok = store.complete(cell, worker, run=run_pretrain_cell(cell))
+            elif cell["kind"] == "hpo":
+                ok = store.complete(cell, worker, rows=run_tuning_cell(store, cell))
             else:
                 ok = store.complete(cell, worker, rows=run_eval_cell(store, cell))
             print(f"=== done ({'recorded' if ok else 'claim lost: result not recorded'})", flush=True)
@@ -149,24 +151,56 @@ def eval_values(cell: dict, init_value: str) -> dict[str, Any]:
     return values
 
 
-def run_eval_cell(store: Store, cell: dict) -> list[dict]:
+def init_value(store: Store, cell: dict) -> str:
+    """The `init` evaluate gets: a pretraining cell's run folder (or a checkpoint of it), or the baseline's."""
+    init = cell["config"]["init"]
+    if init["kind"] != "run":
+        return init["init"]
+    [dep] = store.cells([init["cell"]])
+    run_dir = Path(dep["out_dir"])
+    value = run_dir if init.get("step") is None else snapshot_dir(run_dir, int(init["step"]))
+    if not BackboneExport(value).exists():
+        what = f"checkpoint of step {init['step']}" if init.get("step") else "pretraining run"
+        raise DataError(f"{what} not found at {value} (was it captured? see the pretraining cell's log)")
+    return str(value)
+
+
+def run_evaluate(values: dict[str, Any]) -> list[dict]:
+    """`rsbench evaluate` on EvaluateConfig values: the one way cells reach the evaluation stage."""
     from rich.console import Console
 
     from rsbench.evaluate import EvaluateConfig, evaluate
 
-    init = cell["config"]["init"]
-    if init["kind"] == "run":
-        [dep] = store.cells([init["cell"]])
-        run_dir = Path(dep["out_dir"])
-        init_value = run_dir if init.get("step") is None else snapshot_dir(run_dir, int(init["step"]))
-        if not BackboneExport(init_value).exists():
-            what = f"checkpoint of step {init['step']}" if init.get("step") else "pretraining run"
-            raise DataError(f"{what} not found at {init_value} (was it captured? see the pretraining cell's log)")
-        init_value = str(init_value)
-    else:
-        init_value = init["init"]
-    cfg = EvaluateConfig.model_validate(eval_values(cell, init_value))
+    cfg = EvaluateConfig.model_validate(values)
     start = time.perf_counter()
     rows = evaluate(cfg, console=Console(stderr=True, force_terminal=False, width=120))
     print(f"{len(rows)} rows in {time.perf_counter() - start:.1f}s", flush=True)
     return rows
+
+
+def run_eval_cell(store: Store, cell: dict) -> list[dict]:
+    values = eval_values(cell, init_value(store, cell))
+    tuner = cell["config"].get("tuned_by")
+    if tuner is not None:
+        from rsbench.benchmark.tuning import best_trial
+
+        [tuning] = store.cells([tuner])
+        best = best_trial(store.url, tuner, trials=int(tuning["config"]["hpo"]["trials"]))
+        print(f"tuned setting: trial {best['trial']} of {best['study']}: {best['overrides'] or 'default'}", flush=True)
+        values.update(best["overrides"])
+        values["tuned"] = {
+            **{k: best[k] for k in ("study", "trial", "trials", "val_value", "val_metric", "overrides")},
+            "patience": tuning["config"]["hpo"].get("patience"),
+        }
+    return run_evaluate(values)
+
+
+def run_tuning_cell(store: Store, cell: dict) -> list[dict]:
+    """Run (or resume) the cell's study; it stores no result rows, only its trials (in the study)."""
+    from rsbench.benchmark.tuning import run_study
+
+    config = cell["config"]
+    base = eval_values({**cell, "config": {**config, "seed": 0}}, init_value(store, cell))
+    best = run_study(store.url, cell, base, run_evaluate, log=lambda m: print(m, flush=True))
+    print(f"best: trial {best['trial']}, val {best['val_metric']} {best['val_value']:.4f}: {best['overrides']}")
+    return []

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from rsbench.contracts.hpo import HpoSpec
 from rsbench.contracts.slurm import SlurmResources
 from rsbench.errors import ConfigError
 from rsbench.settings import StrictModel, load_yaml_mapping
@@ -49,6 +50,8 @@ class Baseline(StrictModel):
     image_size: int | None = Field(None, gt=0, description="default: that of its runs, per task")
     weights: str | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="more EvaluateConfig options")
+    # Only so that a baseline given its own tuning budget is refused by name (every init gets the same trials).
+    hpo: HpoSpec | None = Field(None, description="must equal the task's: the same tuning for every init")
 
 
 class SlurmSpec(StrictModel):
@@ -105,6 +108,14 @@ class Experiment(StrictModel):
     fractions: list[float] | None = Field(None, min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     checkpoints: CheckpointSpec | None = None
+    hpo: HpoSpec | None = Field(
+        None, description="tune finetune/frozen protocols per init (Optuna), then repeat the best over the seeds"
+    )
+    contamination: Literal["fail", "warn"] | None = Field(
+        None,
+        description="before running, check each pretraining corpus against the task data (`rsbench corpus "
+        "check`); fail: stop when near-duplicates are found",
+    )
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
 
     @field_validator("baselines", mode="before")
@@ -127,6 +138,7 @@ class TaskEntry(BaseModel):
     name: str | None = None
     protocols: list[str] | None = None
     fractions: list[float] | None = None
+    hpo: HpoSpec | None = None  # this task's tuning (over the experiment's `hpo`)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -209,9 +221,11 @@ def load_task(entry: dict[str, Any] | str, source: str, where: str, base_dir: Pa
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         task.model_extra["task_spec"] = str(path.resolve())
+        raw = load_yaml_mapping(path)
         if task.name is None:
-            spec_name = load_yaml_mapping(path).get("name")
-            task.name = str(spec_name) if spec_name else path.stem
+            task.name = str(raw["name"]) if raw.get("name") else path.stem
+        if task.hpo is None and raw.get("hpo") is not None:
+            task.hpo = validate(HpoSpec, raw["hpo"], f"task spec {path}", "hpo")
     return task
 
 

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import itertools
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +40,12 @@ from rsbench.benchmark.shapes import (
 )
 from rsbench.contracts.evaluate_config import EXECUTION_KEYS as evaluate_execution_keys
 from rsbench.contracts.evaluate_config import EvaluateConfig
+from rsbench.contracts.hpo import TASK_SPACE_KEYS, TUNABLE_PROTOCOLS, HpoSpec
 from rsbench.contracts.pretrain_config import EXECUTION_KEYS as pretrain_execution_keys
 from rsbench.errors import ConfigError
 from rsbench.io import stable_hash
 
-PRETRAIN, EVAL = "pretrain", "eval"
+PRETRAIN, EVAL, HPO = "pretrain", "eval", "hpo"
 # How and where a stage runs, not what it computes: left out of cell ids, so a matrix can move from one GPU
 # to many, or change its worker count, without re-running finished cells. Both sets are the fields the
 # stage's config marks as execution (rsbench.contracts.identity); no torch is imported.
@@ -281,7 +282,8 @@ def expand(exp: Experiment, source: str = "experiment file", base_dir: Path | No
 
     views = [task_view(exp.evaluate, t.options) for t in tasks]
     boards: dict[tuple[str, str, float | None], dict[str, Entry]] = {}
-    evals = []
+    tuning: dict[tuple[str, str, float | None], dict[str, tuple[HpoSpec | None, str]]] = {}
+    evals, tunes = [], []
     for (label, init, init_opts, dep, _where, step, run_opts), (ti, task) in itertools.product(inits, enumerate(tasks)):
         ckpt = next((r.checkpoints for r in runs if step is not None and run_ids[r.name] == dep), None)
         if ckpt is not None and ckpt.tasks is not None and task.name not in ckpt.tasks:
@@ -293,11 +295,36 @@ def expand(exp: Experiment, source: str = "experiment file", base_dir: Path | No
             fractions = [max(fractions)]  # progress curves use each task at its full label budget
         options = {**exp.evaluate, **task.options, **init_opts}
         view = views[ti]
+        own_hpo = init.baseline.hpo if isinstance(init, BaselineInit) else None
         if isinstance(init, BaselineInit):
             init = init.spec_for(view)
             entry = Entry(label, True, baseline_shape(init, {**view.options, **init_opts}, view))
         else:
             entry = Entry(label, False, run_shape(run_opts or {}, view))
+        spec_hash = _file_hash(options.get("task_spec"))
+        hpo, hpo_where = _hpo_for(exp, task, ti, own_hpo, _where)
+        tuned_by: dict[tuple[str, float | None], str] = {}
+        for protocol, fraction in itertools.product(protocols, fractions):
+            board = (str(task.name), protocol, fraction)
+            tuning.setdefault(board, {})[label] = (hpo if protocol in TUNABLE_PROTOCOLS else None, hpo_where)
+            if hpo is None or protocol not in TUNABLE_PROTOCOLS or step is not None:
+                continue
+            _check_space(hpo, view.kind, hpo_where, source)
+            config = {
+                "kind": HPO,
+                "options": options,
+                "init": init,
+                "protocol": protocol,
+                "fraction": fraction,
+                "hpo": hpo.model_dump(),
+                "code_version": version,
+                **({"task_spec_sha": spec_hash} if spec_hash else {}),
+            }
+            frac = "" if fraction is None else f" · {fraction:g} labels"
+            text = f"tune {label} · {task.name} · {protocol}{frac} · {hpo.trials} trials"
+            tid = cell_id(config)
+            tuned_by[(protocol, fraction)] = tid
+            tunes.append(Cell(tid, HPO, text, label, config, dep, 0, hpo_where, task.name))
         for protocol, fraction, seed in itertools.product(protocols, fractions, seeds):
             boards.setdefault((str(task.name), protocol, fraction), {}).setdefault(label, entry)
             config = {
@@ -309,15 +336,21 @@ def expand(exp: Experiment, source: str = "experiment file", base_dir: Path | No
                 "fraction": fraction,
                 "code_version": version,
             }
-            spec_hash = _file_hash(options.get("task_spec"))
             if spec_hash:
                 config["task_spec_sha"] = spec_hash
+            tuner = tuned_by.get((protocol, fraction))
+            if tuner is not None:
+                config["tuned_by"] = tuner  # the tuning cell whose best setting this cell repeats
             frac = "" if fraction is None else f" · {fraction:g} labels"
             text = f"{label} · {task.name} · {protocol}{frac} · seed {seed}"
             order = (step is not None, seed, protocol, fraction or 0.0, len(evals))
-            evals.append((order, Cell(cell_id(config), EVAL, text, label, config, dep, 0, f"tasks.{ti}", task.name)))
+            needs = tuner or dep
+            evals.append((order, Cell(cell_id(config), EVAL, text, label, config, needs, 0, f"tasks.{ti}", task.name)))
     check_parity({key: list(entries.values()) for key, entries in boards.items()})
-    for n, (_, cell) in enumerate(sorted(evals, key=lambda e: e[0])):
+    check_same_tuning(tuning, source)
+    for cell in tunes:  # studies first: their seeds' cells wait for them
+        cells.append(replace(cell, priority=len(cells)))
+    for n, (_, cell) in enumerate(sorted(evals, key=lambda e: e[0]), start=len(tunes)):
         cells.append(
             Cell(
                 cell.id,
@@ -338,3 +371,45 @@ def expand(exp: Experiment, source: str = "experiment file", base_dir: Path | No
         dup = next(c for c in cells if ids.count(c.id) > 1)
         raise ConfigError(f"the matrix holds the same cell twice ({dup.label}); remove the duplicate entry")
     return cells
+
+
+def _hpo_for(
+    exp: Experiment, task: TaskEntry, ti: int, own: HpoSpec | None, init_where: str
+) -> tuple[HpoSpec | None, str]:
+    """The tuning of one init on one task: the task's `hpo`, else the experiment's. A baseline's own `hpo` is
+    taken as given, so that check_same_tuning refuses it when it differs from the others'."""
+    if own is not None:
+        return own, f"{init_where}.hpo"
+    if task.hpo is not None:
+        return task.hpo, f"tasks.{ti}.hpo"
+    return exp.hpo, "hpo"
+
+
+def _check_space(hpo: HpoSpec, task_kind: str, where: str, source: str) -> None:
+    allowed = TASK_SPACE_KEYS.get(task_kind, TASK_SPACE_KEYS["segmentation"])
+    bad = sorted(set(hpo.space) - allowed)
+    if bad:
+        raise ConfigError(
+            f"invalid key '{where}.space.{bad[0]}' in {source}: task '{task_kind}' tunes {', '.join(sorted(allowed))}"
+        )
+
+
+def check_same_tuning(
+    tuning: dict[tuple[str, str, float | None], dict[str, tuple[HpoSpec | None, str]]], source: str
+) -> None:
+    """The fairness rule of tuned fine-tuning: on every leaderboard (task, protocol, label fraction) each init
+    gets the same search (trials, space, metric, sampler, seed), or none at all. Anything else is refused."""
+    for (task, protocol, fraction), specs in tuning.items():
+        (first_label, (first, first_where)), *rest = specs.items()
+        for label, (spec, where) in rest:
+            if spec != first:
+
+                def says(s: HpoSpec | None) -> str:
+                    return "no tuning" if s is None else f"{s.trials} trials over {sorted(s.space)}"
+
+                frac = "" if fraction is None else f" at {fraction:g} labels"
+                raise ConfigError(
+                    f"unfair tuning in {source}: on {task} · {protocol}{frac}, '{first_label}' gets "
+                    f"{says(first)} ({first_where}) but '{label}' gets {says(spec)} ({where}); every init must get "
+                    "the same hpo"
+                )

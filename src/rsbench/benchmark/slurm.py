@@ -148,7 +148,8 @@ def submit(
             launch(cell)
         if not has_deps:
             _wait(jobs.values(), log)
-        evals = [c for c in todo if c["kind"] != "pretrain"]
+        # Tuning cells before the cells that repeat their best setting, so those can depend on their job.
+        evals = sorted((c for c in todo if c["kind"] != "pretrain"), key=lambda c: c["kind"] != "hpo")
         for cell in evals:
             launch(cell)
     except EngineError as e:

@@ -82,6 +82,10 @@ def run_command(file: Path = FileArg, given: dict[str, Any] = GIVEN, config: Pat
     if opts.dry_run:
         _print_plan(plan, kind)
         return
+    if plan.experiment.contamination:
+        from rsbench.benchmark.contamination import check
+
+        check(plan, log=lambda m: console.print(m, markup=False, highlight=False))
     if kind == "slurm":
         from rsbench.benchmark.slurm import submit
 

@@ -15,7 +15,7 @@ from rsbench.contracts.evaluate_config import EvaluateConfig
 from rsbench.settings import resolve_config
 
 # Not a flag: `options` (a task spec's adapter/task-specific mapping; task spec or config file only).
-EVALUATE_EXCLUDE = frozenset({"options"})
+EVALUATE_EXCLUDE = frozenset({"options", "tuned"})  # tuned: set by the benchmark only
 TRAINED = "Trained parts and probes"
 EVALUATE_OPTIONS = {
     # Their defaults depend on other keys (the task, the protocols); the descriptions say how.

@@ -128,6 +128,27 @@ class EvaluateConfig(StrictModel):
     )
     epochs: int = Field(10, gt=0, description="Epochs for trained parts (fine-tuning, decoders, detectors).")
     lr: float | None = Field(None, gt=0, description="Learning rate for trained parts (unset: per protocol).")
+    weight_decay: float | None = Field(
+        None, ge=0, description="AdamW weight decay for fine-tuning (unset: per protocol; dense heads use their own)."
+    )
+    holdout: Literal["test", "validation"] = Field(
+        "test",
+        description="Score on the test split, or on a validation split carved from the train split (tuning "
+        "trials: the test split is then never read).",
+    )
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="--holdout validation: validation share of train.")
+    early_stop_patience: int | None = Field(
+        None,
+        gt=0,
+        description="Fine-tuning with --holdout validation: stop after this many epochs without a "
+        "lower validation loss (unset: train every epoch).",
+    )
+    tuned: dict[str, Any] | None = Field(
+        None,
+        description="Set by the benchmark: the tuning study whose best setting this run repeats (copied into "
+        "each row's hparams).",
+        json_schema_extra=EXECUTION,
+    )
     decoder: str = Field("fpn", description="Segmentation decoder.")
     frozen_cache: bool = Field(
         True,

@@ -252,23 +252,35 @@ def deduplicate(rows: Iterable[dict]) -> list[dict]:
     return list(latest.values())
 
 
+def _is_tuned(row: dict) -> bool:
+    return bool((row.get("hparams") or {}).get("tuned"))
+
+
 def disambiguate_shapes(rows: list[dict]) -> list[dict]:
     """An init evaluated at two input shapes for one task, dataset, protocol and label fraction is two inits
     there: "<init> (<size> px, patch <p>)", so neither result overwrites the other. An init whose shape
-    differs only between tasks (a dense task's crop size beside classification's input size) keeps one name."""
+    differs only between tasks (a dense task's crop size beside classification's input size) keeps one name.
+    Likewise an init evaluated both at the default setting and at a tuned one (`hparams.tuned`, benchmark
+    `hpo`) is "<init> (default)" and "<init> (tuned)" there: two conditions, never one row overwriting the other."""
 
     def where(r: dict) -> tuple:
         return tuple(r[k] for k in _SHAPE_SCOPE)
 
     shapes: dict[tuple, set] = {}
+    tuning: dict[tuple, set] = {}
     for r in rows:
         shapes.setdefault(where(r), set()).add((r.get("image_size"), r.get("patch_size")))
+        tuning.setdefault(where(r), set()).add(_is_tuned(r))
     out = []
     for r in rows:
+        parts = []
         if len(shapes[where(r)]) > 1:
             size, patch = r.get("image_size"), r.get("patch_size")
-            suffix = f"{size} px" + (f", patch {patch}" if patch else "")
-            r = {**r, "init": f"{r['init']} ({suffix})"}
+            parts.append(f"{size} px" + (f", patch {patch}" if patch else ""))
+        if len(tuning[where(r)]) > 1:
+            parts.append("tuned" if _is_tuned(r) else "default")
+        if parts:
+            r = {**r, "init": f"{r['init']} ({', '.join(parts)})"}
         out.append(r)
     return out
 

@@ -13,6 +13,7 @@
     split: spatial                    # optional: random (default) | spatial (georeferenced dense tasks)
     block_m: 500                      # block side in metres of split: spatial
     options: {}                       # adapter/task-specific keys, e.g. {dataset: EuroSAT} for torchgeo
+    hpo: {trials: 8, space: {lr: [1.0e-5, 1.0e-2, log]}}  # optional: benchmark tuning (rsbench.contracts.hpo)
     description: free text
 
 Paths expand environment variables and `~`; relative paths are relative to the spec file. Run options
@@ -28,6 +29,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from rsbench.contracts.hpo import HpoSpec
 from rsbench.errors import ConfigError
 from rsbench.settings import StrictModel, _format_validation_error, load_yaml_mapping
 
@@ -49,6 +51,7 @@ class TaskSpec(StrictModel):
     block_m: float | None = Field(None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
     description: str | None = None
+    hpo: HpoSpec | None = None  # tuning of its trained protocols in a benchmark (rsbench.contracts.hpo)
 
     def config_values(self) -> dict[str, Any]:
         """The EvaluateConfig keys this spec sets (unset ones are left to the config's defaults)."""

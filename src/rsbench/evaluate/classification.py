@@ -39,7 +39,7 @@ from rsbench.evaluate.probes import (
     per_class_metrics,
 )
 from rsbench.evaluate.results import cell_hash, row_patch_size
-from rsbench.evaluate.splits import fraction_subset, random_split, stratified_split
+from rsbench.evaluate.splits import fraction_subset, random_split, stratified_split, validation_split
 from rsbench.evaluate.tasks import register_task
 from rsbench.io import atomic_write_bytes, stable_hash
 
@@ -118,6 +118,15 @@ def _metrics(out: ProbeOutput, target: torch.Tensor, num_classes: int, multilabe
 
 
 def _split(data: ClassificationData, cfg: EvaluateConfig, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    train, test, how = _test_split(data, cfg, seed)
+    if cfg.holdout == "validation":
+        labels = None if data.multilabel else data.labels
+        train, val, carved = validation_split(train, cfg.val_fraction, seed, labels)
+        return train, val, f"{carved} of {how}"
+    return train, test, how
+
+
+def _test_split(data: ClassificationData, cfg: EvaluateConfig, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     if data.has_test:
         # Fixed split: kNN is then identical across seeds; fractions and the probe's validation split are seeded.
         where = "torchgeo test split" if data.adapter == "torchgeo" and cfg.test_data is None else "--test-data"
@@ -322,7 +331,7 @@ def _probe(cfg, protocol, fs, data, train_idx, test_idx, seed, fields) -> ProbeO
 
 
 def _finetune(cfg, data, init, norm_dict, train_idx, test_idx, seed, console, fields) -> ProbeOutput:
-    from rsbench.evaluate.finetune import WEIGHT_DECAY, finetune  # Lightning import only when fine-tuning
+    from rsbench.evaluate.finetune import finetune  # Lightning import only when fine-tuning
 
     res = finetune(
         cfg,
@@ -338,7 +347,7 @@ def _finetune(cfg, data, init, norm_dict, train_idx, test_idx, seed, console, fi
         console,
     )
     fields.update(
-        weight_decay=WEIGHT_DECAY,
+        weight_decay=res.hparams["weight_decay"],
         hparams=res.hparams,
         fit_time_s=round(res.fit_time_s, 3),
         eval_time_s=round(res.eval_time_s, 3),

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
@@ -28,6 +29,7 @@ from rsbench.evaluate.dense_cache import BackboneMaps, extract_maps, image_diges
 from rsbench.evaluate.driver import SeedSplit
 from rsbench.evaluate.features import resolve_device
 from rsbench.evaluate.inits import Init, resolve_init
+from rsbench.evaluate.splits import validation_split
 from rsbench.models import backbone_info
 
 PYRAMID_STRIDES = (4, 8, 16, 32)
@@ -319,6 +321,9 @@ class DenseCells:
 
     def split(self, seed: int) -> SeedSplit:
         train, test_regions, split, spec = seed_regions(self.cfg, self.shapes, self.n_pool, seed, self.size, self.paths)
+        if self.cfg.holdout == "validation":  # tuning trials: score on regions carved from train, never test
+            keep, val, carved = validation_split(np.arange(len(train)), self.cfg.val_fraction, seed)
+            train, test_regions, split = [train[i] for i in keep], [train[i] for i in val], f"{carved} of {split}"
         norm = dense_normalization(self.init, self.images, train)
         seed_init = self.init.for_seed(seed)  # random init: one draw per seed
         return SeedSplit(

@@ -89,6 +89,8 @@ def run_cells(
                 }
                 cell = adapter.run(protocol, split, train, seed, dict(fields))
                 fields.update(cell.fields)
+                if cfg.tuned is not None:  # a benchmark's tuned setting: which study and trial chose it
+                    fields["hparams"] = {**(fields.get("hparams") or {}), "tuned": cfg.tuned}
                 if cell.state is not None:
                     path = probe_file(cfg.out, fields)
                     save_tensors(path, cell.state)

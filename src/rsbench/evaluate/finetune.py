@@ -128,7 +128,10 @@ def finetune(
         logits = net(batch[0]).float()
         return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
 
-    groups = param_groups(backbone, head, lr, WEIGHT_DECAY, layer_decay)
+    weight_decay = WEIGHT_DECAY if cfg.weight_decay is None else cfg.weight_decay
+    # Tuning trials (--holdout validation) may stop early on the validation loss; the test split never does.
+    stop_on = test if cfg.holdout == "validation" and cfg.early_stop_patience else None
+    groups = param_groups(backbone, head, lr, weight_decay, layer_decay)
     res = fit(
         nn.Sequential(backbone, head),
         loss_fn,
@@ -137,20 +140,24 @@ def finetune(
         cfg.epochs,
         resolve_device(cfg.device),
         warmup_fraction=WARMUP_FRACTION,
-        weight_decay=WEIGHT_DECAY,
+        weight_decay=weight_decay,
         bf16=True,
         progress_bar=console.is_terminal,
         predict=test,
         predict_fn=predict_fn,
+        val=stop_on,
+        patience=cfg.early_stop_patience,
     )
     scores = torch.cat(res.predictions)
     hparams = {
         "optimizer": "adamw",
         "lr": lr,
-        "weight_decay": WEIGHT_DECAY,
+        "weight_decay": weight_decay,
         "layer_decay": layer_decay,
         "schedule": f"linear warmup {WARMUP_FRACTION:g} + cosine, per step",
         "epochs": cfg.epochs,
+        "epochs_trained": res.epochs,
+        "early_stop_patience": cfg.early_stop_patience if stop_on is not None else None,
         "steps": res.steps,
         "batch_size": cfg.batch_size,
         "augmentation": "dihedral (8)",

@@ -72,3 +72,22 @@ def fraction_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarra
         if ordered[:, c].any() and not (labels[sorted(chosen), c] > 0).any():
             chosen.add(int(order[np.argmax(ordered[:, c])]))
     return np.sort(np.fromiter(chosen, dtype=np.int64))
+
+
+VALIDATION_STREAM = 3  # rng [seed, 3]: [seed] draws the test split, [seed, 1] the probe's, [seed, 2] label fractions
+
+
+def validation_split(
+    train: np.ndarray, fraction: float, seed: int, labels: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(train', validation, description): `fraction` of a seed's train positions held out for validation
+    (`--holdout validation`, tuning trials), stratified by `labels` (single-label) when given. Deterministic in
+    the seed; the test split is not an input, so it can never leak in."""
+    train = np.asarray(train)
+    if labels is not None and np.asarray(labels).ndim == 1:
+        keep, held = stratified_split(np.asarray(labels)[train], fraction, [seed, VALIDATION_STREAM], strict=False)
+        how = "stratified"
+    else:
+        keep, held = random_split(len(train), fraction, [seed, VALIDATION_STREAM])
+        how = "random"
+    return train[keep], train[held], f"validation: {how} {fraction:g} of the train split (seed {seed}; test unused)"

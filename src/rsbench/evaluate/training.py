@@ -69,6 +69,9 @@ class TrainingModule(L.LightningModule):
         self.log("loss", loss.detach(), prog_bar=True, batch_size=1)
         return loss
 
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self.loss_fn(self.model, batch).detach(), on_epoch=True, batch_size=len(batch[0]))
+
     def predict_step(self, batch, batch_idx):
         return self.predict_fn(self.model, batch) if self.predict_fn is not None else self.model(batch[0])
 
@@ -86,16 +89,23 @@ class FitResult:
     predictions: list = field(default_factory=list)  # predict_step outputs per batch (with predict=...)
     predict_time_s: float | None = None
     lrs: list[float] = field(default_factory=list)  # LR of the first parameter group per step
+    epochs: int | None = None  # epochs trained (fewer than asked when early stopping stopped it)
+    best_val_loss: float | None = None  # with early stopping: the lowest validation loss seen
 
 
 def trainer(
-    device: torch.device, epochs: int, bf16: bool = False, progress_bar: bool = True, log_every_n_steps: int = 50
+    device: torch.device,
+    epochs: int,
+    bf16: bool = False,
+    progress_bar: bool = True,
+    log_every_n_steps: int = 50,
+    callbacks: list | None = None,
 ) -> L.Trainer:
     """Single-device Trainer for `device`; bf16-mixed only when asked and the GPU supports it. No logger,
     checkpoints or summary. Build and use it under `quiet()`."""
     cuda = device.type == "cuda"
     precision = "bf16-mixed" if bf16 and cuda and torch.cuda.is_bf16_supported() else "32-true"
-    callbacks = []
+    callbacks = list(callbacks or [])
     if progress_bar:
         from lightning.pytorch.callbacks import RichProgressBar
 
@@ -129,18 +139,35 @@ def fit(
     progress_bar: bool = True,
     predict: DataLoader | None = None,
     predict_fn: PredictFn | None = None,
+    val: DataLoader | None = None,
+    patience: int | None = None,
 ) -> FitResult:
     """Train `model` for `epochs` over `loader` (then predict over `predict` when given). Every group needs an
-    "lr"; `weight_decay` applies to groups without their own. Seed the RNGs before calling."""
+    "lr"; `weight_decay` applies to groups without their own. With `val` and `patience`, Lightning's
+    EarlyStopping ends training after `patience` epochs without a lower validation loss. Seed the RNGs before
+    calling."""
     total = epochs * len(loader)
     module = TrainingModule(model, loss_fn, groups, total, warmup_fraction, weight_decay, predict_fn)
+    stopper = None
+    if val is not None and patience is not None:
+        from lightning.pytorch.callbacks import EarlyStopping
+
+        stopper = EarlyStopping(monitor="val_loss", mode="min", patience=patience, check_finite=True)
     with quiet():
         tr = trainer(
-            device, epochs, bf16=bf16, progress_bar=progress_bar, log_every_n_steps=max(1, min(50, len(loader)))
+            device,
+            epochs,
+            bf16=bf16,
+            progress_bar=progress_bar,
+            log_every_n_steps=max(1, min(50, len(loader))),
+            callbacks=[stopper] if stopper else None,
         )
         start = time.perf_counter()
-        tr.fit(module, loader)
+        tr.fit(module, loader, val_dataloaders=val if stopper else None)
         result = FitResult(module.losses, int(tr.global_step), time.perf_counter() - start, lrs=module.lrs)
+        result.epochs = int(tr.current_epoch)
+        if stopper is not None and torch.isfinite(stopper.best_score):
+            result.best_val_loss = float(stopper.best_score)
         if predict is not None:
             start = time.perf_counter()
             result.predictions = tr.predict(module, predict)

@@ -12,7 +12,8 @@ rsbench -> GEO-Bench-2 fields: `backbone` is the init's label; `experiment_name`
 `frozen_or_full_ft` is `full_ft` for the `finetune` protocol and `frozen` for every frozen protocol (probes,
 frozen decoders); `decoder`, `lr`, `batch_size` and `weight_decay` come from the row's recorded
 hyper-parameters; `n_trials` is the number of tuning trials (0: the protocol's fixed setting, as every
-rsbench protocol without HPO); `early_stop_patience` 0 (no early stopping); `data_percentages` the label
+rsbench protocol without HPO; a benchmark's `hpo` study size otherwise); `early_stop_patience` the tuning
+trials' patience (0: no early stopping); `data_percentages` the label
 fraction in percent and `partition name` the same as text ("100%").
 """
 
@@ -146,6 +147,8 @@ def submission_rows(
         hparams = row.get("hparams") or {}
         percent = round(float(row["label_fraction"]) * 100)
         weight_decay = row.get("weight_decay", hparams.get("weight_decay"))
+        tuned = hparams.get("tuned") or {}  # a benchmark's tuned setting (rsbench.contracts.hpo)
+        trials = int(tuned.get("trials") or hparams.get("n_trials") or 0)
         out.append(
             {
                 "dataset": names.get(row["dataset"], row["dataset"]),
@@ -154,10 +157,10 @@ def submission_rows(
                 "partition name": f"{percent}%",
                 "backbone": row.get("_label") or row["init"],
                 "decoder": _decoder(row),
-                "batch_size_selection": "HPO" if hparams.get("n_trials") else "fixed",
+                "batch_size_selection": "HPO" if trials else "fixed",
                 "frozen_or_full_ft": "full_ft" if row["protocol"] == "finetune" else "frozen",
-                "early_stop_patience": 0,
-                "n_trials": int(hparams.get("n_trials") or 0),
+                "early_stop_patience": int(tuned.get("patience") or 0),
+                "n_trials": trials,
                 "Seed": int(row["seed"]),
                 "data_percentages": percent,
                 "batch_size": hparams.get("batch_size"),

@@ -22,6 +22,7 @@ from rsbench.report.aggregate import MetricSummary, deduplicate, is_baseline, va
 from rsbench.report.analysis import analyze, section_key
 from rsbench.report.sources import STEP, ReportData, mark_snapshot
 from rsbench.report.tables import document_latex, document_markdown
+from rsbench.report.tuning import contamination_table, tuning_section
 from rsbench.report.uncertainty import N_BOOT
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -144,6 +145,11 @@ def build_context(
     corpora = ctx.corpus_section(data.runs)
     corpus_tables = ctx.corpus_tables(corpora)
     tables += [x["table"] for x in (cost, progress) if x] + corpus_tables
+    tuning = tuning_section(data.studies)
+    if tuning:
+        tables += [t for t in (tuning["settings"], tuning["ranking"]) if t]
+    contamination = contamination_table(data.contamination)
+    tables += [contamination] if contamination else []
     row_versions = sorted({str(r["rsbench_version"]) for r in rows if r.get("rsbench_version")})
     return {
         "title": title,
@@ -180,6 +186,8 @@ def build_context(
         "curves": figures.curves_plot(data.runs, colors) if data.runs else None,
         "runs_without_curve": [r.name for r in data.runs if len(r.curves.get("train/loss") or []) < 2],
         "corpora": list(zip(corpora, corpus_tables)),
+        "tuning": tuning,
+        "contamination": contamination,
         "preprocessing": _preprocessing(rows),
         "all_tables": tables,
         "table_files": [],

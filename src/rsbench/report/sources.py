@@ -7,10 +7,12 @@ their step, and the pretraining runs behind the results.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rsbench.contracts.results import deduplicate, find_results_files, load_results, validate_row
 from rsbench.contracts.run_dir import SNAPSHOT_NAME
@@ -18,6 +20,7 @@ from rsbench.errors import ConfigError
 from rsbench.report.pretrain_runs import RunInfo, run_from_dir
 from rsbench.results_store import Store, existing_db_url
 from rsbench.results_store.db import display_url
+from rsbench.results_store.studies import study_records
 
 STEP = "_step"
 # evaluate names a run "<method>-<arch> (<run dir>)"; benchmark snapshots live in "<run dir>@step-<N>".
@@ -31,6 +34,8 @@ class ReportData:
     runs: list[RunInfo] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     cells: int | None = None  # benchmark cells behind the rows, when known
+    studies: list[dict] = field(default_factory=list)  # tuning studies' trial records (rsbench.results_store.studies)
+    contamination: list[dict] = field(default_factory=list)  # `rsbench corpus check` findings of the benchmark
 
 
 def mark_snapshot(row: dict) -> dict:
@@ -63,7 +68,21 @@ def from_db(url: str) -> ReportData:
     final, ckpt = _split(rows)
     runs = [RunInfo.from_record(r) for r in store.run_rows()]
     cells = len({r["_cell"] for r in stored if r.get("_cell")})
-    return ReportData(final, ckpt, runs, [url], cells or None)
+    return ReportData(final, ckpt, runs, [url], cells or None, study_records(url), _contamination(url))
+
+
+def _contamination(url: str) -> list[dict]:
+    """The benchmark's contamination findings: OUT/contamination/*.json beside a SQLite store's file."""
+    if not url.startswith("sqlite:///"):
+        return []
+    folder = Path(url.removeprefix("sqlite:///")).parent / "contamination"
+    found = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue  # a file being written; the next report shows it
+    return found
 
 
 def from_files(paths: Iterable[str | os.PathLike]) -> ReportData:
@@ -96,6 +115,8 @@ def load_report_data(results: Iterable[str | os.PathLike] = (), db: str | None =
         [r for p in parts for r in p.checkpoint_rows],
         list(runs.values()),
         [s for p in parts for s in p.sources],
+        studies=[s for p in parts for s in p.studies],
+        contamination=[c for p in parts for c in p.contamination],
     )
 
 

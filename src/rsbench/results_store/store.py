@@ -140,6 +140,8 @@ class Store:
                     continue
                 safe = "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in c.init_label)
                 out_dir = out / "runs" / f"{safe}-{c.id[:8]}" if c.kind == "pretrain" else out / "evals" / str(c.task)
+                if c.kind == "hpo":  # trials write nothing under evals/, where results.jsonl files are searched
+                    out_dir = out / "tuning" / f"{safe}-{c.id[:8]}"
                 conn.execute(
                     insert(cells).values(
                         id=c.id,
@@ -184,7 +186,9 @@ class Store:
 
     # --- claims -------------------------------------------------------------------------------------
     @retrying
-    def claim_next(self, ids: Sequence[str], worker: str, kinds: Sequence[str] = ("pretrain", "eval")) -> dict | None:
+    def claim_next(
+        self, ids: Sequence[str], worker: str, kinds: Sequence[str] = ("pretrain", "hpo", "eval")
+    ) -> dict | None:
         """Atomically take the first pending cell (by priority) whose dependency is done."""
         with self.engine.begin() as conn:
             rows = self._select(conn, ids)
