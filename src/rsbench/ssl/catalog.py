@@ -32,6 +32,7 @@ class MethodCard:
     default_backbone: str
     default_recipe: Recipe
     implementation: str  # "module:Class"
+    needs_teacher: bool = False  # trains against a frozen teacher (`--teacher`; distillation methods)
 
     def load(self) -> type[SSLMethod]:
         """The method's LightningModule class (imports torch, Lightning and lightly)."""
@@ -53,6 +54,7 @@ class MethodCard:
             "paper_batch_size": self.paper_batch_size,
             "extra": dict(r.extra),
             "paper": self.paper,
+            **({"teacher": "required (--teacher)"} if self.needs_teacher else {}),
         }
 
 
@@ -227,6 +229,87 @@ _CARDS = (
             extra={"lambda_param": 25.0, "mu_param": 25.0, "nu_param": 1.0, "proj_dim": 8192},
         ),
         implementation="rsbench.ssl.vicreg:VICReg",
+    ),
+    MethodCard(
+        name="distill",
+        summary="A student of any band count reproduces a frozen teacher's global and patch features.",
+        paper="Beyer et al. 2022, CVPR (function matching); Ranzinger et al. 2024, CVPR (AM-RADIO), Sec. 3",
+        paper_epochs=100,
+        paper_batch_size=1024,
+        default_backbone="resnet18",
+        default_recipe=Recipe(
+            optimizer="adamw",
+            lr=5e-4,
+            weight_decay=0.05,
+            warmup_fraction=0.05,
+            extra={"token_weight": 1.0},
+        ),
+        implementation="rsbench.ssl.distill:Distill",
+        needs_teacher=True,
+    ),
+    MethodCard(
+        name="dinov2",
+        summary="DINO on the class token + iBOT on masked patch tokens + KoLeo (EMA teacher, multi-crop).",
+        paper="Oquab et al. 2024, TMLR (DINOv2), Sec. 4-5, App. (official ssl_default_config.yaml)",
+        paper_epochs=100,
+        paper_batch_size=1024,
+        default_backbone="vit_small_patch16_224",
+        default_recipe=Recipe(
+            optimizer="adamw",
+            lr=2e-3,  # DINOv2's 4e-3 x sqrt(B/1024), written for a batch of 256
+            lr_scaling="sqrt",
+            weight_decay=0.04,
+            weight_decay_end=0.2,
+            warmup_fraction=0.1,
+            min_lr_fraction=2.5e-4,  # min LR 1e-6 at the peak 4e-3
+            grad_clip=3.0,
+            extra={
+                "out_dim": 65536,
+                "hidden_dim": 2048,
+                "bottleneck_dim": 256,
+                "batch_norm_head": False,
+                "student_temp": 0.1,
+                "teacher_temp": 0.07,
+                "warmup_teacher_temp": 0.04,
+                "teacher_temp_warmup_fraction": 0.3,
+                "center_momentum": 0.9,
+                "momentum_start": 0.992,
+                "momentum_end": 1.0,
+                "freeze_last_layer_fraction": 0.01,
+                "ibot_weight": 1.0,
+                "koleo_weight": 0.1,
+                "mask_probability": 0.5,
+                "mask_ratio_min": 0.1,
+                "mask_ratio_max": 0.5,
+                "n_local": 8,
+            },
+        ),
+        implementation="rsbench.ssl.dinov2:DINOv2",
+    ),
+    MethodCard(
+        name="mae_distill",
+        summary="MAE reconstruction plus a weighted cosine term to a frozen teacher's features (Clay's hybrid).",
+        paper="He et al. 2022, CVPR (MAE); Clay Foundation Model v1 (2024), cosine loss to a DINOv2 teacher",
+        paper_epochs=800,
+        paper_batch_size=4096,
+        default_backbone="vit_base_patch16_224",
+        default_recipe=Recipe(
+            optimizer="adamw",
+            lr=1.5e-4,
+            weight_decay=0.05,
+            betas=(0.9, 0.95),
+            warmup_fraction=40 / 800,
+            extra={
+                "mask_ratio": 0.75,
+                "decoder_dim": 512,
+                "decoder_depth": 8,
+                "decoder_heads": 16,
+                "norm_pix_loss": True,
+                "teacher_weight": 0.1,
+            },
+        ),
+        implementation="rsbench.ssl.mae_distill:MAEDistill",
+        needs_teacher=True,
     ),
 )
 

@@ -69,5 +69,7 @@ def export_backbone(model, cfg, arch: str, normalization: dict, source: dict, st
             "data": source,
             "rsbench_version": __version__,
             "exported_module": exported,
+            # Distillation: the frozen teacher (source, arch, bands and how they were picked, sha256).
+            **({"teacher": model.teacher.spec} if getattr(model, "teacher", None) is not None else {}),
         },
     )

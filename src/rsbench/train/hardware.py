@@ -7,6 +7,7 @@ CPU runs never fail on an import.
 from __future__ import annotations
 
 import resource
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -63,16 +64,39 @@ def count_step_flops(
         return None, f"FLOPs not counted: {_why(e)}"
 
 
-def _count(build_model, view_shapes, device: str) -> float:
+def count_teacher_flops(build_model: Callable[[], torch.nn.Module], view_shapes: list[tuple[int, ...]]) -> float | None:
+    """FLOPs of the frozen teacher's forward (`model.teacher`, on the first view) in one micro-batch: a
+    part of count_step_flops's total, reported on its own. None when it cannot be counted."""
+    try:
+        return _count(build_model, view_shapes[:1], "meta", _teacher_forward)
+    except Exception:
+        try:
+            small = [(min(2, view_shapes[0][0]), *view_shapes[0][1:])]
+            return _count(build_model, small, "cpu", _teacher_forward) * view_shapes[0][0] / small[0][0]
+        except Exception:  # accounting must never break training
+            return None
+
+
+def _training_step(model, views: list[torch.Tensor]) -> None:
+    loss, _ = model.training_loss(views)
+    loss.backward()
+
+
+def _teacher_forward(model, views: list[torch.Tensor]) -> None:
+    model.teacher(views[0])
+
+
+def _count(build_model, view_shapes, device: str, step=_training_step) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.device(device):
+    with torch.device(device), warnings.catch_warnings():
+        # A teacher loads its weights file into meta tensors: a no-op torch warns about.
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
         model = build_model()
     model.train()
     views = [torch.randn(shape, device=device) for shape in view_shapes]
     with FlopCounterMode(display=False) as counter:
-        loss, _ = model.training_loss(views)
-        loss.backward()
+        step(model, views)
     return float(counter.get_total_flops())
 
 

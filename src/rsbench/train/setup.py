@@ -39,6 +39,7 @@ class TrainingData:
     n_samples: int
     description: dict
     view_shapes: list[tuple[int, ...]]  # (C, H, W) of each view
+    band_names: list[str] | None = None  # in input order, when the data names them (a corpus does)
 
 
 def training_source(cfg: PretrainConfig, method_cls) -> TrainingData:
@@ -56,7 +57,8 @@ def training_source(cfg: PretrainConfig, method_cls) -> TrainingData:
         dataset = CorpusDataset(cfg.corpus, bands=cfg.bands, shuffle=True, seed=cfg.seed)
         norm, n = dataset.normalization, dataset.num_samples
         first = next(iter(CorpusDataset(cfg.corpus, bands=cfg.bands, shuffle=False)))
-        desc = {"kind": "corpus", "path": str(cfg.corpus), "bands": dataset.bands}
+        names = list(dataset.band_names)
+        desc = {"kind": "corpus", "path": str(cfg.corpus), "bands": dataset.bands, "band_names": names}
     options = {"color_jitter": True} if cfg.color_jitter else {}
     options.update(method_cls.view_recipe(cfg.recipe))
     transform = method_cls.view_transform(
@@ -65,7 +67,27 @@ def training_source(cfg: PretrainConfig, method_cls) -> TrainingData:
     shapes = [tuple(v.shape) for v in transform(first)]
     if cfg.images is not None:
         dataset.transform = transform
-    return TrainingData(dataset, transform, norm, n, desc, shapes)
+    return TrainingData(dataset, transform, norm, n, desc, shapes, desc.get("band_names"))
+
+
+def check_teacher(cfg: PretrainConfig, card) -> None:
+    """A distillation method without a teacher, or a teacher for a method without one: before any data is read."""
+    if card.needs_teacher and cfg.teacher is None:
+        raise ConfigError(
+            f"{cfg.method} distils a frozen teacher: give --teacher (a run directory, a timm weights file with "
+            f"--teacher-arch, or torchgeo:<WeightsEnum>)"
+        )
+    if cfg.teacher is not None and not card.needs_teacher:
+        raise ConfigError(f"--teacher applies to the distillation methods (distill, mae_distill), not {cfg.method}")
+
+
+def teacher_spec_for(cfg: PretrainConfig, data: TrainingData) -> dict | None:
+    """The frozen teacher of the run and how it sees the data (rsbench.ssl.teacher), or None."""
+    if cfg.teacher is None:
+        return None
+    from rsbench.ssl.teacher import teacher_spec
+
+    return teacher_spec(cfg.teacher, cfg.teacher_arch, cfg.teacher_bands, data.band_names, data.norm.to_dict())
 
 
 def build_loader(cfg: PretrainConfig, data: TrainingData, micro_batches: int) -> tuple[DataLoader, Any]:
