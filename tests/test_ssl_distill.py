@@ -34,9 +34,7 @@ SMALL_DINO = {"out_dim": 128, "hidden_dim": 64, "bottleneck_dim": 32, "n_local":
 def _corpus(tmp_path_factory, rasters_dir, name: str, bands=None):
     out = tmp_path_factory.mktemp(name) / "corpus"
     build_corpus(
-        CorpusBuildConfig(
-            inputs=[str(rasters_dir / RASTER)], out=str(out), tile_size=SIZE, shard_size=300, bands=bands
-        )
+        CorpusBuildConfig(inputs=[str(rasters_dir / RASTER)], out=str(out), tile_size=SIZE, shard_size=300, bands=bands)
     )
     return out
 
@@ -53,16 +51,17 @@ def teacher_run(tmp_path_factory, rasters_dir):
     out = tmp_path_factory.mktemp("teacher") / "run"
     cfg = PretrainConfig(
         method="simclr", corpus=corpus3, out=out, backbone="resnet18", image_size=SIZE, batch_size=BATCH,
-        max_steps=2, num_workers=0, accelerator="cpu",
+        max_steps=1, num_workers=0, accelerator="cpu",
     )  # fmt: skip
     return pretrain(cfg)
 
 
 def _pretrain(corpus, out, method: str, backbone: str, teacher=None, steps: int = 3, **options):
     patch = {"patch_size": 8} if backbone.startswith("vit") else {}
+    teacher = {"teacher": str(teacher)} if teacher else {}
     cfg = PretrainConfig(
         method=method, corpus=corpus, out=out, backbone=backbone, image_size=SIZE, batch_size=BATCH,
-        max_steps=steps, num_workers=0, accelerator="cpu", log_every=1, teacher=teacher and str(teacher), **patch, **options,
+        max_steps=steps, num_workers=0, accelerator="cpu", log_every=1, **teacher, **patch, **options,
     )  # fmt: skip
     return pretrain(cfg)
 
@@ -162,7 +161,7 @@ def test_mae_distill_reconstructs_six_bands_with_a_3_band_teacher(corpus6, teach
 
 
 def test_dinov2_trains_a_vit_on_six_bands_and_refuses_a_cnn(corpus6, tmp_path):
-    run = _pretrain(corpus6, tmp_path / "d2", "dinov2", "vit_tiny_patch16_224", recipe=SMALL_DINO)
+    run = _pretrain(corpus6, tmp_path / "d2", "dinov2", "vit_tiny_patch16_224", steps=2, recipe=SMALL_DINO)
     meta = BackboneExport(run).read_meta()
     assert meta["exported_module"] == "teacher_backbone" and meta["in_chans"] == 6
     assert _plain_timm(run)(torch.randn(2, 6, SIZE, SIZE)).shape == (2, 192)
