@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from rsbench.contracts.pretrain_config import PretrainConfig
 from rsbench.contracts.run_dir import MLFLOW_DIR, TENSORBOARD_DIR, RunDir
 from rsbench.data import Normalization
+from rsbench.data.images import photo_band_names
 from rsbench.errors import ConfigError
 from rsbench.train.accounting import RunAccounting
 from rsbench.train.callbacks import DataPosition, SignalCheckpoint, StepProgressBar, StepSeeder
@@ -50,6 +51,9 @@ def training_source(cfg: PretrainConfig, method_cls) -> TrainingData:
         dataset = ImageFilesDataset(paths, norm, None, seed=cfg.seed)
         first = dataset[0]
         desc = {"kind": "images", "path": str(cfg.images)}
+        names = photo_band_names(paths, norm.bands)
+        if names:
+            desc["band_names"] = names
         n = len(paths)
     else:
         from rsbench.corpus import CorpusDataset  # the corpus stage is only needed for corpus runs
