@@ -268,6 +268,7 @@ def main() -> None:
         else "stratified 20 %, seed 0",
         "knn": {"k": 20, "temperature": 0.07},
         "cpu_count": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     summary["baselines"]["random-resnet18"] = round(knn(data, "random", "resnet18", results, args.image_size), 4)
     summary["baselines"][f"random-{VIT}"] = round(
