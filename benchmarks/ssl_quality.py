@@ -128,6 +128,28 @@ def probe_steps(name: str, arch: str, recipe: dict, tiles, args, teacher: dict |
     return run_bare(model, loader, 8) / 5  # run_bare times the steps after 3 warmup steps
 
 
+def pretrain_images(name, arch, recipe, min_scale, max_steps, run_dir, data, args, teacher=None) -> None:
+    """`rsbench pretrain` on the training images (a finished run directory is kept as it is)."""
+    pretrain(
+        PretrainConfig(
+            method=name,
+            images=data[0],
+            backbone=arch,
+            patch_size=args.vit_patch_size if arch == VIT else None,
+            out=run_dir,
+            max_steps=max_steps,
+            batch_size=args.batch_size,
+            image_size=args.image_size,
+            min_scale=min_scale,
+            num_workers=args.num_workers,
+            checkpoint_every=10_000,
+            log_every=20,
+            recipe=recipe,
+            teacher=teacher,
+        )
+    )
+
+
 def train_teacher(data, tiles, mean, std, n_images: int, args, summary: dict) -> dict:
     """Pretrain the distillation teacher on the training images (or reuse the finished run) and score it."""
     name, arch = args.teacher_method, "resnet18"
@@ -138,22 +160,7 @@ def train_teacher(data, tiles, mean, std, n_images: int, args, summary: dict) ->
         max_steps = max(10, round(args.teacher_epochs * n_images / args.batch_size))
     key = f"{name}-{arch}-{max_steps}"
     run_dir = args.out / "teachers" / key
-    pretrain(
-        PretrainConfig(
-            method=name,
-            images=data[0],
-            backbone=arch,
-            out=run_dir,
-            max_steps=max_steps,
-            batch_size=args.batch_size,
-            image_size=args.image_size,
-            min_scale=min_scale_of(name, arch, args),
-            num_workers=args.num_workers,
-            checkpoint_every=10_000,
-            log_every=20,
-            recipe=recipe,
-        )
-    )
+    pretrain_images(name, arch, recipe, min_scale_of(name, arch, args), max_steps, run_dir, data, args)
     run = json.loads((run_dir / "run.json").read_text())
     acc = knn(data, str(run_dir), None, args.out / "results", args.image_size)
     summary["teachers"][key] = {
@@ -294,24 +301,8 @@ def main() -> None:
         run_dir = args.out / ("validation-runs" if args.validation else "runs") / f"{key}-{max_steps}"
         start = time.perf_counter()
         patch = args.vit_patch_size if arch == VIT else None
-        pretrain(
-            PretrainConfig(
-                method=name,
-                images=data[0],
-                backbone=arch,
-                patch_size=patch,
-                out=run_dir,
-                max_steps=max_steps,
-                batch_size=args.batch_size,
-                image_size=args.image_size,
-                min_scale=min_scale,
-                num_workers=args.num_workers,
-                checkpoint_every=10_000,
-                log_every=20,
-                recipe=recipe,
-                teacher=str(teacher["run_dir"]) if spec else None,
-            )
-        )
+        teacher_dir = str(teacher["run_dir"]) if spec else None
+        pretrain_images(name, arch, recipe, min_scale, max_steps, run_dir, data, args, teacher_dir)
         wall = time.perf_counter() - start
         run = json.loads((run_dir / "run.json").read_text())
         acc = knn(data, str(run_dir), None, results, args.image_size)

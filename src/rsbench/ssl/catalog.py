@@ -10,7 +10,7 @@ docstring; `MethodCard.load()` imports the implementation.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from rsbench.errors import ConfigError
@@ -286,28 +286,18 @@ _CARDS = (
         ),
         implementation="rsbench.ssl.dinov2:DINOv2",
     ),
+)
+_MAE = next(card for card in _CARDS if card.name == "mae")
+_CARDS += (
     MethodCard(
         name="mae_distill",
         summary="MAE reconstruction plus a weighted cosine term to a frozen teacher's features (Clay's hybrid).",
         paper="He et al. 2022, CVPR (MAE); Clay Foundation Model v1 (2024), cosine loss to a DINOv2 teacher",
-        paper_epochs=800,
-        paper_batch_size=4096,
-        default_backbone="vit_base_patch16_224",
-        default_recipe=Recipe(
-            optimizer="adamw",
-            lr=1.5e-4,
-            weight_decay=0.05,
-            betas=(0.9, 0.95),
-            warmup_fraction=40 / 800,
-            extra={
-                "mask_ratio": 0.75,
-                "decoder_dim": 512,
-                "decoder_depth": 8,
-                "decoder_heads": 16,
-                "norm_pix_loss": True,
-                "teacher_weight": 0.1,
-            },
-        ),
+        paper_epochs=_MAE.paper_epochs,
+        paper_batch_size=_MAE.paper_batch_size,
+        default_backbone=_MAE.default_backbone,
+        # MAE's recipe, plus the weight of the teacher term (Clay: 0.1).
+        default_recipe=replace(_MAE.default_recipe, extra={**_MAE.default_recipe.extra, "teacher_weight": 0.1}),
         implementation="rsbench.ssl.mae_distill:MAEDistill",
         needs_teacher=True,
     ),
