@@ -21,6 +21,7 @@ from rsbench.corpus import CorpusBuildConfig, build_corpus
 from rsbench.errors import ConfigError
 from rsbench.io import read_json
 from rsbench.models import create_backbone
+from rsbench.ssl import get_method
 from rsbench.ssl.teacher import FrozenTeacher, teacher_spec
 from rsbench.train import PretrainConfig, pretrain
 
@@ -150,7 +151,9 @@ def test_teacher_with_bands_missing_from_the_corpus_is_a_one_line_error(corpus6,
 
 
 def test_mae_distill_reconstructs_six_bands_with_a_3_band_teacher(corpus6, teacher_run, tmp_path):
-    run = _pretrain(corpus6, tmp_path / "md", "mae_distill", "vit_tiny_patch16_224", teacher_run, recipe=SMALL_MAE)
+    run = _pretrain(
+        corpus6, tmp_path / "md", "mae_distill", "vit_tiny_patch16_224", teacher_run, steps=2, recipe=SMALL_MAE
+    )
     meta = BackboneExport(run).read_meta()
     assert meta["recipe"]["extra"]["teacher_weight"] == 0.1 and meta["teacher"]["data_bands"] == TEACHER_BANDS
     student = _plain_timm(run)
@@ -167,5 +170,5 @@ def test_dinov2_trains_a_vit_on_six_bands_and_refuses_a_cnn(corpus6, tmp_path):
     assert _plain_timm(run)(torch.randn(2, 6, SIZE, SIZE)).shape == (2, 192)
     assert all(torch.isfinite(torch.tensor(_losses(run))))
     with pytest.raises(ConfigError, match="dinov2 needs a ViT backbone") as err:
-        _pretrain(corpus6, tmp_path / "cnn", "dinov2", "resnet18", recipe=SMALL_DINO)
+        get_method("dinov2")(arch="resnet18", in_chans=6, image_size=SIZE, batch_size=BATCH, max_steps=1)
     assert "\n" not in str(err.value)

@@ -64,29 +64,25 @@ def count_step_flops(
         return None, f"FLOPs not counted: {_why(e)}"
 
 
-def count_teacher_flops(build_model: Callable[[], torch.nn.Module], view_shapes: list[tuple[int, ...]]) -> float | None:
-    """FLOPs of the frozen teacher's forward (`model.teacher`, on the first view) in one micro-batch: a
-    part of count_step_flops's total, reported on its own. None when it cannot be counted."""
+def count_teacher_flops(teacher: torch.nn.Module, view_shape: tuple[int, ...]) -> float | None:
+    """FLOPs of a frozen teacher's forward on one micro-batch of `view_shape` (batch first): a part of
+    count_step_flops's total, reported on its own. Counted on one CPU image (the frozen teacher is
+    unchanged by a forward) and scaled to the batch; None when it cannot be counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    seconds = getattr(teacher, "forward_seconds", None)
     try:
-        return _count(build_model, view_shapes[:1], "meta", _teacher_forward)
-    except Exception:
-        try:
-            small = [(min(2, view_shapes[0][0]), *view_shapes[0][1:])]
-            return _count(build_model, small, "cpu", _teacher_forward) * view_shapes[0][0] / small[0][0]
-        except Exception:  # accounting must never break training
-            return None
+        with FlopCounterMode(display=False) as counter:
+            teacher(torch.zeros((1, *view_shape[1:])))
+        return float(counter.get_total_flops()) * view_shape[0]
+    except Exception:  # accounting must never break training
+        return None
+    finally:
+        if seconds is not None:
+            teacher.forward_seconds = seconds  # the count is not training time
 
 
-def _training_step(model, views: list[torch.Tensor]) -> None:
-    loss, _ = model.training_loss(views)
-    loss.backward()
-
-
-def _teacher_forward(model, views: list[torch.Tensor]) -> None:
-    model.teacher(views[0])
-
-
-def _count(build_model, view_shapes, device: str, step=_training_step) -> float:
+def _count(build_model, view_shapes, device: str) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device(device), warnings.catch_warnings():
@@ -96,7 +92,8 @@ def _count(build_model, view_shapes, device: str, step=_training_step) -> float:
     model.train()
     views = [torch.randn(shape, device=device) for shape in view_shapes]
     with FlopCounterMode(display=False) as counter:
-        step(model, views)
+        loss, _ = model.training_loss(views)
+        loss.backward()
     return float(counter.get_total_flops())
 
 

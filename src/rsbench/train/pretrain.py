@@ -125,7 +125,7 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
     shapes = [(cfg.per_device_batch, *s) for s in data.view_shapes]
     flops, flops_note = count_step_flops(lambda: method_cls(**model_kwargs), shapes)
     # The teacher's forward is part of `flops`; counted alone too, as distillation is only cheaper with it.
-    teacher_flops = count_teacher_flops(lambda: method_cls(**model_kwargs), shapes) if teacher else None
+    teacher_flops = count_teacher_flops(model.teacher, shapes[0]) if teacher else None
     if cfg.compile:
         model.backbone.compile()  # in place: state_dict keys (checkpoints, export) stay those of timm
 
