@@ -172,3 +172,28 @@ def test_dinov2_trains_a_vit_on_six_bands_and_refuses_a_cnn(corpus6, tmp_path):
     with pytest.raises(ConfigError, match="dinov2 needs a ViT backbone") as err:
         get_method("dinov2")(arch="resnet18", in_chans=6, image_size=SIZE, batch_size=BATCH, max_steps=1)
     assert "\n" not in str(err.value)
+
+
+def test_torchgeo_teacher_sees_its_bands_with_its_own_normalization(tmp_path, monkeypatch):
+    """torchgeo:<WeightsEnum> from the local hub cache: its bands (B4, B3, B2) found among a Sentinel-2
+    corpus's by name, its Normalize (x / 10000) applied to the raw values behind the normalized views."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    cache = tmp_path / "torch-home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    path = cache / "resnet18_sentinel2_rgb_moco-e3a335e3.pth"
+    torch.save(timm.create_model("resnet18", in_chans=3).state_dict(), path)
+    source = "torchgeo:ResNet18_Weights.SENTINEL2_RGB_MOCO"
+    names = ["B02_blue", "B03_green", "B04_red", "B08_nir", "B11_swir1"]
+    norm = {"mean": [900.0, 1000.0, 1100.0, 2500.0, 1800.0], "std": [300.0, 350.0, 400.0, 900.0, 700.0]}
+    spec = teacher_spec(source, None, None, names, norm)
+    assert spec["bands"] == ["B4", "B3", "B2"] and spec["channels"] == [2, 1, 0]
+    raw = torch.rand(2, 5, SIZE, SIZE) * 4000
+    views = (raw - torch.tensor(norm["mean"])[:, None, None]) / torch.tensor(norm["std"])[:, None, None]
+    reference = timm.create_model("resnet18", num_classes=0)
+    reference.load_state_dict({k: v for k, v in torch.load(path, weights_only=True).items() if not k.startswith("fc.")})
+    with torch.no_grad():
+        expected = reference.eval()(raw[:, [2, 1, 0]] / 10000)
+    assert torch.allclose(FrozenTeacher(spec)(views)[0], expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ConfigError, match=r"band\(s\) B4, B3, B2 not found in the training data") as err:
+        teacher_spec(source, None, None, ["B05_rededge1", "B8A_narrownir", "B11_swir1"], norm)
+    assert "\n" not in str(err.value)
