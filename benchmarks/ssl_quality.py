@@ -15,6 +15,12 @@ set to fit the budget (data loading in 2 workers usually makes the real run a bi
 Baselines: random init of the same backbone (same seed as `rsbench evaluate`) and the pixels
 baseline (8x8 block averages of the normalized image). Saves benchmarks/results/ssl_quality.json.
 
+Distillation (distill, mae_distill) needs a teacher: rsbench first pretrains `--teacher-method` (MoCo v2,
+ResNet-18) on the same training images for `--teacher-epochs` (or `--teacher-budget-minutes`), scores it
+with the same kNN probe, and each distilled row reports `teacher_gain_closed`: (student kNN - random init
+of the student's backbone) / (teacher kNN - random init of the teacher's backbone), next to the time
+the student took and the teacher's share of it. dinov2 trains from scratch like the others.
+
 `--backbone resnet18` runs the ViT-first methods (DINO, MoCo v3) on the ResNet-18 of the others, with
 the papers' ResNet values (RESNET_RECIPES / RESNET_MIN_SCALE). Choosing a setting (e.g. DINO's
 `--recipe '{"n_local": 2}' --tag local2`) is done with `--validation`: a stratified 20 % of the
@@ -40,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rsbench.data import list_images, read_image
 from rsbench.evaluate import EvaluateConfig, evaluate
 from rsbench.io import atomic_write_text
-from rsbench.ssl import CATALOG, get_method
+from rsbench.ssl import CATALOG, get_card, get_method
+from rsbench.ssl.teacher import teacher_spec
 from rsbench.train import PretrainConfig, pretrain
 from rsbench.train.data import collate_views
 from ssl_speed import Images, run_bare
@@ -50,7 +57,8 @@ SHARED = Path(os.environ.get("RSBENCH_SHARED_DATA", REPO.parent / "shared" / "da
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "ssl_quality.json"
 VIT = "vit_tiny_patch16_224"  # built with --vit-patch-size (default 8: 64 tokens for a 64 px tile)
 PRESET = "small-batch"  # rsbench.ssl.recipe: AdamW, peak LR 1e-3 at batch 64, each method's small heads
-MIN_SCALE = {"dino": 0.4, "mae": 0.2}  # the papers' crop scales; 0.25 for the two-view methods
+# The papers' crop scales; 0.25 for the two-view methods.
+MIN_SCALE = {"dino": 0.4, "mae": 0.2, "dinov2": 0.32, "mae_distill": 0.2, "distill": 0.14}
 # The papers' ResNet settings where they differ from their ViT ones (DINO README's ResNet-50 command:
 # global crops 0.14-1, local 0.05-0.14; MoCo v3's ResNet-50 recipe: temperature 1.0).
 RESNET_RECIPES = {"mocov3": {"temperature": 1.0}}
@@ -84,7 +92,7 @@ def holdout_split(src: Path, out: Path, fraction: float = 0.2, seed: int = 0) ->
     return train, test
 
 
-def probe_steps(name: str, arch: str, recipe: dict, tiles, args) -> float:
+def probe_steps(name: str, arch: str, recipe: dict, tiles, args, teacher: dict | None = None) -> float:
     """Seconds per training step (compute + augmentation), measured on a few steps."""
     cls = get_method(name)
     patch = args.vit_patch_size if arch == VIT else None
@@ -97,6 +105,7 @@ def probe_steps(name: str, arch: str, recipe: dict, tiles, args) -> float:
         recipe=recipe,
         patch_size=patch,
         recipe_preset=PRESET,
+        **({"teacher": teacher} if teacher else {}),
     )
     views = cls.view_transform(
         args.image_size, 3, min_scale_of(name, arch, args), patch_size=patch, **cls.view_recipe(recipe, PRESET)
@@ -105,6 +114,59 @@ def probe_steps(name: str, arch: str, recipe: dict, tiles, args) -> float:
         Images(tiles, views), batch_size=args.batch_size, shuffle=True, drop_last=True, collate_fn=collate_views
     )
     return run_bare(model, loader, 8) / 5  # run_bare times the steps after 3 warmup steps
+
+
+def pretrain_images(name, arch, recipe, min_scale, max_steps, run_dir, data, args, teacher=None) -> None:
+    """`rsbench pretrain` on the training images (a finished run directory is kept as it is)."""
+    pretrain(
+        PretrainConfig(
+            method=name,
+            images=data[0],
+            backbone=arch,
+            patch_size=args.vit_patch_size if arch == VIT else None,
+            out=run_dir,
+            max_steps=max_steps,
+            batch_size=args.batch_size,
+            image_size=args.image_size,
+            min_scale=min_scale,
+            num_workers=args.num_workers,
+            checkpoint_every=10_000,
+            log_every=20,
+            recipe_preset=PRESET,
+            recipe=recipe,
+            teacher=teacher,
+        )
+    )
+
+
+def train_teacher(data, tiles, mean, std, n_images: int, args, summary: dict) -> dict:
+    """Pretrain the distillation teacher on the training images (or reuse the finished run) and score it."""
+    name, arch = args.teacher_method, "resnet18"
+    recipe: dict = {}  # the small-batch preset (PRESET) as it is
+    if args.teacher_budget_minutes is not None:
+        max_steps = max(10, int(args.teacher_budget_minutes * 60 / probe_steps(name, arch, recipe, tiles, args)))
+    else:
+        max_steps = max(10, round(args.teacher_epochs * n_images / args.batch_size))
+    key = f"{name}-{arch}-{max_steps}"
+    run_dir = args.out / "teachers" / key
+    pretrain_images(name, arch, recipe, min_scale_of(name, arch, args), max_steps, run_dir, data, args)
+    run = json.loads((run_dir / "run.json").read_text())
+    acc = knn(data, str(run_dir), None, args.out / "results", args.image_size)
+    summary["teachers"][key] = {
+        "method": name,
+        "arch": arch,
+        "recipe": recipe,
+        "steps": run["steps"],
+        "epochs": round(run["steps"] * args.batch_size / n_images, 2),
+        "train_wall_s": run["wall_time_s"],
+        "knn_accuracy": round(acc, 4),
+        "gain_vs_random_points": round(100 * (acc - summary["baselines"]["random-resnet18"]), 2),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
+    print(json.dumps({"teacher": summary["teachers"][key]}), flush=True)
+    norm = {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+    spec = teacher_spec(str(run_dir), None, None, ["red", "green", "blue"], norm)  # for the step-time probes
+    return {"key": key, "run_dir": run_dir, "spec": spec}
 
 
 def knn(
@@ -153,6 +215,11 @@ def main() -> None:
         help="carve a stratified 20 %% validation split out of the training images and score on it "
         "(for choosing settings; the test split is never read); saves ssl_quality_validation.json",
     )
+    ap.add_argument("--teacher-method", default="mocov2", help="what rsbench pretrains as the distillation teacher")
+    ap.add_argument("--teacher-epochs", type=float, default=40, help="the teacher's schedule, in epochs")
+    ap.add_argument(
+        "--teacher-budget-minutes", type=float, default=None, help="the teacher's schedule as a time budget instead"
+    )
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/rsbench-ssl-quality"))
@@ -171,7 +238,12 @@ def main() -> None:
     results = args.out / "results"
     previous = json.loads(args.json.read_text()) if args.json.exists() else {}
     # Earlier methods' rows and the hand-written notes survive a run of a few methods.
-    summary = {"methods": dict(previous.get("methods", {})), "baselines": {}, "notes": previous.get("notes", [])}
+    summary = {
+        "methods": dict(previous.get("methods", {})),
+        "baselines": {},
+        "teachers": dict(previous.get("teachers", {})),
+        "notes": previous.get("notes", []),
+    }
 
     paths = list_images(data[0])
     tiles_np = [read_image(p).astype("float32") for p in paths[:: max(1, len(paths) // 256)]]
@@ -193,6 +265,7 @@ def main() -> None:
         else "stratified 20 %, seed 0",
         "knn": {"k": 20, "temperature": 0.07},
         "cpu_count": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     summary["baselines"]["random-resnet18"] = round(knn(data, "random", "resnet18", results, args.image_size), 4)
     summary["baselines"][f"random-{VIT}"] = round(
@@ -201,35 +274,25 @@ def main() -> None:
     summary["baselines"]["pixels"] = round(knn(data, "pixels", None, results, args.image_size), 4)
     print(json.dumps(summary["baselines"]), flush=True)
 
-    for name in args.methods.split(","):
+    methods = args.methods.split(",")
+    teacher = None
+    if any(get_card(name).needs_teacher for name in methods):
+        teacher = train_teacher(data, tiles, mean, std, len(paths), args, summary)
+
+    for name in methods:
         default_arch = VIT if get_method(name).default_backbone.startswith("vit") else "resnet18"
         arch = args.backbone or default_arch
         key = (name if arch == default_arch else f"{name}-{arch}") + (f"-{args.tag}" if args.tag else "")
         recipe = {**(RESNET_RECIPES.get(name, {}) if arch != VIT else {}), **args.recipe}  # on top of PRESET
         min_scale = min_scale_of(name, arch, args)
-        sec_per_step = probe_steps(name, arch, recipe, tiles, args)
+        spec = teacher["spec"] if teacher and get_card(name).needs_teacher else None
+        sec_per_step = probe_steps(name, arch, recipe, tiles, args, spec)
         max_steps = max(10, int(args.budget_minutes * 60 / sec_per_step))
         run_dir = args.out / ("validation-runs" if args.validation else "runs") / f"{key}-{max_steps}"
         start = time.perf_counter()
         patch = args.vit_patch_size if arch == VIT else None
-        pretrain(
-            PretrainConfig(
-                method=name,
-                images=data[0],
-                backbone=arch,
-                patch_size=patch,
-                out=run_dir,
-                max_steps=max_steps,
-                batch_size=args.batch_size,
-                image_size=args.image_size,
-                min_scale=min_scale,
-                num_workers=args.num_workers,
-                checkpoint_every=10_000,
-                log_every=20,
-                recipe_preset=PRESET,
-                recipe=recipe,
-            )
-        )
+        teacher_dir = str(teacher["run_dir"]) if spec else None
+        pretrain_images(name, arch, recipe, min_scale, max_steps, run_dir, data, args, teacher_dir)
         wall = time.perf_counter() - start
         run = json.loads((run_dir / "run.json").read_text())
         meta = json.loads((run_dir / "backbone.json").read_text())
@@ -253,6 +316,15 @@ def main() -> None:
         row = summary["methods"][key]
         row["gain_vs_random_points"] = round(100 * (row["knn_accuracy"] - summary["baselines"][f"random-{arch}"]), 2)
         row["gain_vs_pixels_points"] = round(100 * (row["knn_accuracy"] - summary["baselines"]["pixels"]), 2)
+        if spec:
+            t = summary["teachers"][teacher["key"]]
+            student_gain = row["knn_accuracy"] - summary["baselines"][f"random-{arch}"]
+            teacher_gain = t["knn_accuracy"] - summary["baselines"]["random-resnet18"]
+            row["teacher"] = teacher["key"]
+            row["teacher_knn_accuracy"] = t["knn_accuracy"]
+            row["teacher_gain_closed"] = round(student_gain / teacher_gain, 4) if teacher_gain > 0 else None
+            row["student_time_over_teacher_time"] = round(run["wall_time_s"] / t["train_wall_s"], 4)
+            row["teacher_cost"] = run.get("teacher_cost")
         row["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         print(json.dumps({key: row}), flush=True)
         # Saved after every method: a long run stopped part-way keeps what it measured.

@@ -313,7 +313,7 @@ def test_weights_transforms_fold_into_one_normalization(name):
     from torchgeo.models import get_weight
     from torchvision.transforms import v2
 
-    from rsbench.evaluate.torchgeo_init import transforms_preprocessing
+    from rsbench.models.torchgeo_weights import transforms_preprocessing
 
     weights = get_weight(name)
     chans = weights.meta["in_chans"]

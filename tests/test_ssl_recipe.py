@@ -16,7 +16,19 @@ from rsbench.ssl.augment import BandMeanGrayscale, CentredSolarize, RGBColorJitt
 from rsbench.ssl.monitoring import CollapseMonitor, effective_rank
 from rsbench.ssl.recipe import SMALL_BATCH_BASE, DataFit, fit_to_data, given_keys, sample_store_limit
 
-NAMES = ["simclr", "mocov2", "mocov3", "byol", "dino", "mae", "barlowtwins", "vicreg"]
+NAMES = [
+    "simclr",
+    "mocov2",
+    "mocov3",
+    "byol",
+    "dino",
+    "mae",
+    "barlowtwins",
+    "vicreg",
+    "distill",
+    "dinov2",
+    "mae_distill",
+]
 
 
 def test_registry_names_and_paper_defaults():
@@ -41,6 +53,10 @@ def test_registry_names_and_paper_defaults():
     assert resolve_recipe("barlowtwins", {})["lambda_param"] == 5e-3
     r = resolve_recipe("vicreg", {})
     assert (r["lambda_param"], r["mu_param"], r["nu_param"]) == (25, 25, 1)
+    r = resolve_recipe("dinov2", {})  # DINOv2's ssl_default_config.yaml: 4e-3 x sqrt(B/1024)
+    assert r.scaled_lr(1024) == pytest.approx(4e-3) and (r.weight_decay, r.weight_decay_end) == (0.04, 0.2)
+    assert (r["koleo_weight"], r["ibot_weight"], r["momentum_start"], r["mask_ratio_max"]) == (0.1, 1.0, 0.992, 0.5)
+    assert resolve_recipe("mae_distill", {})["teacher_weight"] == 0.1  # Clay's weight of the teacher term
     assert get_method("mocov3").default_backbone.startswith("vit") and get_method("mae").default_backbone.startswith(
         "vit"
     )
@@ -105,12 +121,13 @@ def test_view_pipelines_for_any_band_count():
     for bands in (3, 6):
         x = torch.randn(bands, 48, 48)
         for name in NAMES:
-            opts = {"n_local": 3, "patch_size": 8} if name == "dino" else {}
+            multi_crop = name in ("dino", "dinov2")
+            opts = {"n_local": 3, "patch_size": 8} if multi_crop else {}
             views = get_method(name).view_transform(32, bands, None, **opts)(x)
-            n = {"dino": 5, "mae": 1}.get(name, 2)
+            n = 5 if multi_crop else {"mae": 1, "mae_distill": 1, "distill": 1}.get(name, 2)
             assert len(views) == n and all(v.shape[0] == bands for v in views)
             assert all(v.shape[-2:] == (32, 32) for v in views[:2])
-            if name == "dino":
+            if multi_crop:
                 assert all(v.shape[-2:] == (16, 16) for v in views[2:])
     six = ssl_view_transform(32, 6, color_jitter=True).transforms
     assert not any(isinstance(t, RGBColorJitter) or has_op(t, BandMeanGrayscale) for t in six)  # RGB-only ops skipped

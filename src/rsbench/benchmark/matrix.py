@@ -125,7 +125,7 @@ def pretrain_runs(exp: Experiment) -> list[PretrainRun]:
         if name is None:
             parts = [str(options.get("method", "simclr"))]
             parts += [str(options["backbone"])] if "backbone" in options else []
-            parts += [f"{k}{options[k]}" for k in varying if k not in ("method", "backbone")]
+            parts += [_name_part(k, options[k]) for k in varying if k not in ("method", "backbone")]
             name = "-".join(parts)
         if name in names:
             raise ConfigError(f"pretraining runs '{names[name]}' and '{where}' are both named '{name}'; set 'name'")
@@ -134,6 +134,13 @@ def pretrain_runs(exp: Experiment) -> list[PretrainRun]:
             options = _with_checkpointing(options, ckpt, where)
         runs.append(PretrainRun(str(name), options, ckpt, where))
     return runs
+
+
+def _name_part(key: str, value) -> str:
+    text = str(value)
+    if key == "teacher":  # a path or torchgeo:<WeightsEnum>: its last part names it, without separators
+        text = Path(text).name.replace(":", "-")
+    return f"{key}{text}"
 
 
 def _with_checkpointing(options: dict, ckpt: CheckpointSpec, where: str) -> dict:

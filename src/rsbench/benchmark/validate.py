@@ -45,9 +45,14 @@ def validate_stage_options(exp: Experiment, cells: Sequence[Cell], source: str, 
             _owned(options, PRETRAIN_OWNED, cell.where, source, "runs go to OUT/runs/")
             cfg = validate(PretrainConfig, {**options, "out": "unused"}, source, cell.where)
             try:
-                get_method(cfg.method)
+                card = get_method(cfg.method).card
             except ConfigError as e:
                 raise ConfigError(f"invalid key '{cell.where}.method' in {source}: {e}") from None
+            if card is not None and card.needs_teacher and cfg.teacher is None:
+                raise ConfigError(
+                    f"missing key '{cell.where}.teacher' in {source}: {cfg.method} distils a frozen teacher "
+                    f"(a run directory, a timm weights file with teacher_arch, or torchgeo:<WeightsEnum>)"
+                )
         elif cell.kind == EVAL:
             fake = {"config": cell.config, "out_dir": "unused"}
             cfg = validate(EvaluateConfig, eval_values(fake, "random"), source, cell.where)

@@ -11,7 +11,10 @@ so it loads with plain timm, `timm.create_model(arch, in_chans=C, num_classes=0,
 Both files are written atomically, weights first and metadata last: a present backbone.json marks a
 complete export. `exported_module` names the attribute of the SSL method whose weights were exported
 (DINO's EMA teacher `teacher_backbone`, else `backbone`); `module_state_dict` takes the same module out
-of a Lightning checkpoint's state_dict.
+of a Lightning checkpoint's state_dict. `data.band_names` lists the bands the backbone takes, in input
+order (corpus runs); distilled backbones add `teacher`: {"source", "kind", "arch", "in_chans", "bands"
+(the teacher's), "data_bands" (the data bands it saw, same order), "channels", "normalization",
+"sha256" (of the teacher's weights file), ...}.
 """
 
 from __future__ import annotations

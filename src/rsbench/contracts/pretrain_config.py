@@ -82,6 +82,17 @@ class PretrainConfig(StrictModel):
         "(AdamW for small batches and short runs); `recipe` overrides apply on top.",
     )
     recipe: dict[str, Any] = Field(default_factory=dict, description="Overrides of the method's recipe.")
+    teacher: str | None = Field(
+        None,
+        description="Frozen teacher of distill / mae_distill: an rsbench run directory, a timm state_dict file "
+        "(with --teacher-arch) or torchgeo:<WeightsEnum> (its local file; nothing is downloaded).",
+    )
+    teacher_arch: str | None = Field(None, description="timm architecture of a --teacher weights file.")
+    teacher_bands: list[str] | None = Field(
+        None,
+        description="The data's bands the teacher sees, in the teacher's input order (unset: the teacher's own "
+        "band names found among the data's, e.g. red,green,blue -> B04,B03,B02).",
+    )
     # ---- execution (json_schema_extra=EXECUTION: never changes what is trained) ----
     num_workers: int = Field(2, ge=0, description="DataLoader workers per device.", json_schema_extra=EXECUTION)
     precision: Literal["32-true", "32", "bf16-mixed", "16-mixed", "auto"] = Field(
@@ -135,10 +146,18 @@ class PretrainConfig(StrictModel):
             raise ValueError("a band count is at least 1")
         return selector
 
+    @field_validator("teacher_bands", mode="before")
+    @classmethod
+    def _csv_bands(cls, value):
+        # `teacher_bands: nir,swir1,swir2` in YAML reads like the CLI's comma-separated list.
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _check(self) -> PretrainConfig:
         if (self.corpus is None) == (self.images is None):
             raise ValueError("give exactly one of 'corpus' or 'images'")
+        if self.teacher is None and (self.teacher_arch or self.teacher_bands):
+            raise ValueError("teacher_arch and teacher_bands describe a teacher: give 'teacher' too")
         if self.epochs is None and self.max_steps is None:
             self.epochs = 1
         if self.batch_size % self.micro_batch_divisor:
@@ -179,9 +198,9 @@ EXECUTION_KEYS = execution_keys(PretrainConfig)
 
 
 def identity_of(values: dict[str, Any]) -> dict[str, Any]:
-    """Identity keys; data paths made absolute so 'data/' and '/home/me/data' are the same run."""
+    """Identity keys; data and teacher paths made absolute so 'data/' and '/home/me/data' are the same run."""
     out = {k: v for k, v in values.items() if k not in EXECUTION_KEYS}
-    for key in ("corpus", "images"):
-        if out.get(key) is not None:
+    for key in ("corpus", "images", "teacher"):
+        if out.get(key) is not None and not str(out[key]).startswith("torchgeo:"):
             out[key] = os.path.abspath(out[key])
     return out

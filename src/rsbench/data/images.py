@@ -35,6 +35,14 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def photo_band_names(paths: list[Path], bands: int) -> list[str] | None:
+    """red, green, blue for 3-band photos (JPEG/PNG: Pillow decodes them as R, G, B); None otherwise
+    (GeoTIFF bands are named by their descriptions, not here)."""
+    if bands != 3 or any(Path(p).suffix.lower() in _RASTER_EXTENSIONS for p in paths):
+        return None
+    return ["red", "green", "blue"]
+
+
 def list_images(root: str | Path) -> list[Path]:
     """All image files below `root` (recursive, sorted); an error when there are none."""
     root = Path(root)

@@ -11,7 +11,6 @@ by `band_mapping.imagenet_band_mapping` from `--rgb-bands` or the band names; ne
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,15 +26,9 @@ from rsbench.contracts.evaluate_config import DEFAULT_BACKBONE, DEFAULT_IMAGE_SI
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate.band_mapping import imagenet_band_mapping
 from rsbench.evaluate.baselines import PIXELS_GRID, BandStatsFeatures, PixelFeatures
-from rsbench.evaluate.torchgeo_init import PREFIX, build_torchgeo_backbone, resolve_torchgeo_weights
-from rsbench.io import read_json
-from rsbench.models import (
-    BACKBONE_META,
-    BACKBONE_WEIGHTS,
-    create_backbone,
-    load_exported_backbone,
-    load_state_dict_file,
-)
+from rsbench.models import BACKBONE_META, create_backbone
+from rsbench.models.sources import TORCHGEO_PREFIX as PREFIX
+from rsbench.models.sources import file_id, run_source, torchgeo_source, weights_source
 
 RANDOM_INIT_SEED = 0
 BASELINES = {
@@ -87,15 +80,6 @@ def random_init_seed(seed: int) -> int:
     if seed == 0:
         return RANDOM_INIT_SEED
     return int(np.random.SeedSequence([RANDOM_INIT_SEED, int(seed)]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def _file_id(path: Path) -> dict:
-    # path + mtime + size: cheap, and changes whenever the weights are rewritten.
-    try:
-        st = path.stat()
-    except OSError:
-        raise ConfigError(f"weights file not found: {path}") from None
-    return {"path": str(path.resolve()), "mtime_ns": st.st_mtime_ns, "size": st.st_size}
 
 
 def _warn(console: Console, msg: str) -> None:
@@ -170,7 +154,7 @@ def _random(cfg: EvaluateConfig, in_chans: int) -> Init:
 
 def _imagenet(cfg: EvaluateConfig, in_chans: int) -> Init:
     arch, size = cfg.backbone or DEFAULT_BACKBONE, cfg.image_size or DEFAULT_IMAGE_SIZE
-    weights = _file_id(cfg.weights) if cfg.weights is not None else "timm-hub"
+    weights = file_id(cfg.weights) if cfg.weights is not None else "timm-hub"
     # Where the RGB filters go; a one-line ConfigError here (before any weights or images are read) when
     # the data's red, green, blue bands cannot be told.
     mapping = imagenet_band_mapping(in_chans, cfg.bands, cfg.rgb_bands)
@@ -209,13 +193,8 @@ def _imagenet(cfg: EvaluateConfig, in_chans: int) -> Init:
 
 def _weights_file(cfg: EvaluateConfig, path: Path, in_chans: int) -> Init:
     arch, size = cfg.backbone or DEFAULT_BACKBONE, cfg.image_size or DEFAULT_IMAGE_SIZE
-
-    def build() -> nn.Module:
-        model = create_backbone(arch, in_chans, size, patch_size=cfg.patch_size)
-        load_state_dict_file(model, path)
-        return model
-
-    identity = {"kind": "weights", "arch": arch, "in_chans": in_chans, "file": _file_id(path), **_patch(cfg)}
+    build = weights_source(path, arch, in_chans, size, cfg.patch_size).build
+    identity = {"kind": "weights", "arch": arch, "in_chans": in_chans, "file": file_id(path), **_patch(cfg)}
     return Init(
         "weights",
         f"weights-{_arch_label(cfg, arch)} ({path.name})",
@@ -229,14 +208,8 @@ def _weights_file(cfg: EvaluateConfig, path: Path, in_chans: int) -> Init:
 
 
 def _run(cfg: EvaluateConfig, run_dir: Path, in_chans: int, console: Console) -> Init:
-    meta_path, weights_path = run_dir / BACKBONE_META, run_dir / BACKBONE_WEIGHTS
-    if not meta_path.is_file() or not weights_path.is_file():
-        raise DataError(f"{run_dir} is not a finished rsbench run (missing {BACKBONE_META} or {BACKBONE_WEIGHTS})")
-    try:
-        meta = read_json(meta_path)
-        arch, run_chans = str(meta["arch"]), int(meta["in_chans"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise DataError(f"{meta_path} is not a valid backbone description ({type(e).__name__}: {e})") from None
+    source = run_source(run_dir)
+    meta, meta_path, arch, run_chans = source.meta, run_dir / BACKBONE_META, source.arch, source.in_chans
     if run_chans != in_chans:
         raise DataError(
             f"data in {cfg.data} has {in_chans} band(s) but the backbone in {run_dir} expects in_chans={run_chans}"
@@ -249,11 +222,9 @@ def _run(cfg: EvaluateConfig, run_dir: Path, in_chans: int, console: Console) ->
         _warn(console, f"--image-size {cfg.image_size} ignored: {meta_path} says image_size={size}")
     size = int(size or cfg.image_size or DEFAULT_IMAGE_SIZE)
 
-    identity = {"kind": "run", "path": str(run_dir.resolve()), "meta": meta, "weights": _file_id(weights_path)}
+    identity = {"kind": "run", "path": str(run_dir.resolve()), "meta": meta, "weights": file_id(source.file)}
     name = f"{meta.get('method') or 'run'}-{arch} ({run_dir.resolve().name})"
-    return Init(
-        "run", name, str(run_dir.resolve()), arch, in_chans, size, identity, lambda: load_exported_backbone(run_dir)[0]
-    )
+    return Init("run", name, str(run_dir.resolve()), arch, in_chans, size, identity, source.build)
 
 
 def _baseline(cfg: EvaluateConfig, in_chans: int) -> Init:
@@ -268,12 +239,13 @@ def _torchgeo(cfg: EvaluateConfig, in_chans: int) -> Init:
         # Band descriptions read from GeoTIFFs ('B04_red') are matched by their band number ('B04'), the way
         # the weights name their bands.
         cfg = cfg.model_copy(update={"bands": [band_code(b) or b for b in cfg.bands]})
-    info = resolve_torchgeo_weights(cfg, in_chans)
+    source = torchgeo_source(cfg.init, cfg.weights, cfg.bands, in_chans)
+    info = source.meta
     size = cfg.image_size or info["image_size"] or DEFAULT_IMAGE_SIZE
     identity = {
         "kind": "torchgeo",
         "weights": info["name"],
-        "file": _file_id(info["file"]),
+        "file": file_id(info["file"]),
         "select": info["select"],
         "timm": timm.__version__,
     }
@@ -296,7 +268,7 @@ def _torchgeo(cfg: EvaluateConfig, in_chans: int) -> Init:
         in_chans,
         size,
         identity,
-        lambda: build_torchgeo_backbone(info),
+        source.build,
         normalization=info["normalization"],
         bands=info["bands"],
         band_mapping=mapping,

@@ -12,7 +12,7 @@ recipe are in the method's module docstring; `MethodCard.load()` imports the imp
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from rsbench.errors import ConfigError
@@ -38,6 +38,7 @@ class MethodCard:
     small_batch: dict[str, Any] = field(default_factory=dict)
     # Recipe keys that count stored samples (queue, memory bank): bounded by the training-set size.
     sample_store_keys: tuple[str, ...] = ()
+    needs_teacher: bool = False  # trains against a frozen teacher (`--teacher`; distillation methods)
 
     def recipe(self, preset: str = "paper", overrides: dict[str, Any] | None = None) -> Recipe:
         """The recipe of `preset` with the user's `overrides` applied and validated."""
@@ -67,6 +68,7 @@ class MethodCard:
             "paper_batch_size": self.paper_batch_size,
             "extra": dict(r.extra),
             "paper": self.paper,
+            **({"teacher": "required (--teacher)"} if self.needs_teacher else {}),
         }
 
 
@@ -250,6 +252,79 @@ _CARDS = (
         ),
         implementation="rsbench.ssl.vicreg:VICReg",
         small_batch={"proj_dim": 2048},
+    ),
+    MethodCard(
+        name="distill",
+        summary="A student of any band count reproduces a frozen teacher's global and patch features.",
+        paper="Beyer et al. 2022, CVPR (function matching); Ranzinger et al. 2024, CVPR (AM-RADIO), Sec. 3",
+        paper_epochs=100,
+        paper_batch_size=1024,
+        default_backbone="resnet18",
+        default_recipe=Recipe(
+            optimizer="adamw",
+            lr=5e-4,
+            weight_decay=0.05,
+            warmup_fraction=0.05,
+            extra={"token_weight": 1.0},
+        ),
+        implementation="rsbench.ssl.distill:Distill",
+        needs_teacher=True,
+    ),
+    MethodCard(
+        name="dinov2",
+        summary="DINO on the class token + iBOT on masked patch tokens + KoLeo (EMA teacher, multi-crop).",
+        paper="Oquab et al. 2024, TMLR (DINOv2), Sec. 4-5, App. (official ssl_default_config.yaml)",
+        paper_epochs=100,
+        paper_batch_size=1024,
+        default_backbone="vit_small_patch16_224",
+        default_recipe=Recipe(
+            optimizer="adamw",
+            lr=2e-3,  # DINOv2's 4e-3 x sqrt(B/1024), written for a batch of 256
+            lr_scaling="sqrt",
+            weight_decay=0.04,
+            weight_decay_end=0.2,
+            warmup_fraction=0.1,
+            min_lr_fraction=2.5e-4,  # min LR 1e-6 at the peak 4e-3
+            grad_clip=3.0,
+            extra={
+                "out_dim": 65536,
+                "hidden_dim": 2048,
+                "bottleneck_dim": 256,
+                "batch_norm_head": False,
+                "student_temp": 0.1,
+                "teacher_temp": 0.07,
+                "warmup_teacher_temp": 0.04,
+                "teacher_temp_warmup_fraction": 0.3,
+                "center_momentum": 0.9,
+                "momentum_start": 0.992,
+                "momentum_end": 1.0,
+                "freeze_last_layer_fraction": 0.01,
+                "ibot_weight": 1.0,
+                "koleo_weight": 0.1,
+                "mask_probability": 0.5,
+                "mask_ratio_min": 0.1,
+                "mask_ratio_max": 0.5,
+                "n_local": 8,
+            },
+        ),
+        implementation="rsbench.ssl.dinov2:DINOv2",
+        # DINO's small heads and faster EMA; the LR scaled linearly like the other small-batch recipes.
+        small_batch={"momentum_start": 0.99, "out_dim": 4096, "hidden_dim": 1024, "lr_scaling": "linear"},
+    ),
+)
+_MAE = next(card for card in _CARDS if card.name == "mae")
+_CARDS += (
+    MethodCard(
+        name="mae_distill",
+        summary="MAE reconstruction plus a weighted cosine term to a frozen teacher's features (Clay's hybrid).",
+        paper="He et al. 2022, CVPR (MAE); Clay Foundation Model v1 (2024), cosine loss to a DINOv2 teacher",
+        paper_epochs=_MAE.paper_epochs,
+        paper_batch_size=_MAE.paper_batch_size,
+        default_backbone=_MAE.default_backbone,
+        # MAE's recipe, plus the weight of the teacher term (Clay: 0.1).
+        default_recipe=replace(_MAE.default_recipe, extra={**_MAE.default_recipe.extra, "teacher_weight": 0.1}),
+        implementation="rsbench.ssl.mae_distill:MAEDistill",
+        needs_teacher=True,
     ),
 )
 

@@ -84,9 +84,8 @@ class DINO(SSLMethod):
         )
         with warnings.catch_warnings():  # lightly's head uses the deprecated nn.utils.weight_norm
             warnings.simplefilter("ignore", FutureWarning)
-            self.student_head = DINOProjectionHead(**head, norm_last_layer=r["norm_last_layer"])
             # weight_norm modules cannot be deep-copied: build the teacher head and copy the weights.
-            self.teacher_head = DINOProjectionHead(**head)
+            self.student_head, self.teacher_head = self.make_head(head, student=True), self.make_head(head)
         self.teacher_head.load_state_dict(self.student_head.state_dict())
         deactivate_requires_grad(self.teacher_head)
         self.teacher_backbone = make_teacher(self.backbone)
@@ -96,6 +95,9 @@ class DINO(SSLMethod):
             student_temp=r["student_temp"],
             center_momentum=r["center_momentum"],
         )
+
+    def make_head(self, head: dict, student: bool = False) -> DINOProjectionHead:
+        return DINOProjectionHead(**head, **({"norm_last_layer": self.recipe["norm_last_layer"]} if student else {}))
 
     def teacher_temp_at(self, step: int) -> float:
         """Linear warmup from warmup_teacher_temp to teacher_temp, then constant (DINO Sec. 4)."""

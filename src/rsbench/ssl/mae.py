@@ -48,13 +48,13 @@ class MAE(SSLMethod):
 
     def __init__(self, arch: str, *args, **kwargs):
         if not is_vit_name(arch):
-            raise ConfigError(f"mae needs a ViT backbone (e.g. vit_tiny_patch16_224), got '{arch}'")
+            raise ConfigError(f"{self.name} needs a ViT backbone (e.g. vit_tiny_patch16_224), got '{arch}'")
         super().__init__(arch, *args, **kwargs)
         r = self.recipe
         vit = self.backbone
         if vit.num_prefix_tokens != 1:  # lightly's random_token_mask keeps exactly one prefix token
             raise ConfigError(
-                f"mae needs a ViT with one class token, '{arch}' has {vit.num_prefix_tokens} prefix tokens"
+                f"{self.name} needs a ViT with one class token, '{arch}' has {vit.num_prefix_tokens} prefix tokens"
             )
         self.patch_size = backbone_info(vit).patch_size
         # The encoder wraps (shares) the exported timm ViT; it only adds token selection.

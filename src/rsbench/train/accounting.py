@@ -59,8 +59,12 @@ class RunAccounting(Callback):
         flops_per_micro_batch: float | None,
         flops_note: str | None,
         log_every: int,
+        teacher_flops_per_micro_batch: float | None = None,
     ):
         self.path = RunDir(run_dir).run_json
+        # Distillation: the frozen teacher's forward, inside the totals and also on its own.
+        self.teacher_flops_micro = teacher_flops_per_micro_batch
+        self.teacher_s = 0.0
         self.info, self.batch_size, self.accumulate = info, batch_size, accumulate
         self.flops_micro, self.flops_note = flops_per_micro_batch, flops_note
         self.log_every = log_every
@@ -122,6 +126,9 @@ class RunAccounting(Callback):
         if self._batch_start is not None:
             self.compute += now - self._batch_start
         self._last_end = now
+        teacher = getattr(pl_module, "teacher", None)
+        if teacher is not None:
+            self.teacher_s = float(getattr(teacher, "forward_seconds", 0.0))
         if (batch_idx + 1) % self.accumulate:
             return
         self.step = trainer.global_step
@@ -198,6 +205,7 @@ class RunAccounting(Callback):
             "images_per_s": round(images / train_s, 2) if train_s > 0 and images else None,
             "data_wait_s": round(self.data_wait, 3),
             "compute_s": round(self.compute, 3),
+            **({"teacher_time_s": round(self.teacher_s, 3)} if "teacher" in self.info else {}),
             "cpu_rss_peak_bytes": cpu_peak_rss_bytes(),
             "workers_rss_peak_bytes": self.workers_rss_max or None,
         }
@@ -229,6 +237,17 @@ class RunAccounting(Callback):
         energy_all = sum(
             e * (s.get("world_size") or 1) for s in segments if (e := (s.get("gpu") or {}).get("energy_j")) is not None
         )
+        teacher = None
+        if "teacher" in self.info:
+            t_step = self.teacher_flops_micro * self.accumulate * self.world_size if self.teacher_flops_micro else None
+            t_time = sum(s.get("teacher_time_s") or 0 for s in segments)
+            teacher = {
+                "flops_per_step": t_step,
+                "flops_fraction": round(t_step / flops_step, 4) if t_step and flops_step else None,
+                "time_s": round(t_time, 3),
+                "time_fraction": round(t_time / train, 4) if train > 0 else None,
+                "timer": "wall time of the teacher's forward (synchronised on GPUs), rank 0",
+            }
         out = {
             "status": self.status,
             **self.info,
@@ -265,6 +284,7 @@ class RunAccounting(Callback):
                 "counter": "torch.utils.flop_counter (forward + backward, one micro-batch on meta tensors)",
                 **({"note": self.flops_note} if self.flops_note else {}),
             },
+            **({"teacher_cost": teacher} if teacher is not None else {}),
             "loss": self.loss,
             "last_checkpoint_step": self.last_checkpoint_step,
             "resumed": self.start_step > 0 or bool(self.earlier),

@@ -83,5 +83,7 @@ def export_backbone(
             "data": source,
             "rsbench_version": __version__,
             "exported_module": exported,
+            # Distillation: the frozen teacher (source, arch, bands and how they were picked, sha256).
+            **({"teacher": model.teacher.spec} if getattr(model, "teacher", None) is not None else {}),
         },
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -72,10 +73,30 @@ def count_step_flops(
     )
 
 
+def count_teacher_flops(teacher: torch.nn.Module, view_shape: tuple[int, ...]) -> float | None:
+    """FLOPs of a frozen teacher's forward on one micro-batch of `view_shape` (batch first): a part of
+    count_step_flops's total, reported on its own. Counted on one CPU image (the frozen teacher is
+    unchanged by a forward) and scaled to the batch; None when it cannot be counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    seconds = getattr(teacher, "forward_seconds", None)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            teacher(torch.zeros((1, *view_shape[1:])))
+        return float(counter.get_total_flops()) * view_shape[0]
+    except Exception:  # accounting must never break training
+        return None
+    finally:
+        if seconds is not None:
+            teacher.forward_seconds = seconds  # the count is not training time
+
+
 def _count(build_model, view_shapes, device: str) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.device(device):
+    with torch.device(device), warnings.catch_warnings():
+        # A teacher loads its weights file into meta tensors: a no-op torch warns about.
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
         model = build_model()
     model.train()
     views = [torch.randn(shape, device=device) for shape in view_shapes]

@@ -26,15 +26,23 @@ from rsbench.errors import ConfigError, DataError
 from rsbench.io import check_output_dir
 from rsbench.quiet import quiet
 from rsbench.settings import load_yaml_mapping, save_config
-from rsbench.ssl import get_method
+from rsbench.ssl import get_card, get_method
 from rsbench.ssl.recipe import fit_to_data, given_keys
 from rsbench.train.accounting import RunAccounting
 from rsbench.train.checkpoint import RunInterrupted, RunPreempted, check_resumable
 from rsbench.train.data import seeded_rngs
 from rsbench.train.data_summary import describe_data
 from rsbench.train.export import export_backbone, merge_metrics, set_aside_metrics
-from rsbench.train.hardware import count_step_flops
-from rsbench.train.setup import build_loader, build_trainer, check_layout, global_rank, training_source
+from rsbench.train.hardware import count_step_flops, count_teacher_flops
+from rsbench.train.setup import (
+    build_loader,
+    build_trainer,
+    check_layout,
+    check_teacher,
+    global_rank,
+    teacher_spec_for,
+    training_source,
+)
 
 
 def _check_run_dir(cfg: PretrainConfig) -> tuple[str, Path | None]:
@@ -89,6 +97,7 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
         return cfg.out
     _check_logger(cfg)
     check_layout(cfg)
+    check_teacher(cfg, get_card(cfg.method))
     method_cls = get_method(cfg.method)
     arch = cfg.backbone or method_cls.default_backbone
 
@@ -122,11 +131,15 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
     )
     if cfg.patch_size is not None:
         model_kwargs["patch_size"] = cfg.patch_size
+    teacher = teacher_spec_for(cfg, data)
+    if teacher is not None:
+        model_kwargs["teacher"] = teacher
     model = method_cls(**model_kwargs)
     start_step = check_resumable(ckpt, model) if ckpt else 0  # before anything in RUN_DIR changes
-    flops, flops_note = count_step_flops(
-        lambda: method_cls(**model_kwargs), [(cfg.per_device_batch, *s) for s in data.view_shapes]
-    )
+    shapes = [(cfg.per_device_batch, *s) for s in data.view_shapes]
+    flops, flops_note = count_step_flops(lambda: method_cls(**model_kwargs), shapes)
+    # The teacher's forward is part of `flops`; counted alone too, as distillation is only cheaper with it.
+    teacher_flops = count_teacher_flops(model.teacher, shapes[0]) if teacher else None
     if cfg.compile:
         model.backbone.compile()  # in place: state_dict keys (checkpoints, export) stay those of timm
 
@@ -145,12 +158,14 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
             "world_size": cfg.world_size,
             "precision": None,
             "data": data.description,
+            **({"teacher": teacher} if teacher else {}),
         },
         cfg.batch_size,
         cfg.accumulate,
         flops,
         flops_note,
         cfg.log_interval(max_steps),
+        teacher_flops,
     )
     with quiet():
         trainer, signals = build_trainer(cfg, model, source, accounting, max_steps, micro_batches, submitit_job)

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from rsbench.contracts.pretrain_config import PretrainConfig
 from rsbench.contracts.run_dir import MLFLOW_DIR, TENSORBOARD_DIR, RunDir
 from rsbench.data import Normalization
+from rsbench.data.images import photo_band_names
 from rsbench.errors import ConfigError
 from rsbench.train.accounting import RunAccounting
 from rsbench.train.callbacks import DataPosition, SignalCheckpoint, StepProgressBar, StepSeeder
@@ -41,6 +42,7 @@ class TrainingData:
     n_samples: int
     description: dict
     view_shapes: list[tuple[int, ...]]  # (C, H, W) of each view
+    band_names: list[str] | None = None  # in input order, when the data names them (a corpus does)
 
 
 def training_source(cfg: PretrainConfig, method_cls) -> TrainingData:
@@ -51,6 +53,9 @@ def training_source(cfg: PretrainConfig, method_cls) -> TrainingData:
         dataset = ImageFilesDataset(paths, norm, None, seed=cfg.seed)
         first = dataset[0]
         desc = {"kind": "images", "path": str(cfg.images)}
+        names = photo_band_names(paths, norm.bands)
+        if names:
+            desc["band_names"] = names
         n = len(paths)
     else:
         from rsbench.corpus import CorpusDataset  # the corpus stage is only needed for corpus runs
@@ -67,7 +72,27 @@ def training_source(cfg: PretrainConfig, method_cls) -> TrainingData:
     shapes = [tuple(v.shape) for v in transform(first)]
     if cfg.images is not None:
         dataset.transform = transform
-    return TrainingData(dataset, transform, norm, n, desc, shapes)
+    return TrainingData(dataset, transform, norm, n, desc, shapes, desc.get("band_names"))
+
+
+def check_teacher(cfg: PretrainConfig, card) -> None:
+    """A distillation method without a teacher, or a teacher for a method without one: before any data is read."""
+    if card.needs_teacher and cfg.teacher is None:
+        raise ConfigError(
+            f"{cfg.method} distils a frozen teacher: give --teacher (a run directory, a timm weights file with "
+            f"--teacher-arch, or torchgeo:<WeightsEnum>)"
+        )
+    if cfg.teacher is not None and not card.needs_teacher:
+        raise ConfigError(f"--teacher applies to the distillation methods (distill, mae_distill), not {cfg.method}")
+
+
+def teacher_spec_for(cfg: PretrainConfig, data: TrainingData) -> dict | None:
+    """The frozen teacher of the run and how it sees the data (rsbench.ssl.teacher), or None."""
+    if cfg.teacher is None:
+        return None
+    from rsbench.ssl.teacher import teacher_spec
+
+    return teacher_spec(cfg.teacher, cfg.teacher_arch, cfg.teacher_bands, data.band_names, data.norm.to_dict())
 
 
 def build_loader(cfg: PretrainConfig, data: TrainingData, micro_batches: int) -> tuple[DataLoader, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rsbench.errors import ConfigError, DataError
-from rsbench.evaluate.torchgeo_init import import_torchgeo
+from rsbench.models.torchgeo_weights import import_torchgeo
 
 # Arguments the adapters set themselves: never options.
 RESERVED = ("root", "split", "download", "transforms")

@@ -1,10 +1,12 @@
-"""`--init torchgeo:<WeightsEnum>`: published remote-sensing weights through torchgeo's weight enums.
+"""`torchgeo:<WeightsEnum>`: published remote-sensing weights through torchgeo's weight enums (evaluation's
+`--init torchgeo:...` and pretraining's `--teacher torchgeo:...`).
 
 The model is built the way torchgeo's builders build it (`timm.create_model(meta['model'],
 in_chans=meta['in_chans'])` + the state_dict), but the weights file is read from the local torch hub
 cache (where torchgeo's own download puts it) or `--weights`, never downloaded. The weights' own
 preprocessing is used: their Normalize transforms become one per-band normalization, their crop size the
 default input size, and their band list maps the data's bands (`--bands`) onto the first layer.
+Shared by the stages (no stage imports here); rsbench.models.sources puts it behind one loader.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import torch
 from torch import nn
 
 from rsbench.contracts.architectures import is_vit_name
-from rsbench.contracts.evaluate_config import EvaluateConfig
 from rsbench.errors import ConfigError, DataError
 
 PREFIX = "torchgeo:"
@@ -75,9 +76,14 @@ def transforms_preprocessing(transforms, in_chans: int) -> tuple[list[float], li
     return mean, std, size
 
 
-def resolve_torchgeo_weights(cfg: EvaluateConfig, in_chans: int) -> dict:
-    """Everything `inits` needs for a torchgeo init: arch, file, normalization, bands, size, builder."""
-    name = cfg.init[len(PREFIX) :]
+def resolve_torchgeo_weights(
+    source: str, weights_file: Path | None, data_bands: list[str] | None, in_chans: int | None
+) -> dict:
+    """Everything needed to build `torchgeo:<name>` weights: arch, file, normalization, bands, size.
+
+    `weights_file` overrides the hub-cache location; `data_bands` (the data's bands in input order)
+    select the weights' first-layer channels; `in_chans=None` takes the weights' own bands."""
+    name = source[len(PREFIX) :] if source.startswith(PREFIX) else source
     models = import_torchgeo()
     try:
         weights = models.get_weight(name)
@@ -93,16 +99,16 @@ def resolve_torchgeo_weights(cfg: EvaluateConfig, in_chans: int) -> dict:
             f"torchgeo weights '{name}' are for '{arch}', which is not a timm model; "
             f"only timm-based weights (ResNet, ViT) are supported"
         )
-    file = cfg.weights if cfg.weights is not None else hub_checkpoint(weights.url)
+    file = weights_file if weights_file is not None else hub_checkpoint(weights.url)
     if not Path(file).is_file():
-        where = f"--weights {file}" if cfg.weights is not None else f"{file}"
+        where = f"--weights {file}" if weights_file is not None else f"{file}"
         raise ConfigError(
             f"weights file for torchgeo:{name} not found at {where}; offline, download "
             f"{weights.url} elsewhere and put it there (or pass --weights PATH)"
         )
     w_bands = [str(b) for b in meta.get("bands") or []]
     mean, std, size = transforms_preprocessing(weights.transforms, w_chans)
-    select = _band_selection(name, cfg.bands, w_bands, w_chans, in_chans)
+    select = _band_selection(name, data_bands, w_bands, w_chans, w_chans if in_chans is None else in_chans)
     bands = [w_bands[i] for i in select] if w_bands and select is not None else (w_bands or None)
     if select is not None:
         mean, std = [mean[i] for i in select], [std[i] for i in select]
