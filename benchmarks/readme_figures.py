@@ -227,8 +227,8 @@ def _hpo() -> str:
     )
 
 
-def _ssl_distill() -> str:
-    d = load("ssl_quality_distill")
+def _ssl_distill(name: str = "ssl_quality_distill") -> str:
+    d = load(name)
     base, st = d["baselines"], d["settings"]
     (teacher_key, teacher), *_ = d["teachers"].items()
     parts = []
@@ -301,6 +301,11 @@ ROWS = [  # (script, what it measures, the figures)
         "(`ssl_quality_distill.json`); `teacher_gain_closed` = the student's kNN gain over random init / the "
         "teacher's",
         _ssl_distill,
+    ),
+    (
+        "ssl_quality.py --methods distill (short)",
+        "the same at a lower load with a longer teacher run and a 2-minute student (`ssl_quality_distill_short.json`)",
+        lambda: _ssl_distill("ssl_quality_distill_short"),
     ),
     ("evaluate_bench.py", "feature caching, probe speed, baselines on 2,300 EuroSAT images", _evaluate),
     (
