@@ -145,7 +145,7 @@ def test_multilabel_csv_on_real_eurosat(eurosat_small, tmp_path):
     rows += evaluate(
         cfg(
             tmp_path / "multi.csv",
-            tmp_path / "out",
+            tmp_path / "out-32px",  # another input size: its own results folder (comparability check)
             protocol=["finetune"],
             image_size=32,
             epochs=1,
