@@ -190,7 +190,10 @@ def test_benchmark_contamination_fail_stops_before_any_cell_and_warn_reports(pla
     doc = {
         "name": "c",
         "out": str(tmp_path / "bench"),
-        "pretrain": {"runs": [{"name": "simclr", "method": "simclr", "corpus": str(corpus), "max_steps": 2}]},
+        # The 3-band group: the task's RGB images (the plan-time band check refuses another group).
+        "pretrain": {
+            "runs": [{"name": "simclr", "method": "simclr", "corpus": str(corpus), "bands": 3, "max_steps": 2}]
+        },
         "baselines": ["random"],
         "tasks": [{"name": "planted", "data": str(task)}],
         "protocols": ["knn"],

@@ -54,7 +54,7 @@ class FakeTask:
 
 
 def test_run_cells_loops_writes_files_and_flags_headline(tmp_path: Path):
-    cfg = SimpleNamespace(seeds=[0, 1], fractions=[0.5, 1.0], protocol=["knn", "fit"], out=tmp_path)
+    cfg = SimpleNamespace(seeds=[0, 1], fractions=[0.5, 1.0], protocol=["knn", "fit"], out=tmp_path, tuned=None)
     task = FakeTask()
     base = {"task": "classification", "dataset": "fake", "init": "random", "image_size": 32}
     rows = run_cells(cfg, task, base, "accuracy", CLASSES)

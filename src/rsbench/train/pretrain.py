@@ -26,7 +26,7 @@ from rsbench.errors import ConfigError, DataError
 from rsbench.io import check_output_dir
 from rsbench.quiet import quiet
 from rsbench.settings import load_yaml_mapping, save_config
-from rsbench.ssl import get_card, get_method
+from rsbench.ssl import CATALOG, get_method
 from rsbench.ssl.recipe import fit_to_data, given_keys
 from rsbench.train.accounting import RunAccounting
 from rsbench.train.checkpoint import RunInterrupted, RunPreempted, check_resumable
@@ -97,8 +97,8 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
         return cfg.out
     _check_logger(cfg)
     check_layout(cfg)
-    check_teacher(cfg, get_card(cfg.method))
-    method_cls = get_method(cfg.method)
+    method_cls = get_method(cfg.method)  # a method registered by hand (no catalog card) needs no teacher
+    check_teacher(cfg, CATALOG[cfg.method].needs_teacher if cfg.method in CATALOG else False)
     arch = cfg.backbone or method_cls.default_backbone
 
     L.seed_everything(cfg.seed, workers=False, verbose=False)

@@ -75,14 +75,14 @@ def training_source(cfg: PretrainConfig, method_cls) -> TrainingData:
     return TrainingData(dataset, transform, norm, n, desc, shapes, desc.get("band_names"))
 
 
-def check_teacher(cfg: PretrainConfig, card) -> None:
+def check_teacher(cfg: PretrainConfig, needs_teacher: bool) -> None:
     """A distillation method without a teacher, or a teacher for a method without one: before any data is read."""
-    if card.needs_teacher and cfg.teacher is None:
+    if needs_teacher and cfg.teacher is None:
         raise ConfigError(
             f"{cfg.method} distils a frozen teacher: give --teacher (a run directory, a timm weights file with "
             f"--teacher-arch, or torchgeo:<WeightsEnum>)"
         )
-    if cfg.teacher is not None and not card.needs_teacher:
+    if cfg.teacher is not None and not needs_teacher:
         raise ConfigError(f"--teacher applies to the distillation methods (distill, mae_distill), not {cfg.method}")
 
 
