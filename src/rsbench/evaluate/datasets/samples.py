@@ -48,6 +48,13 @@ def dihedral_boxes(boxes: torch.Tensor, k: int, flip: bool, height: int, width: 
     return b
 
 
+def read_mask(mask: np.ndarray, window: ArrayWindow, size: int, ignore_index: int) -> torch.Tensor:
+    """`size` x `size` int64 labels of `window`, padded with `ignore_index` (the twin of `read_window`)."""
+    w = window
+    y = torch.from_numpy(mask[w.row : w.row + w.height, w.col : w.col + w.width].astype(np.int64))
+    return F.pad(y, (0, size - y.shape[1], 0, size - y.shape[0]), value=ignore_index)
+
+
 class SegmentationCrops(Dataset):
     """Random crops from the training regions (area-weighted); an epoch holds as many crops as tile them."""
 
@@ -76,8 +83,7 @@ class SegmentationCrops(Dataset):
         c = w.col + int(torch.randint(0, max(1, w.width - self.size + 1), ()))
         win = ArrayWindow(r, c, min(self.size, w.height), min(self.size, w.width))
         x = read_window(self.images[region.scene], win, self.size, self.norm)
-        y = torch.from_numpy(self.masks[region.scene][r : r + win.height, c : c + win.width].astype(np.int64))
-        y = F.pad(y, (0, self.size - y.shape[1], 0, self.size - y.shape[0]), value=self.ignore_index)
+        y = read_mask(self.masks[region.scene], win, self.size, self.ignore_index)
         k, flip = int(torch.randint(0, 4, ())), bool(torch.randint(0, 2, ()))
         return dihedral(x, k, flip), dihedral(y, k, flip)
 
@@ -118,9 +124,8 @@ class FixedCrops(Dataset):
         return read_window(self.images[scene], win, self.size, self.norm), self.mask(index)
 
     def mask(self, index: int) -> torch.Tensor:
-        scene, w = self.windows[index]
-        y = torch.from_numpy(self.masks[scene][w.row : w.row + w.height, w.col : w.col + w.width].astype(np.int64))
-        return F.pad(y, (0, self.size - y.shape[1], 0, self.size - y.shape[0]), value=self.ignore_index)
+        scene, win = self.windows[index]
+        return read_mask(self.masks[scene], win, self.size, self.ignore_index)
 
 
 class DetectionChips(Dataset):
