@@ -28,10 +28,10 @@ def corpus_description(dataset, path: str) -> dict[str, Any]:
     }
 
 
-def describe_data(description: dict[str, Any], n_samples: int) -> str:
-    """One line: what the run trains on."""
+def describe_data(description: dict[str, Any], n_samples: int) -> str | None:
+    """One line: the corpus band group the run trains on; None for an image folder (the start line names it)."""
     if description.get("kind") != "corpus":
-        return f"data: {n_samples} images from {description.get('path')}"
+        return None
     units = f" ({description['units']})" if description.get("units") else ""
     sensors = description.get("sensors") or {}
     pooled = f"; {len(sensors)} sensors pooled: {', '.join(sensors)}" if len(sensors) > 1 else ""

@@ -184,8 +184,9 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
         cfg.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, RunDir(cfg.out).config)
         earlier_metrics = set_aside_metrics(cfg.out) if ckpt else None
-        if data.description.get("kind") == "corpus":  # the start line already names an image folder
-            print(describe_data(data.description, data.n_samples))
+        line = describe_data(data.description, data.n_samples)
+        if line is not None:
+            print(line)
         if ckpt:
             print(f"resuming {cfg.out} from {ckpt} (step {start_step})")
     accounting.begin(start_step, rank0)
