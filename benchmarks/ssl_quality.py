@@ -39,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+import timm
 import torch
 from torch.utils.data import DataLoader
 
@@ -143,8 +144,9 @@ def train_teacher(data, tiles, mean, std, n_images: int, args, summary: dict) ->
     """Pretrain the distillation teacher on the training images (or reuse the finished run) and score it."""
     name, arch = args.teacher_method, "resnet18"
     recipe: dict = {}  # the small-batch preset (PRESET) as it is
+    sec_per_step = probe_steps(name, arch, recipe, tiles, args)
     if args.teacher_budget_minutes is not None:
-        max_steps = max(10, int(args.teacher_budget_minutes * 60 / probe_steps(name, arch, recipe, tiles, args)))
+        max_steps = max(10, int(args.teacher_budget_minutes * 60 / sec_per_step))
     else:
         max_steps = max(10, round(args.teacher_epochs * n_images / args.batch_size))
     key = f"{name}-{arch}-{max_steps}"
@@ -159,13 +161,14 @@ def train_teacher(data, tiles, mean, std, n_images: int, args, summary: dict) ->
         "steps": run["steps"],
         "epochs": round(run["steps"] * args.batch_size / n_images, 2),
         "train_wall_s": run["wall_time_s"],
+        "probe_sec_per_step": round(sec_per_step, 4),
         "knn_accuracy": round(acc, 4),
         "gain_vs_random_points": round(100 * (acc - summary["baselines"]["random-resnet18"]), 2),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     print(json.dumps({"teacher": summary["teachers"][key]}), flush=True)
     norm = {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
-    spec = teacher_spec(str(run_dir), None, None, ["red", "green", "blue"], norm)  # for the step-time probes
+    spec = teacher_spec(str(run_dir), None, None, ["red", "green", "blue"], norm)
     return {"key": key, "run_dir": run_dir, "spec": spec}
 
 
@@ -275,19 +278,34 @@ def main() -> None:
     print(json.dumps(summary["baselines"]), flush=True)
 
     methods = args.methods.split(",")
-    teacher = None
-    if any(get_card(name).needs_teacher for name in methods):
-        teacher = train_teacher(data, tiles, mean, std, len(paths), args, summary)
-
+    needs_teacher = any(get_card(name).needs_teacher for name in methods)
+    # Every step-time probe runs first, before any long training, so that the step budgets are measured
+    # on the same (ideally quiet) machine; distillation students are probed with a stand-in teacher of
+    # the real teacher's architecture (same forward cost; its weights do not matter for timing).
+    norm = {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+    stand_in = None
+    if needs_teacher:
+        stand_in_file = args.out / "stand-in-teacher.pt"
+        torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), stand_in_file)
+        stand_in = teacher_spec(
+            str(stand_in_file), "resnet18", ["red", "green", "blue"], ["red", "green", "blue"], norm
+        )
+    plans = []
     for name in methods:
         default_arch = VIT if get_method(name).default_backbone.startswith("vit") else "resnet18"
         arch = args.backbone or default_arch
         key = (name if arch == default_arch else f"{name}-{arch}") + (f"-{args.tag}" if args.tag else "")
         recipe = {**(RESNET_RECIPES.get(name, {}) if arch != VIT else {}), **args.recipe}  # on top of PRESET
-        min_scale = min_scale_of(name, arch, args)
-        spec = teacher["spec"] if teacher and get_card(name).needs_teacher else None
-        sec_per_step = probe_steps(name, arch, recipe, tiles, args, spec)
+        uses_teacher = get_card(name).needs_teacher
+        sec_per_step = probe_steps(name, arch, recipe, tiles, args, stand_in if uses_teacher else None)
         max_steps = max(10, int(args.budget_minutes * 60 / sec_per_step))
+        plans.append((name, arch, key, recipe, uses_teacher, sec_per_step, max_steps))
+        print(json.dumps({"probe": key, "sec_per_step": round(sec_per_step, 3), "max_steps": max_steps}), flush=True)
+    teacher = train_teacher(data, tiles, mean, std, len(paths), args, summary) if needs_teacher else None
+
+    for name, arch, key, recipe, uses_teacher, sec_per_step, max_steps in plans:
+        min_scale = min_scale_of(name, arch, args)
+        spec = teacher["spec"] if uses_teacher else None
         run_dir = args.out / ("validation-runs" if args.validation else "runs") / f"{key}-{max_steps}"
         start = time.perf_counter()
         patch = args.vit_patch_size if arch == VIT else None
@@ -311,6 +329,7 @@ def main() -> None:
             "train_wall_s": run["wall_time_s"],
             "pretrain_total_s": round(wall, 1),
             "images_per_s": run["images_per_s"],
+            "probe_sec_per_step": round(sec_per_step, 4),
             "knn_accuracy": round(acc, 4),
         }
         row = summary["methods"][key]
@@ -324,6 +343,10 @@ def main() -> None:
             row["teacher_knn_accuracy"] = t["knn_accuracy"]
             row["teacher_gain_closed"] = round(student_gain / teacher_gain, 4) if teacher_gain > 0 else None
             row["student_time_over_teacher_time"] = round(run["wall_time_s"] / t["train_wall_s"], 4)
+            if t.get("probe_sec_per_step"):  # the same ratio from quiet-machine step times (load-independent)
+                row["student_time_over_teacher_time_probed"] = round(
+                    row["steps"] * sec_per_step / (t["steps"] * t["probe_sec_per_step"]), 4
+                )
             row["teacher_cost"] = run.get("teacher_cost")
         row["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         print(json.dumps({key: row}), flush=True)

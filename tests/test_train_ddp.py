@@ -23,12 +23,14 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import timm
 import torch
 from typer.testing import CliRunner
 
 from rsbench.cli import app
 from rsbench.corpus import CorpusBuildConfig, build_corpus
 from rsbench.ssl import get_method
+from rsbench.ssl.teacher import teacher_spec
 
 RSBENCH = str(Path(sys.executable).with_name("rsbench"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # 2 cores: one thread per process, no oversubscription
@@ -127,6 +129,52 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     assert run_one["world_size"] == 1 and run_two["world_size"] == 2 and run_two["per_device_batch"] == 4
     assert run_two["images_seen"] == run_one["images_seen"] == 4 * 8
     assert len(_losses(tmp_path / "two")) == 4
+
+
+def test_distillation_under_two_gloo_processes_matches_one_process(tmp_path, eurosat_small):
+    """A frozen teacher under DDP: every rank loads the same file, runs it in inference mode, and the
+    student (a LayerNorm ViT, see the module docstring) ends where one process with the whole batch
+    ends; the teacher's BatchNorm ResNet stays in eval mode, so its statistics cannot drift per rank."""
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher.pt"
+    torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), teacher)
+    config = tmp_path / "recipe.yaml"  # warmup-free steps (LR scaled by 8/256): 3 steps move the student
+    config.write_text("recipe: {lr: 0.01, warmup_fraction: 0.0}\n")
+    args = [
+        RSBENCH, "pretrain", "--images", str(eurosat_small), "--method", "distill", "--backbone", "test_vit",
+        "--teacher", str(teacher), "--teacher-arch", "resnet18", "--max-steps", "3", "--batch-size", "8",
+        "--image-size", "32", "--num-workers", "0", "--log-every", "1", "--accelerator", "cpu", "--deterministic",
+        "--config", str(config),
+    ]  # fmt: skip
+    procs = [
+        subprocess.Popen([*args, "--out", str(tmp_path / out), *extra], env=ENV, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+        for out, extra in (("one", []), ("two", ["--devices", "2"]))
+    ]  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    one = torch.load(tmp_path / "one" / "backbone.pt", weights_only=True)
+    two = torch.load(tmp_path / "two" / "backbone.pt", weights_only=True)
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert len(_losses(tmp_path / "two")) == 3
+    run_two = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert run_two["world_size"] == 2 and run_two["teacher_cost"]["time_s"] > 0
+    # The teacher inside each final checkpoint is still the file it came from.
+    original = torch.load(teacher, weights_only=True)
+    for run in ("one", "two"):
+        state = torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        kept = {k.removeprefix("teacher.model."): v for k, v in state.items() if k.startswith("teacher.model.")}
+        assert kept.keys() == original.keys() and all(torch.equal(kept[k], original[k]) for k in original)
+    # ...while the student did train: the weight comparison is not between two untouched inits.
+    L.seed_everything(0, verbose=False)
+    norm = {"mean": [0.0] * 3, "std": [1.0] * 3}
+    spec = teacher_spec(str(teacher), "resnet18", None, ["red", "green", "blue"], norm)
+    init = get_method("distill")(
+        arch="test_vit", in_chans=3, image_size=32, batch_size=8, max_steps=3, teacher=spec, recipe={"lr": 0.01}
+    ).backbone.state_dict()
+    assert max((one[k] - init[k]).abs().max().item() for k in one) > 1e-4  # 10x assert_close's atol
 
 
 def test_corpus_stream_under_ddp_gives_every_rank_the_same_number_of_batches(tmp_path, rasters_dir):

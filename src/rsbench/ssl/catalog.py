@@ -325,6 +325,7 @@ _CARDS += (
         default_recipe=replace(_MAE.default_recipe, extra={**_MAE.default_recipe.extra, "teacher_weight": 0.1}),
         implementation="rsbench.ssl.mae_distill:MAEDistill",
         needs_teacher=True,
+        small_batch=_MAE.small_batch,  # MAE's one-block decoder: the paper's 8 blocks dominate a small run
     ),
 )
 
