@@ -21,6 +21,8 @@ from rsbench.corpus import CorpusBuildConfig, build_corpus
 from rsbench.errors import ConfigError
 from rsbench.io import read_json
 from rsbench.models import create_backbone
+from rsbench.report.context import teacher_cell
+from rsbench.report.pretrain_runs import run_from_dir
 from rsbench.ssl import get_method
 from rsbench.ssl.teacher import FrozenTeacher, teacher_spec
 from rsbench.train import PretrainConfig, pretrain
@@ -108,6 +110,13 @@ def test_distill_student_learns_a_3_band_teacher_picked_by_name(corpus6, teacher
     assert cost["teacher"]["sha256"] == teacher["sha256"]
     t = cost["teacher_cost"]
     assert 0 < t["flops_per_step"] < cost["flops"]["per_step"] and 0 < t["time_s"] < cost["train_time_s"]
+    # The report's cost table names the teacher, its forward's share and its own pretraining cost.
+    teacher_hours = run_from_dir(teacher_run, "teacher").device_hours
+    assert teacher_cell(run_from_dir(run, "student")) == (
+        f"run (resnet18): forward {100 * t['time_fraction']:.0f} % of the time; "
+        f"+ {teacher_hours:.4f} device-hours to pretrain it"
+    )
+    assert teacher_cell(run_from_dir(teacher_run, "teacher")) == "–"
 
 
 def test_teacher_weights_load_with_weights_only_and_stay_frozen(corpus6, tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from rsbench.report import figures
 from rsbench.report.aggregate import Section
 from rsbench.report.analysis import Analysis
 from rsbench.report.plots import primary_metric_plot
-from rsbench.report.pretrain_runs import RunInfo
+from rsbench.report.pretrain_runs import RunInfo, run_from_dir
 from rsbench.report.sources import corpus_paths
 from rsbench.report.stats import pareto_front
 from rsbench.report.tables import Table, seeds_note
@@ -290,14 +290,29 @@ def cost_section(a: Analysis, runs: Sequence[RunInfo], colors: dict) -> dict | N
     table = Table(
         "cost",
         "Pretraining cost and throughput (run.json)",
-        ["Run", "Method", "Backbone", "Steps", "Images seen", "img/s", "Wall time", "Device", "Device-hours", "Score"],
+        [
+            "Run",
+            "Method",
+            "Backbone",
+            "Steps",
+            "Images seen",
+            "img/s",
+            "Wall time",
+            "Device",
+            "Device-hours",
+            "Teacher",
+            "Score",
+        ],  # fmt: skip
         [],
-        numeric={3, 4, 5, 6, 8, 9},
+        numeric={3, 4, 5, 6, 8, 10},
     )
     points = []
+    distilled = 0
     for r in sorted(runs, key=lambda r: r.name):
         rj = r.run
         wall = rj.get("wall_time_s")
+        teacher = teacher_cell(r)
+        distilled += teacher != "–"
         table.rows.append(
             [
                 r.name,
@@ -309,6 +324,7 @@ def cost_section(a: Analysis, runs: Sequence[RunInfo], colors: dict) -> dict | N
                 f"{wall / 60:.1f} min" if wall else "–",
                 f"{rj.get('device', '–')} {rj.get('precision', '')}".strip(),
                 fmt(r.device_hours, 4),
+                teacher,
                 fmt(score[r.name].mean, 1) if r.name in score else "–",
             ]
         )
@@ -323,6 +339,13 @@ def cost_section(a: Analysis, runs: Sequence[RunInfo], colors: dict) -> dict | N
         f"{len(runs)} pretraining run{'s' if len(runs) != 1 else ''}; score = normalized score across tasks "
         "(see the summary). Device-hours are GPU-hours on GPU, CPU wall-clock hours on CPU."
     )
+    if distilled:
+        table.note += (
+            " A distilled run's device-hours include its frozen teacher's forward passes (the Teacher column "
+            "gives their share of the training time) but not the teacher's own pretraining, shown after "
+            "'+' when the teacher is an rsbench run this report can read: a student is only cheaper than "
+            "its teacher when both are counted."
+        )
     by_name = {r.name: r for r in runs}
     progress = {}
     for name, pts in a.progress.items():
@@ -335,6 +358,22 @@ def cost_section(a: Analysis, runs: Sequence[RunInfo], colors: dict) -> dict | N
         else None
     )
     return {"table": table, "plot": plot}
+
+
+def teacher_cell(r: RunInfo) -> str:
+    """A distilled run's teacher: its name, its forward's share of the training time and, when the
+    teacher is a finished rsbench run, the device-hours of the teacher's own pretraining."""
+    spec, cost = r.meta.get("teacher"), r.run.get("teacher_cost") or {}
+    if not spec:
+        return "–"
+    source = str(spec.get("source", ""))
+    cell = f"{Path(source).name or source} ({spec.get('arch', '?')})"
+    if cost.get("time_fraction") is not None:
+        cell += f": forward {100 * cost['time_fraction']:.0f} % of the time"
+    teacher_run = run_from_dir(source, Path(source).name) if spec.get("kind") == "run" else None
+    if teacher_run is not None and teacher_run.device_hours is not None:
+        cell += f"; + {teacher_run.device_hours:.4f} device-hours to pretrain it"
+    return cell
 
 
 def progress_section(a: Analysis, runs: Sequence[RunInfo], colors: dict) -> dict | None:
