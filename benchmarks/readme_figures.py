@@ -227,8 +227,8 @@ def _hpo() -> str:
     )
 
 
-def _ssl_distill(name: str = "ssl_quality_distill") -> str:
-    d = load(name)
+def _ssl_distill() -> str:
+    d = load("ssl_quality_distill")
     base, st = d["baselines"], d["settings"]
     (teacher_key, teacher), *_ = d["teachers"].items()
     parts = []
@@ -246,6 +246,13 @@ def _ssl_distill(name: str = "ssl_quality_distill") -> str:
         if cost
         else ""
     )
+    distill = d["methods"].get("distill", {})
+    student_time = (
+        f"; distill trained in {distill['student_time_over_teacher_time_probed']:.2f}x of the teacher's training "
+        f"time (steps x quiet step time; {distill['student_time_over_teacher_time']:.2f}x of its wall time)"
+        if "student_time_over_teacher_time_probed" in distill
+        else ""
+    )
     reduced = "**reduced run** " if st["budget_minutes_per_method"] < 10 else ""
     no_gain = (
         " (no gain over random init, so the >= 90 %-of-the-teacher's-gain test is not measured)"
@@ -253,10 +260,10 @@ def _ssl_distill(name: str = "ssl_quality_distill") -> str:
         else ""
     )
     return (
-        f"{reduced}({st['budget_minutes_per_method']} minutes per method, load average "
+        f"{reduced}{st['budget_minutes_per_method']:g} CPU-minutes per method (load average "
         f"{st['load_average_at_start'][0]:.0f} at start): teacher {teacher_key} kNN {teacher['knn_accuracy']:.3f} "
         f"vs random ResNet-18 {base['random-resnet18']:.3f}{no_gain}; {'; '.join(parts)}; random ViT-Tiny "
-        f"{base['random-vit_tiny_patch16_224']:.3f}{teacher_cost}"
+        f"{base['random-vit_tiny_patch16_224']:.3f}{teacher_cost}{student_time}"
     )
 
 
@@ -301,11 +308,6 @@ ROWS = [  # (script, what it measures, the figures)
         "(`ssl_quality_distill.json`); `teacher_gain_closed` = the student's kNN gain over random init / the "
         "teacher's",
         _ssl_distill,
-    ),
-    (
-        "ssl_quality.py --methods distill (short)",
-        "the same at a lower load with a longer teacher run and a 2-minute student (`ssl_quality_distill_short.json`)",
-        lambda: _ssl_distill("ssl_quality_distill_short"),
     ),
     ("evaluate_bench.py", "feature caching, probe speed, baselines on 2,300 EuroSAT images", _evaluate),
     (
