@@ -60,3 +60,16 @@ def test_lattice_grows_with_the_area():
     assert reference_lattice(10980, 10980) == REFERENCE_LATTICE[1]
     sizes = [reference_lattice(s, s) for s in range(512, 20000, 500)]
     assert sizes == sorted(sizes)
+
+
+def test_counted_percentiles_equal_numpy_to_the_last_bit():
+    from rsbench.corpus.filters import counted_percentiles
+
+    rng = np.random.default_rng(0)
+    cases = [rng.integers(0, 256, (4, n), dtype=np.uint8) for n in (1, 2, 3, 50, 101, 16384)]
+    cases += [rng.integers(-3000, 9000, (3, 777), dtype=np.int16), np.full((2, 40), 7, dtype=np.uint16)]
+    cases += [rng.integers(0, 65535, (6, 4099), dtype=np.uint16), rng.integers(0, 3, (1, 1000), dtype=np.uint8)]
+    for pixels in cases:
+        for percents in ([2, 98], [0, 50, 100], [37.5, 99.9]):
+            expected = np.percentile(pixels.astype(np.float64), percents, axis=1)
+            assert np.array_equal(counted_percentiles(pixels, percents), expected), (pixels.dtype, pixels.shape)

@@ -208,6 +208,7 @@ def _assemble(cfg, plan: Plan, done, key, runner: Runner, out: Path, staging: Pa
     if not ok:
         raise DataError(_nothing_usable(cfg, failures, skipped))
     infos = dict(plan.infos(set(ok)))
+    _add_references(infos, done)
     usable = np.zeros(plan.raster_count, dtype=bool)
     usable[ok] = True
     windows = assemble.load_windows(plan.part_count, staging, usable, cfg)
@@ -254,6 +255,29 @@ def _assemble(cfg, plan: Plan, done, key, runner: Runner, out: Path, staging: Pa
     }
     write_json(CorpusInfo(out).corpus_json, corpus)
     return corpus
+
+
+def _add_references(infos: dict[int, dict[str, Any]], done: dict[int, dict[str, Any]]) -> None:
+    """Small rasters are planned without a radiometric reference: tiling takes it from its one read of each
+    (in the parts' completion records). One too small for any window is never tiled: it is read here."""
+    for record in done.values():
+        for r, reference in (record.get("references") or {}).items():
+            if int(r) in infos:
+                infos[int(r)]["reference"] = reference
+    missing = [info for info in infos.values() if "reference" not in info]
+    if not missing:
+        return
+    import rasterio
+
+    from rsbench.corpus.raster import GDAL_OPTIONS, open_grid, radiometric_reference
+
+    with rasterio.Env(**GDAL_OPTIONS):
+        for info in missing:
+            try:
+                with open_grid(info) as reader:
+                    info["reference"] = radiometric_reference(reader, info)
+            except Exception as e:
+                raise DataError(f"{info['path']}: {one_line(e)}") from None
 
 
 def _warn(log: Log, failures: list, skipped: list, total: int) -> None:
