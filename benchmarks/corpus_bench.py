@@ -423,6 +423,18 @@ def versus_bare(rasters: list[Path], work: Path, tile: int, stride: int, client)
     }
 
 
+def archive_case(work: Path, chips: int) -> dict:
+    """The archive case alone, with its own 2-worker cluster (started before timing)."""
+    from dask.distributed import Client, LocalCluster
+
+    paths = archive_chips(work, chips)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            result = versus_bare(paths, work / "archive", 64, 64, client)
+    print(json.dumps(result, indent=2), flush=True)
+    return result
+
+
 def build(rasters, out: Path, tile: int, stride: int, client=None, **kw) -> tuple[float, dict]:
     shutil.rmtree(out, ignore_errors=True)
     cfg = CorpusBuildConfig(inputs=[str(p) for p in rasters], out=str(out), tile_size=tile, stride=stride, **kw)
@@ -553,6 +565,7 @@ def main() -> None:
     ap.add_argument(
         "--only-planning", action="store_true", help="re-measure planning memory only, into the existing JSON"
     )
+    ap.add_argument("--only-archive", action="store_true", help="re-run the archive case only, into the existing JSON")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "corpus_bench.json")
     args = ap.parse_args()
     work = args.work
@@ -569,6 +582,11 @@ def main() -> None:
     if args.only_planning:
         sizes = [int(n) for n in args.plan_sizes.split(",")]
         previous["planning_memory"] = planning_memory(work, sizes) | {"load_avg": os.getloadavg()}
+        args.json.write_text(json.dumps(previous, indent=2) + "\n")
+        return print(f"wrote {args.json}")
+    if args.only_archive:
+        previous["archive"] = archive_case(work, args.chips)
+        previous.setdefault("machine", {})["load_avg_archive_end"] = os.getloadavg()
         args.json.write_text(json.dumps(previous, indent=2) + "\n")
         return print(f"wrote {args.json}")
     rasters = workload(work, args.copies)
