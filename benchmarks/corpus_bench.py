@@ -435,6 +435,40 @@ def archive_case(work: Path, chips: int) -> dict:
     return result
 
 
+PROFILED = {  # stage -> (end of the module's path, function) whose cumulative time cProfile reports
+    "build": ("rsbench/corpus/build.py", "build_corpus"),
+    "planning": ("rsbench/corpus/plan.py", "make_plan"),
+    "probe": ("rsbench/corpus/raster.py", "probe_raster"),
+    "tiling": ("rsbench/corpus/build.py", "_tile_parts"),
+    "tile_one_segment": ("rsbench/corpus/tiling.py", "_tile"),
+    "reference": ("rsbench/corpus/filters.py", "percentile_reference"),
+    "assembly": ("rsbench/corpus/build.py", "_assemble"),
+    "write_shard": ("rsbench/corpus/shards.py", "write_shard"),
+    "rasterio_open": ("rasterio/__init__.py", "open"),
+}
+
+
+def profile_archive(work: Path, chips: int) -> dict:
+    """cProfile of a 1-worker build of the first `chips` archive chips: cumulative seconds and calls per stage,
+    beside the bare loop on the same chips (profiling slows the build, not the bare loop: compare stages)."""
+    import cProfile
+    import pstats
+
+    paths = archive_chips(work, 1000)[:chips]
+    out = work / "profiled"
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = CorpusBuildConfig(inputs=[str(p) for p in paths], out=str(out), tile_size=64, stride=64, workers=1)
+    profiler = cProfile.Profile()
+    profiler.runcall(build_corpus, cfg)
+    stats = pstats.Stats(profiler).stats
+    found = {}
+    for stage, (file, name) in PROFILED.items():
+        rows = [v for (f, _, fn), v in stats.items() if fn == name and f.endswith(file)]
+        found[stage] = {"calls": sum(r[1] for r in rows), "seconds": sum(r[3] for r in rows)}
+    bare, _ = bare_loop_memory(paths, 64, 64)
+    return {"chips": chips, "stages": found, "bare_loop_s": bare, "load_avg": os.getloadavg()}
+
+
 def build(rasters, out: Path, tile: int, stride: int, client=None, **kw) -> tuple[float, dict]:
     shutil.rmtree(out, ignore_errors=True)
     cfg = CorpusBuildConfig(inputs=[str(p) for p in rasters], out=str(out), tile_size=tile, stride=stride, **kw)
@@ -566,6 +600,7 @@ def main() -> None:
         "--only-planning", action="store_true", help="re-measure planning memory only, into the existing JSON"
     )
     ap.add_argument("--only-archive", action="store_true", help="re-run the archive case only, into the existing JSON")
+    ap.add_argument("--profile-chips", type=int, default=200, help="chips of the profiled build (--only-archive)")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "corpus_bench.json")
     args = ap.parse_args()
     work = args.work
@@ -585,6 +620,8 @@ def main() -> None:
         args.json.write_text(json.dumps(previous, indent=2) + "\n")
         return print(f"wrote {args.json}")
     if args.only_archive:
+        previous["archive_profile"] = profile_archive(work, args.profile_chips)
+        print(json.dumps(previous["archive_profile"], indent=2), flush=True)
         previous["archive"] = archive_case(work, args.chips)
         previous.setdefault("machine", {})["load_avg_archive_end"] = os.getloadavg()
         args.json.write_text(json.dumps(previous, indent=2) + "\n")
