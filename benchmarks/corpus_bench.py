@@ -707,6 +707,9 @@ def main() -> None:
             "under_1_gib": peak < 1024,
         }
         print(json.dumps(res["big_raster"], indent=2), flush=True)
+    for key in ("assembly_memory", "archive_profile", "notes"):  # measured by their own options: kept
+        if key in previous and key not in res:
+            res[key] = previous[key]
     res["machine"]["load_avg_end"] = os.getloadavg()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res, indent=2) + "\n")

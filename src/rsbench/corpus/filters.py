@@ -114,7 +114,7 @@ def tile_metrics(array: np.ndarray, valid: np.ndarray, info: dict[str, Any], f: 
     rest stays None, as do all metrics but nodata_fraction for a tile without valid pixels.
     """
     metrics: dict[str, Any] = {
-        "nodata_fraction": float(1.0 - valid.mean()),
+        "nodata_fraction": float(1.0 - np.count_nonzero(valid) / valid.size),  # = valid.mean(), without its overhead
         "saturated_fraction": None,
         "cloud_fraction": None,
         "std": None,
@@ -157,7 +157,8 @@ def reject_reason(metrics: dict[str, Any], f: dict[str, Any]) -> str | None:
 
 def hash_quicklook(grey: np.ndarray) -> np.ndarray:
     """The 32 x 32 uint8 image that is hashed (PIL's box filter, as imagehash users would resize)."""
-    return np.asarray(Image.fromarray(grey).resize((QUICKLOOK, QUICKLOOK), Image.BOX))
+    small = Image.fromarray(grey).resize((QUICKLOOK, QUICKLOOK), Image.BOX)
+    return np.frombuffer(small.tobytes(), dtype=np.uint8).reshape(QUICKLOOK, QUICKLOOK)  # np.asarray(small) is slower
 
 
 # Rows 0-7 of the unnormalised DCT-II matrix (scipy.fftpack.dct's convention, which imagehash uses).
