@@ -11,7 +11,9 @@ each with `build_corpus` on 1 worker (in-process; every filter on, and every fil
 worker processes (cluster started before timing), output checked identical, with a pure-CPU control
 (2 processes vs 1) just before and after the 2-worker build and the load average;
   * planning memory: peak RSS of the planning step alone on synthetic archives of 64 x 64 GeoTIFFs
-    (--plan-sizes), the per-raster slope, and its extrapolation to 100,000 rasters;
+    (--plan-sizes, 100,000 by default: written once into --work and reused), and the per-raster slope;
+  * assembly memory (--assembly-windows, on its own): peak RSS and time of assembly alone on fabricated
+    part records of millions of windows;
   * torchgeo RasterDataset + RandomGeoSampler + DataLoader producing as many 64 px tiles from the
     Sentinel-2 raster as the build tiles from it (torchgeo only reads, it writes nothing);
   * loader: CorpusDataset over the shards vs np.load of the bare loop's .npy files, same samples;
@@ -177,6 +179,9 @@ def plan_only(folder: Path, out: Path) -> None:
     print(json.dumps({"rasters": plan.raster_count, "windows": plan.windows(), "peak_rss_mib": peak}))
 
 
+FULL_BUILD_MAX_RASTERS = 20_000  # the whole build of the smallest planning archive, when it is this small
+
+
 def planning_memory(work: Path, sizes: list[int]) -> dict:
     """Peak RSS of the planning step on growing synthetic archives: the per-raster slope, extrapolated."""
     runs = []
@@ -190,21 +195,179 @@ def planning_memory(work: Path, sizes: list[int]) -> dict:
     (a, b) = runs[0], runs[-1]
     slope = (b["peak_rss_mib"] - a["peak_rss_mib"]) / (b["rasters"] - a["rasters"])
     at_100k = b["peak_rss_mib"] + slope * (100_000 - b["rasters"])
-    # The whole build of the smallest archive, for comparison: assembly still holds per-window records.
+    result = {
+        "runs": runs,
+        "slope_kib_per_raster": slope * 1024,
+        "peak_rss_mib_100k": at_100k if b["rasters"] < 100_000 else b["peak_rss_mib"],
+        "measured_at_100k": b["rasters"] >= 100_000,
+        "under_2_gib": (at_100k if b["rasters"] < 100_000 else b["peak_rss_mib"]) < 2048,
+    }
+    if a["rasters"] > FULL_BUILD_MAX_RASTERS:
+        return result
+    # The whole build of the smallest archive, for comparison (assembly included).
     # Cloud and blank filters off: the synthetic pixels are uniform noise, which they reject.
     cmd = [str(Path(sys.executable).parent / "rsbench"), "corpus", "build", str(synthetic_archive(work, sizes[0]))]
     cmd += ["--out", str(work / "build-memory"), "--tile-size", "32", "--workers", "1", "--overwrite"]
     seconds, peak = peak_rss([*cmd, "--no-cloud-filter", "--no-blank-filter"])
     build = {"rasters": a["rasters"], "windows": a["windows"], "peak_rss_mib": peak, "seconds": seconds}
     print(json.dumps(build), flush=True)
-    return {
-        "runs": runs,
+    return result | {
         "full_build": build,
         "full_build_kib_per_window_over_planning": (peak - a["peak_rss_mib"]) * 1024 / a["windows"],
-        "slope_kib_per_raster": slope * 1024,
-        "peak_rss_mib_100k": at_100k if b["rasters"] < 100_000 else b["peak_rss_mib"],
-        "measured_at_100k": b["rasters"] >= 100_000,
-        "under_2_gib": (at_100k if b["rasters"] < 100_000 else b["peak_rss_mib"]) < 2048,
+    }
+
+
+ASSEMBLY_PART_WINDOWS = 50_000  # windows per fabricated part (500 rasters of 100 windows)
+
+
+def fabricated_info(r: int) -> dict:
+    """A probe-like description of synthetic raster r (a 640 x 640 4-band uint8 scene: 100 windows of 64 px)."""
+    x0, y0 = 500000 + 3200.0 * (r % 300), 5300000 - 3200.0 * (r // 300)
+    names = ["red", "green", "blue", "nir"]
+    return {
+        "path": f"/archive/scene{r:07d}.tif",
+        "width": 640,
+        "height": 640,
+        "source_size": [640, 640],
+        "bands": 4,
+        "band_indexes": [1, 2, 3, 4],
+        "band_names": names,
+        "source_band_names": names,
+        "band_names_source": "descriptions",
+        "sensor": None,
+        "units": "uint8",
+        "band_group": "red,green,blue,nir|uint8",
+        "dtype": "uint8",
+        "mixed_dtypes": False,
+        "crs": "EPSG:32614",
+        "transform": [5.0, 0.0, x0, 0.0, -5.0, y0],
+        "resampled": False,
+        "resampling": "bilinear",
+        "gsd": [5.0, 5.0],
+        "nodata": None,
+        "nodata_source": "none",
+        "implicit_nodata": True,
+        "date": "2019-09-04",
+        "date_source": "filename",
+        "center_lonlat": [-99.0, 47.0],
+        "reference": {"low": [10.0] * 4, "high": [200.0] * 4},
+    }
+
+
+def fabricate_records(work: Path, windows: int) -> Path:
+    """Per-part record files exactly as tiling writes them (tiling.PART_SCHEMA), for `windows` windows of
+    100 per raster: ~8 % rejected by the per-tile filters, random 64-bit hashes (no near-duplicates:
+    the slowest case of the hash index), per-band min/max. Reused when present."""
+    import pyarrow as pa
+
+    from rsbench.corpus.filters import REASONS
+    from rsbench.corpus.tiling import PART_SCHEMA, parquet_bytes, part_paths
+
+    staging = work / f"assembly{windows}" / ".staging"
+    if (staging / "complete").is_file():
+        return staging
+    shutil.rmtree(staging.parent, ignore_errors=True)
+    (staging / "parts").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for part, start in enumerate(range(0, windows, ASSEMBLY_PART_WINDOWS)):
+        index = np.arange(start, min(windows, start + ASSEMBLY_PART_WINDOWS))
+        n, raster = len(index), index // 100
+        row, col = (index % 100) // 10 * 64, index % 10 * 64
+        passed = rng.random(n) >= 0.08
+        reason = np.where(passed, None, np.asarray(REASONS[1:5], dtype=object)[rng.integers(0, 4, n)])
+        low = rng.integers(0, 40, (n, 4)).astype(np.float64)
+        columns = {
+            "key": [f"scene{r:07d}_r{y:06d}_c{x:06d}" for r, y, x in zip(raster.tolist(), row.tolist(), col.tolist())],
+            "raster": raster,
+            "row_off": row,
+            "col_off": col,
+            "center_x": 500000 + 5.0 * col,
+            "center_y": 5300000 - 5.0 * row,
+            "lon": rng.uniform(-100, -99, n),
+            "lat": rng.uniform(47, 48, n),
+            "nodata_fraction": np.where(rng.random(n) < 0.02, 0.1, 0.0),
+            "saturated_fraction": np.zeros(n),
+            "cloud_fraction": rng.uniform(0, 0.1, n),
+            "std": rng.uniform(5, 50, n),
+            "entropy": rng.uniform(3, 7, n),
+            "reject_reason": reason.tolist(),
+            "phash": pa.array(rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64), mask=~passed),
+            "features": [None] * n,
+            "stats_min": np.where(passed[:, None], low, np.nan).tolist(),
+            "stats_max": (low + rng.integers(100, 215, (n, 4))).tolist(),
+            "mask": [None] * n,
+            "spool_offset": np.cumsum(passed) * 16512,
+            "spool_size": np.where(passed, 16512, 0),
+        }
+        table = pa.Table.from_pydict(columns, schema=PART_SCHEMA)
+        (part_paths(staging, part)["records"]).write_bytes(parquet_bytes(table))
+    (staging / "complete").write_text(str(windows))
+    return staging
+
+
+def assembly_only(staging: Path) -> None:
+    """Assembly alone (load the windows, select, band-group statistics, shard plan, manifest) on fabricated
+    parts, in this process; prints its time and peak RSS (VmHWM) before and after."""
+    from rsbench.corpus import assemble
+
+    windows = int((staging / "complete").read_text())
+    parts = -(-windows // ASSEMBLY_PART_WINDOWS)
+    rasters = -(-windows // 100)
+    infos = {r: fabricated_info(r) for r in range(rasters)}
+    cfg = CorpusBuildConfig(inputs=["/archive"], out=str(staging.parent), tile_size=64, workers=1)
+    before = _vm("VmRSS")
+    start = time.perf_counter()
+    w = assemble.load_windows(parts, staging, np.ones(rasters, dtype=bool), cfg)
+    loaded = time.perf_counter()
+    assemble.select(w, cfg)
+    selected = time.perf_counter()
+    groups = assemble.kept_groups(w, infos, staging)
+    tasks, names, _, shard_of = assemble.shard_tasks(w, infos, groups, cfg, staging.parent, staging)
+    assemble.write_manifest(staging.parent / "manifest.parquet", w, infos, cfg, staging, names, shard_of)
+    seconds = time.perf_counter() - start
+    peak = _vm("VmHWM")
+    print(
+        json.dumps(
+            {
+                "windows": len(w),
+                "rasters": rasters,
+                "kept": len(w.kept()),
+                "shards": len(names),
+                "seconds": seconds,
+                "seconds_load": loaded - start,
+                "seconds_select": selected - loaded,
+                "rss_before_mib": before,
+                "peak_rss_mib": peak,
+                "bytes_per_window_over_start": (peak - before) * 2**20 / len(w),
+            }
+        )
+    )
+
+
+def _vm(field: str) -> float:
+    """VmRSS / VmHWM of this process in MiB (VmHWM, not ru_maxrss: Linux keeps a parent's peak across exec)."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith(f"{field}:"))) / 2**10
+
+
+def assembly_memory(work: Path, sizes: list[int]) -> dict:
+    """Peak RSS and time of assembly alone on fabricated part records of growing size, each in a child."""
+    runs = []
+    for n in sizes:
+        start = time.perf_counter()
+        staging = fabricate_records(work, n)
+        made = time.perf_counter() - start
+        cmd = [sys.executable, __file__, "--assembly-only", str(staging)]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        runs.append(json.loads(res.stdout.strip().splitlines()[-1]) | {"fabricate_s": made})
+        print(json.dumps(runs[-1]), flush=True)
+    return {
+        "runs": runs,
+        "note": "assembly of `rsbench corpus build` alone (windows loaded as columns, dedup at distance 4 on "
+        "random hashes, band-group min/max, shard plan, manifest in row groups) on fabricated part records "
+        "of 100 windows per raster; shard writing (pixel I/O) not included. Peak RSS includes the child's "
+        "imports and the fabricated raster descriptions (held as corpus.json lists them).",
+        "load_avg": os.getloadavg(),
     }
 
 
@@ -258,6 +421,52 @@ def versus_bare(rasters: list[Path], work: Path, tile: int, stride: int, client)
         "identical_output_1_vs_2_workers": same_corpus(work / "one", work / "two", one["shards"]),
         "load_avg": os.getloadavg(),
     }
+
+
+def archive_case(work: Path, chips: int) -> dict:
+    """The archive case alone, with its own 2-worker cluster (started before timing)."""
+    from dask.distributed import Client, LocalCluster
+
+    paths = archive_chips(work, chips)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            result = versus_bare(paths, work / "archive", 64, 64, client)
+    print(json.dumps(result, indent=2), flush=True)
+    return result
+
+
+PROFILED = {  # stage -> (end of the module's path, function) whose cumulative time cProfile reports
+    "build": ("rsbench/corpus/build.py", "build_corpus"),
+    "planning": ("rsbench/corpus/plan.py", "make_plan"),
+    "probe": ("rsbench/corpus/raster.py", "probe_raster"),
+    "tiling": ("rsbench/corpus/build.py", "_tile_parts"),
+    "tile_one_segment": ("rsbench/corpus/tiling.py", "_tile"),
+    "reference": ("rsbench/corpus/filters.py", "percentile_reference"),
+    "assembly": ("rsbench/corpus/build.py", "_assemble"),
+    "write_shard": ("rsbench/corpus/shards.py", "write_shard"),
+    "rasterio_open": ("rasterio/__init__.py", "open"),
+}
+
+
+def profile_archive(work: Path, chips: int) -> dict:
+    """cProfile of a 1-worker build of the first `chips` archive chips: cumulative seconds and calls per stage,
+    beside the bare loop on the same chips (profiling slows the build, not the bare loop: compare stages)."""
+    import cProfile
+    import pstats
+
+    paths = archive_chips(work, 1000)[:chips]
+    out = work / "profiled"
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = CorpusBuildConfig(inputs=[str(p) for p in paths], out=str(out), tile_size=64, stride=64, workers=1)
+    profiler = cProfile.Profile()
+    profiler.runcall(build_corpus, cfg)
+    stats = pstats.Stats(profiler).stats
+    found = {}
+    for stage, (file, name) in PROFILED.items():
+        rows = [v for (f, _, fn), v in stats.items() if fn == name and f.endswith(file)]
+        found[stage] = {"calls": sum(r[1] for r in rows), "seconds": sum(r[3] for r in rows)}
+    bare, _ = bare_loop_memory(paths, 64, 64)
+    return {"chips": chips, "stages": found, "bare_loop_s": bare, "load_avg": os.getloadavg()}
 
 
 def build(rasters, out: Path, tile: int, stride: int, client=None, **kw) -> tuple[float, dict]:
@@ -378,21 +587,43 @@ def main() -> None:
     ap.add_argument("--chips", type=int, default=1000, help="real 128 px chips of the archive case")
     ap.add_argument("--scaling-copies", type=int, default=6, help="copies of the five rasters in the scaling job")
     ap.add_argument(
-        "--plan-sizes", default="5000,20000", help="synthetic archive sizes for planning memory (comma-separated)"
+        "--plan-sizes", default="5000,100000", help="synthetic archive sizes for planning memory (comma-separated)"
     )
     ap.add_argument("--plan-only", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--assembly-only", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--assembly-windows",
+        help="measure assembly alone on fabricated records of these window counts (comma-separated), "
+        "into the existing JSON (key assembly_memory), and stop",
+    )
     ap.add_argument(
         "--only-planning", action="store_true", help="re-measure planning memory only, into the existing JSON"
     )
+    ap.add_argument("--only-archive", action="store_true", help="re-run the archive case only, into the existing JSON")
+    ap.add_argument("--profile-chips", type=int, default=200, help="chips of the profiled build (--only-archive)")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "corpus_bench.json")
     args = ap.parse_args()
     work = args.work
     if args.plan_only:
         return plan_only(args.plan_only, work)
+    if args.assembly_only:
+        return assembly_only(args.assembly_only)
     previous = json.loads(args.json.read_text()) if args.json.is_file() else {}
+    if args.assembly_windows:
+        sizes = [int(n) for n in args.assembly_windows.split(",")]
+        previous["assembly_memory"] = assembly_memory(work, sizes)
+        args.json.write_text(json.dumps(previous, indent=2) + "\n")
+        return print(f"wrote {args.json}")
     if args.only_planning:
         sizes = [int(n) for n in args.plan_sizes.split(",")]
         previous["planning_memory"] = planning_memory(work, sizes) | {"load_avg": os.getloadavg()}
+        args.json.write_text(json.dumps(previous, indent=2) + "\n")
+        return print(f"wrote {args.json}")
+    if args.only_archive:
+        previous["archive_profile"] = profile_archive(work, args.profile_chips)
+        print(json.dumps(previous["archive_profile"], indent=2), flush=True)
+        previous["archive"] = archive_case(work, args.chips)
+        previous.setdefault("machine", {})["load_avg_archive_end"] = os.getloadavg()
         args.json.write_text(json.dumps(previous, indent=2) + "\n")
         return print(f"wrote {args.json}")
     rasters = workload(work, args.copies)
@@ -476,6 +707,9 @@ def main() -> None:
             "under_1_gib": peak < 1024,
         }
         print(json.dumps(res["big_raster"], indent=2), flush=True)
+    for key in ("assembly_memory", "archive_profile", "notes"):  # measured by their own options: kept
+        if key in previous and key not in res:
+            res[key] = previous[key]
     res["machine"]["load_avg_end"] = os.getloadavg()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res, indent=2) + "\n")

@@ -60,3 +60,50 @@ def test_lattice_grows_with_the_area():
     assert reference_lattice(10980, 10980) == REFERENCE_LATTICE[1]
     sizes = [reference_lattice(s, s) for s in range(512, 20000, 500)]
     assert sizes == sorted(sizes)
+
+
+def test_counted_percentiles_equal_numpy_to_the_last_bit():
+    from rsbench.corpus.filters import counted_percentiles
+
+    rng = np.random.default_rng(0)
+    cases = [rng.integers(0, 256, (4, n), dtype=np.uint8) for n in (1, 2, 3, 50, 101, 16384)]
+    cases += [rng.integers(-3000, 9000, (3, 777), dtype=np.int16), np.full((2, 40), 7, dtype=np.uint16)]
+    cases += [rng.integers(0, 65535, (6, 4099), dtype=np.uint16), rng.integers(0, 3, (1, 1000), dtype=np.uint8)]
+    for pixels in cases:
+        for percents in ([2, 98], [0, 50, 100], [37.5, 99.9]):
+            expected = np.percentile(pixels.astype(np.float64), percents, axis=1)
+            assert np.array_equal(counted_percentiles(pixels, percents), expected), (pixels.dtype, pixels.shape)
+
+
+def test_a_small_raster_is_read_once_by_the_build(rasters_dir: Path, tmp_path: Path, monkeypatch):
+    """Planning reads its header only; tiling takes the reference and all 4 tiles from one read."""
+    import io
+
+    from rsbench.contracts.corpus_build import FILTER_KEYS
+    from rsbench.corpus import raster, tiling
+    from rsbench.corpus.build_config import CorpusBuildConfig
+
+    with rasterio.open(rasters_dir / NAIP) as src:
+        window = Window(300, 100, 128, 128)
+        profile = {**src.profile, "width": 128, "height": 128, "transform": src.window_transform(window)}
+        pixels = src.read(window=window)
+    for key in ("blockxsize", "blockysize"):
+        profile.pop(key, None)
+    chip = tmp_path / "chip.tif"
+    with rasterio.open(chip, "w", **profile | {"tiled": False}) as dst:
+        dst.write(pixels)
+    calls = []
+    original = raster.read_block
+    counting = lambda *a: calls.append(a[2]) or original(*a)  # noqa: E731
+    monkeypatch.setattr(raster, "read_block", counting)
+    monkeypatch.setattr(tiling, "read_block", counting)
+    info = probe_raster(str(chip), reference=False)
+    assert calls == [] and "reference" not in info
+    cfg = CorpusBuildConfig(inputs=[str(chip)], out=str(tmp_path / "out"), tile_size=64)
+    task = {"tile_size": 64, "stride": 64, "tiles_per_raster": None, "seed": 0, "dedup": True, "features": False}
+    task |= {"filters": {k: getattr(cfg, k) for k in FILTER_KEYS}, "exclusions": []}
+    records, _, _, reference = tiling._tile(task, {"info": info, "raster": 0, "start": 0, "stop": 4}, io.BytesIO())
+    assert len(calls) == 1 and (calls[0].width, calls[0].height) == (128, 128)
+    assert len(records["key"]) == 4
+    monkeypatch.setattr(raster, "read_block", original)
+    assert reference == probe_raster(str(chip))["reference"]  # the planning-time reference, had it been taken

@@ -27,7 +27,6 @@ from rsbench import __version__
 from rsbench.contracts.corpus_build import output_identity
 from rsbench.contracts.corpus_info import CorpusInfo
 from rsbench.corpus import assemble
-from rsbench.corpus import filters as F
 from rsbench.corpus.band_names import describe_group, raster_options
 from rsbench.corpus.build_config import CorpusBuildConfig
 from rsbench.corpus.build_progress import BuildProgress
@@ -209,42 +208,44 @@ def _assemble(cfg, plan: Plan, done, key, runner: Runner, out: Path, staging: Pa
     if not ok:
         raise DataError(_nothing_usable(cfg, failures, skipped))
     infos = dict(plan.infos(set(ok)))
-    records = assemble.load_records(plan.part_count, staging, set(ok))
-    selection = assemble.select(records, cfg)
-    reasons = records["reject_reason"]
-    if not any(r is None for r in reasons):
-        counts = {k: reasons.count(k) for k in F.REASONS if reasons.count(k)}
+    _add_references(infos, done)
+    usable = np.zeros(plan.raster_count, dtype=bool)
+    usable[ok] = True
+    windows = assemble.load_windows(plan.part_count, staging, usable, cfg)
+    selection = assemble.select(windows, cfg)
+    rejected = windows.reason_counts()
+    kept = len(windows.kept())
+    if not kept:
+        counts = {k: n for k, n in rejected.items() if n}
         raise DataError(
-            f"no tiles kept from {len(ok)} raster(s) ({len(reasons)} windows of {cfg.tile_size}px; "
+            f"no tiles kept from {len(ok)} raster(s) ({len(windows)} windows of {cfg.tile_size}px; "
             f"rejected: {counts or 'none fit in the rasters'})"
         )
-    groups = assemble.kept_groups(records, infos)
+    groups = assemble.kept_groups(windows, infos, staging)
     pooled = _pooled_sensors(groups, log)
-    tasks, shard_names, group_shards = assemble.shard_tasks(records, infos, groups, cfg, out, staging)
+    tasks, shard_names, group_shards, shard_of = assemble.shard_tasks(windows, infos, groups, cfg, out, staging)
     CorpusInfo(out).shards.mkdir(parents=True, exist_ok=True)
-    report.stage("packing", "tiles", sum(len(t["items"]) for t in tasks))
+    report.stage("packing", "tiles", kept)
     packed: dict[str, dict[str, Any]] = {}
-    for j, result in runner.map_unordered(write_shard, tasks, work=sum(len(t["items"]) for t in tasks)):
+    for j, result in runner.map_unordered(write_shard, tasks, work=kept):
         packed[tasks[j]["name"]] = result
         report.advance(result["count"])
-    position = {r: i for i, r in enumerate(ok)}
-    records["raster_index"] = [position[r] for r in records["raster"]]
-    assemble.write_manifest(CorpusInfo(out).manifest, records, infos, cfg)
+    assemble.write_manifest(CorpusInfo(out).manifest, windows, infos, cfg, staging, shard_names, shard_of)
     save_config(cfg, CorpusInfo(out).config)
     corpus = {
         "rsbench_version": __version__,
         "settings": cfg.model_dump(mode="json"),
         "output_settings": key,
-        "rasters": _raster_entries(infos, records, ok),
+        "rasters": _raster_entries(infos, windows, ok),
         "failures": failures,
         "skipped": skipped,
         "counts": {
             "rasters": len(ok),
             "rasters_failed": len(failures),
             "rasters_skipped": len(skipped),
-            "tiles_total": len(reasons),
-            "tiles_kept": sum(r is None for r in reasons),
-            "rejected": {k: reasons.count(k) for k in F.REASONS},
+            "tiles_total": len(windows),
+            "tiles_kept": kept,
+            "rejected": rejected,
         },
         "selection": selection,
         "band_groups": {name: _group_entry(name, g, group_shards[name], packed) for name, g in sorted(groups.items())},
@@ -254,6 +255,29 @@ def _assemble(cfg, plan: Plan, done, key, runner: Runner, out: Path, staging: Pa
     }
     write_json(CorpusInfo(out).corpus_json, corpus)
     return corpus
+
+
+def _add_references(infos: dict[int, dict[str, Any]], done: dict[int, dict[str, Any]]) -> None:
+    """Small rasters are planned without a radiometric reference: tiling takes it from its one read of each
+    (in the parts' completion records). One too small for any window is never tiled: it is read here."""
+    for record in done.values():
+        for r, reference in (record.get("references") or {}).items():
+            if int(r) in infos:
+                infos[int(r)]["reference"] = reference
+    missing = [info for info in infos.values() if "reference" not in info]
+    if not missing:
+        return
+    import rasterio
+
+    from rsbench.corpus.raster import GDAL_OPTIONS, open_grid, radiometric_reference
+
+    with rasterio.Env(**GDAL_OPTIONS):
+        for info in missing:
+            try:
+                with open_grid(info) as reader:
+                    info["reference"] = radiometric_reference(reader, info)
+            except Exception as e:
+                raise DataError(f"{info['path']}: {one_line(e)}") from None
 
 
 def _warn(log: Log, failures: list, skipped: list, total: int) -> None:
@@ -267,26 +291,21 @@ def _warn(log: Log, failures: list, skipped: list, total: int) -> None:
             log(f"  {s['path']}: {s['reason']}")
 
 
-def _raster_entries(infos: dict[int, dict[str, Any]], records: dict[str, Any], ok: list[int]) -> list[dict[str, Any]]:
-    total = dict.fromkeys(ok, 0)
-    kept = dict.fromkeys(ok, 0)
-    invalid_seen = dict.fromkeys(ok, False)
-    for r, reason, frac in zip(records["raster"], records["reject_reason"], records["nodata_fraction"]):
-        total[r] += 1
-        kept[r] += reason is None
-        invalid_seen[r] |= (frac or 0.0) > 0
+def _raster_entries(infos: dict[int, dict[str, Any]], windows: assemble.Windows, ok: list[int]) -> list[dict[str, Any]]:
+    total = np.bincount(windows.raster, minlength=len(windows.invalid_seen))
+    kept = np.bincount(windows.raster[windows.kept()], minlength=len(windows.invalid_seen))
     entries = []
     for r in ok:
         info = infos[r]
         # No declared nodata, yet invalid pixels: the implicit zero-fill rule found a collar.
-        implicit = info["nodata_source"] == "none" and info["implicit_nodata"] and invalid_seen[r]
+        implicit = info["nodata_source"] == "none" and info["implicit_nodata"] and windows.invalid_seen[r]
         entries.append(
             {
                 **info,
                 "implicit_fill_detected": bool(implicit),
-                "tiles_total": total[r],
-                "tiles_kept": kept[r],
-                "tiles_rejected": total[r] - kept[r],
+                "tiles_total": int(total[r]),
+                "tiles_kept": int(kept[r]),
+                "tiles_rejected": int(total[r] - kept[r]),
             }
         )
     return entries
@@ -339,7 +358,7 @@ def _group_entry(key: str, g: dict[str, Any], shards: list[str], packed: dict[st
     return {
         "key": key,
         "bands": len(g["band_names"]),
-        "tiles": len(g["rows"]),
+        "tiles": g["tiles"],
         "band_names": g["band_names"],
         "units": g.get("units"),
         "dtype": np.result_type(*sorted(g["dtypes"])).name,

@@ -57,9 +57,34 @@ def percentile_reference(pixels: np.ndarray) -> dict[str, list[float]]:
     constant band still scales); {0, 1} per band when there are no pixels."""
     if pixels.shape[1] == 0:
         return {"low": [0.0] * pixels.shape[0], "high": [1.0] * pixels.shape[0]}
-    low, high = np.percentile(pixels.astype(np.float64), [2, 98], axis=1)
+    if pixels.dtype.kind in "iu" and pixels.dtype.itemsize <= 2:
+        low, high = counted_percentiles(pixels, [2, 98])
+    else:
+        low, high = np.percentile(pixels.astype(np.float64), [2, 98], axis=1)
     high = np.where(high > low, high, low + 1.0)
     return {"low": low.tolist(), "high": high.tolist()}
+
+
+def counted_percentiles(pixels: np.ndarray, percents: list[float]) -> np.ndarray:
+    """np.percentile(pixels, percents, axis=1) of C x N integer pixels of at most 16 bits, with numpy's
+    default (linear) method, to the last bit: the order statistics are read off each band's cumulative
+    value counts instead of partitioning the float64 pixels (5-10x faster on a small raster)."""
+    n = pixels.shape[1]
+    virtual = (n - 1) * np.true_divide(percents, 100)  # numpy's virtual index and weight
+    previous = np.floor(virtual)
+    gamma = virtual - previous
+    last = virtual >= n - 1
+    below = np.where(last, n - 1, previous).astype(np.int64)
+    above = np.where(last, n - 1, previous + 1).astype(np.int64)
+    out = np.empty((len(percents), pixels.shape[0]))
+    for band, values in enumerate(pixels):
+        offset = int(values.min())
+        cumulative = np.cumsum(np.bincount(values.astype(np.int64) - offset))
+        a = (np.searchsorted(cumulative, below, side="right") + offset).astype(np.float64)
+        b = (np.searchsorted(cumulative, above, side="right") + offset).astype(np.float64)
+        diff = b - a  # numpy's _lerp, both branches
+        out[:, band] = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
+    return out
 
 
 def scaled(array: np.ndarray, reference: dict[str, list[float]]) -> np.ndarray:
@@ -89,7 +114,7 @@ def tile_metrics(array: np.ndarray, valid: np.ndarray, info: dict[str, Any], f: 
     rest stays None, as do all metrics but nodata_fraction for a tile without valid pixels.
     """
     metrics: dict[str, Any] = {
-        "nodata_fraction": float(1.0 - valid.mean()),
+        "nodata_fraction": float(1.0 - np.count_nonzero(valid) / valid.size),  # = valid.mean(), without its overhead
         "saturated_fraction": None,
         "cloud_fraction": None,
         "std": None,
@@ -132,7 +157,8 @@ def reject_reason(metrics: dict[str, Any], f: dict[str, Any]) -> str | None:
 
 def hash_quicklook(grey: np.ndarray) -> np.ndarray:
     """The 32 x 32 uint8 image that is hashed (PIL's box filter, as imagehash users would resize)."""
-    return np.asarray(Image.fromarray(grey).resize((QUICKLOOK, QUICKLOOK), Image.BOX))
+    small = Image.fromarray(grey).resize((QUICKLOOK, QUICKLOOK), Image.BOX)
+    return np.frombuffer(small.tobytes(), dtype=np.uint8).reshape(QUICKLOOK, QUICKLOOK)  # np.asarray(small) is slower
 
 
 # Rows 0-7 of the unnormalised DCT-II matrix (scipy.fftpack.dct's convention, which imagehash uses).

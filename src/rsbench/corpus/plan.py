@@ -220,6 +220,7 @@ def make_plan(
         "gsd": cfg.gsd,
         "implicit_nodata": cfg.implicit_nodata,
         "resampling": cfg.resampling,
+        "reference": False,  # a small raster's reference comes from its one read in tiling
     }
     band_options = band_options or {}
     items = [(p, band_options.get(p)) for p in paths]

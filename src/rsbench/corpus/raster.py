@@ -124,11 +124,14 @@ def probe_raster(
     implicit_nodata: bool = True,
     resampling: str = "bilinear",
     band_options: dict[str, Any] | None = None,
+    reference: bool = True,
 ) -> dict[str, Any]:
     """The raster's description; raises DataError/rasterio errors (failed) or BandMismatch (skipped).
 
     `band_options`: the raster's `bands`, `sensor`, `units` from the input list or a sidecar
-    (rsbench.corpus.band_names); `selection` picks bands by index or by (canonical) name."""
+    (rsbench.corpus.band_names); `selection` picks bands by index or by (canonical) name.
+    `reference=False` (the build's planning) leaves out the reference of a small raster: its pixels are
+    read once, when it is tiled, and the reference is taken from that read (`whole_raster`)."""
     with rasterio.open(path) as src:
         if src.count == 0:
             subs = src.subdatasets
@@ -179,12 +182,19 @@ def probe_raster(
             "date_source": dates[1],
             "center_lonlat": [lon, lat],
         }
+        if not reference and is_small(info):
+            return info  # tiling reads it whole once and takes the reference from that read
         if not info["resampled"]:  # the file is the grid: no second open for the reference sample
             info["reference"] = radiometric_reference(src, info)
             return info
     with open_grid(info) as reader:
         info["reference"] = radiometric_reference(reader, info)
     return info
+
+
+def is_small(info: dict[str, Any]) -> bool:
+    """A raster whose reference comes from all its pixels, in one read (see REFERENCE_*)."""
+    return info["width"] * info["height"] <= WHOLE_READ_PIXELS
 
 
 @contextmanager
@@ -255,17 +265,23 @@ def radiometric_reference(reader, info: dict[str, Any]) -> dict[str, list[float]
     the result independent of how the raster is split later.
     """
     width, height = info["width"], info["height"]
-    if width * height <= WHOLE_READ_PIXELS:
-        windows = [Window(0, 0, width, height)]
-    else:
-        n = reference_lattice(width, height)
-        w, h = min(REFERENCE_WINDOW, width), min(REFERENCE_WINDOW, height)
-        windows = [Window(col, row, w, h) for row in _lattice(height, h, n) for col in _lattice(width, w, n)]
+    if is_small(info):
+        return whole_raster(reader, info)[2]
+    n = reference_lattice(width, height)
+    w, h = min(REFERENCE_WINDOW, width), min(REFERENCE_WINDOW, height)
+    windows = [Window(col, row, w, h) for row in _lattice(height, h, n) for col in _lattice(width, w, n)]
     pixels = []
     for window in windows:
         array, valid = read_block(reader, info, window)
-        pixels.append(np.compress(valid.ravel(), array.reshape(array.shape[0], -1), axis=1).astype(np.float64))
+        pixels.append(np.compress(valid.ravel(), array.reshape(array.shape[0], -1), axis=1))
     return percentile_reference(np.concatenate(pixels, axis=1))
+
+
+def whole_raster(reader, info: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, list[float]]]:
+    """(pixels, valid mask, radiometric reference) of a small raster, from one read of the whole grid."""
+    array, valid = read_block(reader, info, Window(0, 0, info["width"], info["height"]))
+    pixels = np.compress(valid.ravel(), array.reshape(array.shape[0], -1), axis=1)
+    return array, valid, percentile_reference(pixels)
 
 
 def lonlat(crs: str, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,34 +7,47 @@ the corpus independent of the number of workers.
 
 from __future__ import annotations
 
+from array import array
+
 import numpy as np
 
-from rsbench.corpus.filters import hamming
-
-_MASK = 0xFFFF_FFFF_FFFF_FFFF
 KMEANS_FULL_LIMIT = 50_000  # above this many tiles, MiniBatchKMeans
+DEDUP_BLOCK = 4096
 
 
-def find_duplicates(hashes: list[int], distance: int) -> list[int | None]:
-    """For each hash in order: the index of the first earlier non-duplicate within `distance` bits, or None.
+def find_duplicates(hashes: np.ndarray, distance: int) -> np.ndarray:
+    """For each hash in order: the index of the first earlier non-duplicate within `distance` bits, or -1.
 
     Multi-index hashing: split the 64 bits into distance+1 chunks; by pigeonhole two hashes within
-    `distance` agree exactly on at least one chunk, so only bucket-mates are compared.
+    `distance` agree exactly on at least one chunk, so only bucket-mates are compared. A bucket holds
+    the indexes of non-duplicates only, packed (8 bytes each, not Python objects), and is compared to a
+    new hash in one vectorized pass: about 60 bytes a hash at distance 4. Time: each hash is compared
+    with its bucket-mates, about 5 x n / 2^13 at distance 4 when hashes spread evenly (the slowest case).
     """
-    chunks = distance + 1
-    bounds = np.linspace(0, 64, chunks + 1).astype(int)
-    ranges = [(int(lo), int(hi - lo)) for lo, hi in zip(bounds[:-1], bounds[1:])]
-    tables: list[dict[int, list[int]]] = [{} for _ in ranges]
-    unsigned = [h & _MASK for h in hashes]
-    out: list[int | None] = []
-    for i, u in enumerate(unsigned):
-        keys = [(u >> start) & ((1 << width) - 1) for start, width in ranges]
-        candidates = sorted({j for table, key in zip(tables, keys) for j in table.get(key, ())})
-        match = next((j for j in candidates if hamming(u, unsigned[j]) <= distance), None)
-        if match is None:
-            for table, key in zip(tables, keys):
-                table.setdefault(key, []).append(i)
-        out.append(match)
+    unsigned = np.asarray(hashes).astype(np.int64).view(np.uint64)
+    bounds = np.linspace(0, 64, distance + 2).astype(int)
+    widest = int(np.diff(bounds).max())
+    key_type = np.uint16 if widest <= 16 else np.uint32 if widest <= 32 else np.uint64  # 2 bytes at distance 4
+    keys = np.stack(
+        [
+            ((unsigned >> np.uint64(lo)) & np.uint64((1 << int(hi - lo)) - 1)).astype(key_type)
+            for lo, hi in zip(bounds[:-1], bounds[1:])
+        ],
+        axis=1,
+    )
+    tables: list[dict[int, array]] = [{} for _ in bounds[1:]]
+    out = np.full(len(unsigned), -1, dtype=np.int64)
+    for start in range(0, len(unsigned), DEDUP_BLOCK):  # Python ints for one block of keys at a time
+        for i, row in enumerate(keys[start : start + DEDUP_BLOCK].tolist(), start):
+            buckets = [members for table, key in zip(tables, row) if (members := table.get(key))]
+            if buckets:
+                index = np.concatenate([np.frombuffer(members, dtype=np.int64) for members in buckets])
+                near = index[np.bitwise_count(unsigned[index] ^ unsigned[i]) <= distance]
+                if len(near):
+                    out[i] = near.min()
+                    continue
+            for table, key in zip(tables, row):
+                table.setdefault(key, array("q")).append(i)
     return out
 
 

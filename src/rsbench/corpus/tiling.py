@@ -24,7 +24,7 @@ from rasterio.windows import Window
 
 from rsbench.corpus import filters as F
 from rsbench.corpus.exclude import overlapping
-from rsbench.corpus.raster import GDAL_OPTIONS, key_prefix, lonlat, open_grid, read_block
+from rsbench.corpus.raster import GDAL_OPTIONS, key_prefix, lonlat, open_grid, read_block, whole_raster
 from rsbench.corpus.shards import npy_bytes
 from rsbench.io import atomic_write_bytes, write_json
 
@@ -122,38 +122,42 @@ def run_part(task: dict[str, Any]) -> dict[str, Any]:
     """Tile one part (its segments in order); returns its completion record (also written as `.done.json`).
 
     One commit per part: the spool is fsynced once, then the records, then the completion record,
-    whatever the number of rasters in the part. A raster that fails (truncated, corrupt) loses its
+    whatever the number of rasters in the part. The completion record also holds the radiometric
+    references of the small rasters, which tiling takes from its one read of each
+    (raster.whole_raster). A raster that fails (truncated, corrupt) loses its
     rows and spool bytes; the others in the part are kept, and the failure is recorded per raster.
     """
     paths = part_paths(task["staging"], task["part"])
     tmp = paths["spool"].with_name(paths["spool"].name + ".tmp")
-    tables, failures, passed, hashes, rows = [], {}, 0, [], 0
+    failures, references, passed, hashes = {}, {}, 0, []
+    columns: dict[str, list] = {name: [] for name in PART_SCHEMA.names}  # one table per part, not per raster
     with rasterio.Env(**GDAL_OPTIONS), open(tmp, "wb") as spool:
         for seg in task["segments"]:
             offset = spool.tell()
             try:
-                table, n, to_hash = _tile(task, seg, spool)
+                records, n, to_hash, reference = _tile(task, seg, spool)
             except Exception as e:  # a truncated/corrupt raster fails here; the caller drops the whole raster
                 spool.seek(offset)
                 spool.truncate()
                 failures[str(seg["raster"])] = one_line(e)
                 continue
+            if reference is not None:
+                references[str(seg["raster"])] = reference
+            rows = len(columns["key"])
             hashes.extend((rows + i, small) for i, small in to_hash)
-            tables.append(table)
-            rows += len(table)
+            for name, values in records.items():
+                columns[name].extend(values)
             passed += n
         spool.flush()
         os.fsync(spool.fileno())
     os.replace(tmp, paths["spool"])
-    table = pa.concat_tables(tables) if tables else PART_SCHEMA.empty_table()
     if hashes:  # one batched pass over the whole part
-        phash = table["phash"].to_pylist()
         for (i, _), h in zip(hashes, F.perceptual_hashes(np.stack([small for _, small in hashes])).tolist()):
-            phash[i] = h
-        table = table.set_column(table.schema.get_field_index("phash"), "phash", pa.array(phash, pa.int64()))
+            columns["phash"][i] = h
+    table = pa.Table.from_pydict(columns, schema=PART_SCHEMA)
     atomic_write_bytes(paths["records"], parquet_bytes(table))
     windows = sum(s["stop"] - s["start"] for s in task["segments"])
-    done = {"part": task["part"], "tiles": windows, "passed": passed, "failures": failures}
+    done = {"part": task["part"], "tiles": windows, "passed": passed, "failures": failures, "references": references}
     write_json(paths["done"], done)
     return done
 
@@ -164,8 +168,9 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _tile(task: dict[str, Any], seg: dict[str, Any], spool) -> tuple[pa.Table, int, list]:
-    """Records of one segment's windows; the passing tiles' .npy bytes appended to `spool`."""
+def _tile(task: dict[str, Any], seg: dict[str, Any], spool) -> tuple[dict[str, list], int, list, dict | None]:
+    """Records (columns) of one segment's windows; the passing tiles' .npy bytes appended to `spool`; the raster's
+    reference when this read made it (a small raster, planned without one), else None."""
     info, tile, f = seg["info"], task["tile_size"], task["filters"]
     rows, cols = plan_windows(info, tile, task["stride"], task["tiles_per_raster"], task["seed"])
     rows, cols = rows[seg["start"] : seg["stop"]], cols[seg["start"] : seg["stop"]]
@@ -194,10 +199,20 @@ def _tile(task: dict[str, Any], seg: dict[str, Any], spool) -> tuple[pa.Table, i
     offset = spool.tell()
     passed = 0
     to_hash: list[tuple[int, np.ndarray]] = []
+    reference = whole = None
     with open_grid(info) as reader:
+        if "reference" not in info:  # a small raster: one read gives its reference and, unless resampled, its tiles
+            whole, whole_valid, reference = whole_raster(reader, info)
+            info = {**info, "reference": reference}
+            if info["resampled"]:  # a warped window is not exactly a slice of the warped whole: read strips
+                whole = None
         for run in _runs(rows, cols, excluded, max_span):
             c0, row = int(cols[run[0]]), int(rows[run[0]])
-            strip, strip_valid = read_block(reader, info, Window(c0, row, int(cols[run[-1]]) - c0 + tile, tile))
+            c1 = int(cols[run[-1]]) + tile
+            if whole is not None:
+                strip, strip_valid = whole[:, row : row + tile, c0:c1], whole_valid[row : row + tile, c0:c1]
+            else:
+                strip, strip_valid = read_block(reader, info, Window(c0, row, c1 - c0, tile))
             for i in run:
                 x0 = int(cols[i]) - c0
                 array = np.ascontiguousarray(strip[:, :, x0 : x0 + tile])
@@ -223,4 +238,4 @@ def _tile(task: dict[str, Any], seg: dict[str, Any], spool) -> tuple[pa.Table, i
                 cols_out["spool_offset"][i], cols_out["spool_size"][i] = offset, len(blob)
                 offset += len(blob)
                 passed += 1
-    return pa.Table.from_pydict(cols_out, schema=PART_SCHEMA), passed, to_hash
+    return cols_out, passed, to_hash, reference
