@@ -81,7 +81,9 @@ def test_a_dense_trial_sets_weight_decay_and_batch_size_of_the_real_optimizer_an
     protocol: str, dubai3: Path, tmp_path: Path, monkeypatch
 ):
     seen = spy_training(monkeypatch)
-    rows = evaluate(trial(dubai3, tmp_path, protocol=[protocol], weight_decay=0.03, batch_size=3), quiet())
+    rows = evaluate(
+        trial(dubai3, tmp_path, protocol=[protocol], weight_decay=0.03, batch_size=3, decoder="linear"), quiet()
+    )
     [opt], [loader] = seen["optimizers"], seen["loaders"]
     assert [g["weight_decay"] for g in opt.param_groups] == [0.03] * len(opt.param_groups)
     assert loader.batch_size == 3 and loader.drop_last  # more crops than one batch: full batches only
