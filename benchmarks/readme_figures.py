@@ -236,7 +236,7 @@ def _dense_cache() -> str:
 
 def _hpo() -> str:
     d = load("hpo_bench")
-    st, cost = d["settings"], d["cpu_hours"]
+    st, cost, sizes = d["settings"], d["cpu_hours"], d["sizes"]
     inits = "; ".join(
         f"{r['dataset']} {r['protocol']} {r['init']}: test {r['test_default']:.2f} default -> {r['test_tuned']:.2f} "
         f"tuned (validation {r['val_default']:.2f} -> {r['val_tuned']:.2f}, best trial {r['best_trial']})"
@@ -244,10 +244,12 @@ def _hpo() -> str:
     )
     taus = ", ".join(f"{task} tau {r['kendall_tau_test']:.2f}" for task, r in d["ranking"].items())
     return (
-        f"tasks {st['tasks']}, {st['per_class']} images per class, {st['image_size']} px, {st['epochs']} epochs, "
-        f"{st['trials']} trials, {st['seeds']} seed(s), SSL run of {st['pretrain_steps']} steps (load average "
-        f"{max(x[0] for x in d['loadavg']):.0f} at most): {inits}; ranking default vs tuned: {taus}; tuning "
-        f"{cost['tuning_studies']:.3f} CPU-hours vs {cost['default_evals']:.3f} for the default evaluations"
+        f"EuroSAT {sizes['eurosat']}; Dubai {sizes['dubai']}; {st['epochs']} epochs, patience {st['patience']}, "
+        f"{st['trials']} trials over lr, weight_decay, batch_size, {st['seeds']} seed(s), SSL run of "
+        f"{st['pretrain_steps']} steps (load average {max(x[0] for x in d['loadavg']):.0f} at most): {inits}; "
+        f"ranking default vs tuned: {taus}; process CPU-hours: tuning {cost['tuning_studies']:.3f} vs "
+        f"{cost['default_evals']:.3f} for the default and {cost['tuned_evals']:.3f} for the tuned evaluations "
+        f"(pretraining {cost['pretrain']:.3f})"
     )
 
 
@@ -353,8 +355,9 @@ ROWS = [  # (script, what it measures, the figures)
     ),
     (
         "hpo_bench.py",
-        "default vs tuned fine-tuning (Optuna TPE, `hpo`) for random init and an SSL run: test and validation "
-        "scores, chosen settings, Kendall tau of the init ranking, CPU-hours",
+        "default vs tuned fine-tuning and frozen dense decoder (Optuna TPE, `hpo`, early stopping) for random init "
+        "and an SSL run: test and validation scores, chosen settings, Kendall tau of the init ranking, process "
+        "CPU-hours",
         _hpo,
     ),
     (

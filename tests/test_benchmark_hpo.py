@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, inspect
 
 from rsbench.benchmark.experiment import load_experiment
 from rsbench.benchmark.matrix import HPO, expand
-from rsbench.benchmark.tuning import best_trial, run_study
+from rsbench.benchmark.tuning import best_trial, run_study, tuned_record
 from rsbench.contracts.hpo import HpoSpec, best_so_far, study_name
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate.splits import validation_split
@@ -28,7 +28,7 @@ from rsbench.results_store.studies import open_storage, study_records
 SPACE = {"lr": ["1e-5", "1e-1", "log"], "batch_size": [8, 16, 32]}
 
 
-def fake_evaluate(calls: list, fail_at: int | None = None):
+def fake_evaluate(calls: list, fail_at: int | None = None, record_patience: bool = True):
     """Validation accuracy peaks at lr = 1e-3 (default 5e-4); records the values each trial got."""
 
     def evaluate(values: dict) -> list[dict]:
@@ -38,6 +38,7 @@ def fake_evaluate(calls: list, fail_at: int | None = None):
         lr = values.get("lr") or 5e-4
         acc = 1.0 - abs(math.log10(lr) + 3) / 5
         hp = {"lr": lr, "batch_size": values.get("batch_size") or 64, "weight_decay": 0.05, "epochs": 1}
+        hp["early_stop_patience"] = values["early_stop_patience"] if record_patience else None
         return [{"metric": "accuracy", "value": acc, "headline": True, "hparams": hp, "split": values["holdout"]}]
 
     return evaluate
@@ -71,6 +72,16 @@ def test_study_lives_in_the_sqlite_store_and_trials_never_see_the_test_split(tmp
     assert best_so_far([t["value"] for t in record["trials"]]) == list(
         np.maximum.accumulate([t["value"] for t in record["trials"]])
     )
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_repeats_record_the_patience_the_trials_trained_with(tmp_path, recorded: bool):
+    """The GEO-Bench-2 export's early_stop_patience is what the protocol recorded in its trials (spec: 3)."""
+    url = db_url(None, tmp_path)
+    cell = tuning_cell(tmp_path, trials=2)
+    run_study(url, cell, {"data": "x"}, fake_evaluate([], record_patience=recorded), log=lambda m: None)
+    tuned = tuned_record(best_trial(url, cell["id"], trials=2))
+    assert tuned["patience"] == (3 if recorded else None) and tuned["trials"] == 2
 
 
 def test_killed_study_resumes_to_exactly_n_trials_with_the_same_settings(tmp_path):
@@ -162,10 +173,12 @@ def test_an_init_with_its_own_budget_is_refused(tmp_path):
 def test_bad_hpo_keys_are_named(tmp_path):
     with pytest.raises(ConfigError, match="hpo.space.*unknown key 'momentum'"):
         load_experiment(write(tmp_path, hpo={"trials": 2, "space": {"momentum": [0.9, 0.99]}}))
+    # Dense heads tune every space key too (weight decay included): the tuning cell carries the whole space.
     seg = {"name": "dubai", "task": "segmentation", "data": str(tmp_path)}
-    path = write(tmp_path, tasks=[seg], protocols=["frozen"], hpo={"trials": 2, "space": {"weight_decay": [0.0, 0.1]}})
-    with pytest.raises(ConfigError, match="'hpo.space.weight_decay'.*segmentation"):
-        expand(load_experiment(path), "exp", tmp_path)
+    space = {"weight_decay": [0.0, 0.1], "batch_size": [8, 16]}
+    path = write(tmp_path, tasks=[seg], protocols=["frozen"], hpo={"trials": 2, "space": space})
+    tunes = [c for c in expand(load_experiment(path), "exp", tmp_path) if c.kind == HPO]
+    assert tunes and all(c.config["hpo"]["space"] == space for c in tunes)
 
 
 def _record(init: str, values: list[float]) -> dict:

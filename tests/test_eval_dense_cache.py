@@ -97,7 +97,7 @@ def test_cached_segmentation_trains_and_predicts_like_the_uncached_path(dubai_sm
 
     uncached = _seg_net(init, "fpn")
     groups = param_groups(uncached.encoder, uncached.head_parameters(), 1e-3)
-    _, losses_uncached = fit(uncached, partial(seg_loss, ignore_index=255), crops, None, groups, 2, 1, CPU)
+    losses_uncached = fit(uncached, partial(seg_loss, ignore_index=255), crops, None, groups, 2, 1, CPU).losses
 
     cached = _seg_net(init, "fpn")  # the same weights: the same seed
     extract = partial(extract_maps, cached.encoder, init.identity, images, digests)
@@ -107,7 +107,7 @@ def test_cached_segmentation_trains_and_predicts_like_the_uncached_path(dubai_sm
     samples = CachedSamples(train_maps, crops.mask)
     groups = param_groups(cached.encoder, cached.head_parameters(), 1e-3)
     loss = partial(seg_cached_loss, ignore_index=255, size=SIZE)
-    _, losses_cached = fit(cached, loss, samples, None, groups, 2, 1, CPU)
+    losses_cached = fit(cached, loss, samples, None, groups, 2, 1, CPU).losses
     assert len(losses_cached) == len(losses_uncached) == 4
     torch.testing.assert_close(torch.tensor(losses_cached), torch.tensor(losses_uncached), rtol=2e-3, atol=1e-4)
 
@@ -183,9 +183,9 @@ def test_cached_detector_equals_the_uncached_one(shared_data: Path, tmp_path: Pa
         return model, [p for n, p in model.named_parameters() if not n.startswith("backbone.body.")]
 
     uncached, head = detector()
-    _, losses_uncached = fit(
+    losses_uncached = fit(
         uncached, det_loss, chips, collate_detection, param_groups(uncached.backbone.body, head, 1e-3), 1, 2, CPU
-    )
+    ).losses
     cached, head = detector()
     maps = extract_maps(
         cached.backbone.body,
@@ -204,9 +204,9 @@ def test_cached_detector_equals_the_uncached_one(shared_data: Path, tmp_path: Pa
     )
     samples = CachedSamples(maps, chips.target)
     loss = partial(det_cached_loss, size=size)
-    _, losses_cached = fit(
+    losses_cached = fit(
         cached, loss, samples, collate_listed_targets, param_groups(cached.backbone.body, head, 1e-3), 1, 2, CPU
-    )
+    ).losses
     assert len(losses_cached) == len(losses_uncached) == 2
     torch.testing.assert_close(torch.tensor(losses_cached), torch.tensor(losses_uncached), rtol=1e-2, atol=1e-3)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import threading
 import time
@@ -24,6 +25,10 @@ from rsbench.errors import DataError, RsbenchError
 from rsbench.results_store import Store
 
 HEARTBEAT_S = 15.0
+# The last line of a finished cell's log, with the cell's own CPU time (wall time on a shared machine says
+# little about cost); `logged_cpu_s` reads it back.
+DONE_LINE = "=== done ({status}; {cpu:.1f} s CPU)"
+_DONE_CPU = re.compile(r"^=== done \(recorded; ([0-9.]+) s CPU\)$", re.MULTILINE)
 
 
 @contextlib.contextmanager
@@ -73,8 +78,23 @@ def one_line(err: BaseException) -> str:
     return line if isinstance(err, RsbenchError) else f"{type(err).__name__}: {line}".rstrip(": ")
 
 
+def process_cpu_s() -> float:
+    """CPU seconds (user + system) this process and its waited-for children have used so far."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def logged_cpu_s(log_text: str) -> float | None:
+    """CPU seconds of the last recorded attempt in a cell's log (None: no attempt finished)."""
+    found = _DONE_CPU.findall(log_text)
+    return float(found[-1]) if found else None
+
+
 def run_claimed(store: Store, cell: dict, worker: str) -> bool:
     """Execute a cell this worker holds; True when it finished and was recorded."""
+    cpu_start = process_cpu_s()
     with heartbeat(store, cell["id"], worker), redirected_output(cell.get("log_path")):
         print(
             f"=== {datetime.now().isoformat(timespec='seconds')} {cell['label']} "
@@ -88,7 +108,8 @@ def run_claimed(store: Store, cell: dict, worker: str) -> bool:
                 ok = store.complete(cell, worker, rows=run_tuning_cell(store, cell))
             else:
                 ok = store.complete(cell, worker, rows=run_eval_cell(store, cell))
-            print(f"=== done ({'recorded' if ok else 'claim lost: result not recorded'})", flush=True)
+            status = "recorded" if ok else "claim lost: result not recorded"
+            print(DONE_LINE.format(status=status, cpu=process_cpu_s() - cpu_start), flush=True)
             return ok
         except BaseException as e:  # any failure of a cell is that cell's result
             if isinstance(e, KeyboardInterrupt) or _preempted(e):
@@ -182,16 +203,13 @@ def run_eval_cell(store: Store, cell: dict) -> list[dict]:
     values = eval_values(cell, init_value(store, cell))
     tuner = cell["config"].get("tuned_by")
     if tuner is not None:
-        from rsbench.benchmark.tuning import best_trial
+        from rsbench.benchmark.tuning import best_trial, tuned_record
 
         [tuning] = store.cells([tuner])
         best = best_trial(store.url, tuner, trials=int(tuning["config"]["hpo"]["trials"]))
         print(f"tuned setting: trial {best['trial']} of {best['study']}: {best['overrides'] or 'default'}", flush=True)
         values.update(best["overrides"])
-        values["tuned"] = {
-            **{k: best[k] for k in ("study", "trial", "trials", "val_value", "val_metric", "overrides")},
-            "patience": tuning["config"]["hpo"].get("patience"),
-        }
+        values["tuned"] = tuned_record(best)
     return run_evaluate(values)
 
 

@@ -40,7 +40,7 @@ from rsbench.benchmark.shapes import (
 )
 from rsbench.contracts.evaluate_config import EXECUTION_KEYS as evaluate_execution_keys
 from rsbench.contracts.evaluate_config import EvaluateConfig
-from rsbench.contracts.hpo import TASK_SPACE_KEYS, TUNABLE_PROTOCOLS, HpoSpec
+from rsbench.contracts.hpo import TUNABLE_PROTOCOLS, HpoSpec
 from rsbench.contracts.pretrain_config import EXECUTION_KEYS as pretrain_execution_keys
 from rsbench.errors import ConfigError
 from rsbench.io import stable_hash
@@ -316,7 +316,6 @@ def expand(exp: Experiment, source: str = "experiment file", base_dir: Path | No
             tuning.setdefault(board, {})[label] = (hpo if protocol in TUNABLE_PROTOCOLS else None, hpo_where)
             if hpo is None or protocol not in TUNABLE_PROTOCOLS or step is not None:
                 continue
-            _check_space(hpo, view.kind, hpo_where, source)
             config = {
                 "kind": HPO,
                 "options": options,
@@ -390,15 +389,6 @@ def _hpo_for(
     if task.hpo is not None:
         return task.hpo, f"tasks.{ti}.hpo"
     return exp.hpo, "hpo"
-
-
-def _check_space(hpo: HpoSpec, task_kind: str, where: str, source: str) -> None:
-    allowed = TASK_SPACE_KEYS.get(task_kind, TASK_SPACE_KEYS["segmentation"])
-    bad = sorted(set(hpo.space) - allowed)
-    if bad:
-        raise ConfigError(
-            f"invalid key '{where}.space.{bad[0]}' in {source}: task '{task_kind}' tunes {', '.join(sorted(allowed))}"
-        )
 
 
 def check_same_tuning(

@@ -87,7 +87,7 @@ def _score(rows: list[dict], metric: str | None) -> tuple[float, str]:
 def _setting(rows: list[dict]) -> dict[str, Any]:
     """The setting a trial actually trained with, from its rows (defaults filled in by the protocol)."""
     hp = rows[0].get("hparams") or {}
-    keep = ("lr", "weight_decay", "batch_size", "epochs", "epochs_trained")
+    keep = ("lr", "weight_decay", "batch_size", "epochs", "epochs_trained", "early_stop_patience")
     return {k: hp[k] for k in keep if hp.get(k) is not None}
 
 
@@ -188,4 +188,14 @@ def best_trial(url: str, tuning_cell_id: str, trials: int | None = None) -> dict
         "overrides": dict(best.user_attrs.get("overrides") or {}),
         "setting": best.user_attrs.get("setting"),
         "split": best.user_attrs.get("split"),
+    }
+
+
+def tuned_record(best: dict) -> dict:
+    """What a repeat of the best setting records in its rows' `hparams.tuned`: the study, the trial, its score,
+    and the early-stopping patience the trials trained with as the protocol recorded it (None: none stopped
+    early), which the GEO-Bench-2 export reports as `early_stop_patience`."""
+    return {
+        **{k: best[k] for k in ("study", "trial", "trials", "val_value", "val_metric", "overrides")},
+        "patience": (best.get("setting") or {}).get("early_stop_patience"),
     }

@@ -129,7 +129,7 @@ class EvaluateConfig(StrictModel):
     epochs: int = Field(10, gt=0, description="Epochs for trained parts (fine-tuning, decoders, detectors).")
     lr: float | None = Field(None, gt=0, description="Learning rate for trained parts (unset: per protocol).")
     weight_decay: float | None = Field(
-        None, ge=0, description="AdamW weight decay for fine-tuning (unset: per protocol; dense heads use their own)."
+        None, ge=0, description="AdamW weight decay for trained parts (unset: per protocol)."
     )
     holdout: Literal["test", "validation"] = Field(
         "test",
@@ -140,8 +140,8 @@ class EvaluateConfig(StrictModel):
     early_stop_patience: int | None = Field(
         None,
         gt=0,
-        description="Fine-tuning with --holdout validation: stop after this many epochs without a "
-        "lower validation loss (unset: train every epoch).",
+        description="Trained parts (fine-tuning, decoders, detectors) with --holdout validation: stop after "
+        "this many epochs without a lower validation loss (unset: train every epoch).",
     )
     tuned: dict[str, Any] | None = Field(
         None,

@@ -10,7 +10,7 @@
       sampler: tpe                     # tpe | random
       seed: 0                          # the sampler's seed, and the seed of the validation split
       val_fraction: 0.2                # validation share carved from the train split (the test split is never used)
-      patience: 3                      # early stopping on the validation loss (fine-tuning), in epochs
+      patience: 3                      # early stopping on the validation loss, in epochs (every tuned protocol)
 
 Trial 0 is always the protocol's default setting, so the report can say how far tuning moved each init.
 Studies live in the benchmark's own database (Optuna's RDB storage on the results store's URL), named by
@@ -28,15 +28,9 @@ from rsbench.settings import StrictModel
 
 # Protocols that train with a learning rate (probes have nothing to tune this way).
 TUNABLE_PROTOCOLS = frozenset({"finetune", "frozen"})
-# Space keys and the EvaluateConfig field each sets.
+# Space keys and the EvaluateConfig field each sets: every tunable protocol of every task applies all of them.
 SPACE_KEYS = ("lr", "weight_decay", "batch_size", "epochs")
 INT_KEYS = frozenset({"batch_size", "epochs"})
-# Keys each task kind applies (dense heads use their own fixed weight decay).
-TASK_SPACE_KEYS = {
-    "classification": frozenset(SPACE_KEYS),
-    "segmentation": frozenset({"lr", "batch_size", "epochs"}),
-    "detection": frozenset({"lr", "batch_size", "epochs"}),
-}
 STUDY_PREFIX = "rsbench-hpo-"
 
 

@@ -33,7 +33,7 @@ from rsbench.evaluate.splits import validation_split
 from rsbench.models import backbone_info
 
 PYRAMID_STRIDES = (4, 8, 16, 32)
-WEIGHT_DECAY = 1e-4
+WEIGHT_DECAY = 1e-4  # AdamW weight decay of decoders and detectors unless --weight-decay (or a tuning trial) sets it
 # Fine-tuning moves the pretrained backbone this much slower than the freshly initialised head.
 BACKBONE_LR_SCALE = 0.1
 
@@ -249,7 +249,7 @@ def base_fields(cfg: EvaluateConfig, dataset: str, init: Init, size: int, num_cl
         "resize": resize,
         "k": None,
         "temperature": None,
-        "weight_decay": WEIGHT_DECAY,
+        "weight_decay": weight_decay(cfg),
         "extract_time_s": None,
         "features_cached": None,
         "features_key": None,
@@ -316,6 +316,26 @@ class DenseCells:
             what,
         )
 
+    def fit(
+        self, model: nn.Module, loss_fn: Callable, samples: Dataset, collate: Callable | None, groups: list[dict], val
+    ) -> training.FitResult:
+        """`fit` at this evaluation's epochs, batch size and weight decay (a tuning trial's, when it sets them);
+        a tuning trial (--holdout validation) stops early on the loss over `val`, its validation samples."""
+        cfg = self.cfg
+        return fit(
+            model,
+            loss_fn,
+            samples,
+            collate,
+            groups,
+            cfg.epochs,
+            cfg.batch_size,
+            self.device,
+            weight_decay=weight_decay(cfg),
+            val=val,
+            patience=training.stop_patience(cfg),
+        )
+
     def targets(self, seed: int, test_regions: list[Region]) -> list:
         raise NotImplementedError
 
@@ -336,6 +356,10 @@ class DenseCells:
 
     def subset(self, split: SeedSplit, fraction: float, seed: int) -> list[Region]:
         return select_fraction(split.train, fraction, seed)
+
+
+def weight_decay(cfg: EvaluateConfig) -> float:
+    return WEIGHT_DECAY if cfg.weight_decay is None else cfg.weight_decay
 
 
 def check_input_size(image_size: int, what: str = "--image-size") -> None:
@@ -360,17 +384,46 @@ def fit(
     epochs: int,
     batch_size: int,
     device: torch.device,
-) -> tuple[float, list[float]]:
-    """Train with the evaluation loop (rsbench.evaluate.training: AdamW, cosine per step); returns (seconds,
-    per-step losses). Seed the RNGs before calling."""
+    *,
+    weight_decay: float = WEIGHT_DECAY,
+    val: Dataset | None = None,
+    patience: int | None = None,
+) -> training.FitResult:
+    """Train with the evaluation loop (rsbench.evaluate.training: AdamW, cosine per step); with `val` and
+    `patience`, stop after `patience` epochs without a lower loss over `val`. Seed the RNGs before calling."""
+    return training.fit(
+        model,
+        loss_fn,
+        _loader(dataset, batch_size, collate, train=True),
+        groups,
+        epochs,
+        device,
+        weight_decay=weight_decay,
+        val=_loader(val, batch_size, collate, train=False) if val is not None and patience else None,
+        patience=patience,
+    )
+
+
+def fit_hparams(cfg: EvaluateConfig, res: training.FitResult) -> dict:
+    """The rows' record of how a dense head trained (the keys a tuning trial sets, and early stopping)."""
+    return {
+        "epochs": cfg.epochs,
+        "epochs_trained": res.epochs,
+        "early_stop_patience": training.stop_patience(cfg),
+        "batch_size": cfg.batch_size,
+        "weight_decay": weight_decay(cfg),
+        "steps": res.steps,
+        "final_loss": res.losses[-1] if res.losses else None,
+    }
+
+
+def _loader(dataset: Dataset, batch_size: int, collate: Callable | None, train: bool) -> DataLoader:
     n = len(dataset)  # type: ignore[arg-type]
-    loader = DataLoader(
+    return DataLoader(
         dataset,
         batch_size=min(batch_size, n),
-        shuffle=True,
-        drop_last=n > batch_size,
+        shuffle=train,
+        drop_last=train and n > batch_size,
         collate_fn=collate,
         num_workers=0,
     )
-    res = training.fit(model, loss_fn, loader, groups, epochs, device, weight_decay=WEIGHT_DECAY)
-    return res.fit_time_s, res.losses

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -46,7 +47,7 @@ from rsbench.evaluate.dense import (
     check_input_size,
     check_metric,
     check_test_classes,
-    fit,
+    fit_hparams,
     param_groups,
     resolve_dense_init,
 )
@@ -246,14 +247,28 @@ def _data(cfg: EvaluateConfig, path: Path) -> DetectionData:
     return load_detection_data(path, cfg.adapter, cfg.classes, cfg.options, cfg.dataset_name)
 
 
+@contextmanager
+def loss_mode(model: nn.Module) -> Iterator[None]:
+    """torchvision's detectors return their losses only in training mode: the validation loss (computed in eval
+    mode, without gradients) switches it on for the call. Frozen parts stay in eval mode (DenseEncoder.train)."""
+    was = model.training
+    model.train()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
 def _loss(model: nn.Module, batch) -> torch.Tensor:
     images, targets = batch
-    return sum(model(images, targets).values())
+    with loss_mode(model):
+        return sum(model(images, targets).values())
 
 
 def _cached_loss(model: nn.Module, batch, size: int) -> torch.Tensor:
     maps, targets = batch
-    return sum(detect_from_backbone_maps(model, [m.float() for m in maps], size, targets).values())
+    with loss_mode(model):
+        return sum(detect_from_backbone_maps(model, [m.float() for m in maps], size, targets).values())
 
 
 @register_task("detection", protocols=("frozen", "finetune"))
@@ -322,6 +337,8 @@ class _Cells(DenseCells):
         model = build_detector(encoder, len(data.classes), size, in_chans).to(device)
         head = [p for n, p in model.named_parameters() if not n.startswith("backbone.body.")]
         cache, test_maps = {}, None
+        # The held-out regions' chips: a tuning trial's validation loss (split.test is then validation).
+        held_out = DetectionChips(self.images, self.boxes, self.labels, test_regions, size, norm, augment=False)
         if self.uses_cache(protocol):
             chips = DetectionChips(self.images, self.boxes, self.labels, selected, size, norm, augment=False)
             seed_init = split.context["init"]
@@ -330,13 +347,13 @@ class _Cells(DenseCells):
             test_maps = self.backbone_maps(encoder, seed_init, test_windows, norm, DETECTION_LEVELS, "test windows")
             cache = cache_fields(train_maps, test_maps)
             samples, collate = CachedSamples(train_maps, chips.target), collate_listed_targets
+            val = CachedSamples(test_maps, held_out.target)  # the same windows, in the same order
             loss, augment = partial(_cached_loss, size=size), FROZEN_CACHE_AUGMENT
         else:
             chips = DetectionChips(self.images, self.boxes, self.labels, selected, size, norm)
             samples, collate, loss, augment = chips, collate_detection, _loss, "flips, rot90"
-        fit_time, losses = fit(
-            model, loss, samples, collate, param_groups(encoder, head, lr), cfg.epochs, cfg.batch_size, device
-        )
+            val = held_out
+        res = self.fit(model, loss, samples, collate, param_groups(encoder, head, lr), val)
         start = time.perf_counter()
         model.eval()
         firsts = np.cumsum([0] + [len(region_windows([r], size)) for r in test_regions])
@@ -356,13 +373,11 @@ class _Cells(DenseCells):
         metrics = detection_metrics(matches)
         hparams = {
             "detector": "faster_rcnn_fpn",
-            "epochs": cfg.epochs,
-            "batch_size": cfg.batch_size,
+            **fit_hparams(cfg, res),
             "lr": lr,
             "backbone_lr": lr * BACKBONE_LR_SCALE if protocol == "finetune" else None,
             "optimizer": "adamw",
             "schedule": "cosine per step",
-            "steps": len(losses),
             "chips": len(chips),
             "augment": augment,
             "train_boxes": chips.n_boxes(),
@@ -372,13 +387,12 @@ class _Cells(DenseCells):
             "proposals": proposals_for(size),
             "roi_samples": ROI_SAMPLES,
             "box_head_width": BOX_HEAD_WIDTH,
-            "final_loss": losses[-1] if losses else None,
         }
         cell_fields = {
             "eval_images_per_s": None,
             "feature_dim": encoder.feature_dim,
             "hparams": hparams,
-            "fit_time_s": round(fit_time, 3),
+            "fit_time_s": round(res.fit_time_s, 3),
             "eval_time_s": round(time.perf_counter() - start, 3),
             **cache,
         }

@@ -24,7 +24,7 @@ from rsbench.data.normalization import Normalization
 from rsbench.evaluate.features import preprocess, read_checked, resolve_device
 from rsbench.evaluate.images import ImageSource
 from rsbench.evaluate.inits import Init
-from rsbench.evaluate.training import fit
+from rsbench.evaluate.training import fit, stop_patience
 from rsbench.models import backbone_info
 
 DEFAULT_LR = 5e-4
@@ -129,8 +129,7 @@ def finetune(
         return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
 
     weight_decay = WEIGHT_DECAY if cfg.weight_decay is None else cfg.weight_decay
-    # Tuning trials (--holdout validation) may stop early on the validation loss; the test split never does.
-    stop_on = test if cfg.holdout == "validation" and cfg.early_stop_patience else None
+    patience = stop_patience(cfg)  # tuning trials stop early on the validation split (`test` here)
     groups = param_groups(backbone, head, lr, weight_decay, layer_decay)
     res = fit(
         nn.Sequential(backbone, head),
@@ -145,8 +144,8 @@ def finetune(
         progress_bar=console.is_terminal,
         predict=test,
         predict_fn=predict_fn,
-        val=stop_on,
-        patience=cfg.early_stop_patience,
+        val=test if patience else None,
+        patience=patience,
     )
     scores = torch.cat(res.predictions)
     hparams = {
@@ -157,7 +156,7 @@ def finetune(
         "schedule": f"linear warmup {WARMUP_FRACTION:g} + cosine, per step",
         "epochs": cfg.epochs,
         "epochs_trained": res.epochs,
-        "early_stop_patience": cfg.early_stop_patience if stop_on is not None else None,
+        "early_stop_patience": patience,
         "steps": res.steps,
         "batch_size": cfg.batch_size,
         "augmentation": "dihedral (8)",

@@ -41,7 +41,7 @@ from rsbench.evaluate.dense import (
     check_input_size,
     check_metric,
     check_test_classes,
-    fit,
+    fit_hparams,
     param_groups,
     resolve_dense_init,
 )
@@ -277,6 +277,8 @@ class _Cells(DenseCells):
         groups = param_groups(encoder, model.head_parameters(), lr)
         loss = partial(_loss, ignore_index=data.ignore_index)
         cache, test_maps = {}, None
+        # The held-out regions' grid windows: a tuning trial's validation loss (split.test is then validation).
+        held_out = FixedCrops(self.images, self.masks, test_regions, size, norm, data.ignore_index)
         if self.uses_cache(protocol):
             crops = FixedCrops(self.images, self.masks, selected, size, norm, data.ignore_index)
             levels = HEAD_LEVELS[cfg.decoder]
@@ -286,11 +288,12 @@ class _Cells(DenseCells):
             )
             cache = cache_fields(train_maps, test_maps)
             samples, augment = CachedSamples(train_maps, crops.mask), FROZEN_CACHE_AUGMENT
+            val = CachedSamples(test_maps, held_out.mask)  # the same windows, in the same order
             loss = partial(_cached_loss, ignore_index=data.ignore_index, size=size)
         else:
             samples = SegmentationCrops(self.images, self.masks, selected, size, norm, data.ignore_index)
-            augment = "random crop, flips, rot90"
-        fit_time, losses = fit(model, loss, samples, None, groups, cfg.epochs, cfg.batch_size, device)
+            val, augment = held_out, "random crop, flips, rot90"
+        res = self.fit(model, loss, samples, None, groups, val)
         start = time.perf_counter()
         model.eval()
         firsts = np.cumsum([0] + [len(region_windows([r], size)) for r in test_regions])
@@ -311,24 +314,21 @@ class _Cells(DenseCells):
         confusions = [confusion_matrix(p, t, len(data.classes), data.ignore_index) for p, t in zip(preds, targets)]
         hparams = {
             "decoder": cfg.decoder,
-            "epochs": cfg.epochs,
-            "batch_size": cfg.batch_size,
+            **fit_hparams(cfg, res),
             "lr": lr,
             "backbone_lr": lr * BACKBONE_LR_SCALE if protocol == "finetune" else None,
             "optimizer": "adamw",
             "schedule": "cosine per step",
-            "steps": len(losses),
             "crops_per_epoch": len(samples),
             "augment": augment,
             "inference": f"sliding window {size}px, overlap {CHIP_OVERLAP}",
             "ignore_index": data.ignore_index,
-            "final_loss": losses[-1] if losses else None,
         }
         cell_fields = {
             "eval_images_per_s": None,
             "feature_dim": encoder.feature_dim,
             "hparams": hparams,
-            "fit_time_s": round(fit_time, 3),
+            "fit_time_s": round(res.fit_time_s, 3),
             "eval_time_s": round(time.perf_counter() - start, 3),
             **cache,
         }

@@ -19,11 +19,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from rsbench.contracts.evaluate_config import EvaluateConfig
 from rsbench.errors import RsbenchError
 from rsbench.quiet import quiet
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 PredictFn = Callable[[nn.Module, Any], torch.Tensor]
+
+
+def stop_patience(cfg: EvaluateConfig) -> int | None:
+    """Early-stopping patience of a trained part: tuning trials (--holdout validation) stop on the validation
+    loss after `early_stop_patience` epochs without a lower one; a run scored on the test split never stops
+    early (its held-out split is the test split)."""
+    return cfg.early_stop_patience if cfg.holdout == "validation" else None
 
 
 def warmup_steps(total_steps: int, warmup_fraction: float) -> int:

@@ -12,8 +12,8 @@ rsbench -> GEO-Bench-2 fields: `backbone` is the init's label; `experiment_name`
 `frozen_or_full_ft` is `full_ft` for the `finetune` protocol and `frozen` for every frozen protocol (probes,
 frozen decoders); `decoder`, `lr`, `batch_size` and `weight_decay` come from the row's recorded
 hyper-parameters; `n_trials` is the number of tuning trials (0: the protocol's fixed setting, as every
-rsbench protocol without HPO; a benchmark's `hpo` study size otherwise); `early_stop_patience` the tuning
-trials' patience (0: no early stopping); `data_percentages` the label
+rsbench protocol without HPO; a benchmark's `hpo` study size otherwise); `early_stop_patience` the patience the tuning
+trials trained with, as the protocol recorded it (0: no early stopping); `data_percentages` the label
 fraction in percent and `partition name` the same as text ("100%").
 """
 
