@@ -99,7 +99,13 @@ def experiment(out: Path, euro: Path, dubai: Path, args, tuned: bool) -> dict:
         "executor": {"max_parallel": 1, "threads_per_cell": THREADS},
     }
     if tuned:
-        doc["hpo"] = {"trials": args.trials, "space": SPACE, "seed": 0, "patience": args.patience}
+        doc["hpo"] = {
+            "trials": args.trials,
+            "space": SPACE,
+            "seed": 0,
+            "patience": args.patience,
+            "startup_trials": args.startup_trials,
+        }
     return doc
 
 
@@ -119,6 +125,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("/tmp/rsbench-hpo"))
     ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument(
+        "--startup-trials", type=int, default=4, help="TPE's random draws before it models (Optuna's default is 10)"
+    )
     ap.add_argument("--per-class", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--patience", type=int, default=2)
@@ -233,7 +242,13 @@ def main() -> None:
             "eurosat": f"{args.per_class} images per class x 10 classes, {args.image_size} px, finetune",
             "dubai": f"{args.dubai_images} tile_1 images cut to {args.dubai_px} px, {args.dubai_size} px crops, "
             "frozen FPN decoder on cached backbone maps",
-            "hpo": {"trials": args.trials, "space": SPACE, "patience": args.patience, "sampler": "tpe"},
+            "hpo": {
+                "trials": args.trials,
+                "space": SPACE,
+                "patience": args.patience,
+                "sampler": "tpe",
+                "startup_trials": args.startup_trials,
+            },
             "epochs": args.epochs,
             "seeds": args.seeds,
             "pretrain": f"SimCLR ResNet-18, {args.pretrain_steps} steps of 16 images at {args.image_size} px",

@@ -234,6 +234,13 @@ def _dense_cache() -> str:
     return "; ".join(parts)
 
 
+def _tpe_startup(d: dict) -> str:
+    startup, trials = d["sizes"]["hpo"].get("startup_trials", 10), d["settings"]["trials"]
+    if startup >= trials:
+        return f"TPE's {startup} startup draws: a random search"
+    return f"random until {startup} trials, then TPE"
+
+
 def _hpo() -> str:
     d = load("hpo_bench")
     st, cost, sizes = d["settings"], d["cpu_hours"], d["sizes"]
@@ -245,7 +252,8 @@ def _hpo() -> str:
     taus = ", ".join(f"{task} tau {r['kendall_tau_test']:.2f}" for task, r in d["ranking"].items())
     return (
         f"EuroSAT {sizes['eurosat']}; Dubai {sizes['dubai']}; {st['epochs']} epochs, patience {st['patience']}, "
-        f"{st['trials']} trials over lr, weight_decay, batch_size, {st['seeds']} seed(s), SSL run of "
+        f"{st['trials']} trials ({_tpe_startup(d)}) over lr, weight_decay, batch_size, {st['seeds']} seed(s), "
+        "SSL run of "
         f"{st['pretrain_steps']} steps (load average {max(x[0] for x in d['loadavg']):.0f} at most): {inits}; "
         f"ranking default vs tuned: {taus}; process CPU-hours: tuning {cost['tuning_studies']:.3f} vs "
         f"{cost['default_evals']:.3f} for the default and {cost['tuned_evals']:.3f} for the tuned evaluations "

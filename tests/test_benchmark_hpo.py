@@ -44,8 +44,8 @@ def fake_evaluate(calls: list, fail_at: int | None = None, record_patience: bool
     return evaluate
 
 
-def tuning_cell(tmp_path: Path, cid: str = "c0ffee", trials: int = 5) -> dict:
-    spec = HpoSpec(trials=trials, space=SPACE, seed=7)
+def tuning_cell(tmp_path: Path, cid: str = "c0ffee", trials: int = 5, **hpo) -> dict:
+    spec = HpoSpec(trials=trials, space=SPACE, seed=7, **hpo)
     config = {"protocol": "finetune", "fraction": None, "hpo": spec.model_dump()}
     return {"id": cid, "config": config, "init_label": "random", "task": "tiny", "out_dir": str(tmp_path / cid)}
 
@@ -106,6 +106,19 @@ def test_killed_study_resumes_to_exactly_n_trials_with_the_same_settings(tmp_pat
     ], "a resumed study draws what an uninterrupted one draws"
     run_study(url, cell, {}, fake_evaluate(resumed), log=lambda m: None)
     assert len(resumed) == 3 and len(completed(url, "c0ffee")) == 5, "a finished study runs nothing more"
+
+
+def test_tpe_models_the_scores_after_startup_trials_and_draws_at_random_before(tmp_path):
+    """With Optuna's default (10 startup trials) an 8-trial TPE study is a random search; startup_trials: 3 lets
+    TPE model trials 3-7. Both draw the same settings until 3 trials are complete (TPE's own random draws)."""
+    draws = {}
+    for startup in (3, 10):
+        url = db_url(None, tmp_path / str(startup))
+        cell = tuning_cell(tmp_path / str(startup), trials=8, startup_trials=startup)
+        run_study(url, cell, {}, fake_evaluate([]), log=lambda m: None)
+        draws[startup] = [t.user_attrs["overrides"] for t in completed(url, "c0ffee")]
+    assert draws[3][:3] == draws[10][:3]
+    assert all(a != b for a, b in zip(draws[3][3:], draws[10][3:])), "TPE modelled the scores after 3 trials"
 
 
 def test_repeats_refuse_a_study_with_another_budget(tmp_path):

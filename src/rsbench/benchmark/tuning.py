@@ -62,7 +62,7 @@ def _sampler(spec: HpoSpec, completed: int) -> Any:
     seed = int(stable_hash([spec.seed, completed])[:8], 16)
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.startup_trials)
 
 
 def trial_values(base: dict[str, Any], spec: HpoSpec, overrides: dict[str, Any]) -> dict[str, Any]:
