@@ -584,6 +584,9 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=32)
     ap.add_argument("--big-size", type=int, default=40960, help="side of the generated raster (40960: 4.7 GiB raw)")
     ap.add_argument("--skip-big", action="store_true", help="keep the big-raster figures of the previous JSON")
+    ap.add_argument(
+        "--skip-planning", action="store_true", help="keep the planning-memory figures of the previous JSON"
+    )
     ap.add_argument("--chips", type=int, default=1000, help="real 128 px chips of the archive case")
     ap.add_argument("--scaling-copies", type=int, default=6, help="copies of the five rasters in the scaling job")
     ap.add_argument(
@@ -648,9 +651,12 @@ def main() -> None:
         res["scaling"] = versus_bare(many, work / "scale", args.tile, 16, client)
         res["scaling"]["control_reaches_1_7"] = min(res["scaling"]["control_cpu_speedup_2_processes"]) >= 1.7
         print(json.dumps(res["scaling"], indent=2), flush=True)
-    res["planning_memory"] = planning_memory(work, [int(n) for n in args.plan_sizes.split(",")])
-    res["planning_memory"]["load_avg"] = os.getloadavg()
-    print(json.dumps(res["planning_memory"], indent=2), flush=True)
+    if args.skip_planning and "planning_memory" in previous:
+        res["planning_memory"] = previous["planning_memory"]
+    else:
+        res["planning_memory"] = planning_memory(work, [int(n) for n in args.plan_sizes.split(",")])
+        res["planning_memory"]["load_avg"] = os.getloadavg()
+        print(json.dumps(res["planning_memory"], indent=2), flush=True)
     bare_loop(rasters, args.tile, args.stride, work / "bare")  # .npy files for the loader comparison
 
     s2 = next(p for p in rasters if p.name.startswith(S2[:-4]))
