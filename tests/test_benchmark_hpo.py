@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, inspect
 
 from rsbench.benchmark.experiment import load_experiment
 from rsbench.benchmark.matrix import HPO, expand
-from rsbench.benchmark.tuning import best_trial, run_study, tuned_record
+from rsbench.benchmark.tuning import best_trial, repeat_overrides, run_study, tuned_record
 from rsbench.contracts.hpo import HpoSpec, best_so_far, study_name
 from rsbench.errors import ConfigError, DataError
 from rsbench.evaluate.splits import validation_split
@@ -82,6 +82,26 @@ def test_repeats_record_the_patience_the_trials_trained_with(tmp_path, recorded:
     run_study(url, cell, {"data": "x"}, fake_evaluate([], record_patience=recorded), log=lambda m: None)
     tuned = tuned_record(best_trial(url, cell["id"], trials=2))
     assert tuned["patience"] == (3 if recorded else None) and tuned["trials"] == 2
+
+
+def test_a_repeat_trains_as_many_epochs_as_the_best_trial_did(tmp_path):
+    """Early stopping ended the trials after 4 of 10 epochs: the repeat (scored on test, nothing stops there)
+    trains 4 epochs with the best trial's setting, and says so in hparams.tuned."""
+    url = db_url(None, tmp_path)
+    cell = tuning_cell(tmp_path, trials=3)
+
+    def stops_early(values: dict) -> list[dict]:
+        [row] = fake_evaluate([])(values)
+        row["hparams"].update(epochs=10, epochs_trained=4)
+        return [row]
+
+    run_study(url, cell, {"data": "x"}, stops_early, log=lambda m: None)
+    best = best_trial(url, cell["id"], trials=3)
+    assert repeat_overrides(best) == {**best["overrides"], "epochs": 4}
+    assert tuned_record(best)["epochs"] == 4
+    # A trial that trained every epoch (or a protocol that records none) leaves the epochs as they were.
+    for setting in ({"epochs": 10, "epochs_trained": 10}, {"lr": 0.01}, None):
+        assert repeat_overrides({"overrides": {"lr": 0.01}, "setting": setting}) == {"lr": 0.01}
 
 
 def test_killed_study_resumes_to_exactly_n_trials_with_the_same_settings(tmp_path):

@@ -203,12 +203,13 @@ def run_eval_cell(store: Store, cell: dict) -> list[dict]:
     values = eval_values(cell, init_value(store, cell))
     tuner = cell["config"].get("tuned_by")
     if tuner is not None:
-        from rsbench.benchmark.tuning import best_trial, tuned_record
+        from rsbench.benchmark.tuning import best_trial, repeat_overrides, tuned_record
 
         [tuning] = store.cells([tuner])
         best = best_trial(store.url, tuner, trials=int(tuning["config"]["hpo"]["trials"]))
-        print(f"tuned setting: trial {best['trial']} of {best['study']}: {best['overrides'] or 'default'}", flush=True)
-        values.update(best["overrides"])
+        overrides = repeat_overrides(best)
+        print(f"tuned setting: trial {best['trial']} of {best['study']}: {overrides or 'default'}", flush=True)
+        values.update(overrides)
         values["tuned"] = tuned_record(best)
     return run_evaluate(values)
 

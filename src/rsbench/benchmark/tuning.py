@@ -9,7 +9,8 @@ Resumable and deterministic: the study lives in the results store's database und
 id, so a killed cell's next claim loads it, marks the trial that was running when it died as failed, and
 runs only the trials still missing. The sampler of trial n is seeded with (seed, n completed trials), so a
 study that was stopped and resumed draws the same settings as one that ran straight through. The seeds'
-cells (ordinary benchmark cells) wait for the study and repeat its best setting (`tuned_setting`).
+cells (ordinary benchmark cells) wait for the study and repeat its best setting (`repeat_overrides`), training
+as many epochs as the best trial did when early stopping ended it.
 """
 
 from __future__ import annotations
@@ -191,6 +192,16 @@ def best_trial(url: str, tuning_cell_id: str, trials: int | None = None) -> dict
     }
 
 
+def repeat_overrides(best: dict) -> dict[str, Any]:
+    """The EvaluateConfig values a repeat of the best trial sets: the trial's overrides and, when early stopping
+    ended the trial before its `epochs`, the epochs it trained. A repeat scores on the test split, where nothing
+    stops early (there is no validation split to watch): it trains as long as the validated trial did."""
+    setting = best.get("setting") or {}
+    trained, asked = setting.get("epochs_trained"), setting.get("epochs")
+    stopped = trained is not None and asked is not None and 0 < trained < asked
+    return {**best["overrides"], **({"epochs": int(trained)} if stopped else {})}
+
+
 def tuned_record(best: dict) -> dict:
     """What a repeat of the best setting records in its rows' `hparams.tuned`: the study, the trial, its score,
     and the early-stopping patience the trials trained with as the protocol recorded it (None: none stopped
@@ -198,4 +209,5 @@ def tuned_record(best: dict) -> dict:
     return {
         **{k: best[k] for k in ("study", "trial", "trials", "val_value", "val_metric", "overrides")},
         "patience": (best.get("setting") or {}).get("early_stop_patience"),
+        "epochs": repeat_overrides(best).get("epochs"),  # set when the trial stopped early: the repeat's epochs
     }
