@@ -315,3 +315,57 @@ def test_batched_phash_matches_imagehash_on_real_images(eurosat_dir, rasters_dir
     ]
     assert len(ref) > 300 and ours.dtype == np.int64
     assert ours.tolist() == ref
+
+
+def test_box_reduce_is_pils_box_resize_to_the_last_bit():
+    """The numpy path of hash_quicklook (power-of-two factors) against PIL itself, on random and posterised
+    greys; other sizes go through PIL."""
+    from PIL import Image
+
+    from rsbench.corpus.filters import QUICKLOOK, hash_quicklook
+
+    rng = np.random.default_rng(0)
+    for size in (32, 64, 128, 256, 96, 100):
+        for k in range(60):
+            grey = (
+                rng.integers(0, 256, (size, size), dtype=np.uint8)
+                if k % 2
+                else (rng.integers(0, 4, (size, size)) * 85).astype(np.uint8)
+            )
+            pil = np.asarray(Image.fromarray(grey).resize((QUICKLOOK, QUICKLOOK), Image.BOX))
+            assert np.array_equal(hash_quicklook(grey), pil), (size, k)
+
+
+def test_windows_of_a_scaled_strip_get_the_metrics_they_get_alone(rasters_dir):
+    """Overlapping windows (stride 16) of a Landsat 7 strip with a nodata collar: the metrics and quicklook a
+    window gets from the shared strip equal those of the window scaled on its own, bit for bit."""
+    from rsbench.corpus import filters as F
+    from rsbench.corpus.raster import probe_raster, read_block
+
+    info = probe_raster(str(rasters_dir / "landsat7_etm_RGB.byte.tif"))
+    f = {
+        "max_nodata_fraction": 0.9,
+        "saturation_filter": True,
+        "cloud_filter": True,
+        "blank_filter": True,
+        "cloud_brightness": 0.6,
+    }
+    with rasterio.open(info["path"]) as src:
+        strip, valid = read_block(src, info, Window(0, 300, 640, 64))
+    assert 0 < valid.mean() < 1, "the strip crosses the collar"
+    shared = F.ScaledStrip(strip, info["reference"], f["cloud_brightness"])
+    compared = 0
+    for x0 in range(0, 640 - 64 + 1, 16):
+        array, window_valid = np.ascontiguousarray(strip[:, :, x0 : x0 + 64]), valid[:, x0 : x0 + 64]
+        alone = F.tile_metrics(array, window_valid, info, f, True)
+        strip_metrics = F.tile_metrics(array, window_valid, info, f, True, shared, x0)
+        assert alone[0] == strip_metrics[0]
+        assert (alone[1] is None) == (strip_metrics[1] is None)
+        if alone[1] is not None:
+            assert np.array_equal(alone[1], strip_metrics[1])
+            pixels = F.valid_pixels(F.scaled(array, info["reference"]), window_valid)  # the definitions, by hand
+            assert strip_metrics[0]["cloud_fraction"] == float((pixels.min(axis=0) >= 0.6).mean())
+            assert strip_metrics[0]["std"] == pytest.approx(float(pixels.std(axis=1).max()), rel=1e-5)
+            assert np.array_equal(alone[1], F.quicklook(F.scaled(array, info["reference"]), window_valid))
+            compared += 1
+    assert compared > 10

@@ -107,11 +107,40 @@ def entropy_bits(grey: np.ndarray, valid: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def tile_metrics(array: np.ndarray, valid: np.ndarray, info: dict[str, Any], f: dict[str, Any], need_quicklook: bool):
+class ScaledStrip:
+    """A strip of windows (C x H x W, one row of the grid) scaled once: its scaled values, grey quicklook and
+    all-bands-bright mask, made on the first window that needs them. Each is computed pixel by pixel, so a
+    window's slice of them is what the window alone would give, bit for bit; overlapping windows (stride <
+    tile) and many small windows then share one pass instead of one each."""
+
+    def __init__(self, strip: np.ndarray, reference: dict[str, list[float]], brightness: float) -> None:
+        self.strip, self.reference, self.brightness = strip, reference, brightness
+        self.scaled: np.ndarray | None = None
+
+    def window(self, x0: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scaled C x H x w, grey H x w before masking, bright H x w) of the columns x0 .. x0 + width."""
+        if self.scaled is None:
+            self.scaled = scaled(self.strip, self.reference)
+            self.grey = np.rint(self.scaled.mean(axis=0) * 255.0).astype(np.uint8)
+            self.bright = self.scaled.min(axis=0) >= self.brightness
+        cols = slice(x0, x0 + width)
+        return self.scaled[:, :, cols], self.grey[:, cols], self.bright[:, cols]
+
+
+def tile_metrics(
+    array: np.ndarray,
+    valid: np.ndarray,
+    info: dict[str, Any],
+    f: dict[str, Any],
+    need_quicklook: bool,
+    strip: ScaledStrip | None = None,
+    x0: int = 0,
+):
     """(metrics dict, quicklook or None).
 
     Only what an enabled filter (or dedup / diversity, through the quicklook) uses is computed; the
-    rest stays None, as do all metrics but nodata_fraction for a tile without valid pixels.
+    rest stays None, as do all metrics but nodata_fraction for a tile without valid pixels. `strip`: the
+    scaled strip the tile is the columns x0 .. x0 + width of (default: the tile alone).
     """
     metrics: dict[str, Any] = {
         "nodata_fraction": float(1.0 - np.count_nonzero(valid) / valid.size),  # = valid.mean(), without its overhead
@@ -127,17 +156,19 @@ def tile_metrics(array: np.ndarray, valid: np.ndarray, info: dict[str, Any], f: 
         metrics["saturated_fraction"] = float((valid_pixels(array, valid) >= top).any(axis=0).mean())
     if not (f["cloud_filter"] or f["blank_filter"] or need_quicklook):
         return metrics, None
-    s = scaled(array, info["reference"])
-    sv = valid_pixels(s, valid)
+    if strip is None:
+        strip, x0 = ScaledStrip(array, info["reference"], f["cloud_brightness"]), 0
+    s, grey, bright = strip.window(x0, array.shape[-1])
     if f["cloud_filter"]:
-        metrics["cloud_fraction"] = float((sv.min(axis=0) >= f["cloud_brightness"]).mean())
+        metrics["cloud_fraction"] = float(bright[valid].mean())
     if f["blank_filter"]:
+        sv = valid_pixels(s, valid)
         d = sv - sv.mean(axis=1, keepdims=True)
         # einsum: the per-band sum of squares without numpy's (slow for small arrays) var machinery.
         metrics["std"] = float(np.sqrt(np.einsum("ij,ij->i", d, d) / sv.shape[1]).max())
     if not (f["blank_filter"] or need_quicklook):
         return metrics, None
-    grey = quicklook(s, valid)
+    grey = np.where(valid, grey, np.uint8(0))  # quicklook(): invalid pixels black
     metrics["entropy"] = entropy_bits(grey, valid)
     return metrics, grey
 
@@ -157,8 +188,25 @@ def reject_reason(metrics: dict[str, Any], f: dict[str, Any]) -> str | None:
 
 def hash_quicklook(grey: np.ndarray) -> np.ndarray:
     """The 32 x 32 uint8 image that is hashed (PIL's box filter, as imagehash users would resize)."""
+    h, w = grey.shape
+    if h == w and h % QUICKLOOK == 0 and _power_of_two(h // QUICKLOOK):
+        return _box_reduce(grey, h // QUICKLOOK)
     small = Image.fromarray(grey).resize((QUICKLOOK, QUICKLOOK), Image.BOX)
     return np.frombuffer(small.tobytes(), dtype=np.uint8).reshape(QUICKLOOK, QUICKLOOK)  # np.asarray(small) is slower
+
+
+def _power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def _box_reduce(grey: np.ndarray, n: int) -> np.ndarray:
+    """PIL's BOX resize by an integer factor n that is a power of two, to the last bit, without PIL (a tenth of
+    its time on a 64 px tile). PIL filters rows, rounds to uint8, then columns, rounding half up each time; with
+    n a power of two its fixed-point weights 1/n are exact, so each pass is (sum + n/2) // n.
+    tests/test_corpus_filters.py checks it against PIL."""
+    rows = (grey.reshape(grey.shape[0], -1, n).sum(axis=2, dtype=np.int32) + n // 2) // n
+    cols = (rows.reshape(-1, n, rows.shape[1]).sum(axis=1) + n // 2) // n
+    return cols.astype(np.uint8)
 
 
 # Rows 0-7 of the unnormalised DCT-II matrix (scipy.fftpack.dct's convention, which imagehash uses).

@@ -213,11 +213,12 @@ def _tile(task: dict[str, Any], seg: dict[str, Any], spool) -> tuple[dict[str, l
                 strip, strip_valid = whole[:, row : row + tile, c0:c1], whole_valid[row : row + tile, c0:c1]
             else:
                 strip, strip_valid = read_block(reader, info, Window(c0, row, c1 - c0, tile))
+            scaled = F.ScaledStrip(strip, info["reference"], f["cloud_brightness"])  # shared by the run's windows
             for i in run:
                 x0 = int(cols[i]) - c0
                 array = np.ascontiguousarray(strip[:, :, x0 : x0 + tile])
                 valid = strip_valid[:, x0 : x0 + tile]
-                metrics, grey = F.tile_metrics(array, valid, info, f, task["dedup"] or task["features"])
+                metrics, grey = F.tile_metrics(array, valid, info, f, task["dedup"] or task["features"], scaled, x0)
                 for name, value in metrics.items():
                     cols_out[name][i] = value
                 reason = F.reject_reason(metrics, f)
