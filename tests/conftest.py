@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RSBENCH_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
@@ -54,6 +55,35 @@ def eurosat_small(tmp_path_factory: pytest.TempPathFactory, eurosat_dir: Path) -
 def eurosat_tiny(tmp_path_factory: pytest.TempPathFactory, eurosat_dir: Path) -> Path:
     """A 5-per-class ImageFolder of real EuroSAT files (symlinks), for end-to-end command tests."""
     return _eurosat_sample(tmp_path_factory.mktemp("eurosat_tiny"), eurosat_dir, 5)
+
+
+@pytest.fixture(scope="session")
+def dubai_task() -> dict:
+    """The shared Dubai segmentation task of the rsbench-mini suite: its classes and its real mask colours (the
+    dataset's own classes.json has wrong ones), read from the one place they are kept."""
+    suite = yaml.safe_load((REPO_ROOT / "src" / "rsbench" / "suite_files" / "rsbench-mini.yaml").read_text())
+    return next(t for t in suite["tasks"] if t["name"] == "dubai_aerial")
+
+
+@pytest.fixture(scope="session")
+def dubai_excerpt(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
+    """`make(name, count, width, height)`: an images/ + masks/ folder of the first `count` real tile_1 pairs,
+    each cut to its top-left width x height (lossless PNG, so the masks' colours stay exact)."""
+    from PIL import Image
+
+    src = shared_data / "segmentation" / "dubai_aerial" / "tile_1"
+
+    def make(name: str, count: int, width: int, height: int) -> Path:
+        root = tmp_path_factory.mktemp(name)
+        (root / "images").mkdir()
+        (root / "masks").mkdir()
+        for i in range(1, count + 1):
+            box = (0, 0, width, height)
+            Image.open(src / "images" / f"image_part_{i:03d}.jpg").crop(box).save(root / "images" / f"{i:03d}.png")
+            Image.open(src / "masks" / f"image_part_{i:03d}.png").crop(box).save(root / "masks" / f"{i:03d}.png")
+        return root
+
+    return make
 
 
 # ---- the real engines (pytest -m engines): PostgreSQL and a one-node SLURM on localhost --------------------

@@ -12,7 +12,6 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from rich.console import Console
 
 from rsbench.data.normalization import Normalization
@@ -42,9 +41,6 @@ from rsbench.evaluate.segmentation import _cached_loss as seg_cached_loss
 from rsbench.evaluate.segmentation import _loss as seg_loss
 
 CPU = torch.device("cpu")
-DUBAI_COLORS = ["#3C1098", "#8429F6", "#6EC1E4", "#FEDD3A", "#E2A929", "#9B9B9B"]
-DUBAI_CLASSES = ["Building", "Land", "Road", "Vegetation", "Water", "Unlabeled"]
-DUBAI_OPTIONS = {"colors": DUBAI_COLORS, "ignore_colors": ["#000000"]}
 SIZE = 64
 
 
@@ -53,16 +49,9 @@ def quiet() -> Console:
 
 
 @pytest.fixture(scope="module")
-def dubai_small(tmp_path_factory, shared_data: Path) -> Path:
-    """Two real Dubai pairs cut to 160x128 (lossless PNG)."""
-    src = shared_data / "segmentation" / "dubai_aerial" / "tile_1"
-    root = tmp_path_factory.mktemp("dubai_small")
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    for i in ("001", "002"):
-        Image.open(src / "images" / f"image_part_{i}.jpg").crop((0, 0, 160, 128)).save(root / "images" / f"{i}.png")
-        Image.open(src / "masks" / f"image_part_{i}.png").crop((0, 0, 160, 128)).save(root / "masks" / f"{i}.png")
-    return root
+def dubai_small(dubai_excerpt) -> Path:
+    """Two real Dubai pairs cut to 160x128."""
+    return dubai_excerpt("dubai_small", 2, 160, 128)
 
 
 def _init(backbone: str = "resnet18", image_size: int | None = None):
@@ -72,8 +61,8 @@ def _init(backbone: str = "resnet18", image_size: int | None = None):
     return resolve_dense_init(cfg, 3, quiet())
 
 
-def _seg_pairs(root: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    data = load_segmentation_data(root, "masks", DUBAI_CLASSES, DUBAI_OPTIONS)
+def _seg_pairs(root: Path, task: dict) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    data = load_segmentation_data(root, "masks", task["classes"], task["options"])
     pairs = [data.read(i) for i in range(len(data.pairs))]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
@@ -83,23 +72,25 @@ def _norm(images: list[np.ndarray]) -> Normalization:
     return Normalization(stack.mean(1).tolist(), stack.std(1).tolist())
 
 
-def _seg_net(init, decoder: str) -> SegmentationNet:
+def _seg_net(init, decoder: str, n_classes: int) -> SegmentationNet:
     L.seed_everything(0, verbose=False)
-    return SegmentationNet(build_dense_encoder(init, SIZE).freeze(), decoder, len(DUBAI_CLASSES))
+    return SegmentationNet(build_dense_encoder(init, SIZE).freeze(), decoder, n_classes)
 
 
-def test_cached_segmentation_trains_and_predicts_like_the_uncached_path(dubai_small: Path, tmp_path: Path):
-    images, masks = _seg_pairs(dubai_small)
+def test_cached_segmentation_trains_and_predicts_like_the_uncached_path(
+    dubai_small: Path, dubai_task: dict, tmp_path: Path
+):
+    images, masks = _seg_pairs(dubai_small, dubai_task)
     norm, init = _norm(images), _init()
     train, test = [Region(0, ArrayWindow(0, 0, 64, 112))], [Region(1, ArrayWindow(16, 8, 64, 112))]
     crops = FixedCrops(images, masks, train, SIZE, norm, 255)
     digests = image_digests(images)
 
-    uncached = _seg_net(init, "fpn")
+    uncached = _seg_net(init, "fpn", len(dubai_task["classes"]))
     groups = param_groups(uncached.encoder, uncached.head_parameters(), 1e-3)
     losses_uncached = fit(uncached, partial(seg_loss, ignore_index=255), crops, None, groups, 2, 1, CPU).losses
 
-    cached = _seg_net(init, "fpn")  # the same weights: the same seed
+    cached = _seg_net(init, "fpn", len(dubai_task["classes"]))  # the same weights: the same seed
     extract = partial(extract_maps, cached.encoder, init.identity, images, digests)
     train_maps = extract(crops.windows, SIZE, norm, HEAD_LEVELS["fpn"], tmp_path, 4, CPU, quiet(), "train")
     assert len(train_maps) == len(crops) == 2 and not train_maps.cached  # 64 x 112 px: 2 windows, stride 48
@@ -139,11 +130,13 @@ def test_cached_segmentation_trains_and_predicts_like_the_uncached_path(dubai_sm
     ("decoder", "backbone"),
     [("unet", "resnet18"), ("fpn", "vit")],  # fpn, upernet: levels 2-5; linear: 5
 )
-def test_every_decoder_reads_the_cached_levels(decoder: str, backbone: str, dubai_small: Path, tmp_path: Path):
-    images, _ = _seg_pairs(dubai_small)
+def test_every_decoder_reads_the_cached_levels(
+    decoder: str, backbone: str, dubai_small: Path, dubai_task: dict, tmp_path: Path
+):
+    images, _ = _seg_pairs(dubai_small, dubai_task)
     norm = _norm(images)
     init = _init("vit_tiny_patch16_224", 32) if backbone == "vit" else _init()
-    net = _seg_net(init, decoder).eval()
+    net = _seg_net(init, decoder, len(dubai_task["classes"])).eval()
     windows = region_windows(whole_images([images[0].shape[1:]]), SIZE)[:2]
     maps = extract_maps(
         net.encoder,
@@ -231,12 +224,12 @@ def test_cached_detector_equals_the_uncached_one(shared_data: Path, tmp_path: Pa
         assert (box_iou(r["boxes"][:top], g["boxes"][: 2 * top]).max(1).values > 0.9).all()
 
 
-def test_frozen_runs_reuse_the_cache_and_record_it(dubai_small: Path, tmp_path: Path):
+def test_frozen_runs_reuse_the_cache_and_record_it(dubai_small: Path, dubai_task: dict, tmp_path: Path):
     cfg = EvaluateConfig(
         task="segmentation",
         data=dubai_small,
-        classes=DUBAI_CLASSES,
-        options=DUBAI_OPTIONS,
+        classes=dubai_task["classes"],
+        options=dubai_task["options"],
         out=tmp_path,
         init="random",
         image_size=SIZE,

@@ -11,7 +11,6 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from rich.console import Console
 
 from rsbench.data.normalization import Normalization
@@ -23,11 +22,6 @@ from rsbench.evaluate.dense import build_dense_encoder, resolve_dense_init
 from rsbench.evaluate.detection import _loss as det_loss
 from rsbench.evaluate.detection import build_detector
 
-DUBAI_OPTIONS = {
-    "colors": ["#3C1098", "#8429F6", "#6EC1E4", "#FEDD3A", "#E2A929", "#9B9B9B"],
-    "ignore_colors": ["#000000"],
-}
-DUBAI_CLASSES = ["Building", "Land", "Road", "Vegetation", "Water", "Unlabeled"]
 SIZE = 64
 
 
@@ -36,21 +30,15 @@ def quiet() -> Console:
 
 
 @pytest.fixture(scope="module")
-def dubai3(tmp_path_factory, shared_data: Path) -> Path:
-    src = shared_data / "segmentation" / "dubai_aerial" / "tile_1"
-    root = tmp_path_factory.mktemp("dubai3") / "tile_1"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in ("001", "002", "003"):
-        Image.open(src / "images" / f"image_part_{i}.jpg").crop((0, 0, 128, 96)).save(root / "images" / f"{i}.png")
-        Image.open(src / "masks" / f"image_part_{i}.png").crop((0, 0, 128, 96)).save(root / "masks" / f"{i}.png")
-    return root.parent
+def dubai3(dubai_excerpt) -> Path:
+    """Three real Dubai pairs cut to 128x96, as the tile_1 folder of a dataset root."""
+    return dubai_excerpt("dubai3", 3, 128, 96)
 
 
-def trial(data: Path, out: Path, **kw) -> EvaluateConfig:
+def trial(data: Path, out: Path, task: dict, **kw) -> EvaluateConfig:
     """A tuning trial's config, as rsbench.benchmark.tuning.trial_values builds it."""
     base = dict(task="segmentation", data=data, out=out, init="random", image_size=SIZE, seeds=[0], epochs=1)
-    base |= dict(classes=DUBAI_CLASSES, options=DUBAI_OPTIONS, holdout="validation", val_fraction=0.2)
+    base |= dict(classes=task["classes"], options=task["options"], holdout="validation", val_fraction=0.2)
     return EvaluateConfig(**{**base, **kw})
 
 
@@ -78,11 +66,12 @@ def spy_training(monkeypatch) -> dict:
 
 @pytest.mark.parametrize("protocol", ["finetune", "frozen"])
 def test_a_dense_trial_sets_weight_decay_and_batch_size_of_the_real_optimizer_and_loader(
-    protocol: str, dubai3: Path, tmp_path: Path, monkeypatch
+    protocol: str, dubai3: Path, dubai_task: dict, tmp_path: Path, monkeypatch
 ):
     seen = spy_training(monkeypatch)
     rows = evaluate(
-        trial(dubai3, tmp_path, protocol=[protocol], weight_decay=0.03, batch_size=3, decoder="linear"), quiet()
+        trial(dubai3, tmp_path, dubai_task, protocol=[protocol], weight_decay=0.03, batch_size=3, decoder="linear"),
+        quiet(),
     )
     [opt], [loader] = seen["optimizers"], seen["loaders"]
     assert [g["weight_decay"] for g in opt.param_groups] == [0.03] * len(opt.param_groups)
@@ -129,7 +118,9 @@ def test_early_stopping_of_the_evaluation_loop_follows_the_hand_computed_curve(p
     assert res.best_val_loss == pytest.approx(min(CURVE[:epochs_trained]))
 
 
-def test_dense_early_stopping_stops_at_the_hand_computed_epoch(dubai3: Path, tmp_path: Path, monkeypatch):
+def test_dense_early_stopping_stops_at_the_hand_computed_epoch(
+    dubai3: Path, dubai_task: dict, tmp_path: Path, monkeypatch
+):
     """Frozen decoder on cached maps: the validation loss is replaced by CURVE (epoch by epoch), the rest is real."""
     val_sizes: list[list[int]] = []
     real = segmentation._cached_loss
@@ -148,6 +139,7 @@ def test_dense_early_stopping_stops_at_the_hand_computed_epoch(dubai3: Path, tmp
     cfg = trial(
         dubai3,
         tmp_path,
+        dubai_task,
         protocol=["frozen"],
         epochs=len(CURVE),
         early_stop_patience=patience,

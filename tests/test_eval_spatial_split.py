@@ -111,11 +111,10 @@ def test_spatial_split_runs_and_is_recorded_in_rows(shared_data: Path, tmp_path:
     assert rows[0]["split"].startswith("spatial: ") and all(r["split_spec"] == spec for r in rows)
 
 
-def test_spatial_split_errors(shared_data: Path, tmp_path: Path):
+def test_spatial_split_errors(shared_data: Path, dubai_task: dict, tmp_path: Path):
     dubai = shared_data / "segmentation" / "dubai_aerial" / "tile_1"
     base = {"task": "segmentation", "data": dubai, "init": "random", "out": tmp_path, "protocol": ["frozen"]}
-    colors = ["#3C1098", "#8429F6", "#6EC1E4", "#FEDD3A", "#E2A929", "#9B9B9B"]
-    options = {"colors": colors, "ignore_colors": ["#000000"]}
+    options = dubai_task["options"]
     cfg = EvaluateConfig(**base, split="spatial", block_m=500, classes=list("abcdef"), options=options)
     with pytest.raises(
         ConfigError, match=r"split: spatial needs georeferenced images; .*image_part_001.jpg has no CRS"
