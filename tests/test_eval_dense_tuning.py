@@ -31,7 +31,7 @@ def quiet() -> Console:
 
 @pytest.fixture(scope="module")
 def dubai3(dubai_excerpt) -> Path:
-    """Three real Dubai pairs cut to 128x96, as the tile_1 folder of a dataset root."""
+    """Three real Dubai pairs cut to 128x96."""
     return dubai_excerpt("dubai3", 3, 128, 96)
 
 
