@@ -359,7 +359,8 @@ ROWS = [  # (script, what it measures, the figures)
         "eval_dense_bench.py --compare-cache",
         "frozen heads uncached (encoder at every step, random crops + flips) vs on cached float16 maps (fixed grid "
         "crops), random ResNet-18, 128 px, one run (`eval_dense_cache_bench.json`); on CPU the FPN decoder's own "
-        "training dominates a segmentation step, so caching the encoder saves about half a step there, not 10x",
+        "training dominates a segmentation step, so caching the encoder saves about a third of a step there, not "
+        "10x (see `notes` in the JSON)",
         _dense_cache,
     ),
     (
