@@ -267,16 +267,16 @@ def _hpo() -> str:
     )
 
 
-def _ssl_distill() -> str:
-    d = load("ssl_quality_distill")
+def _ssl_distill(name: str = "ssl_quality_distill") -> str:
+    d = load(name)
     base, st = d["baselines"], d["settings"]
     (teacher_key, teacher), *_ = d["teachers"].items()
     parts = []
-    for name, m in d["methods"].items():
+    for method, m in d["methods"].items():
         closed = m.get("teacher_gain_closed")
         gain = f", {100 * closed:.0f} % of the teacher's gain" if closed is not None else ""
         parts.append(
-            f"{name} ({m['arch']}, {m['steps']} steps): {m['knn_accuracy']:.3f} "
+            f"{method} ({m['arch']}, {m['steps']} steps): {m['knn_accuracy']:.3f} "
             f"({signed(m['gain_vs_random_points'])} vs random{gain})"
         )
     cost = d["methods"].get("distill", {}).get("teacher_cost")
@@ -293,7 +293,7 @@ def _ssl_distill() -> str:
         if "student_time_over_teacher_time_probed" in distill
         else ""
     )
-    reduced = "**reduced run** " if st["budget_minutes_per_method"] < 10 else ""
+    reduced = "**reduced run** " if name == "ssl_quality_distill" and st["budget_minutes_per_method"] < 10 else ""
     no_gain = (
         " (no gain over random init, so the >= 90 %-of-the-teacher's-gain test is not measured)"
         if teacher["gain_vs_random_points"] <= 0
@@ -348,6 +348,11 @@ ROWS = [  # (script, what it measures, the figures)
         "(`ssl_quality_distill.json`); `teacher_gain_closed` = the student's kNN gain over random init / the "
         "teacher's",
         _ssl_distill,
+    ),
+    (
+        "ssl_quality.py --methods distill --budget-minutes 3",
+        "the same teacher, a 3 CPU-minute student (`ssl_quality_distill_3min.json`; budget fixed before its one run)",
+        lambda: _ssl_distill("ssl_quality_distill_3min"),
     ),
     ("evaluate_bench.py", "feature caching, probe speed, baselines on 2,300 EuroSAT images", _evaluate),
     (
