@@ -336,11 +336,16 @@ def test_box_reduce_is_pils_box_resize_to_the_last_bit():
             assert np.array_equal(hash_quicklook(grey), pil), (size, k)
 
 
-def test_windows_of_a_scaled_strip_get_the_metrics_they_get_alone(rasters_dir):
+@pytest.mark.parametrize("chunk_columns", [None, 100])
+def test_windows_of_a_scaled_strip_get_the_metrics_they_get_alone(rasters_dir, monkeypatch, chunk_columns):
     """Overlapping windows (stride 16) of a Landsat 7 strip with a nodata collar: the metrics and quicklook a
-    window gets from the shared strip equal those of the window scaled on its own, bit for bit."""
+    window gets from the shared strip equal those of the window scaled on its own, bit for bit; also when the
+    strip is scaled in pieces of 100 columns (windows then straddle the pieces' ends)."""
     from rsbench.corpus import filters as F
     from rsbench.corpus.raster import probe_raster, read_block
+
+    if chunk_columns:
+        monkeypatch.setattr(F, "SCALED_CHUNK_BYTES", 4 * 3 * 64 * chunk_columns)
 
     info = probe_raster(str(rasters_dir / "landsat7_etm_RGB.byte.tif"))
     f = {

@@ -107,23 +107,31 @@ def entropy_bits(grey: np.ndarray, valid: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
+SCALED_CHUNK_BYTES = 16 * 2**20  # float32 bytes of a strip scaled at once: a wide strip is scaled piece by piece
+
+
 class ScaledStrip:
     """A strip of windows (C x H x W, one row of the grid) scaled once: its scaled values, grey quicklook and
-    all-bands-bright mask, made on the first window that needs them. Each is computed pixel by pixel, so a
-    window's slice of them is what the window alone would give, bit for bit; overlapping windows (stride <
-    tile) and many small windows then share one pass instead of one each."""
+    all-bands-bright mask, made as the windows ask for them, at most SCALED_CHUNK_BYTES of columns at a time
+    (windows come in increasing column order). Each is computed pixel by pixel, so a window's slice of them is
+    what the window alone would give, bit for bit; overlapping windows (stride < tile) and many small windows
+    then share one pass instead of one each."""
 
     def __init__(self, strip: np.ndarray, reference: dict[str, list[float]], brightness: float) -> None:
         self.strip, self.reference, self.brightness = strip, reference, brightness
-        self.scaled: np.ndarray | None = None
+        self.start = self.stop = 0  # the columns scaled now
+        self.scaled = self.grey = self.bright = np.empty(0)
 
     def window(self, x0: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scaled C x H x w, grey H x w before masking, bright H x w) of the columns x0 .. x0 + width."""
-        if self.scaled is None:
-            self.scaled = scaled(self.strip, self.reference)
+        if not self.start <= x0 <= x0 + width <= self.stop:
+            bands, height, total = self.strip.shape
+            span = max(width, SCALED_CHUNK_BYTES // (4 * bands * height))
+            self.start, self.stop = x0, min(total, x0 + span)
+            self.scaled = scaled(self.strip[:, :, self.start : self.stop], self.reference)
             self.grey = np.rint(self.scaled.mean(axis=0) * 255.0).astype(np.uint8)
             self.bright = self.scaled.min(axis=0) >= self.brightness
-        cols = slice(x0, x0 + width)
+        cols = slice(x0 - self.start, x0 - self.start + width)
         return self.scaled[:, :, cols], self.grey[:, cols], self.bright[:, cols]
 
 
