@@ -94,11 +94,14 @@ def scaled(array: np.ndarray, reference: dict[str, list[float]]) -> np.ndarray:
     return np.clip((array.astype(np.float32) - low) / span, 0.0, 1.0)
 
 
+def grey_image(scaled_array: np.ndarray) -> np.ndarray:
+    """H x W uint8 grey image: the mean of the scaled bands, pixel by pixel."""
+    return np.rint(scaled_array.mean(axis=0) * 255.0).astype(np.uint8)
+
+
 def quicklook(scaled_array: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """H x W uint8 grey image (mean of the scaled bands), invalid pixels black."""
-    grey = np.rint(scaled_array.mean(axis=0) * 255.0).astype(np.uint8)
-    grey[~valid] = 0
-    return grey
+    return np.where(valid, grey_image(scaled_array), np.uint8(0))
 
 
 def entropy_bits(grey: np.ndarray, valid: np.ndarray) -> float:
@@ -129,7 +132,7 @@ class ScaledStrip:
             span = max(width, SCALED_CHUNK_BYTES // (4 * bands * height))
             self.start, self.stop = x0, min(total, x0 + span)
             self.scaled = scaled(self.strip[:, :, self.start : self.stop], self.reference)
-            self.grey = np.rint(self.scaled.mean(axis=0) * 255.0).astype(np.uint8)
+            self.grey = grey_image(self.scaled)
             self.bright = self.scaled.min(axis=0) >= self.brightness
         cols = slice(x0 - self.start, x0 - self.start + width)
         return self.scaled[:, :, cols], self.grey[:, cols], self.bright[:, cols]
@@ -166,7 +169,7 @@ def tile_metrics(
         return metrics, None
     if strip is None:
         strip, x0 = ScaledStrip(array, info["reference"], f["cloud_brightness"]), 0
-    s, grey, bright = strip.window(x0, array.shape[-1])
+    s, unmasked, bright = strip.window(x0, array.shape[-1])
     if f["cloud_filter"]:
         metrics["cloud_fraction"] = float(bright[valid].mean())
     if f["blank_filter"]:
@@ -176,9 +179,9 @@ def tile_metrics(
         metrics["std"] = float(np.sqrt(np.einsum("ij,ij->i", d, d) / sv.shape[1]).max())
     if not (f["blank_filter"] or need_quicklook):
         return metrics, None
-    grey = np.where(valid, grey, np.uint8(0))  # quicklook(): invalid pixels black
-    metrics["entropy"] = entropy_bits(grey, valid)
-    return metrics, grey
+    look = np.where(valid, unmasked, np.uint8(0))  # = quicklook(s, valid), from the strip's grey
+    metrics["entropy"] = entropy_bits(look, valid)
+    return metrics, look
 
 
 def reject_reason(metrics: dict[str, Any], f: dict[str, Any]) -> str | None:
