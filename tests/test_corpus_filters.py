@@ -337,12 +337,14 @@ def test_box_reduce_is_pils_box_resize_to_the_last_bit():
 
 
 @pytest.mark.parametrize("chunk_columns", [None, 100])
-def test_windows_of_a_scaled_strip_get_the_metrics_they_get_alone(rasters_dir, monkeypatch, chunk_columns):
-    """Overlapping windows (stride 16) of a Landsat 7 strip with a nodata collar: the metrics and quicklook a
-    window gets from the shared strip equal those of the window scaled on its own, bit for bit; also when the
-    strip is scaled in pieces of 100 columns (windows then straddle the pieces' ends)."""
+def test_window_metrics_of_a_strip_equal_their_definitions(rasters_dir, monkeypatch, chunk_columns):
+    """Overlapping windows (stride 16) of a Landsat 7 strip with a nodata collar, measured together from the
+    shared scaled strip (also when it is scaled in pieces of 100 columns, windows straddling the pieces' ends):
+    each window's metrics equal their definitions computed on the window alone with plain numpy, its quicklook
+    equals `quicklook` of the window alone bit for bit, and the reject codes follow the filters' precedence."""
     from rsbench.corpus import filters as F
     from rsbench.corpus.raster import probe_raster, read_block
+    from rsbench.corpus.tiling import _windows
 
     if chunk_columns:
         monkeypatch.setattr(F, "SCALED_CHUNK_BYTES", 4 * 3 * 64 * chunk_columns)
@@ -351,26 +353,62 @@ def test_windows_of_a_scaled_strip_get_the_metrics_they_get_alone(rasters_dir, m
     f = {
         "max_nodata_fraction": 0.9,
         "saturation_filter": True,
+        "max_saturated_fraction": 0.02,
         "cloud_filter": True,
+        "max_cloud_fraction": 0.05,
         "blank_filter": True,
+        "min_std": 0.08,
+        "min_entropy": 4.5,
         "cloud_brightness": 0.6,
     }
     with rasterio.open(info["path"]) as src:
         strip, valid = read_block(src, info, Window(0, 300, 640, 64))
     assert 0 < valid.mean() < 1, "the strip crosses the collar"
     shared = F.ScaledStrip(strip, info["reference"], f["cloud_brightness"])
-    compared = 0
-    for x0 in range(0, 640 - 64 + 1, 16):
-        array, window_valid = np.ascontiguousarray(strip[:, :, x0 : x0 + 64]), valid[:, x0 : x0 + 64]
-        alone = F.tile_metrics(array, window_valid, info, f, True)
-        strip_metrics = F.tile_metrics(array, window_valid, info, f, True, shared, x0)
-        assert alone[0] == strip_metrics[0]
-        assert (alone[1] is None) == (strip_metrics[1] is None)
-        if alone[1] is not None:
-            assert np.array_equal(alone[1], strip_metrics[1])
-            pixels = F.valid_pixels(F.scaled(array, info["reference"]), window_valid)  # the definitions, by hand
-            assert strip_metrics[0]["cloud_fraction"] == float((pixels.min(axis=0) >= 0.6).mean())
-            assert strip_metrics[0]["std"] == pytest.approx(float(pixels.std(axis=1).max()), rel=1e-5)
-            assert np.array_equal(alone[1], F.quicklook(F.scaled(array, info["reference"]), window_valid))
+    x = np.arange(0, 640 - 64 + 1, 16)
+    compared, codes = 0, []
+    for first in range(0, len(x), 5):  # batches of 5 windows, as tiling measures them
+        offsets = x[first : first + 5] - x[first]
+        x0, width = int(x[first]), int(offsets[-1]) + 64
+        at = (0 * offsets, offsets)
+        s, grey, bright = shared.window(x0, width)
+        arrays = _windows(strip[:, :, x0 : x0 + width], *at, 64)
+        wvalid = _windows(valid[None, :, x0 : x0 + width], *at, 64)[:, 0]
+        pieces = [_windows(s, *at, 64), _windows(grey[None], *at, 64)[:, 0], _windows(bright[None], *at, 64)[:, 0]]
+        metrics, looks = F.window_metrics(arrays, wvalid, *pieces, f, True)
+        codes.extend(F.reject_codes(metrics, f).tolist())
+        for k, array in enumerate(arrays):
+            v = wvalid[k]
+            assert np.array_equal(array, strip[:, :, x0 + offsets[k] : x0 + offsets[k] + 64])
+            assert metrics["nodata_fraction"][k] == 1.0 - v.mean()
+            if v.mean() < 0.1:
+                assert np.isnan(metrics["std"][k]) and np.isnan(metrics["cloud_fraction"][k])
+                continue
+            alone = F.scaled(array, info["reference"])
+            pixels = F.valid_pixels(alone, v)  # the definitions, by hand, on the window alone
+            assert metrics["cloud_fraction"][k] == float((pixels.min(axis=0) >= 0.6).mean())
+            assert metrics["saturated_fraction"][k] == float((F.valid_pixels(array, v) >= 255).any(axis=0).mean())
+            assert metrics["std"][k] == pytest.approx(float(pixels.astype(np.float64).std(axis=1).max()), rel=1e-6)
+            look = F.quicklook(alone, v)
+            assert np.array_equal(looks[k], look)
+            p = np.bincount(look[v], minlength=256) / v.sum()
+            p = p[p > 0]
+            assert metrics["entropy"][k] == pytest.approx(float(-(p * np.log2(p)).sum()), rel=1e-12)
             compared += 1
     assert compared > 10
+    assert F.REASONS.index(F.REJECT_NODATA) in codes and -1 in codes
+
+
+def test_npy_header_plus_bytes_is_what_np_save_writes():
+    """Tiling writes a tile's .npy as one cached header + its bytes: the same bytes np.save writes, for every
+    dtype and band count a corpus holds."""
+    import io
+
+    from rsbench.corpus.shards import npy_header
+
+    for dtype in ("uint8", "uint16", "int16", "float32", "float64"):
+        for bands in (1, 3, 13):
+            tile = np.arange(bands * 64 * 48).astype(dtype).reshape(bands, 64, 48)
+            buf = io.BytesIO()
+            np.save(buf, tile, allow_pickle=False)
+            assert npy_header(tile) + tile.tobytes() == buf.getvalue()

@@ -222,3 +222,48 @@ def test_random_windows_are_seeded_per_raster(tmp_path, rasters_dir):
     assert built["counts"]["tiles_total"] == 5 * 50
     mine = [(r["row_off"], r["col_off"]) for r in got if r["source"] == s2]
     assert mine == list(zip(rows.tolist(), cols.tolist()))  # same windows whatever the other inputs
+
+
+def test_large_rasters_are_not_spooled_and_a_changed_one_is_refused(tmp_path, rasters_dir, reference, monkeypatch):
+    """Tiling spools only the small raster's passing tiles (SpaceNet-6, 300 x 300 px); the large rasters' kept
+    tiles are read again when packing, into the same shard bytes (`reference`); a raster modified between
+    tiling and packing is refused with one error naming it, and nothing half-written is left."""
+    from rsbench.corpus import build as build_module
+    from rsbench.corpus.raster import is_small
+    from rsbench.errors import DataError
+
+    spooled: dict[str, int] = {}
+    original = build_module._tile_parts
+
+    def watching(cfg, plan, *args):
+        done = original(cfg, plan, *args)
+        small = {r for r, info in plan.infos() if is_small(info)}
+        for part in done:
+            t = pq.read_table(Path(plan.staging) / "parts" / f"p{part:06d}.parquet", columns=["raster", "spool_size"])
+            for r, size in zip(t["raster"].to_pylist(), t["spool_size"].to_pylist()):
+                kind = "small" if r in small else "large"
+                spooled[kind] = spooled.get(kind, 0) + (size or 0)
+        return done
+
+    monkeypatch.setattr(build_module, "_tile_parts", watching)
+    out = tmp_path / "c"
+    build_corpus(_cfg(rasters_dir, out, workers=1))
+    assert spooled["small"] > 0 and spooled["large"] == 0
+    _same_corpus(reference[0], out)
+
+    copies = tmp_path / "inputs"
+    copies.mkdir()
+    for p in sorted(rasters_dir.glob("*.tif")):
+        (copies / p.name).write_bytes(p.read_bytes())
+    changed = copies / "naip_m_4709963_se_14_1_20190904_rgbn_5m.tif"
+
+    def touching(cfg, plan, *args):
+        done = original(cfg, plan, *args)
+        os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))
+        return done
+
+    monkeypatch.setattr(build_module, "_tile_parts", touching)
+    cfg = CorpusBuildConfig(inputs=[str(copies)], out=str(tmp_path / "d"), tile_size=T, shard_size=150, workers=1)
+    with pytest.raises(DataError, match=f"{changed.name}: changed since it was tiled"):
+        build_corpus(cfg)
+    assert not (tmp_path / "d" / "corpus.json").exists() and not list((tmp_path / "d").glob("**/*.tmp"))

@@ -102,8 +102,12 @@ def test_a_small_raster_is_read_once_by_the_build(rasters_dir: Path, tmp_path: P
     cfg = CorpusBuildConfig(inputs=[str(chip)], out=str(tmp_path / "out"), tile_size=64)
     task = {"tile_size": 64, "stride": 64, "tiles_per_raster": None, "seed": 0, "dedup": True, "features": False}
     task |= {"filters": {k: getattr(cfg, k) for k in FILTER_KEYS}, "exclusions": []}
-    records, _, _, reference = tiling._tile(task, {"info": info, "raster": 0, "start": 0, "stop": 4}, io.BytesIO())
+    spool = io.BytesIO()
+    records, passed, _, reference, spooled = tiling._tile(
+        task, {"info": info, "raster": 0, "start": 0, "stop": 4}, spool
+    )
     assert len(calls) == 1 and (calls[0].width, calls[0].height) == (128, 128)
     assert len(records["key"]) == 4
+    assert spooled and passed > 0 and len(spool.getvalue()) > passed * 4 * 64 * 64  # its tiles are spooled
     monkeypatch.setattr(raster, "read_block", original)
     assert reference == probe_raster(str(chip))["reference"]  # the planning-time reference, had it been taken

@@ -246,8 +246,11 @@ def shard_tasks(
     cfg: CorpusBuildConfig,
     out: Path,
     staging: Path,
+    stamps: dict[int, list[int] | None],
 ):
     """(shard write tasks, shard names, shards per group, shard of each window or -1).
+
+    `stamps`: size and mtime, when tiled, of the rasters whose tiles the shard writers read again.
 
     A task names its tiles by (part, row) and carries the descriptions of their rasters: the worker
     reads the rest (key, window, spool slice) from the parts' records, so no per-tile metadata is held here.
@@ -275,6 +278,7 @@ def shard_tasks(
                 "parts": w.part[tiles],
                 "rows": w.row[tiles],
                 "rasters": {r: infos[r] for r in np.unique(w.raster[tiles]).tolist()},
+                "stamps": {r: stamps[r] for r in np.unique(w.raster[tiles]).tolist() if r in stamps},
                 "spec": g["spec"],
                 "bands": len(g["band_names"]),
                 "tile": cfg.tile_size,

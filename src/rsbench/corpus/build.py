@@ -3,7 +3,8 @@
 Stages (each parallel stage runs through `parallel.Runner`):
   1. probe every input (parallel, in batches) -> the plan (plan.py): usable rasters, windows, parts
      (groups of small rasters, slices of large ones);
-  2. tile every part (parallel) -> per-part spool + records + completion record (one commit per part);
+  2. tile every part (parallel) -> per-part records + completion record (one commit per part), and a spool
+     of the passing tiles of small rasters (a large raster's kept tiles are read again in step 4);
   3. select centrally (duplicates, --max-tiles, diversity) and plan the shards;
   4. write the shards (parallel), summing their histograms for the percentiles;
   5. manifest.parquet (in row groups), config.yaml, then corpus.json last: the marker of a finished corpus.
@@ -223,7 +224,8 @@ def _assemble(cfg, plan: Plan, done, key, runner: Runner, out: Path, staging: Pa
         )
     groups = assemble.kept_groups(windows, infos, staging)
     pooled = _pooled_sensors(groups, log)
-    tasks, shard_names, group_shards, shard_of = assemble.shard_tasks(windows, infos, groups, cfg, out, staging)
+    stamps = {int(r): stamp for d in done.values() for r, stamp in (d.get("sources") or {}).items()}
+    tasks, shard_names, group_shards, shard_of = assemble.shard_tasks(windows, infos, groups, cfg, out, staging, stamps)
     CorpusInfo(out).shards.mkdir(parents=True, exist_ok=True)
     report.stage("packing", "tiles", kept)
     packed: dict[str, dict[str, Any]] = {}

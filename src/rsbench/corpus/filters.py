@@ -104,12 +104,6 @@ def quicklook(scaled_array: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(valid, grey_image(scaled_array), np.uint8(0))
 
 
-def entropy_bits(grey: np.ndarray, valid: np.ndarray) -> float:
-    counts = np.bincount(grey[valid], minlength=256)
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log2(p)).sum())
-
-
 SCALED_CHUNK_BYTES = 16 * 2**20  # float32 bytes of a strip scaled at once: a wide strip is scaled piece by piece
 
 
@@ -138,85 +132,114 @@ class ScaledStrip:
         return self.scaled[:, :, cols], self.grey[:, cols], self.bright[:, cols]
 
 
-def tile_metrics(
-    array: np.ndarray,
+METRICS = ("nodata_fraction", "saturated_fraction", "cloud_fraction", "std", "entropy")
+
+
+def window_metrics(
+    arrays: np.ndarray,
     valid: np.ndarray,
-    info: dict[str, Any],
+    scaled_windows: np.ndarray | None,
+    greys: np.ndarray | None,
+    bright: np.ndarray | None,
     f: dict[str, Any],
-    need_quicklook: bool,
-    strip: ScaledStrip | None = None,
-    x0: int = 0,
-):
-    """(metrics dict, quicklook or None).
+    quicklook: bool,
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Metrics of N windows at once: ({name: float64 (N,)}, quicklooks N x H x W uint8 or None).
 
-    Only what an enabled filter (or dedup / diversity, through the quicklook) uses is computed; the
-    rest stays None, as do all metrics but nodata_fraction for a tile without valid pixels. `strip`: the
-    scaled strip the tile is the columns x0 .. x0 + width of (default: the tile alone).
+    arrays N x C x H x W pixels, valid N x H x W; scaled_windows / greys / bright: the windows' scaled values
+    (N x C x H x W float32), unmasked grey and all-bands-bright mask (N x H x W), None when no filter needs
+    them; `quicklook`: dedup or diversity need the quicklooks. A metric that is not computed (its filter is
+    off, or the window is rejected for nodata) is NaN, stored as null. Fractions are exact counts over the
+    valid pixels; std and entropy sum in float64.
     """
-    metrics: dict[str, Any] = {
-        "nodata_fraction": float(1.0 - np.count_nonzero(valid) / valid.size),  # = valid.mean(), without its overhead
-        "saturated_fraction": None,
-        "cloud_fraction": None,
-        "std": None,
-        "entropy": None,
-    }
-    if not valid.any() or metrics["nodata_fraction"] > f["max_nodata_fraction"]:
+    n, pixels = len(arrays), valid[0].size if len(valid) else 0
+    counts = valid.reshape(n, -1).sum(axis=1)
+    nodata = 1.0 - counts / max(pixels, 1)
+    metrics = {name: np.full(n, np.nan) for name in METRICS}
+    metrics["nodata_fraction"] = nodata
+    measured = (counts > 0) & (nodata <= f["max_nodata_fraction"])
+    per_valid = np.maximum(counts, 1)
+    if f["saturation_filter"] and np.issubdtype(arrays.dtype, np.integer):
+        top = np.iinfo(arrays.dtype).max
+        hit = ((arrays >= top).any(axis=1) & valid).reshape(n, -1).sum(axis=1)
+        metrics["saturated_fraction"] = np.where(measured, hit / per_valid, np.nan)
+    if scaled_windows is None:
         return metrics, None
-    if f["saturation_filter"] and np.issubdtype(array.dtype, np.integer):
-        top = np.iinfo(array.dtype).max
-        metrics["saturated_fraction"] = float((valid_pixels(array, valid) >= top).any(axis=0).mean())
-    if not (f["cloud_filter"] or f["blank_filter"] or need_quicklook):
-        return metrics, None
-    if strip is None:
-        strip, x0 = ScaledStrip(array, info["reference"], f["cloud_brightness"]), 0
-    s, unmasked, bright = strip.window(x0, array.shape[-1])
     if f["cloud_filter"]:
-        metrics["cloud_fraction"] = float(bright[valid].mean())
+        cloudy = (bright & valid).reshape(n, -1).sum(axis=1)
+        metrics["cloud_fraction"] = np.where(measured, cloudy / per_valid, np.nan)
     if f["blank_filter"]:
-        sv = valid_pixels(s, valid)
-        d = sv - sv.mean(axis=1, keepdims=True)
-        # einsum: the per-band sum of squares without numpy's (slow for small arrays) var machinery.
-        metrics["std"] = float(np.sqrt(np.einsum("ij,ij->i", d, d) / sv.shape[1]).max())
-    if not (f["blank_filter"] or need_quicklook):
+        weight = valid[:, None].astype(np.float32)
+        means = np.einsum("nchw,nchw->nc", scaled_windows, weight, dtype=np.float64) / per_valid[:, None]
+        d = (scaled_windows - means[:, :, None, None].astype(np.float32)) * weight
+        variance = np.einsum("nchw,nchw->nc", d, d, dtype=np.float64) / per_valid[:, None]
+        metrics["std"] = np.where(measured, np.sqrt(variance).max(axis=1), np.nan)
+    if not (f["blank_filter"] or quicklook):
         return metrics, None
-    look = np.where(valid, unmasked, np.uint8(0))  # = quicklook(s, valid), from the strip's grey
-    metrics["entropy"] = entropy_bits(look, valid)
-    return metrics, look
+    looks = np.where(valid, greys, np.uint8(0))  # = quicklook(scaled, valid), window by window
+    metrics["entropy"] = np.where(measured, entropy_bits_many(looks, valid, counts), np.nan)
+    return metrics, looks
 
 
-def reject_reason(metrics: dict[str, Any], f: dict[str, Any]) -> str | None:
-    """The first per-tile filter that rejects the tile (duplicates and max_tiles are decided later)."""
-    if metrics["nodata_fraction"] > f["max_nodata_fraction"] or metrics["nodata_fraction"] >= 1.0:
-        return REJECT_NODATA
-    if f["saturation_filter"] and (metrics["saturated_fraction"] or 0.0) > f["max_saturated_fraction"]:
-        return REJECT_SATURATED
-    if f["cloud_filter"] and metrics["cloud_fraction"] > f["max_cloud_fraction"]:
-        return REJECT_CLOUD
-    if f["blank_filter"] and (metrics["std"] < f["min_std"] or metrics["entropy"] < f["min_entropy"]):
-        return REJECT_BLANK
-    return None
+def entropy_bits_many(looks: np.ndarray, valid: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Shannon entropy (bits) of each window's valid quicklook values: N windows at once."""
+    n = len(looks)
+    codes = looks.reshape(n, -1).astype(np.int64) + 256 * np.arange(n)[:, None]
+    hist = np.bincount(codes[valid.reshape(n, -1)], minlength=256 * n).reshape(n, 256)
+    p = hist / np.maximum(counts, 1)[:, None]
+    terms = np.where(hist > 0, p * np.log2(np.where(hist > 0, p, 1.0)), 0.0)
+    return -terms.sum(axis=1)
+
+
+def reject_codes(metrics: dict[str, np.ndarray], f: dict[str, Any]) -> np.ndarray:
+    """Per window, the index in REASONS of the first per-tile filter that rejects it, or -1 (passes).
+    Duplicates and max_tiles are decided later, globally."""
+    nf = metrics["nodata_fraction"]
+    code = np.full(len(nf), -1, dtype=np.int8)
+    with np.errstate(invalid="ignore"):  # NaN (not measured) compares False
+        tests = [
+            (REJECT_NODATA, (nf > f["max_nodata_fraction"]) | (nf >= 1.0)),
+            (REJECT_SATURATED, f["saturation_filter"] & (metrics["saturated_fraction"] > f["max_saturated_fraction"])),
+            (REJECT_CLOUD, f["cloud_filter"] & (metrics["cloud_fraction"] > f["max_cloud_fraction"])),
+            (
+                REJECT_BLANK,
+                f["blank_filter"] & ((metrics["std"] < f["min_std"]) | (metrics["entropy"] < f["min_entropy"])),
+            ),
+        ]
+    for reason, rejected in reversed(tests):  # the first reason that applies wins
+        code[rejected] = REASONS.index(reason)
+    return code
 
 
 def hash_quicklook(grey: np.ndarray) -> np.ndarray:
     """The 32 x 32 uint8 image that is hashed (PIL's box filter, as imagehash users would resize)."""
-    h, w = grey.shape
+    return hash_quicklooks(grey[None])[0]
+
+
+def hash_quicklooks(greys: np.ndarray) -> np.ndarray:
+    """`hash_quicklook` of N H x W grey images at once: N x 32 x 32."""
+    h, w = greys.shape[1:]
     if h == w and h % QUICKLOOK == 0 and _power_of_two(h // QUICKLOOK):
-        return _box_reduce(grey, h // QUICKLOOK)
-    small = Image.fromarray(grey).resize((QUICKLOOK, QUICKLOOK), Image.BOX)
-    return np.frombuffer(small.tobytes(), dtype=np.uint8).reshape(QUICKLOOK, QUICKLOOK)  # np.asarray(small) is slower
+        return _box_reduce(greys, h // QUICKLOOK)
+    out = np.empty((len(greys), QUICKLOOK, QUICKLOOK), dtype=np.uint8)
+    for i, grey in enumerate(greys):
+        small = Image.fromarray(grey).resize((QUICKLOOK, QUICKLOOK), Image.BOX)
+        out[i] = np.frombuffer(small.tobytes(), dtype=np.uint8).reshape(QUICKLOOK, QUICKLOOK)
+    return out
 
 
 def _power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
-def _box_reduce(grey: np.ndarray, n: int) -> np.ndarray:
-    """PIL's BOX resize by an integer factor n that is a power of two, to the last bit, without PIL (a tenth of
-    its time on a 64 px tile). PIL filters rows, rounds to uint8, then columns, rounding half up each time; with
-    n a power of two its fixed-point weights 1/n are exact, so each pass is (sum + n/2) // n.
+def _box_reduce(greys: np.ndarray, n: int) -> np.ndarray:
+    """PIL's BOX resize of N images by an integer factor n that is a power of two, to the last bit, without PIL (a
+    tenth of its time on a 64 px tile). PIL filters rows, rounds to uint8, then columns, rounding half up each
+    time; with n a power of two its fixed-point weights 1/n are exact, so each pass is (sum + n/2) // n.
     tests/test_corpus_filters.py checks it against PIL."""
-    rows = (grey.reshape(grey.shape[0], -1, n).sum(axis=2, dtype=np.int32) + n // 2) // n
-    cols = (rows.reshape(-1, n, rows.shape[1]).sum(axis=1) + n // 2) // n
+    count, h, w = greys.shape
+    rows = (greys.reshape(count, h, w // n, n).sum(axis=3, dtype=np.int32) + n // 2) // n
+    cols = (rows.reshape(count, h // n, n, w // n).sum(axis=2) + n // 2) // n
     return cols.astype(np.uint8)
 
 

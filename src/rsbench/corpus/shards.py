@@ -6,8 +6,9 @@ so splitting shards across ranks/workers splits the actual training data rather 
 
 Why planned centrally: which tile lands in which shard is decided from the final kept list in
 global order (`assign_shards`), so the shard contents do not depend on the number of workers; each
-shard is then written by one task (`write_shard`) from the parts' spools, to `<name>.tmp` and
-renamed when complete. The same task returns the histogram of its pixels for the percentiles.
+shard is then written by one task (`write_shard`) from the parts' spools (small and warped rasters) or
+read again from the rasters (large ones), to `<name>.tmp` and renamed when complete. The same task
+returns the histogram of its pixels for the percentiles.
 
 Why not webdataset's TarWriter: importing webdataset imports torch (about 700 MiB resident and
 2 s per process), which would dominate the memory of every tiling worker. The tars written here
@@ -21,14 +22,18 @@ import io
 import json
 import os
 import tarfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+import rasterio
+from rasterio.windows import Window
 
 from rsbench.contracts.corpus_info import shard_name
 from rsbench.corpus.stats import histogram, histogram_moments, tile_moments
+from rsbench.errors import DataError
 
 
 class TarShard:
@@ -49,9 +54,11 @@ class TarShard:
         self._tar.close()
 
 
-def npy_bytes(array: np.ndarray) -> bytes:
+def npy_header(array: np.ndarray) -> bytes:
+    """The .npy header np.save writes before the C-order bytes of `array` (and of any array of its shape and
+    dtype): a tile's .npy is `npy_header(tile) + tile.tobytes()`, without np.save's per-call overhead."""
     buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
+    np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(array))
     return buf.getvalue()
 
 
@@ -106,7 +113,8 @@ def write_shard(task: dict[str, Any]) -> dict[str, Any]:
     (count/mean/m2 per batch of pixels, in order, merged by the caller).
 
     task: out, name, staging, spec (histogram bins), bands, tile, parts and rows (the tiles' rows in
-    their parts' records, in shard order), rasters (raster id -> description, for the tiles' metadata).
+    their parts' records, in shard order), rasters (raster id -> description, for the tiles' metadata),
+    stamps (raster id -> size and mtime when tiled, for the rasters whose tiles are read again here).
     """
     from rsbench.corpus.tiling import part_paths  # tiling imports this module
 
@@ -126,8 +134,9 @@ def write_shard(task: dict[str, Any]) -> dict[str, Any]:
         if task["spec"]["kind"] != "integer":  # integer data: exact moments from the histogram instead
             moments.append(tile_moments(pixels))
 
+    rasters = _RasterTiles(task)
     try:
-        with open(tmp, "wb", buffering=1 << 20) as f:
+        with rasters, open(tmp, "wb", buffering=1 << 20) as f:
             writer = TarShard(f)
             for part, row in zip(task["parts"].tolist(), task["rows"].tolist()):
                 if part not in parts:
@@ -136,8 +145,11 @@ def write_shard(task: dict[str, Any]) -> dict[str, Any]:
                     spools[part] = open(paths["spool"], "rb")
                 rec = parts[part]
                 info = task["rasters"][rec["raster"][row]]
-                spools[part].seek(rec["spool_offset"][row])
-                blob = spools[part].read(rec["spool_size"][row])
+                if rec["spool_size"][row] is None:  # a large raster's tile: read again from the raster
+                    blob = rasters.tile(rec["raster"][row], rec["row_off"][row], rec["col_off"][row])
+                else:
+                    spools[part].seek(rec["spool_offset"][row])
+                    blob = spools[part].read(rec["spool_size"][row])
                 meta = sample_metadata({k: rec[k][row] for k in METADATA_FIELDS}, info, task["tile"])
                 writer.write(rec["key"][row], {"npy": blob, "json": meta})
                 batch.append(_pixels(blob, info["dtype"], task["bands"], task["tile"], rec["mask"][row]))
@@ -160,6 +172,41 @@ def write_shard(task: dict[str, Any]) -> dict[str, Any]:
     if task["spec"]["kind"] == "integer":
         moments = [histogram_moments(hist, task["spec"])]
     return {"name": task["name"], "count": len(task["rows"]), "hist": hist, "moments": moments}
+
+
+class _RasterTiles:
+    """The .npy bytes of tiles read again from their (large, not warped) rasters, which tiling did not spool:
+    one raster open at a time (a shard's tiles come in global order, raster after raster). A window read alone
+    from the file is bit for bit the slice of the strip tiling read it from. A raster whose size or mtime
+    changed since it was tiled is refused: its tiles would not be the ones measured."""
+
+    def __init__(self, task: dict[str, Any]) -> None:
+        self.task, self.current, self.stack = task, None, ExitStack()
+        self.reader = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stack.close()
+
+    def tile(self, raster: int, row: int, col: int) -> bytes:
+        from rsbench.corpus.raster import GDAL_OPTIONS, open_grid, read_block
+        from rsbench.corpus.tiling import source_stamp
+
+        info, size = self.task["rasters"][raster], self.task["tile"]
+        if self.current != raster:
+            self.stack.close()
+            stamp = self.task["stamps"].get(raster)
+            if stamp is not None and source_stamp(info["path"]) != stamp:
+                raise DataError(
+                    f"{info['path']}: changed since it was tiled (size or modification time); "
+                    "re-run the build with --overwrite"
+                )
+            self.stack.enter_context(rasterio.Env(**GDAL_OPTIONS))
+            self.reader, self.current = self.stack.enter_context(open_grid(info)), raster
+        array, _ = read_block(self.reader, info, Window(col, row, size, size))
+        return npy_header(array) + array.tobytes()
 
 
 def sample_metadata(record: dict[str, Any], info: dict[str, Any], tile: int) -> bytes:

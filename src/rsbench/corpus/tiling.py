@@ -3,8 +3,9 @@
 A *part* is a run of segments (consecutive windows of one raster), many small rasters or a slice of a
 large one (plan.py lays them out). Its output is a pure function of (raster descriptions, windows,
 settings): no shared state, so Dask can run parts anywhere in any order and the corpus stays
-byte-identical. A part writes three files in the staging folder: `.spool` (the .npy bytes of tiles
-that passed the per-tile filters), `.parquet` (one record per window) and, last and atomically,
+byte-identical. A part writes three files in the staging folder: `.spool` (the .npy bytes of the tiles
+of small or warped rasters that passed the per-tile filters; a large raster's are read from it again when
+packing), `.parquet` (one record per window) and, last and atomically,
 `.done.json`: the completion record that lets a killed build resume without redoing the part.
 """
 
@@ -25,7 +26,7 @@ from rasterio.windows import Window
 from rsbench.corpus import filters as F
 from rsbench.corpus.exclude import overlapping
 from rsbench.corpus.raster import GDAL_OPTIONS, key_prefix, lonlat, open_grid, read_block, whole_raster
-from rsbench.corpus.shards import npy_bytes
+from rsbench.corpus.shards import npy_header
 from rsbench.io import atomic_write_bytes, write_json
 
 MAX_STRIP_BYTES = 32 * 2**20  # consecutive windows of a row are read as one strip up to this size
@@ -124,18 +125,19 @@ def run_part(task: dict[str, Any]) -> dict[str, Any]:
     One commit per part: the spool is fsynced once, then the records, then the completion record,
     whatever the number of rasters in the part. The completion record also holds the radiometric
     references of the small rasters, which tiling takes from its one read of each
-    (raster.whole_raster). A raster that fails (truncated, corrupt) loses its
-    rows and spool bytes; the others in the part are kept, and the failure is recorded per raster.
+    (raster.whole_raster), and the size and mtime of the large ones, whose tiles packing reads again.
+    A raster that fails (truncated, corrupt) loses its rows and spool bytes; the others in the part are
+    kept, and the failure is recorded per raster.
     """
     paths = part_paths(task["staging"], task["part"])
     tmp = paths["spool"].with_name(paths["spool"].name + ".tmp")
-    failures, references, passed, hashes = {}, {}, 0, []
+    failures, references, sources, passed, hashes = {}, {}, {}, 0, []
     columns: dict[str, list] = {name: [] for name in PART_SCHEMA.names}  # one table per part, not per raster
     with rasterio.Env(**GDAL_OPTIONS), open(tmp, "wb") as spool:
         for seg in task["segments"]:
             offset = spool.tell()
             try:
-                records, n, to_hash, reference = _tile(task, seg, spool)
+                records, n, to_hash, reference, spooled = _tile(task, seg, spool)
             except Exception as e:  # a truncated/corrupt raster fails here; the caller drops the whole raster
                 spool.seek(offset)
                 spool.truncate()
@@ -143,6 +145,8 @@ def run_part(task: dict[str, Any]) -> dict[str, Any]:
                 continue
             if reference is not None:
                 references[str(seg["raster"])] = reference
+            if not spooled:
+                sources[str(seg["raster"])] = source_stamp(seg["info"]["path"])
             rows = len(columns["key"])
             hashes.extend((rows + i, small) for i, small in to_hash)
             for name, values in records.items():
@@ -157,9 +161,26 @@ def run_part(task: dict[str, Any]) -> dict[str, Any]:
     table = pa.Table.from_pydict(columns, schema=PART_SCHEMA)
     atomic_write_bytes(paths["records"], parquet_bytes(table))
     windows = sum(s["stop"] - s["start"] for s in task["segments"])
-    done = {"part": task["part"], "tiles": windows, "passed": passed, "failures": failures, "references": references}
+    done = {
+        "part": task["part"],
+        "tiles": windows,
+        "passed": passed,
+        "failures": failures,
+        "references": references,
+        "sources": sources,
+    }
     write_json(paths["done"], done)
     return done
+
+
+def source_stamp(path: str) -> list[int] | None:
+    """(size, mtime in ns) of a local input whose tiles packing reads again from it: packing refuses a raster
+    that changed since it was tiled. None for a GDAL path (/vsicurl/...), which is not checked."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -168,9 +189,10 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _tile(task: dict[str, Any], seg: dict[str, Any], spool) -> tuple[dict[str, list], int, list, dict | None]:
-    """Records (columns) of one segment's windows; the passing tiles' .npy bytes appended to `spool`; the raster's
-    reference when this read made it (a small raster, planned without one), else None."""
+def _tile(task: dict[str, Any], seg: dict[str, Any], spool) -> tuple[dict[str, list], int, list, dict | None, bool]:
+    """Records (columns) of one segment's windows; the passing tiles' .npy bytes appended to `spool` (small and
+    warped rasters only); the raster's reference when this read made it (a small raster, planned without one),
+    else None; whether the tiles were spooled."""
     info, tile, f = seg["info"], task["tile_size"], task["filters"]
     rows, cols = plan_windows(info, tile, task["stride"], task["tiles_per_raster"], task["seed"])
     rows, cols = rows[seg["start"] : seg["stop"]], cols[seg["start"] : seg["stop"]]
@@ -192,51 +214,126 @@ def _tile(task: dict[str, Any], seg: dict[str, Any], spool) -> tuple[dict[str, l
         lon=lon.tolist(),
         lat=lat.tolist(),
     )
-    for i in np.flatnonzero(excluded):
-        cols_out["reject_reason"][i] = F.REJECT_OVERLAPS_EVAL
     itemsize = np.dtype(info["dtype"]).itemsize
     max_span = max(tile, MAX_STRIP_BYTES // (tile * info["bands"] * itemsize))
-    offset = spool.tell()
-    passed = 0
-    to_hash: list[tuple[int, np.ndarray]] = []
-    reference = whole = None
+    # Windows measured together: their scaled float32 values fit in one scaled piece of a strip, and so do
+    # their stacked copies.
+    batch_span = max(tile, F.SCALED_CHUNK_BYTES // (4 * info["bands"] * tile))
+    batch_windows = max(1, F.SCALED_CHUNK_BYTES // (4 * info["bands"] * tile * tile))
+    measure_any = f["cloud_filter"] or f["blank_filter"] or task["dedup"] or task["features"]
+    reference = whole = found = None
+
+    def measure(batch: np.ndarray, block, block_valid, scaled: F.ScaledStrip | None, x0: int, width: int, at) -> None:
+        """Measure the windows `batch`, at (row, column) `at` of the block's columns x0 .. x0 + width."""
+        take = lambda a: _windows(a, *at, tile)  # noqa: E731
+        arrays, valid = take(block[:, :, x0 : x0 + width]), take(block_valid[None, :, x0 : x0 + width])[:, 0]
+        pieces = [None, None, None]
+        if scaled is not None:
+            s, grey, bright = scaled.window(x0, width)
+            pieces = [take(s), take(grey[None])[:, 0], take(bright[None])[:, 0]]
+        metrics, looks = F.window_metrics(arrays, valid, *pieces, f, task["dedup"] or task["features"])
+        found.add(batch, arrays, valid, metrics, F.reject_codes(metrics, f), looks, task)
+
     with open_grid(info) as reader:
         if "reference" not in info:  # a small raster: one read gives its reference and, unless resampled, its tiles
             whole, whole_valid, reference = whole_raster(reader, info)
             info = {**info, "reference": reference}
             if info["resampled"]:  # a warped window is not exactly a slice of the warped whole: read strips
                 whole = None
-        for run in _runs(rows, cols, excluded, max_span):
+        # The passing tiles' bytes are spooled for small rasters (packing would open them a third time) and
+        # warped ones (a window read alone is not bit for bit the slice of a warped strip); a large raster's
+        # tiles are read again from it when packing, so tiles rejected later (duplicates, --max-tiles) are
+        # never written, and the build's disk traffic is the shards'.
+        found = _Found(spool if whole is not None or info["resampled"] else None)
+        if whole is not None:  # all its windows from the one read, scaled once, in batches of bounded size
+            scaled = F.ScaledStrip(whole, reference, f["cloud_brightness"]) if measure_any else None
+            todo = np.flatnonzero(~excluded)
+            for k in range(0, len(todo), batch_windows):
+                batch = todo[k : k + batch_windows]
+                measure(batch, whole, whole_valid, scaled, 0, whole.shape[2], (rows[batch], cols[batch]))
+        for run in [] if whole is not None else _runs(rows, cols, excluded, max_span):
             c0, row = int(cols[run[0]]), int(rows[run[0]])
             c1 = int(cols[run[-1]]) + tile
-            if whole is not None:
-                strip, strip_valid = whole[:, row : row + tile, c0:c1], whole_valid[row : row + tile, c0:c1]
-            else:
-                strip, strip_valid = read_block(reader, info, Window(c0, row, c1 - c0, tile))
-            scaled = F.ScaledStrip(strip, info["reference"], f["cloud_brightness"])  # shared by the run's windows
-            for i in run:
-                x0 = int(cols[i]) - c0
-                array = np.ascontiguousarray(strip[:, :, x0 : x0 + tile])
-                valid = strip_valid[:, x0 : x0 + tile]
-                metrics, grey = F.tile_metrics(array, valid, info, f, task["dedup"] or task["features"], scaled, x0)
-                for name, value in metrics.items():
-                    cols_out[name][i] = value
-                reason = F.reject_reason(metrics, f)
-                cols_out["reject_reason"][i] = reason
-                if reason is not None:
-                    continue
-                if task["dedup"]:
-                    to_hash.append((i, F.hash_quicklook(grey)))
-                cols_out["features"][i] = F.features(grey, valid, metrics["entropy"]) if task["features"] else None
-                # Min/max fix the percentile histogram's bins; the moments are taken when packing.
-                pixels = F.valid_pixels(array, valid)
-                cols_out["stats_min"][i] = pixels.min(axis=1).astype(np.float64).tolist()
-                cols_out["stats_max"][i] = pixels.max(axis=1).astype(np.float64).tolist()
-                if not valid.all():
-                    cols_out["mask"][i] = np.packbits(valid).tobytes()
-                blob = npy_bytes(array)
-                spool.write(blob)
-                cols_out["spool_offset"][i], cols_out["spool_size"][i] = offset, len(blob)
-                offset += len(blob)
-                passed += 1
-    return cols_out, passed, to_hash, reference
+            strip, strip_valid = read_block(reader, info, Window(c0, row, c1 - c0, tile))
+            scaled = F.ScaledStrip(strip, info["reference"], f["cloud_brightness"]) if measure_any else None
+            for batch in _batches(np.asarray(run), cols[run] - c0, tile, batch_span, batch_windows):
+                x0 = int(cols[batch[0]]) - c0
+                offsets = cols[batch] - c0 - x0
+                measure(batch, strip, strip_valid, scaled, x0, int(offsets[-1]) + tile, (0 * offsets, offsets))
+    cols_out.update(found.columns(n))
+    for i in np.flatnonzero(excluded):
+        cols_out["reject_reason"][i] = F.REJECT_OVERLAPS_EVAL
+    return cols_out, found.passed, found.to_hash, reference, found.spool is not None
+
+
+def _batches(run: np.ndarray, x: np.ndarray, tile: int, span: int, most: int) -> Iterator[np.ndarray]:
+    """Consecutive windows of a run, at most `most`, whose columns (x .. x + tile) span at most `span` pixels."""
+    start = 0
+    while start < len(run):
+        fit = int(np.searchsorted(x[start:], x[start] + span - tile, side="right"))
+        stop = start + max(1, min(most, fit))
+        yield run[start:stop]
+        start = stop
+
+
+def _windows(block: np.ndarray, rows: np.ndarray, cols: np.ndarray, tile: int) -> np.ndarray:
+    """N x C x tile x tile contiguous copies of the windows at (rows, cols) of a C x H x W block."""
+    view = np.lib.stride_tricks.sliding_window_view(block, (tile, tile), axis=(1, 2))  # C x H' x W' x tile x tile
+    return np.ascontiguousarray(view[:, rows, cols].transpose(1, 0, 2, 3))
+
+
+class _Found:
+    """The measured windows of one segment: record columns, the passing tiles' .npy bytes (appended to the
+    part's spool) and the quicklooks to hash."""
+
+    def __init__(self, spool) -> None:
+        self.spool, self.offset, self.passed = spool, spool.tell() if spool else 0, 0
+        self.values: dict[str, dict[int, Any]] = {
+            name: {} for name in (*F.METRICS, "reject_reason", "features", "stats_min", "stats_max", "mask")
+        }
+        self.values["spool_offset"], self.values["spool_size"] = {}, {}
+        self.to_hash: list[tuple[int, np.ndarray]] = []
+        self.header = b""
+
+    def add(self, batch, arrays, valid, metrics, codes, looks, task) -> None:
+        for name in F.METRICS:
+            self.values[name].update(zip(batch.tolist(), _nullable(metrics[name])))
+        self.values["reject_reason"].update(
+            (i, F.REASONS[c] if c >= 0 else None) for i, c in zip(batch.tolist(), codes.tolist())
+        )
+        keep = np.flatnonzero(codes < 0)
+        if not len(keep):
+            return
+        index = batch[keep].tolist()
+        if task["dedup"]:
+            self.to_hash.extend(zip(index, F.hash_quicklooks(looks[keep])))
+        whole = valid[keep].reshape(len(keep), -1).all(axis=1)
+        flat = arrays[keep].reshape(len(keep), arrays.shape[1], -1)
+        # Min/max fix the percentile histogram's bins; the moments are taken when packing.
+        low, high = flat.min(axis=2).astype(np.float64), flat.max(axis=2).astype(np.float64)
+        for j in np.flatnonzero(~whole).tolist():  # windows with invalid pixels: over the valid ones only
+            pixels = F.valid_pixels(arrays[keep[j]], valid[keep[j]])
+            low[j], high[j] = pixels.min(axis=1), pixels.max(axis=1)
+            self.values["mask"][index[j]] = np.packbits(valid[keep[j]]).tobytes()
+        self.values["stats_min"].update(zip(index, low.tolist()))
+        self.values["stats_max"].update(zip(index, high.tolist()))
+        if task["features"]:
+            for i, j in zip(index, keep.tolist()):
+                self.values["features"][i] = F.features(looks[j], valid[j], metrics["entropy"][j])
+        self.passed += len(keep)
+        if self.spool is None:  # read again from the raster when packing
+            return
+        if not self.header:
+            self.header = npy_header(arrays[0])
+        for i, j in zip(index, keep.tolist()):
+            blob = self.header + arrays[j].tobytes()
+            self.spool.write(blob)
+            self.values["spool_offset"][i], self.values["spool_size"][i] = self.offset, len(blob)
+            self.offset += len(blob)
+
+    def columns(self, n: int) -> dict[str, list]:
+        return {name: [found.get(i) for i in range(n)] for name, found in self.values.items()}
+
+
+def _nullable(values: np.ndarray) -> list[float | None]:
+    return [None if v != v else v for v in values.tolist()]  # NaN: not measured
