@@ -18,6 +18,7 @@ import pytest
 from dask.distributed import Client, LocalCluster
 
 from rsbench.corpus import CorpusBuildConfig, build_corpus, plan_windows, probe_raster
+from rsbench.corpus.parallel import WORKER_ENVIRON
 
 T = 32
 RSBENCH = str(Path(sys.executable).parent / "rsbench")
@@ -99,10 +100,36 @@ def test_scheduler_address_and_slurm_options(tmp_path, rasters_dir, client, refe
         "--nworkers 3",
     ):
         assert line in script
+    # The job's nanny reads the worker environment from Dask's configuration: the script's export, run by a
+    # shell as the job would, gives a Dask that starts its workers with WORKER_ENVIRON.
+    export = next(line for line in script.splitlines() if "PRE_SPAWN_ENVIRON" in line)
+    shown = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"{export}; {sys.executable} -c 'import dask, json; "
+            'print(json.dumps(dask.config.get("distributed.nanny.pre-spawn-environ")))\'',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(shown.stdout) == WORKER_ENVIRON
     # Without --workers, a small job stays in-process (no cluster start).
     with Runner(_cfg(rasters_dir, tmp_path / "y")) as runner:
         assert [i for i, _ in runner.map_unordered(abs, [-1, -2, -3], work=3000)] == [0, 1, 2]
         assert runner.client is None
+
+
+def test_local_workers_keep_numpy_temporaries_off_mmap(tmp_path, rasters_dir):
+    """The local cluster's workers run with WORKER_ENVIRON, not Dask's MALLOC_TRIM_THRESHOLD_=65536 (which froze
+    glibc's mmap threshold and doubled the CPU time of tiling in a worker), and one numpy thread."""
+    from rsbench.corpus.parallel import Runner
+
+    with Runner(_cfg(rasters_dir, tmp_path / "w", workers=2)) as runner:
+        environ = runner._ensure_client().run(lambda: {k: os.environ.get(k) for k in WORKER_ENVIRON})
+    assert len(environ) == 2
+    assert all(env == {k: str(v) for k, v in WORKER_ENVIRON.items()} for env in environ.values())
 
 
 def _kill_mid_build(cmd: list[str], staging: Path, out: Path) -> int:

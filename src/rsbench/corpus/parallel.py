@@ -11,10 +11,12 @@ and every later map uses it.
 
 Worker layout (measured in benchmarks/corpus_bench.py, scaling case): one worker process per core,
 one thread each. The per-tile work holds the GIL (numpy on small arrays, PIL quicklooks, rasterio
-calls), so threads in one process would serialize; Dask's nanny starts each worker with
-OMP_NUM_THREADS / MKL_NUM_THREADS / OPENBLAS_NUM_THREADS = 1 (its `distributed.nanny.pre-spawn-environ`
-default), so numpy does not oversubscribe the cores, and GDAL decodes with one thread (GDAL_NUM_THREADS
-unset). The driver only submits tasks and merges their small records while the workers tile.
+calls), so threads in one process would serialize; the workers rsbench starts get WORKER_ENVIRON:
+OMP_NUM_THREADS / MKL_NUM_THREADS / OPENBLAS_NUM_THREADS = 1, so numpy does not oversubscribe the cores,
+and glibc malloc settings that keep numpy's temporaries off mmap (see WORKER_ENVIRON); GDAL decodes with
+one thread (GDAL_NUM_THREADS unset). The driver only submits tasks and merges their small records while
+the workers tile. Workers of a cluster given with --scheduler are the user's: the README says how to start
+them with the same environment.
 
 On SLURM, nothing is left behind: the request is checked with `sbatch --test-only` before any job is
 submitted, a job SLURM will never start (pending reason PartitionConfig, ...) or that waits longer than
@@ -24,8 +26,10 @@ submitted, a job SLURM will never start (pending reason PartitionConfig, ...) or
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shlex
 import signal
 import threading
 import time
@@ -43,14 +47,36 @@ IN_FLIGHT_PER_THREAD = 4  # tasks submitted ahead per worker thread: enough to k
 MIN_IN_FLIGHT = 64  # ... and at least this many, for clusters whose workers are still joining
 
 
+# The environment Dask's nanny gives each worker process it starts, for the workers rsbench starts (local and
+# SLURM). Dask's default sets MALLOC_TRIM_THRESHOLD_=65536 (to hand freed memory back to the OS), and setting it
+# freezes glibc's mmap threshold at 128 KiB: every numpy temporary of a batch of windows (MiBs) is then mapped
+# and page-faulted afresh, which doubled the CPU time of tiling in a worker (scaling case of corpus_bench.py:
+# 43 s in a 1-worker cluster vs 22 s in-process). Large allocations from the heap (mmap threshold 32 MiB,
+# glibc's maximum) and trimming above 128 MiB give a worker the in-process speed back.
+WORKER_ENVIRON: dict[str, int] = {
+    "OMP_NUM_THREADS": 1,
+    "MKL_NUM_THREADS": 1,
+    "OPENBLAS_NUM_THREADS": 1,
+    "MALLOC_MMAP_THRESHOLD_": 32 * 2**20,
+    "MALLOC_TRIM_THRESHOLD_": 128 * 2**20,
+}
+NANNY_ENVIRON = "distributed.nanny.pre-spawn-environ"
+
+
 def slurm_options(cfg: CorpusBuildConfig) -> dict[str, Any]:
     """dask-jobqueue SLURMCluster arguments: each job runs one single-threaded worker process per CPU
-    (the tiling is GIL-bound, so threads would not add throughput)."""
+    (the tiling is GIL-bound, so threads would not add throughput), its nanny given WORKER_ENVIRON through
+    Dask's configuration in the job's environment (before the job's own set-up lines)."""
     resources = cfg.slurm or CorpusSlurm()
     kwargs = resources.jobqueue_kwargs()
     kwargs["processes"] = resources.cpus_per_task
     if resources.interface:
         kwargs["interface"] = resources.interface
+    variable = "DASK_" + NANNY_ENVIRON.upper().replace(".", "__").replace("-", "_")
+    kwargs["job_script_prologue"] = [
+        f"export {variable}={shlex.quote(json.dumps(WORKER_ENVIRON))}",
+        *kwargs.get("job_script_prologue", []),
+    ]
     return kwargs
 
 
@@ -146,6 +172,7 @@ class Runner:
     def _ensure_client(self) -> Any:
         if self.client is not None:
             return self.client
+        import dask
         from dask.distributed import Client
 
         cfg = self.cfg
@@ -170,15 +197,16 @@ class Runner:
             from dask.distributed import LocalCluster
 
             # One thread per worker process: the work is GIL-bound numpy/PIL/GDAL calls.
-            cluster = self._stack.enter_context(
-                LocalCluster(
-                    n_workers=self.workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                    silence_logs=logging.ERROR,
+            with dask.config.set({NANNY_ENVIRON: WORKER_ENVIRON}):  # read when the nannies are made
+                cluster = self._stack.enter_context(
+                    LocalCluster(
+                        n_workers=self.workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=None,
+                        silence_logs=logging.ERROR,
+                    )
                 )
-            )
             self.client = self._stack.enter_context(Client(cluster))
         return self.client
 
