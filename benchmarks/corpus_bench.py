@@ -52,6 +52,7 @@ from rsbench.corpus import (  # noqa: E402
     plan_windows,
     probe_raster,
 )
+from rsbench.corpus.parallel import local_cluster  # noqa: E402
 
 CPU = {}  # process CPU seconds of the last timed() call (this process only: in-process runs)
 
@@ -425,10 +426,10 @@ def versus_bare(rasters: list[Path], work: Path, tile: int, stride: int, client)
 
 def archive_case(work: Path, chips: int) -> dict:
     """The archive case alone, with its own 2-worker cluster (started before timing)."""
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
     paths = archive_chips(work, chips)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with local_cluster(2) as cluster:  # the cluster `--workers 2` starts
         with Client(cluster) as client:
             result = versus_bare(paths, work / "archive", 64, 64, client)
     print(json.dumps(result, indent=2), flush=True)
@@ -635,11 +636,9 @@ def main() -> None:
         "settings": vars(args) | {"work": str(work), "json": str(args.json)},
     }
 
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
-    t_start, cluster = timed(
-        lambda: LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-    )
+    t_start, cluster = timed(lambda: local_cluster(2))  # the cluster `--workers 2` starts
     res["dask_cluster_start_s"] = t_start
     with cluster, Client(cluster) as client:
         chips = archive_chips(work, args.chips)

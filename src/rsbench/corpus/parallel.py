@@ -80,6 +80,18 @@ def slurm_options(cfg: CorpusBuildConfig) -> dict[str, Any]:
     return kwargs
 
 
+def local_cluster(workers: int):
+    """The local Dask cluster of a build: `workers` single-threaded worker processes (the work is GIL-bound
+    numpy/PIL/GDAL calls) started with WORKER_ENVIRON."""
+    import dask
+    from dask.distributed import LocalCluster
+
+    with dask.config.set({NANNY_ENVIRON: WORKER_ENVIRON}):  # read when the nannies are made
+        return LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+        )
+
+
 WORKERS = "the corpus build's Dask workers"
 WAIT_POLL_S = 5.0
 
@@ -172,7 +184,6 @@ class Runner:
     def _ensure_client(self) -> Any:
         if self.client is not None:
             return self.client
-        import dask
         from dask.distributed import Client
 
         cfg = self.cfg
@@ -194,19 +205,7 @@ class Runner:
             self.log(f"dask SLURM cluster: {resources.jobs} job(s), scheduler {cluster.scheduler_address}")
             wait_for_workers(cluster, self.client, resources, self.log)
         else:
-            from dask.distributed import LocalCluster
-
-            # One thread per worker process: the work is GIL-bound numpy/PIL/GDAL calls.
-            with dask.config.set({NANNY_ENVIRON: WORKER_ENVIRON}):  # read when the nannies are made
-                cluster = self._stack.enter_context(
-                    LocalCluster(
-                        n_workers=self.workers,
-                        threads_per_worker=1,
-                        processes=True,
-                        dashboard_address=None,
-                        silence_logs=logging.ERROR,
-                    )
-                )
+            cluster = self._stack.enter_context(local_cluster(self.workers))
             self.client = self._stack.enter_context(Client(cluster))
         return self.client
 
