@@ -146,6 +146,22 @@ def bare_loop_memory(rasters: list[Path], tile: int, stride: int) -> tuple[float
     return timed(run)
 
 
+def open_only(rasters: list[Path]) -> float:
+    """The bare loop's opens alone (same GDAL defaults): how much of the floor is opening files."""
+
+    def run():
+        for path in rasters:
+            with rasterio.open(path):
+                pass
+
+    return timed(run)[0]
+
+
+def stage_seconds(corpus: Path) -> dict[str, float]:
+    """Seconds per stage of a finished build (its progress.json); assembly and manifest are the rest."""
+    return {k: v["elapsed_s"] for k, v in json.loads((corpus / "progress.json").read_text())["stages"].items()}
+
+
 def synthetic_archive(work: Path, n: int) -> Path:
     """`n` small synthetic GeoTIFFs (64 x 64, 1 band, uint8, distinct pixels and positions) in one folder."""
     folder = work / f"synthetic{n}"
@@ -385,17 +401,24 @@ def same_corpus(a: Path, b: Path, shards: list[str]) -> bool:
 
 def versus_bare(rasters: list[Path], work: Path, tile: int, stride: int, client) -> dict:
     """Bare loop, build (1 worker, every filter on / off) and build on the 2-worker cluster, same windows."""
+    # Every timing twice, interleaved, and the faster of the two kept: this machine's speed drifts by 10-30 %
+    # within minutes (other tenants), which one run per figure mistook for effects.
     t_bare, n = bare_loop_memory(rasters, tile, stride)
     cpu_bare = CPU["last"]
-    t_one, one = build(rasters, work / "one", tile, stride, workers=1)
-    cpu_one = CPU["last"]
+    ones, twos, controls, stages, cpu_one = [], [], [], [], float("inf")
+    for _ in range(2):
+        ones.append(build(rasters, work / "one", tile, stride, workers=1))
+        cpu_one = min(CPU["last"], cpu_one)
+        stages.append(stage_seconds(work / "one"))
+        controls.append(cpu_control())
+        twos.append(build(rasters, work / "two", tile, stride, client=client))
+    t_one, one = min(ones, key=lambda r: r[0])
+    t_two = min(t for t, _ in twos)
+    control_before, control_after = controls
     t_off, _ = build(rasters, work / "off", tile, stride, workers=1, **FILTERS_OFF)
     cpu_off = CPU["last"]
-    t_bare2, _ = bare_loop_memory(rasters, tile, stride)  # again: the machine's speed drifts
+    t_bare2, _ = bare_loop_memory(rasters, tile, stride)
     cpu_bare = min(cpu_bare, CPU["last"])
-    control_before = cpu_control()
-    t_two, _ = build(rasters, work / "two", tile, stride, client=client)
-    control_after = cpu_control()
     bare = min(t_bare, t_bare2)
     return {
         "rasters": len(rasters),
@@ -405,8 +428,13 @@ def versus_bare(rasters: list[Path], work: Path, tile: int, stride: int, client)
         "stride": stride,
         "bare_loop_s": [t_bare, t_bare2],
         "build_1_worker_s": t_one,
+        "build_1_worker_runs_s": [t for t, _ in ones],
+        # Of the faster 1-worker run; the rest of its time is assembly (selection, manifest, corpus.json).
+        "build_1_worker_stages_s": stages[min(range(2), key=lambda k: ones[k][0])],
+        "bare_loop_opens_only_s": open_only(rasters),
         "build_1_worker_filters_off_s": t_off,
         "build_2_workers_s": t_two,
+        "build_2_workers_runs_s": [t for t, _ in twos],
         "ratio_1_worker_vs_bare": bare / t_one,
         "ratio_filters_off_vs_bare": bare / t_off,
         "ratio_2_workers_vs_bare": bare / t_two,

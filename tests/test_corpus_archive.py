@@ -199,3 +199,45 @@ def test_overwrite_keeps_the_old_corpus_until_the_new_one_is_complete(tmp_path, 
     assert res.returncode == 0, res.stderr
     assert json.loads((out / "corpus.json").read_text())["settings"]["tile_size"] == 16
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "in", "junk"]
+
+
+def test_small_rasters_of_mixed_sensors_measured_together_equal_one_by_one(tmp_path, rasters_dir):
+    """Small chips of four sensors (3-band uint8 with a nodata collar, 4-band uint8, 6- and 7-band uint16),
+    interleaved in one folder: grouped into one task, their windows are measured in shared batches (a batch
+    closes when the band count or dtype changes); ungrouped, each chip alone. Same manifest and shard bytes, and
+    every kept tile equals its window read directly from its chip."""
+    import io
+    import json
+    import tarfile
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    sources = sorted(p for p in rasters_dir.glob("*.tif") if "spacenet" not in p.name)
+    for k in range(12):
+        with rasterio.open(sources[k % len(sources)]) as src:
+            window = Window(10 + 30 * k, 0 if "landsat7" in src.name else 200, 96, 96)  # landsat7: its collar
+            profile = {**src.profile, "width": 96, "height": 96, "tiled": False, "compress": None}
+            profile.pop("blockxsize", None), profile.pop("blockysize", None)
+            with rasterio.open(
+                folder / f"m{k:02d}.tif", "w", **profile | {"transform": src.window_transform(window)}
+            ) as dst:
+                dst.write(src.read(window=window))
+    grouped, alone = tmp_path / "grouped", tmp_path / "alone"
+    info = build_corpus(_cfg(folder, grouped, workers=1, stride=16))
+    build_corpus(_cfg(folder, alone, workers=1, stride=16, group_rasters=False))
+    _same(grouped, alone)
+    assert len(info["band_groups"]) == 4 and info["counts"]["rejected"]["nodata"] > 0
+    checked = 0
+    for shard in info["shards"]:
+        with tarfile.open(grouped / shard) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+        for name, blob in members.items():
+            if not name.endswith(".npy"):
+                continue
+            meta = json.loads(members[name[: -len("npy")] + "json"])
+            w = meta["window"]
+            with rasterio.open(meta["source"]) as src:
+                expected = src.read(window=Window(w["col_off"], w["row_off"], w["width"], w["height"]))
+            assert np.array_equal(np.load(io.BytesIO(blob)), expected)
+            checked += 1
+    assert checked == info["counts"]["tiles_kept"] > 20

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import rasterio
 from rasterio.windows import Window
 
@@ -77,7 +78,6 @@ def test_counted_percentiles_equal_numpy_to_the_last_bit():
 
 def test_a_small_raster_is_read_once_by_the_build(rasters_dir: Path, tmp_path: Path, monkeypatch):
     """Planning reads its header only; tiling takes the reference and all 4 tiles from one read."""
-    import io
 
     from rsbench.contracts.corpus_build import FILTER_KEYS
     from rsbench.corpus import raster, tiling
@@ -101,13 +101,15 @@ def test_a_small_raster_is_read_once_by_the_build(rasters_dir: Path, tmp_path: P
     assert calls == [] and "reference" not in info
     cfg = CorpusBuildConfig(inputs=[str(chip)], out=str(tmp_path / "out"), tile_size=64)
     task = {"tile_size": 64, "stride": 64, "tiles_per_raster": None, "seed": 0, "dedup": True, "features": False}
-    task |= {"filters": {k: getattr(cfg, k) for k in FILTER_KEYS}, "exclusions": []}
-    spool = io.BytesIO()
-    records, passed, _, reference, spooled = tiling._tile(
-        task, {"info": info, "raster": 0, "start": 0, "stop": 4}, spool
-    )
+    task |= {"filters": {k: getattr(cfg, k) for k in FILTER_KEYS}, "exclusions": [], "part": 0}
+    task |= {"staging": str(tmp_path / "staging"), "segments": [{"info": info, "raster": 0, "start": 0, "stop": 4}]}
+    (tmp_path / "staging" / "parts").mkdir(parents=True)
+    done = tiling.run_part(task)
     assert len(calls) == 1 and (calls[0].width, calls[0].height) == (128, 128)
-    assert len(records["key"]) == 4
-    assert spooled and passed > 0 and len(spool.getvalue()) > passed * 4 * 64 * 64  # its tiles are spooled
+    files = tiling.part_paths(task["staging"], 0)
+    assert pq.read_table(files["records"]).num_rows == 4
+    passed, spool = done["passed"], files["spool"].stat().st_size
+    assert passed > 0 and spool > passed * 4 * 64 * 64 and not done["sources"]  # its tiles are spooled
+    reference = done["references"]["0"]
     monkeypatch.setattr(raster, "read_block", original)
     assert reference == probe_raster(str(chip))["reference"]  # the planning-time reference, had it been taken

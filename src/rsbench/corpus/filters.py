@@ -90,13 +90,17 @@ def counted_percentiles(pixels: np.ndarray, percents: list[float]) -> np.ndarray
 def scaled(array: np.ndarray, reference: dict[str, list[float]]) -> np.ndarray:
     """C x H x W float32 in [0, 1]: each band mapped from the raster's p2..p98 range."""
     low = np.asarray(reference["low"], dtype=np.float32)[:, None, None]
-    span = np.asarray(reference["high"], dtype=np.float32)[:, None, None] - low
-    return np.clip((array.astype(np.float32) - low) / span, 0.0, 1.0)
+    return scale(array, low, np.asarray(reference["high"], dtype=np.float32)[:, None, None])
+
+
+def scale(array: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """`array` mapped from low..high (float32, broadcast against it: per band, or per window and band) to [0, 1]."""
+    return np.clip((array.astype(np.float32) - low) / (high - low), 0.0, 1.0)
 
 
 def grey_image(scaled_array: np.ndarray) -> np.ndarray:
-    """H x W uint8 grey image: the mean of the scaled bands, pixel by pixel."""
-    return np.rint(scaled_array.mean(axis=0) * 255.0).astype(np.uint8)
+    """H x W uint8 grey image (N x H x W for N windows): the mean of the scaled bands, pixel by pixel."""
+    return np.rint(scaled_array.mean(axis=-3) * 255.0).astype(np.uint8)
 
 
 def quicklook(scaled_array: np.ndarray, valid: np.ndarray) -> np.ndarray:
