@@ -271,12 +271,13 @@ def _measure_strips(task, info, reader, rows, cols, excluded, base: int, found: 
             at = (0 * offsets, offsets)
             arrays = _windows(strip[:, :, x0 : x0 + width], *at, tile)
             valid = _windows(strip_valid[None, :, x0 : x0 + width], *at, tile)[:, 0]
-            pieces = (None, None, None)
-            if scaled is not None:
-                s, grey, bright = scaled.window(x0, width)
-                pieces = (_windows(s, *at, tile), _windows(grey[None], *at, tile)[:, 0])
-                pieces += (_windows(bright[None], *at, tile)[:, 0],)
-            found.measure(base + batch, arrays, valid, pieces, task, spool)
+
+            def pieces(which: np.ndarray, x0=x0, width=width, at=at, scaled=scaled) -> tuple:
+                s, grey, bright = scaled.window(x0, width)  # scaled only when a window of the batch needs it
+                sub = (at[0][which], at[1][which])
+                return tuple(_windows(a, *sub, tile) for a in (s, grey[None], bright[None]))
+
+            found.measure(base + batch, arrays, valid, pieces if scaled is not None else None, task, spool)
 
 
 def _read_whole(info: dict[str, Any]) -> bool:
@@ -319,15 +320,16 @@ class _SmallRasters:
         part_rows = np.concatenate([p[0] for p in self.pending])
         arrays = np.concatenate([_windows(p[1], p[4], p[5], tile) for p in self.pending])
         valid = np.concatenate([_windows(p[2][None], p[4], p[5], tile)[:, 0] for p in self.pending])
-        pieces = (None, None, None)
-        if _needs_scaling(self.task):
-            bounds = [(p[3]["low"], p[3]["high"], len(p[0])) for p in self.pending]
-            low = np.repeat(np.asarray([b[0] for b in bounds], dtype=np.float32), [b[2] for b in bounds], axis=0)
-            high = np.repeat(np.asarray([b[1] for b in bounds], dtype=np.float32), [b[2] for b in bounds], axis=0)
-            s = F.scale(arrays, low[:, :, None, None], high[:, :, None, None])
-            pieces = (s, F.grey_image(s), s.min(axis=1) >= f["cloud_brightness"])
+        bounds = [(p[3]["low"], p[3]["high"], len(p[0])) for p in self.pending]
+        low = np.repeat(np.asarray([b[0] for b in bounds], dtype=np.float32), [b[2] for b in bounds], axis=0)
+        high = np.repeat(np.asarray([b[1] for b in bounds], dtype=np.float32), [b[2] for b in bounds], axis=0)
+
+        def pieces(which: np.ndarray) -> tuple:
+            s = F.scale(arrays[which], low[which, :, None, None], high[which, :, None, None])
+            return s, F.grey_image(s)[:, None], (s.min(axis=1) >= f["cloud_brightness"])[:, None]
+
         self.pending, self.windows = [], 0
-        self.found.measure(part_rows, arrays, valid, pieces, self.task, True)
+        self.found.measure(part_rows, arrays, valid, pieces if _needs_scaling(self.task) else None, self.task, True)
 
 
 def _batches(run: np.ndarray, x: np.ndarray, tile: int, span: int, most: int) -> Iterator[np.ndarray]:
@@ -341,7 +343,11 @@ def _batches(run: np.ndarray, x: np.ndarray, tile: int, span: int, most: int) ->
 
 
 def _windows(block: np.ndarray, rows: np.ndarray, cols: np.ndarray, tile: int) -> np.ndarray:
-    """N x C x tile x tile contiguous copies of the windows at (rows, cols) of a C x H x W block."""
+    """N x C x tile x tile contiguous copies of the windows at (rows, cols) of a C x H x W block; for one window,
+    a view (large tiles come one per batch: copying them cost more than their measuring)."""
+    if len(rows) == 1:
+        r, c = int(rows[0]), int(cols[0])
+        return block[None, :, r : r + tile, c : c + tile]
     view = np.lib.stride_tricks.sliding_window_view(block, (tile, tile), axis=(1, 2))  # C x H' x W' x tile x tile
     return np.ascontiguousarray(view[:, rows, cols].transpose(1, 0, 2, 3))
 
@@ -361,11 +367,25 @@ class _Found:
         self.headers: dict[tuple, bytes] = {}
 
     def measure(self, rows: np.ndarray, arrays, valid, pieces, task: dict[str, Any], write: bool) -> None:
-        """Measure the windows at part rows `rows` (pixels `arrays`, masks `valid`, `pieces` = their scaled
-        values, grey and bright masks or Nones) and keep what passes the per-tile filters; `write`: spool its
-        bytes."""
-        f = task["filters"]
-        metrics, looks = F.window_metrics(arrays, valid, *pieces, f, task["dedup"] or task["features"])
+        """Measure the windows at part rows `rows` (pixels `arrays`, masks `valid`) and keep what passes the
+        per-tile filters; `write`: spool its bytes. `pieces(which)`: the scaled values, grey and bright masks of
+        the windows `which` (each N x 1-or-C x H x W), or None when no filter needs them. Windows the nodata
+        filter rejects are measured no further: neither scaled nor measured (mostly-empty scenes are cheap)."""
+        f, n = task["filters"], len(arrays)
+        counts = valid.reshape(n, -1).sum(axis=1)
+        metrics = {name: np.full(n, np.nan) for name in F.METRICS}
+        metrics["nodata_fraction"] = 1.0 - counts / max(valid[0].size if n else 1, 1)
+        looked = np.flatnonzero((counts > 0) & (metrics["nodata_fraction"] <= f["max_nodata_fraction"]))
+        looks = None
+        if len(looked):
+            parts = [None, None, None]
+            if pieces is not None:
+                s, grey, bright = pieces(looked)
+                parts = [s, grey[:, 0], bright[:, 0]]
+            quick = task["dedup"] or task["features"]
+            sub, looks = F.window_metrics(arrays[looked], valid[looked], *parts, f, quick)
+            for name in F.METRICS:
+                metrics[name][looked] = sub[name]
         codes = F.reject_codes(metrics, f)
         index = rows.tolist()
         for name in F.METRICS:
@@ -377,8 +397,10 @@ class _Found:
         if not len(keep):
             return
         index = rows[keep].tolist()
+        if looks is not None:  # the kept windows' quicklooks, by position among the looked-at ones
+            looks = looks[np.searchsorted(looked, keep)]
         if task["dedup"]:
-            self.to_hash.append((rows[keep], F.hash_quicklooks(looks[keep])))
+            self.to_hash.append((rows[keep], F.hash_quicklooks(looks)))
         whole = valid[keep].reshape(len(keep), -1).all(axis=1)
         flat = arrays[keep].reshape(len(keep), arrays.shape[1], -1)
         # Min/max fix the percentile histogram's bins; the moments are taken when packing.
@@ -390,8 +412,8 @@ class _Found:
         self.values["stats_min"].update(zip(index, low.tolist()))
         self.values["stats_max"].update(zip(index, high.tolist()))
         if task["features"]:
-            for i, j in zip(index, keep.tolist()):
-                self.values["features"][i] = F.features(looks[j], valid[j], metrics["entropy"][j])
+            for k, (i, j) in enumerate(zip(index, keep.tolist())):
+                self.values["features"][i] = F.features(looks[k], valid[j], metrics["entropy"][j])
         if not write:  # read again from the raster when packing
             return
         kind = (arrays.shape[1:], arrays.dtype.str)  # the .npy header of every tile of this batch
