@@ -64,8 +64,8 @@ def _corpus() -> str:
             f"{what} ({j['windows']:,} windows): 1 worker at {j['ratio_1_worker_vs_bare']:.2f}x the bare loop "
             f"(CPU time {j['cpu_ratio_1_worker_vs_bare']:.2f}x; "
             f"filters off {j['cpu_ratio_filters_off_vs_bare']:.2f}x), "
-            f"1 -> 2 workers {j['speedup_1_to_2_workers']:.2f}x with the pure-CPU control at "
-            f"{'/'.join(f'{c:.2f}' for c in j['control_cpu_speedup_2_processes'])}x, "
+            f"1 -> 2 workers {j['speedup_1_to_2_workers']:.2f}x{_rounds(j)} with the pure-CPU control at "
+            f"{'/'.join(f'{c:.2f}' for c in _controls(j))}x, "
             f"{'identical' if j['identical_output_1_vs_2_workers'] else 'different'} output"
         )
 
@@ -85,6 +85,15 @@ def _corpus() -> str:
         f"{ld['ratio']:.2f}x of per-file `.npy` reads from the page cache; {big['uncompressed_gib']:.1f} GiB raster "
         f"tiled with {big['peak_rss_mib']:.0f} MiB peak RSS"
     )
+
+
+def _controls(job: dict[str, Any]) -> list[float]:
+    return job.get("control_cpu_speedup_all_rounds") or job["control_cpu_speedup_2_processes"]
+
+
+def _rounds(job: dict[str, Any]) -> str:
+    rounds = job.get("speedup_1_to_2_workers_per_round")
+    return f" (median of {len(rounds)} interleaved rounds)" if rounds else ""
 
 
 def _planning(mem: dict[str, Any]) -> str:
