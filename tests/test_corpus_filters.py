@@ -375,7 +375,7 @@ def test_window_metrics_of_a_strip_equal_their_definitions(rasters_dir, monkeypa
         arrays = _windows(strip[:, :, x0 : x0 + width], *at, 64)
         wvalid = _windows(valid[None, :, x0 : x0 + width], *at, 64)[:, 0]
         pieces = [_windows(s, *at, 64), _windows(grey[None], *at, 64)[:, 0], _windows(bright[None], *at, 64)[:, 0]]
-        metrics, looks = F.window_metrics(arrays, wvalid, *pieces, f, True)
+        metrics, looks = F.window_metrics(arrays, wvalid, lambda which, p=pieces: tuple(a[which] for a in p), f, True)
         codes.extend(F.reject_codes(metrics, f).tolist())
         for k, array in enumerate(arrays):
             v = wvalid[k]
@@ -399,16 +399,16 @@ def test_window_metrics_of_a_strip_equal_their_definitions(rasters_dir, monkeypa
     assert F.REASONS.index(F.REJECT_NODATA) in codes and -1 in codes
 
 
-def test_npy_header_plus_bytes_is_what_np_save_writes():
+def test_npy_bytes_is_what_np_save_writes():
     """Tiling writes a tile's .npy as one cached header + its bytes: the same bytes np.save writes, for every
     dtype and band count a corpus holds."""
     import io
 
-    from rsbench.corpus.shards import npy_header
+    from rsbench.corpus.shards import npy_bytes
 
     for dtype in ("uint8", "uint16", "int16", "float32", "float64"):
         for bands in (1, 3, 13):
             tile = np.arange(bands * 64 * 48).astype(dtype).reshape(bands, 64, 48)
             buf = io.BytesIO()
             np.save(buf, tile, allow_pickle=False)
-            assert npy_header(tile) + tile.tobytes() == buf.getvalue()
+            assert npy_bytes(tile) == buf.getvalue()

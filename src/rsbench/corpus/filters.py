@@ -16,6 +16,7 @@ range per band, see `raster.radiometric_reference`), so one threshold means the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -142,46 +143,50 @@ METRICS = ("nodata_fraction", "saturated_fraction", "cloud_fraction", "std", "en
 def window_metrics(
     arrays: np.ndarray,
     valid: np.ndarray,
-    scaled_windows: np.ndarray | None,
-    greys: np.ndarray | None,
-    bright: np.ndarray | None,
+    pieces: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]] | None,
     f: dict[str, Any],
     quicklook: bool,
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Metrics of N windows at once: ({name: float64 (N,)}, quicklooks N x H x W uint8 or None).
 
-    arrays N x C x H x W pixels, valid N x H x W; scaled_windows / greys / bright: the windows' scaled values
-    (N x C x H x W float32), unmasked grey and all-bands-bright mask (N x H x W), None when no filter needs
-    them; `quicklook`: dedup or diversity need the quicklooks. A metric that is not computed (its filter is
-    off, or the window is rejected for nodata) is NaN, stored as null. Fractions are exact counts over the
-    valid pixels; std and entropy sum in float64.
+    arrays N x C x H x W pixels, valid N x H x W; `pieces(which)`: the scaled values (n x C x H x W float32),
+    unmasked grey and all-bands-bright mask (n x H x W) of the windows `which`, or None when no filter needs
+    them; `quicklook`: dedup or diversity need the quicklooks. Windows the nodata filter rejects are measured
+    no further (neither scaled nor measured: mostly-empty scenes stay cheap). A metric that is not computed
+    (its filter is off, or the window is rejected for nodata) is NaN, stored as null; so is such a window's
+    quicklook, left black. Fractions are exact counts over the valid pixels; std and entropy sum in float64.
     """
     n, pixels = len(arrays), valid[0].size if len(valid) else 0
     counts = valid.reshape(n, -1).sum(axis=1)
     nodata = 1.0 - counts / max(pixels, 1)
     metrics = {name: np.full(n, np.nan) for name in METRICS}
     metrics["nodata_fraction"] = nodata
-    measured = (counts > 0) & (nodata <= f["max_nodata_fraction"])
-    per_valid = np.maximum(counts, 1)
+    looked = np.flatnonzero((counts > 0) & (nodata <= f["max_nodata_fraction"]))
+    if not len(looked):
+        return metrics, None
+    arrays, valid, per_valid = arrays[looked], valid[looked], counts[looked]
+    m = len(looked)
     if f["saturation_filter"] and np.issubdtype(arrays.dtype, np.integer):
         top = np.iinfo(arrays.dtype).max
-        hit = ((arrays >= top).any(axis=1) & valid).reshape(n, -1).sum(axis=1)
-        metrics["saturated_fraction"] = np.where(measured, hit / per_valid, np.nan)
-    if scaled_windows is None:
+        metrics["saturated_fraction"][looked] = ((arrays >= top).any(axis=1) & valid).reshape(m, -1).sum(
+            axis=1
+        ) / per_valid
+    if pieces is None:
         return metrics, None
+    scaled_windows, greys, bright = pieces(looked)
     if f["cloud_filter"]:
-        cloudy = (bright & valid).reshape(n, -1).sum(axis=1)
-        metrics["cloud_fraction"] = np.where(measured, cloudy / per_valid, np.nan)
+        metrics["cloud_fraction"][looked] = (bright & valid).reshape(m, -1).sum(axis=1) / per_valid
     if f["blank_filter"]:
         weight = valid[:, None].astype(np.float32)
         means = np.einsum("nchw,nchw->nc", scaled_windows, weight, dtype=np.float64) / per_valid[:, None]
         d = (scaled_windows - means[:, :, None, None].astype(np.float32)) * weight
         variance = np.einsum("nchw,nchw->nc", d, d, dtype=np.float64) / per_valid[:, None]
-        metrics["std"] = np.where(measured, np.sqrt(variance).max(axis=1), np.nan)
+        metrics["std"][looked] = np.sqrt(variance).max(axis=1)
     if not (f["blank_filter"] or quicklook):
         return metrics, None
-    looks = np.where(valid, greys, np.uint8(0))  # = quicklook(scaled, valid), window by window
-    metrics["entropy"] = np.where(measured, entropy_bits_many(looks, valid, counts), np.nan)
+    looks = np.zeros((n, *greys.shape[1:]), dtype=np.uint8)
+    looks[looked] = np.where(valid, greys, np.uint8(0))  # = quicklook(scaled, valid), window by window
+    metrics["entropy"][looked] = entropy_bits_many(looks[looked], valid, per_valid)
     return metrics, looks
 
 

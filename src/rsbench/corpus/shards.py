@@ -18,6 +18,7 @@ follow TarWriter's layout exactly (USTAR, `<key>.<ext>` members in sorted extens
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -54,11 +55,17 @@ class TarShard:
         self._tar.close()
 
 
-def npy_header(array: np.ndarray) -> bytes:
-    """The .npy header np.save writes before the C-order bytes of `array` (and of any array of its shape and
-    dtype): a tile's .npy is `npy_header(tile) + tile.tobytes()`, without np.save's per-call overhead."""
+def npy_bytes(array: np.ndarray) -> bytes:
+    """What np.save writes for `array`: its .npy header (made once per shape and dtype) + its C-order bytes,
+    without np.save's per-call overhead (tiles are written by the thousand)."""
+    return _npy_header(array.shape, array.dtype.str) + array.tobytes()
+
+
+@functools.lru_cache(maxsize=64)
+def _npy_header(shape: tuple[int, ...], dtype: str) -> bytes:
     buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(array))
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buf, header)
     return buf.getvalue()
 
 
@@ -206,7 +213,7 @@ class _RasterTiles:
             self.stack.enter_context(rasterio.Env(**GDAL_OPTIONS))
             self.reader, self.current = self.stack.enter_context(open_grid(info)), raster
         array, _ = read_block(self.reader, info, Window(col, row, size, size))
-        return npy_header(array) + array.tobytes()
+        return npy_bytes(array)
 
 
 def sample_metadata(record: dict[str, Any], info: dict[str, Any], tile: int) -> bytes:

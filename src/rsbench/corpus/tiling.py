@@ -26,7 +26,7 @@ from rasterio.windows import Window
 from rsbench.corpus import filters as F
 from rsbench.corpus.exclude import overlapping
 from rsbench.corpus.raster import GDAL_OPTIONS, key_prefix, lonlat, open_grid, read_block, whole_raster
-from rsbench.corpus.shards import npy_header
+from rsbench.corpus.shards import npy_bytes
 from rsbench.io import atomic_write_bytes, write_json
 
 MAX_STRIP_BYTES = 32 * 2**20  # consecutive windows of a row are read as one strip up to this size
@@ -275,7 +275,11 @@ def _measure_strips(task, info, reader, rows, cols, excluded, base: int, found: 
             def pieces(which: np.ndarray, x0=x0, width=width, at=at, scaled=scaled) -> tuple:
                 s, grey, bright = scaled.window(x0, width)  # scaled only when a window of the batch needs it
                 sub = (at[0][which], at[1][which])
-                return tuple(_windows(a, *sub, tile) for a in (s, grey[None], bright[None]))
+                return (
+                    _windows(s, *sub, tile),
+                    _windows(grey[None], *sub, tile)[:, 0],
+                    _windows(bright[None], *sub, tile)[:, 0],
+                )
 
             found.measure(base + batch, arrays, valid, pieces if scaled is not None else None, task, spool)
 
@@ -326,7 +330,7 @@ class _SmallRasters:
 
         def pieces(which: np.ndarray) -> tuple:
             s = F.scale(arrays[which], low[which, :, None, None], high[which, :, None, None])
-            return s, F.grey_image(s)[:, None], (s.min(axis=1) >= f["cloud_brightness"])[:, None]
+            return s, F.grey_image(s), s.min(axis=1) >= f["cloud_brightness"]
 
         self.pending, self.windows = [], 0
         self.found.measure(part_rows, arrays, valid, pieces if _needs_scaling(self.task) else None, self.task, True)
@@ -364,28 +368,12 @@ class _Found:
             + ("spool_offset", "spool_size")
         }
         self.to_hash: list[tuple[np.ndarray, np.ndarray]] = []  # (part rows, their 32 x 32 quicklooks)
-        self.headers: dict[tuple, bytes] = {}
 
     def measure(self, rows: np.ndarray, arrays, valid, pieces, task: dict[str, Any], write: bool) -> None:
-        """Measure the windows at part rows `rows` (pixels `arrays`, masks `valid`) and keep what passes the
-        per-tile filters; `write`: spool its bytes. `pieces(which)`: the scaled values, grey and bright masks of
-        the windows `which` (each N x 1-or-C x H x W), or None when no filter needs them. Windows the nodata
-        filter rejects are measured no further: neither scaled nor measured (mostly-empty scenes are cheap)."""
-        f, n = task["filters"], len(arrays)
-        counts = valid.reshape(n, -1).sum(axis=1)
-        metrics = {name: np.full(n, np.nan) for name in F.METRICS}
-        metrics["nodata_fraction"] = 1.0 - counts / max(valid[0].size if n else 1, 1)
-        looked = np.flatnonzero((counts > 0) & (metrics["nodata_fraction"] <= f["max_nodata_fraction"]))
-        looks = None
-        if len(looked):
-            parts = [None, None, None]
-            if pieces is not None:
-                s, grey, bright = pieces(looked)
-                parts = [s, grey[:, 0], bright[:, 0]]
-            quick = task["dedup"] or task["features"]
-            sub, looks = F.window_metrics(arrays[looked], valid[looked], *parts, f, quick)
-            for name in F.METRICS:
-                metrics[name][looked] = sub[name]
+        """Measure the windows at part rows `rows` (pixels `arrays`, masks `valid`, `pieces` as
+        `filters.window_metrics` takes them) and keep what passes the per-tile filters; `write`: spool its bytes."""
+        f = task["filters"]
+        metrics, looks = F.window_metrics(arrays, valid, pieces, f, task["dedup"] or task["features"])
         codes = F.reject_codes(metrics, f)
         index = rows.tolist()
         for name in F.METRICS:
@@ -397,10 +385,8 @@ class _Found:
         if not len(keep):
             return
         index = rows[keep].tolist()
-        if looks is not None:  # the kept windows' quicklooks, by position among the looked-at ones
-            looks = looks[np.searchsorted(looked, keep)]
         if task["dedup"]:
-            self.to_hash.append((rows[keep], F.hash_quicklooks(looks)))
+            self.to_hash.append((rows[keep], F.hash_quicklooks(looks[keep])))
         whole = valid[keep].reshape(len(keep), -1).all(axis=1)
         flat = arrays[keep].reshape(len(keep), arrays.shape[1], -1)
         # Min/max fix the percentile histogram's bins; the moments are taken when packing.
@@ -412,15 +398,13 @@ class _Found:
         self.values["stats_min"].update(zip(index, low.tolist()))
         self.values["stats_max"].update(zip(index, high.tolist()))
         if task["features"]:
-            for k, (i, j) in enumerate(zip(index, keep.tolist())):
-                self.values["features"][i] = F.features(looks[k], valid[j], metrics["entropy"][j])
+            for i, j in zip(index, keep.tolist()):
+                self.values["features"][i] = F.features(looks[j], valid[j], metrics["entropy"][j])
         if not write:  # read again from the raster when packing
             return
-        kind = (arrays.shape[1:], arrays.dtype.str)  # the .npy header of every tile of this batch
-        header = self.headers.get(kind) or self.headers.setdefault(kind, npy_header(arrays[0]))
         offset = self.spool.tell()
         for i, j in zip(index, keep.tolist()):
-            blob = header + arrays[j].tobytes()
+            blob = npy_bytes(arrays[j])
             self.spool.write(blob)
             self.values["spool_offset"][i], self.values["spool_size"][i] = offset, len(blob)
             offset += len(blob)
