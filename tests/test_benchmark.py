@@ -4,6 +4,7 @@ atomic claims under concurrency, reclaiming dead workers, import/export."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -372,6 +373,38 @@ def test_interrupted_cell_is_released_and_a_failure_is_recorded(tmp_path, monkey
         "Traceback" in Path(after["log_path"]).read_text()
         and "=== failed: ValueError" in Path(after["log_path"]).read_text()
     )
+
+
+def test_a_cancelled_slurm_cell_job_releases_its_cell_even_before_training(tmp_path, monkeypatch):
+    """submitit ignores SIGTERM in its jobs; scancel during a cell's set-up must still release the cell at once,
+    not let the job run on until SLURM's SIGKILL (and perhaps finish the cell it was told to stop)."""
+    import signal
+
+    from rsbench.benchmark import execute
+    from rsbench.benchmark.slurm import run_cell_job
+
+    plan = load_plan(write(tmp_path / "e.yaml", experiment(tmp_path)))
+    store = sync(plan)
+    cell = next(c for c in store.cells(plan.ids) if c["kind"] == "eval" and c["depends_on"] is None)
+    finished = []
+
+    def cancelled_while_setting_up(store, cell):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)  # the signal is handled here, in the main thread
+        finished.append(cell["id"])
+        return []
+
+    monkeypatch.setattr(execute, "run_eval_cell", cancelled_while_setting_up)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # what submitit's job environment installs
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_cell_job(plan.url, cell["id"], 600.0, 3)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN, "the job's handler is put back"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    [after] = store.cells([cell["id"]])
+    assert finished == [] and (after["status"], after["attempts"], after["worker"]) == (PENDING, 0, None)
+    assert "cell released" in Path(after["log_path"]).read_text()
 
 
 def test_database_passwords_are_never_printed(tmp_path):

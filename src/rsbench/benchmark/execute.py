@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -50,6 +51,26 @@ def redirected_output(log_path: str | None) -> Iterator[None]:
             sys.stdout.flush(), sys.stderr.flush()
             os.dup2(saved[0], 1), os.dup2(saved[1], 2)
             os.close(saved[0]), os.close(saved[1])
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_releases() -> Iterator[None]:
+    """SIGTERM (scancel, preemption, a supervisor) becomes KeyboardInterrupt, which `run_claimed` turns into a
+    release of the cell. submitit ignores SIGTERM in its jobs, so without this a cell job cancelled before
+    pretraining installs its own handlers would go on until SLURM's SIGKILL and might finish the cell it was
+    told to stop. The previous handler comes back afterwards (submitit's debug cluster runs jobs in-process)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

@@ -26,7 +26,15 @@ from rsbench.results_store.store import DONE, FAILED, PENDING, RUNNING, Store, w
 
 
 def run_cell_job(url: str, cell_id: str, stale_after_s: float, max_attempts: int) -> str:
-    """Body of one SLURM job. Raises when the cell fails, so `afterok` dependents never start."""
+    """Body of one SLURM job. Raises when the cell fails, so `afterok` dependents never start; a cancelled
+    job (scancel, preemption) releases its cell at once, so a re-submission runs it again."""
+    from rsbench.benchmark.execute import sigterm_releases
+
+    with sigterm_releases():
+        return _run_cell(url, cell_id, stale_after_s, max_attempts)
+
+
+def _run_cell(url: str, cell_id: str, stale_after_s: float, max_attempts: int) -> str:
     from rsbench.benchmark.execute import run_claimed
 
     cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rsbench.benchmark.execute import run_claimed
+from rsbench.benchmark.execute import run_claimed, sigterm_releases
 from rsbench.errors import RsbenchError
 from rsbench.results_store.store import DONE, PENDING, RUNNING, Store, worker_identity
 
@@ -63,41 +62,37 @@ def work(
     return ran
 
 
-def _sigterm(signum, frame):
-    # Turn SIGTERM (scancel, preemption, a supervisor) into the same clean release as Ctrl-C.
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) != 1:
         print("usage: python -m rsbench.benchmark.worker MATRIX.json", file=sys.stderr)
         return 2
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    signal.signal(signal.SIGTERM, _sigterm)
-    threads = int(spec.get("threads") or 0)
-    if threads:
-        import torch
+    # SIGTERM (scancel, preemption, a supervisor) releases the cell like Ctrl-C.
+    with sigterm_releases():
+        threads = int(spec.get("threads") or 0)
+        if threads:
+            import torch
 
-        torch.set_num_threads(threads)
-    parent = os.getppid()
+            torch.set_num_threads(threads)
+        parent = os.getppid()
 
-    def log(msg: str) -> None:
-        print(f"[worker {os.getpid()}] {msg}", file=sys.stderr, flush=True)
+        def log(msg: str) -> None:
+            print(f"[worker {os.getpid()}] {msg}", file=sys.stderr, flush=True)
 
-    try:
-        # A worker whose runner was killed finishes the cell it holds but takes no new one.
-        work(
-            Store(spec["db"]),
-            spec["ids"],
-            stale_after_s=spec["stale_after_s"],
-            max_attempts=spec["max_attempts"],
-            keep_going=lambda: os.getppid() == parent,
-            log=log,
-        )
-    except (KeyboardInterrupt, RsbenchError):  # interrupted or preempted: the cell was released
-        return 130
-    return 0
+        try:
+            # A worker whose runner was killed finishes the cell it holds but takes no new one.
+            work(
+                Store(spec["db"]),
+                spec["ids"],
+                stale_after_s=spec["stale_after_s"],
+                max_attempts=spec["max_attempts"],
+                keep_going=lambda: os.getppid() == parent,
+                log=log,
+            )
+        except (KeyboardInterrupt, RsbenchError):  # interrupted or preempted: the cell was released
+            return 130
+        return 0
 
 
 if __name__ == "__main__":
