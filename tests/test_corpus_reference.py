@@ -113,3 +113,18 @@ def test_a_small_raster_is_read_once_by_the_build(rasters_dir: Path, tmp_path: P
     reference = done["references"]["0"]
     monkeypatch.setattr(raster, "read_block", original)
     assert reference == probe_raster(str(chip))["reference"]  # the planning-time reference, had it been taken
+
+
+def test_the_grid_reader_reads_pixels_without_parsing_the_georeferencing_again(rasters_dir: Path):
+    """Tiling and packing open each raster for its pixels only (the CRS parse is most of a small chip's open);
+    the pixels are the file's, and a resampled grid keeps its georeferenced WarpedVRT."""
+    info = probe_raster(str(rasters_dir / NAIP))
+    with rasterio.open(rasters_dir / NAIP) as src:
+        expected = src.read(window=Window(64, 32, 64, 64))
+        assert src.crs is not None
+    with open_grid(info) as reader:
+        assert reader.crs is None
+        assert np.array_equal(reader.read(window=Window(64, 32, 64, 64)), expected)
+    coarse = probe_raster(str(rasters_dir / NAIP), gsd=10.0)
+    with open_grid(coarse) as reader:
+        assert coarse["resampled"] and reader.crs is not None and reader.width == coarse["width"]

@@ -20,7 +20,7 @@ from rasterio.windows import Window
 from rsbench.bands import RGB, pick_bands
 from rsbench.contracts.corpus_info import CorpusInfo, describe_group
 from rsbench.corpus.filters import REASONS
-from rsbench.corpus.raster import open_grid, read_block
+from rsbench.corpus.raster import open_grid, read_pixels
 from rsbench.errors import ConfigError
 
 Log = Callable[[str], None]
@@ -66,7 +66,7 @@ def _from_shard(corpus_dir: Path, row: dict) -> np.ndarray:
 
 def _from_source(raster: dict, row: dict) -> np.ndarray:
     with open_grid(raster) as reader:
-        array, _ = read_block(reader, raster, Window(row["col_off"], row["row_off"], row["width"], row["height"]))
+        array = read_pixels(reader, raster, Window(row["col_off"], row["row_off"], row["width"], row["height"]))
     return array
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -21,6 +22,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform as warp_points
 from rasterio.windows import Window
@@ -111,7 +113,8 @@ def _metres_per_unit(crs: CRS, transform: Affine, width: int, height: int) -> tu
 
 
 def _nodata_source(src, indexes: list[int]) -> str:
-    flags = [src.mask_flag_enums[i - 1] for i in indexes]
+    every_band = src.mask_flag_enums  # computed for all bands on each access
+    flags = [every_band[i - 1] for i in indexes]
     if any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags):
         return "mask"
     return "declared" if src.nodata is not None else "none"
@@ -199,11 +202,19 @@ def is_small(info: dict[str, Any]) -> bool:
 
 @contextmanager
 def open_grid(info: dict[str, Any]) -> Iterator[Any]:
-    """The raster as the tiling grid sees it: the file itself or a WarpedVRT at the --gsd resolution."""
-    with rasterio.open(info["path"]) as src:
-        if not info["resampled"]:
+    """The raster as the tiling grid sees it: the file itself or a WarpedVRT at the --gsd resolution.
+
+    The file itself is opened for its pixels only: its georeferencing, already in `info`, is not read again
+    (parsing a GeoTIFF's CRS is most of an open, 0.8 of 1 ms for a small chip). Drivers without the
+    GEOREF_SOURCES open option ignore it."""
+    if not info["resampled"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(info["path"], GEOREF_SOURCES="NONE")
+        with src:
             yield src
-            return
+        return
+    with rasterio.open(info["path"]) as src:
         with WarpedVRT(
             src,
             crs=src.crs,
@@ -217,9 +228,14 @@ def open_grid(info: dict[str, Any]) -> Iterator[Any]:
 
 def read_block(reader, info: dict[str, Any], window: Window) -> tuple[np.ndarray, np.ndarray]:
     """(pixels C x H x W in the selected band order, valid mask H x W) of one window of the grid."""
-    out_dtype = info["dtype"] if info["mixed_dtypes"] else None
-    array = reader.read(indexes=info["band_indexes"], window=window, out_dtype=out_dtype)
+    array = read_pixels(reader, info, window)
     return array, valid_mask(reader, info, window, array)
+
+
+def read_pixels(reader, info: dict[str, Any], window: Window) -> np.ndarray:
+    """Pixels C x H x W of one window of the grid, in the selected band order and the raster's dtype."""
+    out_dtype = info["dtype"] if info["mixed_dtypes"] else None
+    return reader.read(indexes=info["band_indexes"], window=window, out_dtype=out_dtype)
 
 
 def valid_mask(reader, info: dict[str, Any], window: Window, array: np.ndarray) -> np.ndarray:

@@ -198,7 +198,7 @@ class _RasterTiles:
         self.stack.close()
 
     def tile(self, raster: int, row: int, col: int) -> bytes:
-        from rsbench.corpus.raster import GDAL_OPTIONS, open_grid, read_block
+        from rsbench.corpus.raster import GDAL_OPTIONS, open_grid, read_pixels
         from rsbench.corpus.tiling import source_stamp
 
         info, size = self.task["rasters"][raster], self.task["tile"]
@@ -212,8 +212,7 @@ class _RasterTiles:
                 )
             self.stack.enter_context(rasterio.Env(**GDAL_OPTIONS))
             self.reader, self.current = self.stack.enter_context(open_grid(info)), raster
-        array, _ = read_block(self.reader, info, Window(col, row, size, size))
-        return npy_bytes(array)
+        return npy_bytes(read_pixels(self.reader, info, Window(col, row, size, size)))
 
 
 def sample_metadata(record: dict[str, Any], info: dict[str, Any], tile: int) -> bytes:
