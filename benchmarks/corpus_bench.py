@@ -478,6 +478,71 @@ def archive_case(work: Path, chips: int) -> dict:
     return result
 
 
+def wide_raster(path: Path, width: int = 16384, height: int = 1024, bands: int = 8, block: int = 512) -> None:
+    """bands x uint16, width x height, 512 px DEFLATE blocks, every block written (noise over real NAIP values):
+    one block row holds width x block x bands x 2 bytes (128 MiB at the defaults, GDAL_OPTIONS' whole cache)."""
+    if path.exists():
+        return
+    with rasterio.open(SHARED / "rasters" / NAIP) as src:
+        patch = src.read(window=Window(0, 0, block, block)).astype(np.uint16) * 10
+        crs, res = src.crs, src.res
+    patch = np.concatenate([patch] * (bands // patch.shape[0] + 1))[:bands]
+    rng = np.random.default_rng(0)
+    profile = {
+        "driver": "GTiff", "width": width, "height": height, "count": bands, "dtype": "uint16", "crs": crs,
+        "transform": rasterio.Affine(res[0], 0, 500000, 0, -res[1], 5300000), "tiled": True,
+        "blockxsize": block, "blockysize": block, "compress": "deflate",
+    }  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        for bi in range(height // block):
+            for bj in range(width // block):
+                noise = rng.integers(0, 64, size=patch.shape, dtype=np.uint16)
+                dst.write(np.roll(patch, bi + bj, axis=2) + noise, window=Window(bj * block, bi * block, block, block))
+
+
+def block_rows_case(work: Path, rounds: int = 2) -> dict:
+    """A raster whose block rows fill GDAL_OPTIONS' 128 MiB cache, 1 worker, interleaved rounds: the build with the
+    cache raised to hold a row of windows' blocks (raster.row_cache_bytes) vs the same build held at 128 MiB, and
+    the bare loop (GDAL's default cache, 5 % of RAM, holds the block rows)."""
+    from rsbench.corpus import raster
+
+    path = work / "wide" / "wide_16384x1024_8band_uint16.tif"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wide_raster(path)
+    raised, held, bares = [], [], []
+    for _ in range(rounds):
+        bares.append(bare_loop_memory([path], 64, 64)[0])
+        t, corpus = build([path], work / "wide_raised", 64, 64, workers=1)
+        raised.append(t)
+        raised_stages = stage_seconds(work / "wide_raised")
+        cap = raster.ROW_CACHE_MAX
+        raster.ROW_CACHE_MAX = raster.GDAL_OPTIONS["GDAL_CACHEMAX"]  # what the build did before row_cache
+        try:
+            held.append(build([path], work / "wide_held", 64, 64, workers=1)[0])
+        finally:
+            raster.ROW_CACHE_MAX = cap
+        held_stages = stage_seconds(work / "wide_held")
+    with rasterio.open(path) as src:
+        cache = raster.row_cache_bytes(src, 64)
+    return {
+        "raster": path.name,
+        "block_row_mib": 16384 * 512 * 8 * 2 / 2**20,
+        "row_cache_mib": cache / 2**20,
+        "build_row_cache_s": raised,
+        "build_held_128_mib_s": held,
+        "bare_loop_s": bares,
+        "stages_row_cache_s": raised_stages,
+        "stages_held_128_mib_s": held_stages,
+        "speedup_row_cache": float(np.median([h / r for h, r in zip(held, raised)])),
+        "ratio_row_cache_vs_bare": min(bares) / min(raised),
+        "ratio_held_vs_bare": min(bares) / min(held),
+        "windows": corpus["counts"]["tiles_total"],
+        "kept": corpus["counts"]["tiles_kept"],
+        "identical_output": same_corpus(work / "wide_raised", work / "wide_held", corpus["shards"]),
+        "load_avg": os.getloadavg(),
+    }
+
+
 PROFILED = {  # stage -> (end of the module's path, function) whose cumulative time cProfile reports
     "build": ("rsbench/corpus/build.py", "build_corpus"),
     "planning": ("rsbench/corpus/plan.py", "make_plan"),
@@ -647,6 +712,9 @@ def main() -> None:
     )
     ap.add_argument("--only-archive", action="store_true", help="re-run the archive case only, into the existing JSON")
     ap.add_argument("--profile-chips", type=int, default=200, help="chips of the profiled build (--only-archive)")
+    ap.add_argument(
+        "--only-block-rows", action="store_true", help="re-run the wide-block-rows case only, into the existing JSON"
+    )
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "corpus_bench.json")
     args = ap.parse_args()
     work = args.work
@@ -663,6 +731,11 @@ def main() -> None:
     if args.only_planning:
         sizes = [int(n) for n in args.plan_sizes.split(",")]
         previous["planning_memory"] = planning_memory(work, sizes) | {"load_avg": os.getloadavg()}
+        args.json.write_text(json.dumps(previous, indent=2) + "\n")
+        return print(f"wrote {args.json}")
+    if args.only_block_rows:
+        previous["block_rows"] = block_rows_case(work)
+        print(json.dumps(previous["block_rows"], indent=2), flush=True)
         args.json.write_text(json.dumps(previous, indent=2) + "\n")
         return print(f"wrote {args.json}")
     if args.only_archive:

@@ -1,5 +1,5 @@
-"""The radiometric reference: a small raster's comes from all its pixels (one read), a large one's from a
-lattice sample that grows with its area."""
+"""Reading rasters: a small raster's radiometric reference comes from all its pixels (one read), a large one's
+from a lattice sample that grows with its area; the grid reader and GDAL's block cache."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 import rasterio
 from rasterio.windows import Window
 
@@ -128,3 +129,83 @@ def test_the_grid_reader_reads_pixels_without_parsing_the_georeferencing_again(r
     coarse = probe_raster(str(rasters_dir / NAIP), gsd=10.0)
     with open_grid(coarse) as reader:
         assert coarse["resampled"] and reader.crs is not None and reader.width == coarse["width"]
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory, rasters_dir: Path) -> Path:
+    """16,384 x 1,024 px, 8 bands uint16 in 512 px DEFLATE blocks (128 MiB a block row): one real patch, the other
+    blocks sparse (0: nodata)."""
+    with rasterio.open(rasters_dir / NAIP) as src:
+        patch = np.concatenate([src.read(window=Window(0, 0, 1024, 512))] * 2).astype(np.uint16) * 10 + 1
+        crs, transform = src.crs, src.transform
+    path = tmp_path_factory.mktemp("wide") / "wide.tif"
+    profile = {
+        "driver": "GTiff", "width": 16384, "height": 1024, "count": 8, "dtype": "uint16", "crs": crs,
+        "transform": transform, "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate",
+        "sparse_ok": True,
+    }  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(patch, window=Window(0, 0, 1024, 512))
+    return path
+
+
+def test_block_cache_holds_a_row_of_windows_while_a_raster_is_read_row_after_row(
+    wide: Path, rasters_dir: Path, tmp_path: Path, monkeypatch
+):
+    """A raster whose block rows exceed GDAL's 128 MiB would have each block decompressed once per row of windows
+    crossing it; tiling's strips and packing's re-reads run with a cache that holds what one row of windows
+    touches (by hand: 2 block rows x 512 px x 16,384 px x 8 bands x 2 bytes, + 1/8)."""
+    from rsbench.corpus import CorpusBuildConfig, build_corpus, shards, tiling
+    from rsbench.corpus.raster import GDAL_OPTIONS, ROW_CACHE_MAX, row_cache_bytes
+
+    expected = 2 * 512 * 16384 * 8 * 2 * 9 // 8
+    with rasterio.open(wide) as reader:
+        assert row_cache_bytes(reader, 64) == expected
+        assert row_cache_bytes(reader, 1024) == 3 * 512 * 16384 * 8 * 2 * 9 // 8  # a window spans up to 3 block rows
+        assert row_cache_bytes(reader, 8192) == ROW_CACHE_MAX
+    with rasterio.open(rasters_dir / NAIP) as reader:  # 934 px wide, 4 bands uint8: the default cache suffices
+        assert row_cache_bytes(reader, 64) == GDAL_OPTIONS["GDAL_CACHEMAX"]
+
+    seen: dict[str, list[int]] = {"tiling": [], "packing": []}
+
+    def recording(stage, read):
+        def wrapped(*args, **kwargs):
+            seen[stage].append(int(rasterio.env.getenv()["GDAL_CACHEMAX"]))
+            return read(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(tiling, "read_block", recording("tiling", tiling.read_block))
+    monkeypatch.setattr(shards, "read_pixels", recording("packing", shards.read_pixels))
+    out = tmp_path / "corpus"
+    corpus = build_corpus(CorpusBuildConfig(inputs=[str(wide)], out=str(out), tile_size=64, workers=1))
+    assert corpus["counts"]["tiles_kept"] == len(seen["packing"]) > 0
+    assert set(seen["tiling"]) == set(seen["packing"]) == {expected}
+
+
+def test_a_large_raster_is_cut_into_parts_where_block_rows_end(wide: Path, rasters_dir: Path, tmp_path: Path):
+    """Each part opens its raster afresh: a block row split across parts would be decompressed once by each. Parts
+    of 32 MiB hold 2 of the 8 window rows of a 512 px block row here; they now end with the block row."""
+    from rsbench.corpus import CorpusBuildConfig, plan
+    from rsbench.corpus.tiling import plan_windows
+
+    cfg = CorpusBuildConfig(inputs=[str(wide)], out=str(tmp_path / "c"), tile_size=64)
+    info = probe_raster(str(wide), reference=False)
+    assert info["block"] == [512, 512]
+    rows = plan_windows(info, 64, None, None, 0)[0]
+    layout = plan._Layout(cfg, group=True)
+    layout.add(0, rows, info)
+    starts, stops = np.asarray(layout.rows["start"]), np.asarray(layout.rows["stop"])
+    assert len(rows) == 4096 and list(zip(starts, stops)) == [(0, 2048), (2048, 4096)]  # 2 block rows, 2 parts
+    assert {int(r) // 512 for r in rows[:2048]} == {0} and {int(r) // 512 for r in rows[2048:]} == {1}
+
+    # A part never grows past BLOCK_ROW_PART_MAX x --task-tiles windows; small rasters are laid out as before.
+    narrow = CorpusBuildConfig(inputs=[str(wide)], out=str(tmp_path / "c"), tile_size=64, task_tiles=100)
+    layout = plan._Layout(narrow, group=True)
+    layout.add(0, rows, info)
+    sizes = np.asarray(layout.rows["stop"]) - np.asarray(layout.rows["start"])
+    assert sizes.max() <= plan.BLOCK_ROW_PART_MAX * 100 and sizes.sum() == 4096
+    chip = {**info, "width": 128, "height": 128}
+    layout = plan._Layout(cfg, group=True)
+    layout.add(0, plan_windows(chip, 64, None, None, 0)[0], chip)
+    assert layout.rows["stop"] == [4]

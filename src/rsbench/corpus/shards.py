@@ -33,6 +33,7 @@ import rasterio
 from rasterio.windows import Window
 
 from rsbench.contracts.corpus_info import shard_name
+from rsbench.corpus.raster import GDAL_OPTIONS, open_grid, read_pixels, row_cache
 from rsbench.corpus.stats import histogram, histogram_moments, tile_moments
 from rsbench.errors import DataError
 
@@ -198,7 +199,6 @@ class _RasterTiles:
         self.stack.close()
 
     def tile(self, raster: int, row: int, col: int) -> bytes:
-        from rsbench.corpus.raster import GDAL_OPTIONS, open_grid, read_pixels
         from rsbench.corpus.tiling import source_stamp
 
         info, size = self.task["rasters"][raster], self.task["tile"]
@@ -212,6 +212,7 @@ class _RasterTiles:
                 )
             self.stack.enter_context(rasterio.Env(**GDAL_OPTIONS))
             self.reader, self.current = self.stack.enter_context(open_grid(info)), raster
+            self.stack.enter_context(row_cache(self.reader, size))
         return npy_bytes(read_pixels(self.reader, info, Window(col, row, size, size)))
 
 

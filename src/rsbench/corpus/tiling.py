@@ -25,7 +25,15 @@ from rasterio.windows import Window
 
 from rsbench.corpus import filters as F
 from rsbench.corpus.exclude import overlapping
-from rsbench.corpus.raster import GDAL_OPTIONS, key_prefix, lonlat, open_grid, read_block, whole_raster
+from rsbench.corpus.raster import (
+    GDAL_OPTIONS,
+    key_prefix,
+    lonlat,
+    open_grid,
+    read_block,
+    row_cache,
+    whole_raster,
+)
 from rsbench.corpus.shards import npy_bytes
 from rsbench.io import atomic_write_bytes, write_json
 
@@ -245,7 +253,8 @@ def _tile(
         # --max-tiles) are never written and the build's disk traffic is the shards'; a warped one's are
         # spooled (a window read alone is not bit for bit the slice of a warped strip).
         spooled = info["resampled"]
-        _measure_strips(task, info, reader, rows, cols, excluded, base, found, spooled)
+        with row_cache(reader, tile):
+            _measure_strips(task, info, reader, rows, cols, excluded, base, found, spooled)
     return records, reference, spooled
 
 
