@@ -17,6 +17,8 @@ worker processes (cluster started before timing), output checked identical, with
   * torchgeo RasterDataset + RandomGeoSampler + DataLoader producing as many 64 px tiles from the
     Sentinel-2 raster as the build tiles from it (torchgeo only reads, it writes nothing);
   * loader: CorpusDataset over the shards vs np.load of the bare loop's .npy files, same samples;
+  * block rows: a generated 16,384 px wide 8-band uint16 raster whose 512 px block rows fill GDAL's 128 MiB
+    cache, built as it is and with the row-sized cache and block-row parts turned off, beside the bare loop;
   * peak RSS (process tree) while tiling a generated > 4 GiB raster (sparse tiled DEFLATE GeoTIFF).
 Writes benchmarks/results/corpus_bench.json.
 """
@@ -501,44 +503,45 @@ def wide_raster(path: Path, width: int = 16384, height: int = 1024, bands: int =
 
 
 def block_rows_case(work: Path, rounds: int = 2) -> dict:
-    """A raster whose block rows fill GDAL_OPTIONS' 128 MiB cache, 1 worker, interleaved rounds: the build with the
-    cache raised to hold a row of windows' blocks (raster.row_cache_bytes) vs the same build held at 128 MiB, and
-    the bare loop (GDAL's default cache, 5 % of RAM, holds the block rows)."""
-    from rsbench.corpus import raster
+    """A raster whose block rows fill GDAL_OPTIONS' 128 MiB cache, 1 worker, interleaved rounds: the build as it is
+    (cache raised to hold a row of windows' blocks, raster.row_cache_bytes; parts ending with block rows,
+    plan.BLOCK_ROW_PART_MAX) vs the same build with both turned off (what it did before), and the bare loop
+    (GDAL's default cache, 5 % of RAM, holds the block rows)."""
+    from rsbench.corpus import plan, raster
 
     path = work / "wide" / "wide_16384x1024_8band_uint16.tif"
     path.parent.mkdir(parents=True, exist_ok=True)
     wide_raster(path)
-    raised, held, bares = [], [], []
+    now, before, bares = [], [], []
     for _ in range(rounds):
         bares.append(bare_loop_memory([path], 64, 64)[0])
-        t, corpus = build([path], work / "wide_raised", 64, 64, workers=1)
-        raised.append(t)
-        raised_stages = stage_seconds(work / "wide_raised")
-        cap = raster.ROW_CACHE_MAX
-        raster.ROW_CACHE_MAX = raster.GDAL_OPTIONS["GDAL_CACHEMAX"]  # what the build did before row_cache
+        t, corpus = build([path], work / "wide_now", 64, 64, workers=1)
+        now.append(t)
+        now_stages = stage_seconds(work / "wide_now")
+        saved = raster.ROW_CACHE_MAX, plan.BLOCK_ROW_PART_MAX
+        raster.ROW_CACHE_MAX, plan.BLOCK_ROW_PART_MAX = raster.GDAL_OPTIONS["GDAL_CACHEMAX"], 0
         try:
-            held.append(build([path], work / "wide_held", 64, 64, workers=1)[0])
+            before.append(build([path], work / "wide_before", 64, 64, workers=1)[0])
         finally:
-            raster.ROW_CACHE_MAX = cap
-        held_stages = stage_seconds(work / "wide_held")
+            raster.ROW_CACHE_MAX, plan.BLOCK_ROW_PART_MAX = saved
+        before_stages = stage_seconds(work / "wide_before")
     with rasterio.open(path) as src:
         cache = raster.row_cache_bytes(src, 64)
     return {
         "raster": path.name,
-        "block_row_mib": 16384 * 512 * 8 * 2 / 2**20,
-        "row_cache_mib": cache / 2**20,
-        "build_row_cache_s": raised,
-        "build_held_128_mib_s": held,
-        "bare_loop_s": bares,
-        "stages_row_cache_s": raised_stages,
-        "stages_held_128_mib_s": held_stages,
-        "speedup_row_cache": float(np.median([h / r for h, r in zip(held, raised)])),
-        "ratio_row_cache_vs_bare": min(bares) / min(raised),
-        "ratio_held_vs_bare": min(bares) / min(held),
         "windows": corpus["counts"]["tiles_total"],
         "kept": corpus["counts"]["tiles_kept"],
-        "identical_output": same_corpus(work / "wide_raised", work / "wide_held", corpus["shards"]),
+        "block_row_mib": 16384 * 512 * 8 * 2 / 2**20,
+        "row_cache_mib": cache / 2**20,
+        "build_s": now,
+        "build_before_s": before,
+        "bare_loop_s": bares,
+        "stages_s": now_stages,
+        "stages_before_s": before_stages,
+        "speedup_over_before": float(np.median([b / n for b, n in zip(before, now)])),
+        "ratio_vs_bare": min(bares) / min(now),
+        "ratio_before_vs_bare": min(bares) / min(before),
+        "identical_output": same_corpus(work / "wide_now", work / "wide_before", corpus["shards"]),
         "load_avg": os.getloadavg(),
     }
 
@@ -765,6 +768,8 @@ def main() -> None:
         res["scaling"] = versus_bare(many, work / "scale", args.tile, 16, client, rounds=3)
         res["scaling"]["control_reaches_1_7"] = min(res["scaling"]["control_cpu_speedup_2_processes"]) >= 1.7
         print(json.dumps(res["scaling"], indent=2), flush=True)
+    res["block_rows"] = block_rows_case(work)
+    print(json.dumps(res["block_rows"], indent=2), flush=True)
     if args.skip_planning and "planning_memory" in previous:
         res["planning_memory"] = previous["planning_memory"]
     else:

@@ -81,9 +81,22 @@ def _corpus() -> str:
         f"{job('tiling', 'five shared rasters')}; {job('scaling', 'scaling job')} "
         f"({goals}); "
         f"{_planning(mem)}{_assembly(d.get('assembly_memory'))}; "
+        f"{_block_rows(d.get('block_rows'))}"
         f"{tg['speedup_vs_torchgeo']:.1f}x faster than torchgeo; shard loader at "
         f"{ld['ratio']:.2f}x of per-file `.npy` reads from the page cache; {big['uncompressed_gib']:.1f} GiB raster "
         f"tiled with {big['peak_rss_mib']:.0f} MiB peak RSS"
+    )
+
+
+def _block_rows(wide: dict[str, Any] | None) -> str:
+    if not wide:
+        return ""
+    return (
+        f"a raster with {wide['block_row_mib']:.0f} MiB block rows ({wide['windows']:,} windows): "
+        f"{min(wide['build_s']):.1f} s with the row-sized block cache and block-row parts vs "
+        f"{min(wide['build_before_s']):.1f} s without ({wide['speedup_over_before']:.2f}x, "
+        f"{'identical' if wide['identical_output'] else 'different'} output; "
+        f"{wide['ratio_vs_bare']:.2f}x the bare loop); "
     )
 
 
@@ -93,7 +106,8 @@ def _controls(job: dict[str, Any]) -> list[float]:
 
 def _rounds(job: dict[str, Any]) -> str:
     rounds = job.get("speedup_1_to_2_workers_per_round")
-    return f" (median of {len(rounds)} interleaved rounds)" if rounds else ""
+    runs = " in 2 runs" if "rerun" in job else ""
+    return f" (median of {len(rounds)} interleaved rounds{runs})" if rounds else ""
 
 
 def _planning(mem: dict[str, Any]) -> str:

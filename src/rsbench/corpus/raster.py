@@ -157,6 +157,7 @@ def probe_raster(
             width = max(1, round(src.width * native[0] / gsd))
             height = max(1, round(src.height * native[1] / gsd))
             transform = src.transform * Affine.scale(src.width / width, src.height / height)
+        resampled = (width, height) != (src.width, src.height)
         dates = acquisition_date(src, path)
         cx, cy = transform * (width / 2, height / 2)
         (lon,), (lat,) = warp_points(src.crs, "EPSG:4326", [cx], [cy])
@@ -181,7 +182,7 @@ def probe_raster(
             "mixed_dtypes": len(set(dtypes)) > 1,
             "crs": crs_string(src.crs),
             "transform": list(transform)[:6],
-            "resampled": (width, height) != (src.width, src.height),
+            "resampled": resampled,
             "resampling": resampling,
             "gsd": [native[0] * src.width / width, native[1] * src.height / height],
             "nodata": json_number(src.nodata),
@@ -191,7 +192,7 @@ def probe_raster(
             "date_source": dates[1],
             "center_lonlat": [lon, lat],
             # GDAL's block (rows, columns) of the file: a large raster's parts end where block rows end (plan.py).
-            "block": None if (width, height) != (src.width, src.height) else list(src.block_shapes[0]),
+            "block": None if resampled else list(src.block_shapes[0]),
         }
         if not reference and is_small(info):
             return info  # tiling reads it whole once and takes the reference from that read
