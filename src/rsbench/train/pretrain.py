@@ -197,6 +197,12 @@ def pretrain(cfg: PretrainConfig, *, submitit_job: bool = False) -> Path:
             trainer.fit(model, loader, ckpt_path=ckpt, weights_only=True if ckpt else None)
     except SIGTERMException:
         stopped_by = "SIGTERM"
+        if signals.saved_step != trainer.global_step and trainer.world_size == 1:
+            # SIGTERM landed after this step's SignalCheckpoint hook and before Lightning's own check at the end of
+            # the step, which raised here: the step's checkpoint is still owed (under DDP the hook's agreement at
+            # step boundaries decides, and a save here would be a collective only one rank reaches).
+            trainer.save_checkpoint(last, weights_only=False)
+            signals.saved_step = trainer.global_step
     except BaseException as e:
         if rank0:
             _merge(earlier_metrics, cfg.out)
