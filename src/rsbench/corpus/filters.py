@@ -184,9 +184,10 @@ def window_metrics(
         metrics["std"][looked] = np.sqrt(variance).max(axis=1)
     if not (f["blank_filter"] or quicklook):
         return metrics, None
+    seen = np.where(valid, greys, np.uint8(0))  # = quicklook(scaled, valid), window by window
     looks = np.zeros((n, *greys.shape[1:]), dtype=np.uint8)
-    looks[looked] = np.where(valid, greys, np.uint8(0))  # = quicklook(scaled, valid), window by window
-    metrics["entropy"][looked] = entropy_bits_many(looks[looked], valid, per_valid)
+    looks[looked] = seen
+    metrics["entropy"][looked] = entropy_bits_many(seen, valid, per_valid)
     return metrics, looks
 
 
